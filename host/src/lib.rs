@@ -1,0 +1,5 @@
+//! eshost: an event-sourcing host. It owns an embedded redb event store and runs aggregate,
+//! upcaster and projection logic as sandboxed WebAssembly components.
+
+pub mod runtime;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The wasmtime runtime that loads and sandboxes plugins.
