@@ -1,1 +1,399 @@
-//! The redb event store.
+//! The event store: an append-only log in `events.redb`, one group-committing writer, and
+//! readers that never wait for it.
+//!
+//! The rest of the host uses the [`EventStore`] trait, so that a server-grade backend can
+//! stand behind the same calls later.
+
+pub mod codec;
+pub mod error;
+pub mod event;
+mod file;
+pub mod reader;
+pub mod schema;
+pub mod validate;
+pub mod verify;
+mod writer;
+
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use std::sync::mpsc;
+
+use tokio::sync::{oneshot, watch};
+
+pub use error::{AppendError, OpenError, ReadError, ValidationError};
+pub use event::{
+    AppendRequest, Appended, EventRef, ExpectedVersion, ProposedEvent, RecordedEvent, StreamInfo,
+};
+pub use reader::{AllRead, Direction, StreamRead, Until};
+pub use validate::Limits;
+pub use verify::VerifyReport;
+pub use writer::{Durability, Gather, WriterStats, now_ms};
+
+use schema::{EVENT_IDS, EVENTS, Head, META, META_FORMAT, META_HEAD, STORE_FORMAT, STREAM_EVENTS, STREAMS};
+use writer::{WriteRequest, Writer};
+
+/// The file, inside the store directory, that holds the log.
+pub const EVENTS_FILE: &str = "events.redb";
+
+/// A boxed future, so that [`EventStore`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The store operations the command pipeline, projections and server rely on.
+pub trait EventStore: Send + Sync {
+    /// Append events to one stream atomically; resolves once they are durable.
+    fn append(&self, request: AppendRequest) -> BoxFuture<'static, Result<Appended, AppendError>>;
+    /// Visit the events of one stream.
+    fn visit_stream(
+        &self,
+        stream_id: &str,
+        read: &StreamRead,
+        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), ReadError>;
+    /// Visit the events of `$all`.
+    fn visit_all(
+        &self,
+        read: &AllRead,
+        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), ReadError>;
+    /// What the store knows about one stream (`None` if it has no events).
+    fn stream_info(&self, stream_id: &str) -> Result<Option<StreamInfo>, ReadError>;
+    /// Streams whose id starts with `prefix`, in id order, after `after`.
+    fn streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, StreamInfo)>, ReadError>;
+    /// The last position recorded at or before `time` (ms since the epoch).
+    fn position_at(&self, time: u64) -> Result<u64, ReadError>;
+    /// The last committed position.
+    fn head(&self) -> u64;
+    /// A watch of the head position that changes on every commit.
+    fn watch_head(&self) -> watch::Receiver<u64>;
+
+    /// The events of one stream, owned.
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        read: &StreamRead,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let mut events = Vec::new();
+        self.visit_stream(stream_id, read, &mut |event| {
+            events.push(event.to_owned());
+            ControlFlow::Continue(())
+        })?;
+        Ok(events)
+    }
+
+    /// Events of `$all`, owned.
+    fn read_all(&self, read: &AllRead) -> Result<Vec<RecordedEvent>, ReadError> {
+        let mut events = Vec::new();
+        self.visit_all(read, &mut |event| {
+            events.push(event.to_owned());
+            ControlFlow::Continue(())
+        })?;
+        Ok(events)
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The store directory; created if missing.
+    pub dir: PathBuf,
+    /// Size limits on appends.
+    pub limits: Limits,
+    /// Whether commits wait for the disk.
+    pub durability: Durability,
+    /// The most appends gathered into one commit.
+    pub max_batch: usize,
+    /// redb's page cache, in bytes.
+    pub cache_bytes: usize,
+    /// How long the writer waits to grow a batch.
+    pub gather: Gather,
+}
+
+impl StoreConfig {
+    /// Defaults for a store in `dir`: durable, 1 MiB events, 256 MiB cache.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            dir: dir.into(),
+            limits: Limits::default(),
+            durability: Durability::Immediate,
+            max_batch: 4096,
+            cache_bytes: 256 * 1024 * 1024,
+            gather: Gather::default(),
+        }
+    }
+}
+
+/// The redb event store. Cheap to clone; the writer stops when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    limits: Limits,
+    requests: Option<mpsc::Sender<WriteRequest>>,
+    head: watch::Receiver<u64>,
+    stats: Arc<WriterStats>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what it holds and exit; joining it
+        // releases the file before the store is reported closed.
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in `config.dir`.
+    pub fn open(config: StoreConfig) -> Result<Store, OpenError> {
+        std::fs::create_dir_all(&config.dir).map_err(|source| OpenError::Directory {
+            path: config.dir.clone(),
+            source,
+        })?;
+        let path = config.dir.join(EVENTS_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| OpenError::Directory {
+                path: path.clone(),
+                source,
+            })?;
+        let db = file::ZeroAheadFile::new(file)
+            .and_then(|file| {
+                Database::builder()
+                    .set_cache_size(config.cache_bytes)
+                    .create_with_backend(file)
+            })
+            .map_err(|error| match error {
+                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked { path: path.clone() },
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock =>
+                {
+                    OpenError::Locked { path: path.clone() }
+                }
+                other => OpenError::Database {
+                    path: path.clone(),
+                    reason: other.to_string(),
+                },
+            })?;
+        let head = initialise(&db).map_err(|reason| match reason {
+            Initialise::Format(found) => OpenError::Format {
+                path: path.clone(),
+                found,
+                supported: STORE_FORMAT,
+            },
+            Initialise::Database(reason) => OpenError::Database {
+                path: path.clone(),
+                reason,
+            },
+        })?;
+        let db = Arc::new(db);
+        let (head_tx, head_rx) = watch::channel(head.position);
+        // Unbounded: every queued append has a caller awaiting it, so the queue is bounded by
+        // the callers in flight, which the server limits.
+        let (requests, receiver) = mpsc::channel();
+        let stats = Arc::new(WriterStats::default());
+        let writer = Writer {
+            stats: stats.clone(),
+            db: db.clone(),
+            head,
+            head_tx,
+            durability: config.durability,
+            max_batch: config.max_batch.max(1),
+            gather: config.gather,
+        };
+        let writer = std::thread::Builder::new()
+            .name("eshost-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|source| OpenError::Directory {
+                path: config.dir.clone(),
+                source,
+            })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                limits: config.limits,
+                requests: Some(requests),
+                head: head_rx,
+                stats,
+                writer: Some(writer),
+            }),
+        })
+    }
+
+    /// The events file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The writer's counters.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.inner.stats
+    }
+
+    /// Append from a thread that is not running async code (tools, benchmarks, tests).
+    pub fn append_blocking(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let (request, answer) = self.submit_checked(request)?;
+        self.sender()?
+            .send(request)
+            .map_err(|_| AppendError::Closed)?;
+        answer.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Re-check the whole log; see [`VerifyReport`].
+    pub fn verify(&self) -> Result<VerifyReport, ReadError> {
+        verify::verify(&self.begin_read()?)
+    }
+
+    fn sender(&self) -> Result<&mpsc::Sender<WriteRequest>, AppendError> {
+        self.inner.requests.as_ref().ok_or(AppendError::Closed)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn submit_checked(
+        &self,
+        request: AppendRequest,
+    ) -> Result<(WriteRequest, oneshot::Receiver<Result<Appended, AppendError>>), AppendError> {
+        validate::append(&request, &self.inner.limits)?;
+        let (reply, answer) = oneshot::channel();
+        Ok((WriteRequest { request, reply }, answer))
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, ReadError> {
+        Ok(self.inner.db.begin_read()?)
+    }
+}
+
+impl EventStore for Store {
+    fn append(&self, request: AppendRequest) -> BoxFuture<'static, Result<Appended, AppendError>> {
+        let submitted = self.submit_checked(request).and_then(|(request, answer)| {
+            self.sender()?
+                .send(request)
+                .map_err(|_| AppendError::Closed)?;
+            Ok(answer)
+        });
+        Box::pin(async move { submitted?.await.map_err(|_| AppendError::Closed)? })
+    }
+
+    fn visit_stream(
+        &self,
+        stream_id: &str,
+        read: &StreamRead,
+        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), ReadError> {
+        validate::stream_id(stream_id)?;
+        reader::visit_stream(&self.begin_read()?, stream_id, read, visit)
+    }
+
+    fn visit_all(
+        &self,
+        read: &AllRead,
+        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), ReadError> {
+        reader::visit_all(&self.begin_read()?, read, visit)
+    }
+
+    fn stream_info(&self, stream_id: &str) -> Result<Option<StreamInfo>, ReadError> {
+        validate::stream_id(stream_id)?;
+        reader::stream_info(&self.begin_read()?, stream_id)
+    }
+
+    fn streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, StreamInfo)>, ReadError> {
+        reader::streams(&self.begin_read()?, prefix, after, limit)
+    }
+
+    fn position_at(&self, time: u64) -> Result<u64, ReadError> {
+        reader::position_at(&self.begin_read()?, time)
+    }
+
+    fn head(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.head.clone()
+    }
+}
+
+enum Initialise {
+    Format(u32),
+    Database(String),
+}
+
+/// Create the tables of a new store, check the format of an old one, and read its head.
+fn initialise(db: &Database) -> Result<Head, Initialise> {
+    let failed = |error: redb::Error| Initialise::Database(error.to_string());
+    let txn = db.begin_write().map_err(|e| failed(e.into()))?;
+    let head = {
+        let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
+        let format = meta
+            .get(META_FORMAT)
+            .map_err(|e| failed(e.into()))?
+            .map(|bytes| {
+                bytes
+                    .value()
+                    .try_into()
+                    .map(u32::from_le_bytes)
+                    .unwrap_or(u32::MAX)
+            });
+        match format {
+            Some(STORE_FORMAT) => {}
+            Some(other) => return Err(Initialise::Format(other)),
+            None => {
+                meta.insert(META_FORMAT, STORE_FORMAT.to_le_bytes().as_slice())
+                    .map_err(|e| failed(e.into()))?;
+            }
+        }
+        let head = match meta.get(META_HEAD).map_err(|e| failed(e.into()))? {
+            Some(bytes) => Head::decode(bytes.value())
+                .ok_or_else(|| Initialise::Database("the head record is malformed".into()))?,
+            None => Head::EMPTY,
+        };
+        // Open every table once so readers find them even in an empty store.
+        txn.open_table(EVENTS).map_err(|e| failed(e.into()))?;
+        txn.open_table(STREAM_EVENTS).map_err(|e| failed(e.into()))?;
+        txn.open_table(STREAMS).map_err(|e| failed(e.into()))?;
+        txn.open_table(EVENT_IDS).map_err(|e| failed(e.into()))?;
+        let last = txn
+            .open_table(EVENTS)
+            .and_then(|events| Ok(events.last()?.map(|(key, _)| key.value())))
+            .map_err(|e| failed(e.into()))?;
+        if last.unwrap_or(0) != head.position {
+            return Err(Initialise::Database(format!(
+                "the log ends at position {} but its head says {}",
+                last.unwrap_or(0),
+                head.position
+            )));
+        }
+        head
+    };
+    txn.commit().map_err(|e| failed(e.into()))?;
+    Ok(head)
+}

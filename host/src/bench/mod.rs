@@ -1,0 +1,4 @@
+//! Benchmarks behind `eshost bench`: each prints figures next to a baseline measured in the same run.
+
+pub mod append;
+pub mod replay;

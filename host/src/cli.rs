@@ -1,0 +1,306 @@
+//! The `eshost` command line: clap definitions and the code behind each verb.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::bench;
+use crate::store::{
+    AllRead, AppendRequest, Direction, Durability, EventStore, ExpectedVersion, ProposedEvent,
+    Store, StoreConfig, StreamRead, Until,
+};
+
+/// eshost: an event-sourcing host with an embedded event store and WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "eshost", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Append one event to a stream of a stopped store.
+    Append(AppendArgs),
+    /// Read a stream of a stopped store, one JSON event per line.
+    Read(ReadArgs),
+    /// Read `$all` (every stream, in commit order), one JSON event per line.
+    All(AllArgs),
+    /// List streams, optionally those whose id starts with a prefix.
+    Streams(StreamsArgs),
+    /// Re-check positions, stream versions and the hash chain of a stopped store.
+    Verify(StoreArgs),
+    /// Measure the host: prints figures beside a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Where the store is.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The store directory (holds events.redb).
+    #[arg(long, env = "ESHOST_STORE", default_value = "eshost-data")]
+    pub store: PathBuf,
+}
+
+/// `eshost append`.
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The stream, e.g. `account-42`.
+    stream: String,
+    /// The event type, e.g. `FundsDeposited`.
+    #[arg(long = "type")]
+    event_type: String,
+    /// The event's data, a JSON value.
+    #[arg(long, default_value = "{}")]
+    data: String,
+    /// The event's metadata, a JSON object.
+    #[arg(long, default_value = "{}")]
+    metadata: String,
+    /// The event's id (a UUID); a fresh one by default. Re-sending an id is idempotent.
+    #[arg(long)]
+    id: Option<uuid::Uuid>,
+    /// The schema version of the data.
+    #[arg(long, default_value_t = 1)]
+    schema_version: u32,
+    /// Only append if the stream is at this version: any, no_stream, stream_exists or a number.
+    #[arg(long, default_value = "any")]
+    expected: ExpectedVersion,
+}
+
+/// `eshost read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The stream.
+    stream: String,
+    /// First version to read (forward from 1, backward from the end by default).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Newest first.
+    #[arg(long)]
+    backward: bool,
+    /// The most events to print.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    until: UntilArgs,
+}
+
+/// `eshost all`.
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// First position to read.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// The most events to print.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Only events of this type (repeatable).
+    #[arg(long = "type")]
+    event_types: Vec<String>,
+    #[command(flatten)]
+    until: UntilArgs,
+}
+
+/// Upper bounds for "as of" reads.
+#[derive(Debug, Args)]
+pub struct UntilArgs {
+    /// Only events at or before this global position.
+    #[arg(long, conflicts_with = "until_time")]
+    until_position: Option<u64>,
+    /// Only events recorded at or before this time, ms since the Unix epoch.
+    #[arg(long)]
+    until_time: Option<u64>,
+}
+
+impl UntilArgs {
+    fn until(&self) -> Option<Until> {
+        self.until_position
+            .map(Until::Position)
+            .or(self.until_time.map(Until::Time))
+    }
+}
+
+/// `eshost streams`.
+#[derive(Debug, Args)]
+pub struct StreamsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only streams whose id starts with this, e.g. `account-`.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// The most streams to print.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+}
+
+/// `eshost bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Concurrent single-event appends, durable by default, against raw redb inserts.
+    Append(BenchAppendArgs),
+}
+
+/// Commit durability on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DurabilityArg {
+    /// Every commit reaches the disk before it is acknowledged.
+    Immediate,
+    /// Commits stay in memory (no fsync); for comparison only.
+    None,
+}
+
+/// `eshost bench append`.
+#[derive(Debug, Args)]
+pub struct BenchAppendArgs {
+    /// Concurrent appenders.
+    #[arg(long, default_value_t = 64)]
+    appenders: usize,
+    /// Bytes of JSON data per event.
+    #[arg(long, default_value_t = 200)]
+    event_bytes: usize,
+    /// Seconds to run each phase.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Commit durability.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Immediate)]
+    durability: DurabilityArg,
+    /// Events per commit in the raw redb baseline.
+    #[arg(long, default_value_t = 1000)]
+    baseline_batch: usize,
+    /// Directory for the scratch stores (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Append(args) => append(args),
+        Command::Read(args) => read(args),
+        Command::All(args) => all(args),
+        Command::Streams(args) => streams(args),
+        Command::Verify(args) => verify(args),
+        Command::Bench(BenchCommand::Append(args)) => bench_append(args),
+    }
+}
+
+fn open(args: &StoreArgs) -> anyhow::Result<Store> {
+    Store::open(StoreConfig::new(&args.store))
+        .with_context(|| format!("opening store {}", args.store.display()))
+}
+
+fn append(args: AppendArgs) -> anyhow::Result<()> {
+    let store = open(&args.store)?;
+    let mut event = ProposedEvent::new(args.event_type, args.data)
+        .with_metadata(args.metadata)
+        .with_schema_version(args.schema_version);
+    if let Some(id) = args.id {
+        event = event.with_id(id);
+    }
+    let appended = store.append_blocking(AppendRequest::new(args.stream, args.expected, vec![event]))?;
+    print_json(&appended)
+}
+
+fn read(args: ReadArgs) -> anyhow::Result<()> {
+    let store = open(&args.store)?;
+    let mut read = if args.backward {
+        StreamRead::backward()
+    } else {
+        StreamRead::forward()
+    };
+    if let Some(from) = args.from {
+        read.from_version = from;
+    }
+    read.limit = args.limit.unwrap_or(usize::MAX);
+    read.until = args.until.until();
+    if store.stream_info(&args.stream)?.is_none() {
+        bail!("stream {:?} does not exist", args.stream);
+    }
+    print_lines(store.read_stream(&args.stream, &read)?)
+}
+
+fn all(args: AllArgs) -> anyhow::Result<()> {
+    let store = open(&args.store)?;
+    let read = AllRead {
+        from_position: args.from,
+        direction: Direction::Forward,
+        limit: args.limit.unwrap_or(usize::MAX),
+        event_types: args.event_types,
+        until: args.until.until(),
+    };
+    print_lines(store.read_all(&read)?)
+}
+
+fn streams(args: StreamsArgs) -> anyhow::Result<()> {
+    let store = open(&args.store)?;
+    let streams = store.streams(&args.prefix, None, args.limit)?;
+    print_lines(streams.into_iter().map(|(stream_id, info)| {
+        serde_json::json!({ "stream_id": stream_id, "info": info })
+    }))
+}
+
+fn verify(args: StoreArgs) -> anyhow::Result<()> {
+    let store = open(&args)?;
+    let report = store.verify()?;
+    println!("{report}");
+    if !report.is_ok() {
+        bail!("verification failed");
+    }
+    Ok(())
+}
+
+fn bench_append(args: BenchAppendArgs) -> anyhow::Result<()> {
+    if args.appenders == 0 || !(args.seconds > 0.0) {
+        bail!("--appenders and --seconds must be positive");
+    }
+    let options = bench::append::AppendBenchOptions {
+        appenders: args.appenders,
+        event_bytes: args.event_bytes,
+        duration: Duration::from_secs_f64(args.seconds),
+        durability: match args.durability {
+            DurabilityArg::Immediate => Durability::Immediate,
+            DurabilityArg::None => Durability::None,
+        },
+        baseline_batch: args.baseline_batch.max(1),
+        dir: args.dir,
+    };
+    let report = bench::append::run(&options)?;
+    if args.json {
+        print_json(&report)
+    } else {
+        println!("{report}");
+        Ok(())
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_lines<T: serde::Serialize>(values: impl IntoIterator<Item = T>) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for value in values {
+        serde_json::to_writer(&mut out, &value)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}

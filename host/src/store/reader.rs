@@ -1,0 +1,288 @@
+//! Reads on redb read transactions: any thread, never waiting for the writer.
+
+use std::ops::ControlFlow;
+
+use redb::{ReadTransaction, ReadableTable, TableError};
+
+use super::codec;
+use super::error::ReadError;
+use super::event::{EventRef, StreamInfo};
+use super::schema::{EVENTS, STREAM_EVENTS, STREAMS, StreamRow};
+
+/// Which way a read walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// An upper bound on what a read returns, for "as of" queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Until {
+    /// Only events at or before this position.
+    Position(u64),
+    /// Only events recorded at or before this time (ms since the epoch).
+    Time(u64),
+}
+
+/// A read of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRead {
+    /// First version to return (inclusive). Backward reads start here and go down;
+    /// `u64::MAX` means the end of the stream.
+    pub from_version: u64,
+    /// Which way to walk.
+    pub direction: Direction,
+    /// The most events to return.
+    pub limit: usize,
+    /// Leave out events after this bound.
+    pub until: Option<Until>,
+}
+
+impl StreamRead {
+    /// The whole stream, oldest first.
+    pub fn forward() -> Self {
+        StreamRead {
+            from_version: 1,
+            direction: Direction::Forward,
+            limit: usize::MAX,
+            until: None,
+        }
+    }
+
+    /// The whole stream, newest first.
+    pub fn backward() -> Self {
+        StreamRead {
+            from_version: u64::MAX,
+            direction: Direction::Backward,
+            limit: usize::MAX,
+            until: None,
+        }
+    }
+}
+
+/// A read of `$all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllRead {
+    /// First position to return (inclusive). Backward reads start here and go down;
+    /// `u64::MAX` means the head.
+    pub from_position: u64,
+    /// Which way to walk.
+    pub direction: Direction,
+    /// The most events to return.
+    pub limit: usize,
+    /// Only events of these types (all types when empty).
+    pub event_types: Vec<String>,
+    /// Leave out events after this bound.
+    pub until: Option<Until>,
+}
+
+impl AllRead {
+    /// Everything from `position` on, oldest first.
+    pub fn from(position: u64) -> Self {
+        AllRead {
+            from_position: position,
+            direction: Direction::Forward,
+            limit: usize::MAX,
+            event_types: Vec::new(),
+            until: None,
+        }
+    }
+}
+
+fn corrupt(position: u64) -> impl FnOnce(String) -> ReadError {
+    move |reason| ReadError::Corrupt { position, reason }
+}
+
+/// Visit the events of `stream` selected by `read`, stopping early when `visit` breaks.
+pub fn visit_stream(
+    txn: &ReadTransaction,
+    stream: &str,
+    read: &StreamRead,
+    visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+) -> Result<(), ReadError> {
+    let Some(number) = stream_row(txn, stream)?.map(|(number, ..)| number) else {
+        return Ok(());
+    };
+    let max_position = position_bound(txn, read.until)?;
+    let index = txn.open_table(STREAM_EVENTS)?;
+    let events = txn.open_table(EVENTS)?;
+    let mut range = match read.direction {
+        Direction::Forward => index.range((number, read.from_version.max(1))..=(number, u64::MAX))?,
+        Direction::Backward => index.range((number, 0)..=(number, read.from_version))?,
+    };
+    let mut returned = 0;
+    while returned < read.limit {
+        let entry = match read.direction {
+            Direction::Forward => range.next(),
+            Direction::Backward => range.next_back(),
+        };
+        let Some(entry) = entry else { break };
+        let position = entry?.1.value();
+        if position > max_position {
+            if read.direction == Direction::Forward {
+                break;
+            }
+            continue;
+        }
+        let record = events.get(position)?.ok_or_else(|| ReadError::Corrupt {
+            position,
+            reason: "the stream index points at a missing event".into(),
+        })?;
+        let decoded = codec::decode(position, record.value()).map_err(corrupt(position))?;
+        returned += 1;
+        if visit(decoded.event).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Visit the events of `$all` selected by `read`, stopping early when `visit` breaks.
+pub fn visit_all(
+    txn: &ReadTransaction,
+    read: &AllRead,
+    visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
+) -> Result<(), ReadError> {
+    let max_position = position_bound(txn, read.until)?;
+    let events = match txn.open_table(EVENTS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    };
+    if read.direction == Direction::Forward && read.from_position > max_position {
+        return Ok(());
+    }
+    let mut range = match read.direction {
+        Direction::Forward => events.range(read.from_position..=max_position)?,
+        Direction::Backward => events.range(..=read.from_position.min(max_position))?,
+    };
+    let mut returned = 0;
+    while returned < read.limit {
+        let entry = match read.direction {
+            Direction::Forward => range.next(),
+            Direction::Backward => range.next_back(),
+        };
+        let Some(entry) = entry else { break };
+        let (key, value) = entry?;
+        let position = key.value();
+        let decoded = codec::decode(position, value.value()).map_err(corrupt(position))?;
+        if !read.event_types.is_empty()
+            && !read.event_types.iter().any(|wanted| wanted == decoded.event.event_type)
+        {
+            continue;
+        }
+        returned += 1;
+        if visit(decoded.event).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The last position recorded at or before `time` (0 when none is).
+///
+/// Commit times never decrease along the log, so this is a binary search over positions.
+pub fn position_at(txn: &ReadTransaction, time: u64) -> Result<u64, ReadError> {
+    let events = match txn.open_table(EVENTS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(error) => return Err(error.into()),
+    };
+    let Some(last) = events.last()? else {
+        return Ok(0);
+    };
+    let recorded_at = |position: u64| -> Result<u64, ReadError> {
+        let record = events.get(position)?.ok_or_else(|| ReadError::Corrupt {
+            position,
+            reason: "missing from a gap-free log".into(),
+        })?;
+        codec::recorded_at(record.value()).ok_or_else(|| ReadError::Corrupt {
+            position,
+            reason: "record too short".into(),
+        })
+    };
+    // Invariant: every position < low is at or before `time`; every position > high is after.
+    let (mut low, mut high) = (1, last.0.value());
+    while low <= high {
+        let middle = low + (high - low) / 2;
+        if recorded_at(middle)? <= time {
+            low = middle + 1;
+        } else {
+            high = middle - 1;
+        }
+    }
+    Ok(low - 1)
+}
+
+/// The highest position a read may return under `until`.
+fn position_bound(txn: &ReadTransaction, until: Option<Until>) -> Result<u64, ReadError> {
+    match until {
+        None => Ok(u64::MAX),
+        Some(Until::Position(position)) => Ok(position),
+        Some(Until::Time(time)) => position_at(txn, time),
+    }
+}
+
+/// What the store knows about `stream`, if it exists.
+pub fn stream_info(txn: &ReadTransaction, stream: &str) -> Result<Option<StreamInfo>, ReadError> {
+    Ok(stream_row(txn, stream)?.map(stream_info_from))
+}
+
+fn stream_row(txn: &ReadTransaction, stream: &str) -> Result<Option<StreamRow>, ReadError> {
+    let streams = match txn.open_table(STREAMS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    Ok(streams.get(stream)?.map(|guard| guard.value()))
+}
+
+/// Streams whose id starts with `prefix` (a category such as `account-`), in id order,
+/// starting after `after`.
+pub fn streams(
+    txn: &ReadTransaction,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, StreamInfo)>, ReadError> {
+    let streams = match txn.open_table(STREAMS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(error) => return Err(error.into()),
+    };
+    let start = after.filter(|after| *after >= prefix).unwrap_or(prefix);
+    let mut found = Vec::new();
+    for entry in streams.range(start..)? {
+        if found.len() >= limit {
+            break;
+        }
+        let (key, value) = entry?;
+        let id = key.value();
+        if !id.starts_with(prefix) {
+            break;
+        }
+        if Some(id) == after {
+            continue;
+        }
+        found.push((id.to_owned(), stream_info_from(value.value())));
+    }
+    Ok(found)
+}
+
+fn stream_info_from(
+    (_, version, first_position, last_position, created_at, updated_at): StreamRow,
+) -> StreamInfo {
+    StreamInfo {
+        version,
+        first_position,
+        last_position,
+        created_at,
+        updated_at,
+    }
+}

@@ -1,0 +1,421 @@
+//! The single writer: group commit of every waiting append in one redb transaction.
+//!
+//! Appends arrive over a channel. The writer takes everything waiting, checks each append
+//! against the stream's version (seeing earlier appends of the same batch, since they are
+//! written into the same transaction), writes the accepted ones, commits once, and only then
+//! answers each caller. One durable commit thus serves many appends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
+use tokio::sync::{oneshot, watch};
+
+use super::codec::{self, RecordBody};
+use super::error::AppendError;
+use super::event::{AppendRequest, Appended, ProposedEvent};
+use super::schema::{
+    EVENT_IDS, EVENTS, Head, META, META_HEAD, STREAM_EVENTS, STREAMS, StreamRow,
+};
+
+/// Whether a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is on disk before its appends are acknowledged (the default).
+    #[default]
+    Immediate,
+    /// Commits stay in memory until a later durable commit (or a clean close). For benchmarks
+    /// and bulk imports: a crash loses the appends since the last durable commit.
+    None,
+}
+
+/// One append waiting for the writer, with the channel its answer goes back on.
+#[derive(Debug)]
+pub(crate) struct WriteRequest {
+    pub request: AppendRequest,
+    pub reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// Counters the writer keeps, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Appends acknowledged as written (idempotent replays and refusals not counted).
+    pub appends: AtomicU64,
+    /// Events written.
+    pub events: AtomicU64,
+    /// Nanoseconds the writer waited, with a batch open, for more appends to arrive.
+    pub gather_nanos: AtomicU64,
+    /// Nanoseconds batches were open: staging appends as they arrived, waits included.
+    pub stage_nanos: AtomicU64,
+    /// Nanoseconds spent in commits (the durable write).
+    pub commit_nanos: AtomicU64,
+}
+
+pub(crate) struct Writer {
+    pub stats: Arc<WriterStats>,
+    pub db: Arc<Database>,
+    pub head: Head,
+    pub head_tx: watch::Sender<u64>,
+    pub durability: Durability,
+    pub max_batch: usize,
+    pub gather: Gather,
+}
+
+/// How long the writer waits to grow a batch before committing it.
+///
+/// Callers that were just answered send their next append within microseconds; waiting for
+/// them while they keep arriving (each within `gap` of the last) lets one commit serve them
+/// all, instead of splitting the callers into groups that take turns at the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gather {
+    /// Commit when no new append has arrived for this long.
+    pub gap: Duration,
+    /// Never wait longer than this in total.
+    pub max_wait: Duration,
+}
+
+impl Default for Gather {
+    fn default() -> Self {
+        Gather {
+            gap: Duration::from_micros(50),
+            max_wait: Duration::from_micros(500),
+        }
+    }
+}
+
+/// A failure of the storage engine mid-batch: the whole transaction is abandoned.
+struct Fatal(AppendError);
+
+impl<E: Into<AppendError>> From<E> for Fatal {
+    fn from(error: E) -> Self {
+        Fatal(error.into())
+    }
+}
+
+struct Tables<'txn> {
+    events: Table<'txn, u64, &'static [u8]>,
+    stream_events: Table<'txn, (u64, u64), u64>,
+    streams: Table<'txn, &'static str, StreamRow>,
+    event_ids: Table<'txn, u128, u64>,
+}
+
+impl Writer {
+    /// Serve appends until every sender is gone.
+    pub fn run(mut self, requests: Receiver<WriteRequest>) {
+        let mut unflushed = false;
+        while let Ok(first) = requests.recv() {
+            let wrote = self.serve_batch(first, &requests);
+            unflushed |= wrote && self.durability == Durability::None;
+        }
+        if unflushed {
+            // Non-durable commits reach the disk with the next durable one.
+            let flushed = self.db.begin_write().map_err(redb::Error::from).and_then(|txn| {
+                txn.commit()?;
+                Ok(())
+            });
+            if let Err(error) = flushed {
+                tracing::error!(%error, "final flush of the event store failed");
+            }
+        }
+    }
+
+    /// Stage `first` and whatever follows it closely into one transaction, commit it, then
+    /// answer every caller. Returns whether anything was committed.
+    fn serve_batch(&mut self, first: WriteRequest, requests: &Receiver<WriteRequest>) -> bool {
+        let mut answers = Vec::with_capacity(self.max_batch.min(256));
+        let mut head = self.head;
+        let staging = Instant::now();
+        let staged = self.stage_batch(first, requests, &mut head, &mut answers);
+        add_elapsed(&self.stats.stage_nanos, staging);
+        let committed = match staged {
+            Ok(Some(txn)) => match commit_timed(txn, &self.stats.commit_nanos) {
+                Ok(()) => {
+                    self.count_committed(&answers);
+                    self.head = head;
+                    self.head_tx.send_replace(head.position);
+                    true
+                }
+                Err(error) => {
+                    let error = AppendError::from(error);
+                    tracing::error!(%error, "event store commit failed");
+                    fail_written(&mut answers, &error);
+                    false
+                }
+            },
+            Ok(None) => false,
+            Err(Fatal(error)) => {
+                tracing::error!(%error, "event store write failed");
+                fail_written(&mut answers, &error);
+                false
+            }
+        };
+        for (reply, outcome) in answers {
+            // The caller may have given up waiting; its append stands regardless.
+            let _ = reply.send(outcome);
+        }
+        committed
+    }
+
+    /// Stage appends into a write transaction as they arrive, until none has come for
+    /// `gather.gap`, `gather.max_wait` has passed, or the batch is full. Staging while callers
+    /// are still sending overlaps the writer's work with theirs. Returns the transaction when
+    /// there is anything to commit.
+    fn stage_batch(
+        &self,
+        first: WriteRequest,
+        requests: &Receiver<WriteRequest>,
+        head: &mut Head,
+        answers: &mut Vec<Answer>,
+    ) -> Result<Option<WriteTransaction>, Fatal> {
+        let mut next = Some(first);
+        let mut txn = match self.db.begin_write() {
+            Ok(txn) => txn,
+            Err(error) => {
+                let error = AppendError::from(error);
+                answers.extend(next.map(|request| (request.reply, Err(error.clone()))));
+                return Err(Fatal(error));
+            }
+        };
+        if self.durability == Durability::None {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|error| AppendError::Storage(error.to_string()))?;
+        }
+        let now = now_ms().max(head.recorded_at);
+        let started = Instant::now();
+        let mut wrote = false;
+        {
+            let mut tables = Tables {
+                events: txn.open_table(EVENTS)?,
+                stream_events: txn.open_table(STREAM_EVENTS)?,
+                streams: txn.open_table(STREAMS)?,
+                event_ids: txn.open_table(EVENT_IDS)?,
+            };
+            let mut buffer = Vec::new();
+            while let Some(WriteRequest { request, reply }) = next.take() {
+                match append_one(&mut tables, &request, head, now, &mut buffer) {
+                    Ok(outcome) => {
+                        wrote |= matches!(outcome, Ok(Appended { already_stored: false, .. }));
+                        answers.push((reply, outcome));
+                    }
+                    Err(Fatal(error)) => {
+                        answers.push((reply, Err(error.clone())));
+                        return Err(Fatal(error));
+                    }
+                }
+                if answers.len() >= self.max_batch {
+                    break;
+                }
+                next = self.next_request(requests, started);
+            }
+            if wrote {
+                txn.open_table(META)?
+                    .insert(META_HEAD, head.encode().as_slice())?;
+            }
+        }
+        if wrote {
+            Ok(Some(txn))
+        } else {
+            txn.abort()?;
+            Ok(None)
+        }
+    }
+
+    /// The next append of this batch: one already waiting, or one that arrives within the gap.
+    fn next_request(
+        &self,
+        requests: &Receiver<WriteRequest>,
+        started: Instant,
+    ) -> Option<WriteRequest> {
+        if let Ok(request) = requests.try_recv() {
+            return Some(request);
+        }
+        let left = self.gather.max_wait.saturating_sub(started.elapsed());
+        if left.is_zero() || self.gather.gap.is_zero() {
+            return None;
+        }
+        let waiting = Instant::now();
+        let request = requests.recv_timeout(self.gather.gap.min(left));
+        add_elapsed(&self.stats.gather_nanos, waiting);
+        request.ok()
+    }
+
+    fn count_committed(&self, answers: &[Answer]) {
+        let (appends, events) = answers
+            .iter()
+            .filter_map(|(_, outcome)| match outcome {
+                Ok(appended) if !appended.already_stored => {
+                    Some(appended.last_position - appended.first_position + 1)
+                }
+                _ => None,
+            })
+            .fold((0, 0), |(appends, events), count| (appends + 1, events + count));
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.appends.fetch_add(appends, Ordering::Relaxed);
+        self.stats.events.fetch_add(events, Ordering::Relaxed);
+    }
+}
+
+/// A caller's reply channel and the answer it will get.
+type Answer = (
+    oneshot::Sender<Result<Appended, AppendError>>,
+    Result<Appended, AppendError>,
+);
+
+fn add_elapsed(counter: &AtomicU64, since: Instant) {
+    counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+fn commit_timed(txn: WriteTransaction, counter: &AtomicU64) -> Result<(), redb::CommitError> {
+    let started = Instant::now();
+    let result = txn.commit();
+    add_elapsed(counter, started);
+    result
+}
+
+/// Turn the successes of a batch that failed to commit into the batch's error.
+fn fail_written(answers: &mut [Answer], error: &AppendError) {
+    for (_, outcome) in answers {
+        if matches!(outcome, Ok(Appended { already_stored: false, .. })) {
+            *outcome = Err(error.clone());
+        }
+    }
+}
+
+/// Check and stage one append. The outer `Result` is a storage failure that dooms the batch;
+/// the inner one is this append's own answer.
+fn append_one(
+    tables: &mut Tables<'_>,
+    request: &AppendRequest,
+    head: &mut Head,
+    now: u64,
+    buffer: &mut Vec<u8>,
+) -> Result<Result<Appended, AppendError>, Fatal> {
+    if let Some(answer) = replayed_append(tables, request)? {
+        return Ok(answer);
+    }
+    let stream = request.stream_id.as_str();
+    let existing = tables.streams.get(stream)?.map(|guard| guard.value());
+    let actual = existing.map_or(0, |(_, version, ..)| version);
+    if !request.expected.accepts(actual) {
+        return Ok(Err(AppendError::Conflict {
+            stream_id: request.stream_id.clone(),
+            expected: request.expected,
+            actual,
+        }));
+    }
+    let first_position = head.position + 1;
+    let number = match existing {
+        Some((number, ..)) => number,
+        None => tables.streams.len()? + 1,
+    };
+    let mut version = actual;
+    for event in &request.events {
+        version += 1;
+        let position = head.position + 1;
+        buffer.clear();
+        let hash = RecordBody {
+            stream_version: version,
+            event_id: event.event_id,
+            schema_version: event.schema_version,
+            recorded_at: now,
+            stream_id: stream,
+            event_type: &event.event_type,
+            data: &event.data,
+            metadata: &event.metadata,
+        }
+        .encode_into(position, &head.hash, buffer);
+        tables.events.insert(position, buffer.as_slice())?;
+        tables.stream_events.insert((number, version), position)?;
+        tables.event_ids.insert(event.event_id.as_u128(), position)?;
+        *head = Head {
+            position,
+            hash,
+            recorded_at: now,
+        };
+    }
+    let (first_in_stream, created_at) =
+        existing.map_or((first_position, now), |(_, _, first, _, created, _)| (first, created));
+    tables.streams.insert(
+        stream,
+        (number, version, first_in_stream, head.position, created_at, now),
+    )?;
+    Ok(Ok(Appended {
+        first_position,
+        last_position: head.position,
+        first_version: actual + 1,
+        stream_version: version,
+        recorded_at: now,
+        already_stored: false,
+    }))
+}
+
+/// If any event id of the request is already stored, the answer to the request: the original
+/// result when the whole append is stored with the same content, else a duplicate-id error.
+fn replayed_append(
+    tables: &Tables<'_>,
+    request: &AppendRequest,
+) -> Result<Option<Result<Appended, AppendError>>, Fatal> {
+    let mut stored = Vec::new();
+    for event in &request.events {
+        if let Some(position) = tables.event_ids.get(event.event_id.as_u128())? {
+            stored.push((event, position.value()));
+        }
+    }
+    let Some(&(_, first_position)) = stored.first() else {
+        return Ok(None);
+    };
+    let mut answer = Appended {
+        first_position,
+        last_position: first_position,
+        first_version: 0,
+        stream_version: 0,
+        recorded_at: 0,
+        already_stored: true,
+    };
+    for (index, (event, position)) in stored.iter().enumerate() {
+        let record = tables.events.get(*position)?.ok_or_else(|| {
+            AppendError::Storage(format!("event id index points at missing position {position}"))
+        })?;
+        let decoded = codec::decode(*position, record.value())
+            .map_err(|reason| AppendError::Storage(format!("position {position}: {reason}")))?;
+        let duplicate = |reason| {
+            Ok(Some(Err(AppendError::DuplicateEventId {
+                event_id: event.event_id,
+                position: *position,
+                reason,
+            })))
+        };
+        if !same_content(event, &request.stream_id, &decoded.event) {
+            return duplicate("with different content");
+        }
+        if *position != first_position + index as u64 || stored.len() != request.events.len() {
+            return duplicate("as part of another append");
+        }
+        if index == 0 {
+            answer.first_version = decoded.event.stream_version;
+            answer.recorded_at = decoded.event.recorded_at;
+        }
+        answer.last_position = *position;
+        answer.stream_version = decoded.event.stream_version;
+    }
+    Ok(Some(Ok(answer)))
+}
+
+fn same_content(event: &ProposedEvent, stream_id: &str, stored: &super::event::EventRef<'_>) -> bool {
+    stored.stream_id == stream_id
+        && stored.event_type == event.event_type
+        && stored.schema_version == event.schema_version
+        && stored.data == event.data
+        && stored.metadata == event.metadata
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
