@@ -1,1 +1,533 @@
-//! sdk
+//! Write eshost domain plugins — aggregates, upcasters, projections — in plain Rust.
+//!
+//! A plugin is a crate with `crate-type = ["cdylib", "rlib"]` that implements one of
+//! [`Aggregate`], [`Upcaster`] or [`Projection`] and names the type in one export macro:
+//! [`export_aggregate!`], [`export_upcaster!`] or [`export_projection!`]. Built for
+//! `wasm32-wasip2`, the macro generates the component's bindings to the WIT contract
+//! `eshost:plugin@0.1.0`; built natively, it generates nothing, so the same crate is unit
+//! tested with the [`testing`] harness under a plain `cargo test`.
+//!
+//! Events are plain serde enums ([`DomainEvent`]): the variant name is the stored event type
+//! and the variant's fields are the stored data, a JSON object.
+//!
+//! See the crate's README for a complete bank-account example.
+
+#![deny(missing_docs)]
+
+mod aggregate;
+mod event;
+mod projection;
+pub mod testing;
+mod upcaster;
+
+use std::fmt;
+
+pub use aggregate::{Aggregate, CommandContext, Rejection};
+pub use event::{DomainEvent, EncodedEvent, StoredEvent, encode, event_types, schema_version};
+pub use projection::{Projection, QueryArgs, QueryError, ReadModel, ReadModelStore, ReadModelView};
+pub use upcaster::{Upcast, Upcaster};
+
+/// Re-exported so plugins need not name it in their own `Cargo.toml`.
+pub use serde_json;
+
+/// An error from a plugin's own code: a payload that does not decode, a read-model value that
+/// is not what it should be, a broken invariant. It fails the call (the host stops at the
+/// event and shows the message); it is not a trap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
+include!(concat!(env!("OUT_DIR"), "/wit_bindgen_macro.rs"));
+
+/// Exports an [`Aggregate`] as the component's `aggregate-plugin` world.
+///
+/// ```ignore
+/// eshost_sdk::export_aggregate!(BankAccount);
+/// ```
+///
+/// Use it once, at the crate root, in a crate that depends on the SDK under the name
+/// `eshost_sdk`. On non-wasm targets it only checks that the type is an aggregate.
+#[macro_export]
+macro_rules! export_aggregate {
+    ($ty:ty) => {
+        const _: fn() = $crate::__private::assert_aggregate::<$ty>;
+        // One export per crate: a second export macro fails here with "defined multiple times".
+        #[doc(hidden)]
+        #[allow(dead_code)]
+        type __EshostPlugin = $ty;
+
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(
+            unsafe_code,
+            missing_docs,
+            missing_debug_implementations,
+            unused,
+            unused_qualifications,
+            clippy::all
+        )]
+        mod __eshost_plugin {
+            $crate::__eshost_wit_bindgen!("aggregate-plugin");
+
+            use exports::eshost::plugin::aggregate as wit;
+            use $crate::__private as rt;
+
+            struct Plugin;
+
+            impl Guest for Plugin {
+                fn describe() -> PluginInfo {
+                    $crate::__eshost_plugin_info!(
+                        rt::aggregate_info::<super::__EshostPlugin>(env!("CARGO_PKG_VERSION")),
+                        Aggregate
+                    )
+                }
+            }
+
+            impl wit::Guest for Plugin {
+                type Instance = Instance;
+            }
+
+            struct Instance(rt::AggregateInstance<super::__EshostPlugin>);
+
+            impl wit::GuestInstance for Instance {
+                fn new(id: String) -> Self {
+                    Self(rt::AggregateInstance::new(id))
+                }
+
+                fn restore(id: String, snapshot: Vec<u8>) -> Result<wit::Instance, String> {
+                    rt::AggregateInstance::restore(id, &snapshot)
+                        .map(|i| wit::Instance::new(Self(i)))
+                }
+
+                fn apply(&self, events: Vec<wit::Event>) -> Result<(), wit::EventError> {
+                    let mut state = self.0.state_mut();
+                    for e in &events {
+                        rt::apply(&mut *state, &$crate::__eshost_stored!(e)).map_err(
+                            |message| wit::EventError {
+                                position: e.position,
+                                message,
+                            },
+                        )?;
+                    }
+                    Ok(())
+                }
+
+                fn handle(
+                    &self,
+                    command: wit::Command,
+                ) -> Result<Vec<wit::NewEvent>, wit::CommandError> {
+                    match self
+                        .0
+                        .handle(&command.payload, &command.metadata, command.issued_at)
+                    {
+                        Ok(events) => Ok(events
+                            .into_iter()
+                            .map(|e| wit::NewEvent {
+                                event_type: e.event_type.into(),
+                                schema_version: e.schema_version,
+                                data: e.data,
+                                subject_id: None,
+                                personal_data: None,
+                            })
+                            .collect()),
+                        Err(rt::Rejection::Rejected(m)) => Err(wit::CommandError::Rejected(m)),
+                        Err(rt::Rejection::Invalid(m)) => Err(wit::CommandError::Invalid(m)),
+                    }
+                }
+
+                fn snapshot(&self) -> Vec<u8> {
+                    self.0.snapshot()
+                }
+
+                fn state(&self) -> String {
+                    self.0.state()
+                }
+            }
+
+            export!(Plugin);
+        }
+    };
+}
+
+/// Exports an [`Upcaster`] as the component's `upcaster-plugin` world.
+///
+/// ```ignore
+/// eshost_sdk::export_upcaster!(DepositCurrency);
+/// ```
+///
+/// Use it once, at the crate root. On non-wasm targets it only checks the type.
+#[macro_export]
+macro_rules! export_upcaster {
+    ($ty:ty) => {
+        const _: fn() = $crate::__private::assert_upcaster::<$ty>;
+        // One export per crate: a second export macro fails here with "defined multiple times".
+        #[doc(hidden)]
+        #[allow(dead_code)]
+        type __EshostPlugin = $ty;
+
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(
+            unsafe_code,
+            missing_docs,
+            missing_debug_implementations,
+            unused,
+            unused_qualifications,
+            clippy::all
+        )]
+        mod __eshost_plugin {
+            $crate::__eshost_wit_bindgen!("upcaster-plugin");
+
+            use eshost::plugin::types as wt;
+            use exports::eshost::plugin::upcaster as wit;
+            use $crate::__private as rt;
+
+            struct Plugin;
+
+            impl Guest for Plugin {
+                fn describe() -> PluginInfo {
+                    $crate::__eshost_plugin_info!(
+                        rt::upcaster_info::<super::__EshostPlugin>(env!("CARGO_PKG_VERSION")),
+                        Upcaster
+                    )
+                }
+            }
+
+            impl wit::Guest for Plugin {
+                fn upcast(event: wit::Event) -> Result<wt::UpcastResult, String> {
+                    match rt::upcast::<super::__EshostPlugin>(&$crate::__eshost_stored!(event))? {
+                        rt::Upcast::Unchanged => Ok(wt::UpcastResult::Unchanged),
+                        rt::Upcast::Upcasted {
+                            event_type,
+                            schema_version,
+                            data,
+                        } => Ok(wt::UpcastResult::Upcasted(wt::UpcastedEvent {
+                            event_type,
+                            schema_version,
+                            data,
+                        })),
+                    }
+                }
+            }
+
+            export!(Plugin);
+        }
+    };
+}
+
+/// Exports a [`Projection`] as the component's `projection-plugin` world, with the host's
+/// `read-model` import as its [`ReadModelStore`].
+///
+/// ```ignore
+/// eshost_sdk::export_projection!(Balances);
+/// ```
+///
+/// Use it once, at the crate root. On non-wasm targets it only checks the type.
+#[macro_export]
+macro_rules! export_projection {
+    ($ty:ty) => {
+        const _: fn() = $crate::__private::assert_projection::<$ty>;
+        // One export per crate: a second export macro fails here with "defined multiple times".
+        #[doc(hidden)]
+        #[allow(dead_code)]
+        type __EshostPlugin = $ty;
+
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(
+            unsafe_code,
+            missing_docs,
+            missing_debug_implementations,
+            unused,
+            unused_qualifications,
+            clippy::all
+        )]
+        mod __eshost_plugin {
+            $crate::__eshost_wit_bindgen!("projection-plugin");
+
+            use eshost::plugin::read_model as host;
+            use eshost::plugin::types as wt;
+            use exports::eshost::plugin::projection as wit;
+            use $crate::__private as rt;
+
+            struct Plugin;
+
+            impl Guest for Plugin {
+                fn describe() -> PluginInfo {
+                    $crate::__eshost_plugin_info!(
+                        rt::projection_info::<super::__EshostPlugin>(env!("CARGO_PKG_VERSION")),
+                        Projection
+                    )
+                }
+            }
+
+            /// The host's read-model store, scoped by the host to this projection.
+            struct HostStore;
+
+            impl rt::ReadModelStore for HostStore {
+                fn get(&self, key: &str) -> Option<String> {
+                    host::get(key)
+                }
+                fn put(&mut self, key: &str, value: &str) {
+                    host::put(key, value)
+                }
+                fn delete(&mut self, key: &str) {
+                    host::delete(key)
+                }
+                fn scan(
+                    &self,
+                    prefix: &str,
+                    start_after: Option<&str>,
+                    limit: u32,
+                ) -> Vec<(String, String)> {
+                    host::scan(prefix, start_after, limit)
+                }
+            }
+
+            impl wit::Guest for Plugin {
+                fn handle(events: Vec<wit::Event>) -> Result<(), wit::EventError> {
+                    rt::handle_batch::<super::__EshostPlugin>(
+                        events.iter().map(|e| $crate::__eshost_stored!(e)),
+                        &mut HostStore,
+                    )
+                    .map_err(|(position, message)| wit::EventError { position, message })
+                }
+
+                fn query(name: String, args: String) -> Result<String, wt::QueryError> {
+                    rt::query::<super::__EshostPlugin>(&name, &args, &HostStore).map_err(
+                        |e| match e {
+                            rt::QueryError::UnknownQuery(m) => wt::QueryError::UnknownQuery(m),
+                            rt::QueryError::InvalidArgs(m) => wt::QueryError::InvalidArgs(m),
+                            rt::QueryError::Failed(m) => wt::QueryError::Failed(m),
+                        },
+                    )
+                }
+            }
+
+            export!(Plugin);
+        }
+    };
+}
+
+/// Builds a [`StoredEvent`] view over a wit-bindgen `event` record. Used by the export macros.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __eshost_stored {
+    ($e:expr) => {{
+        let e = &$e;
+        $crate::StoredEvent {
+            position: e.position,
+            stream_id: &e.stream_id,
+            stream_version: e.stream_version,
+            event_id: &e.event_id,
+            event_type: &e.event_type,
+            schema_version: e.schema_version,
+            recorded_at: e.recorded_at,
+            data: &e.data,
+            metadata: &e.metadata,
+            subject_id: e.subject_id.as_deref(),
+            personal_data: e.personal_data.as_deref(),
+            shredded: e.shredded,
+        }
+    }};
+}
+
+/// Converts [`__private::Info`] into the generated `plugin-info` record. Used by the export
+/// macros, inside the generated bindings module.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __eshost_plugin_info {
+    ($info:expr, $kind:ident) => {{
+        let info = $info;
+        eshost::plugin::types::PluginInfo {
+            name: info.name.into(),
+            kind: eshost::plugin::types::PluginKind::$kind,
+            version: info.version.into(),
+            handles: info.handles.iter().map(|t| (*t).into()).collect(),
+            upcasts: info
+                .upcasts
+                .iter()
+                .map(|(t, v)| eshost::plugin::types::VersionedType {
+                    event_type: (*t).into(),
+                    schema_version: *v,
+                })
+                .collect(),
+        }
+    }};
+}
+
+/// Support for the export macros. Not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    use std::cell::{RefCell, RefMut};
+
+    #[cfg(target_arch = "wasm32")]
+    pub use wit_bindgen;
+
+    pub use crate::{
+        Aggregate, Projection, QueryError, ReadModelStore, Rejection, Upcast, Upcaster,
+    };
+    use crate::{EncodedEvent, StoredEvent, aggregate, event, projection, upcaster};
+
+    /// Compile-time check that `A` is an aggregate.
+    pub fn assert_aggregate<A: Aggregate>() {}
+    /// Compile-time check that `U` is an upcaster.
+    pub fn assert_upcaster<U: Upcaster>() {}
+    /// Compile-time check that `P` is a projection.
+    pub fn assert_projection<P: Projection>() {}
+
+    /// What `describe` reports, before conversion to the generated record.
+    #[derive(Debug)]
+    pub struct Info {
+        /// The plugin's name.
+        pub name: &'static str,
+        /// The plugin crate's version.
+        pub version: &'static str,
+        /// The event types it wants.
+        pub handles: &'static [&'static str],
+        /// Upcasters: the (type, version) pairs it rewrites.
+        pub upcasts: &'static [(&'static str, u32)],
+    }
+
+    /// `describe` of an aggregate.
+    pub fn aggregate_info<A: Aggregate>(version: &'static str) -> Info {
+        Info {
+            name: A::NAME,
+            version,
+            handles: event::event_types::<A::Event>(),
+            upcasts: &[],
+        }
+    }
+
+    /// `describe` of an upcaster: it handles the types it upcasts.
+    pub fn upcaster_info<U: Upcaster>(version: &'static str) -> Info {
+        Info {
+            name: U::NAME,
+            version,
+            // The host filters by type before it looks at `upcasts`; those are exact.
+            handles: &[],
+            upcasts: U::UPCASTS,
+        }
+    }
+
+    /// `describe` of a projection.
+    pub fn projection_info<P: Projection>(version: &'static str) -> Info {
+        Info {
+            name: P::NAME,
+            version,
+            handles: event::event_types::<P::Event>(),
+            upcasts: &[],
+        }
+    }
+
+    /// One aggregate instance inside the guest. Resource methods take `&self`, hence the cell.
+    #[derive(Debug)]
+    pub struct AggregateInstance<A> {
+        id: String,
+        state: RefCell<A>,
+    }
+
+    impl<A: Aggregate> AggregateInstance<A> {
+        /// A fresh instance.
+        pub fn new(id: String) -> Self {
+            let state = RefCell::new(A::initial(&id));
+            Self { id, state }
+        }
+
+        /// An instance rebuilt from a snapshot.
+        pub fn restore(id: String, snapshot: &[u8]) -> Result<Self, String> {
+            let state = RefCell::new(aggregate::restore::<A>(snapshot)?);
+            Ok(Self { id, state })
+        }
+
+        /// The state, for applying a batch of events.
+        pub fn state_mut(&self) -> RefMut<'_, A> {
+            self.state.borrow_mut()
+        }
+
+        /// Decodes and handles a command.
+        pub fn handle(
+            &self,
+            payload: &str,
+            metadata: &str,
+            issued_at: u64,
+        ) -> Result<Vec<EncodedEvent>, Rejection> {
+            let ctx = crate::CommandContext {
+                id: &self.id,
+                issued_at,
+                metadata,
+            };
+            aggregate::handle_payload(&*self.state.borrow(), payload, &ctx)
+        }
+
+        /// The snapshot bytes.
+        pub fn snapshot(&self) -> Vec<u8> {
+            aggregate::snapshot(&*self.state.borrow())
+        }
+
+        /// The state as JSON.
+        pub fn state(&self) -> String {
+            aggregate::state_json(&*self.state.borrow())
+        }
+    }
+
+    /// Applies one stored event.
+    #[inline]
+    pub fn apply<A: Aggregate>(state: &mut A, event: &StoredEvent<'_>) -> Result<(), String> {
+        aggregate::apply_stored(state, event)
+    }
+
+    /// Upcasts one event.
+    pub fn upcast<U: Upcaster>(event: &StoredEvent<'_>) -> Result<Upcast, String> {
+        upcaster::upcast_stored::<U>(event)
+    }
+
+    /// Handles a batch of events in a projection.
+    pub fn handle_batch<'e, P: Projection>(
+        events: impl IntoIterator<Item = StoredEvent<'e>>,
+        store: &mut dyn ReadModelStore,
+    ) -> Result<(), (u64, String)> {
+        projection::handle_batch::<P>(events, store)
+    }
+
+    /// Runs a projection query.
+    pub fn query<P: Projection>(
+        name: &str,
+        args: &str,
+        store: &dyn ReadModelStore,
+    ) -> Result<String, QueryError> {
+        projection::run_query::<P>(name, args, store)
+    }
+}
