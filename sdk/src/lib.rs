@@ -1,17 +1,4 @@
-//! Write eshost domain plugins — aggregates, upcasters, projections — in plain Rust.
-//!
-//! A plugin is a crate with `crate-type = ["cdylib", "rlib"]` that implements one of
-//! [`Aggregate`], [`Upcaster`] or [`Projection`] and names the type in one export macro:
-//! [`export_aggregate!`], [`export_upcaster!`] or [`export_projection!`]. Built for
-//! `wasm32-wasip2`, the macro generates the component's bindings to the WIT contract
-//! `eshost:plugin@0.1.0`; built natively, it generates nothing, so the same crate is unit
-//! tested with the [`testing`] harness under a plain `cargo test`.
-//!
-//! Events are plain serde enums ([`DomainEvent`]): the variant name is the stored event type
-//! and the variant's fields are the stored data, a JSON object.
-//!
-//! See the crate's README for a complete bank-account example.
-
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
 mod aggregate;

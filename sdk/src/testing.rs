@@ -7,9 +7,9 @@
 //! ```ignore
 //! use eshost_sdk::testing::given;
 //!
-//! given::<BankAccount>([BankEvent::AccountOpened { owner: "Ann".into(), initial_deposit: None }])
-//!     .when(BankCommand::Withdraw { amount: 500 })
-//!     .then_expect_rejection("insufficient funds: balance 0, withdrawal 500");
+//! given::<Account>([Event::Opened { owner: "Ann".into() }, Event::Deposited { amount: 300 }])
+//!     .when(Command::Withdraw { amount: 500 })
+//!     .then_expect_rejection("insufficient funds: balance 300, withdrawal 500");
 //! ```
 
 use std::collections::BTreeMap;
