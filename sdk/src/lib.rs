@@ -403,7 +403,7 @@ pub mod __private {
         /// The plugin crate's version.
         pub version: &'static str,
         /// The event types it wants.
-        pub handles: &'static [&'static str],
+        pub handles: Vec<&'static str>,
         /// Upcasters: the (type, version) pairs it rewrites.
         pub upcasts: &'static [(&'static str, u32)],
     }
@@ -413,18 +413,20 @@ pub mod __private {
         Info {
             name: A::NAME,
             version,
-            handles: event::event_types::<A::Event>(),
+            handles: event::event_types::<A::Event>().to_vec(),
             upcasts: &[],
         }
     }
 
     /// `describe` of an upcaster: it handles the types it upcasts.
     pub fn upcaster_info<U: Upcaster>(version: &'static str) -> Info {
+        let mut handles: Vec<&'static str> = U::UPCASTS.iter().map(|(t, _)| *t).collect();
+        handles.sort_unstable();
+        handles.dedup();
         Info {
             name: U::NAME,
             version,
-            // The host filters by type before it looks at `upcasts`; those are exact.
-            handles: &[],
+            handles,
             upcasts: U::UPCASTS,
         }
     }
@@ -434,7 +436,7 @@ pub mod __private {
         Info {
             name: P::NAME,
             version,
-            handles: event::event_types::<P::Event>(),
+            handles: event::event_types::<P::Event>().to_vec(),
             upcasts: &[],
         }
     }

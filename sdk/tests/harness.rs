@@ -454,3 +454,84 @@ fn command_context_reaches_handle() {
             owner: "account-9@1700000000000".into(),
         }]);
 }
+
+// ---- the glue the export macros call (natively, without the wasm bindings) ------------------
+
+#[test]
+fn describe_reports_names_types_and_upcasts() {
+    use eshost_sdk::__private::{aggregate_info, projection_info, upcaster_info};
+
+    let info = aggregate_info::<Account>("1.2.3");
+    assert_eq!((info.name, info.version), ("bank-account", "1.2.3"));
+    assert_eq!(info.handles, ["Opened", "Deposited", "Withdrawn"]);
+    assert!(info.upcasts.is_empty());
+
+    let info = upcaster_info::<Rename>("0.1.0");
+    assert_eq!(info.handles, ["Deposited"]);
+    assert_eq!(info.upcasts, [("Deposited", 1)]);
+
+    let info = projection_info::<Counter>("0.1.0");
+    assert_eq!((info.name, info.handles), ("counter", vec!["Deposited"]));
+}
+
+#[test]
+fn aggregate_instances_handle_snapshot_and_restore() {
+    use eshost_sdk::__private::{AggregateInstance, apply};
+
+    let instance = AggregateInstance::<Account>::new("account-1".into());
+    let stored = |event_type, data| StoredEvent {
+        position: 1,
+        stream_id: "account-1",
+        stream_version: 1,
+        event_id: "e",
+        event_type,
+        schema_version: 1,
+        recorded_at: 0,
+        data,
+        metadata: "{}",
+        subject_id: None,
+        personal_data: None,
+        shredded: false,
+    };
+    apply(
+        &mut *instance.state_mut(),
+        &stored("Opened", r#"{"owner":"Ann"}"#),
+    )
+    .unwrap();
+    apply(
+        &mut *instance.state_mut(),
+        &stored("Deposited", r#"{"amount":7}"#),
+    )
+    .unwrap();
+    let err = apply(&mut *instance.state_mut(), &stored("Deposited", "{}")).unwrap_err();
+    assert_eq!(
+        err,
+        "cannot decode Deposited event: missing field `amount` at line 1 column 2"
+    );
+
+    let events = instance
+        .handle(r#"{"type":"Withdraw","amount":5}"#, "{}", 0)
+        .unwrap();
+    assert_eq!(events[0].event_type, "Withdrawn");
+    assert_eq!(events[0].data, r#"{"amount":5}"#);
+    assert_eq!(
+        instance.handle(r#"{"type":"Withdraw","amount":8}"#, "{}", 0),
+        Err(Rejection::new(
+            "insufficient funds: balance 7, withdrawal 8"
+        ))
+    );
+    assert!(matches!(
+        instance.handle("not json", "{}", 0),
+        Err(Rejection::Invalid(_))
+    ));
+
+    assert_eq!(instance.state(), r#"{"open":true,"balance":7}"#);
+    let restored =
+        AggregateInstance::<Account>::restore("account-1".into(), &instance.snapshot()).unwrap();
+    assert_eq!(restored.state(), instance.state());
+    let err = AggregateInstance::<Account>::restore("account-1".into(), b"\x00").unwrap_err();
+    assert!(
+        err.starts_with("bank-account: cannot restore snapshot"),
+        "{err}"
+    );
+}
