@@ -1,6 +1,9 @@
 //! Projections: build a read model from events, and answer queries over it.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound;
 
 use serde::Serialize;
 use serde::de::{Deserialize, DeserializeOwned};
@@ -14,6 +17,10 @@ use crate::event::{DomainEvent, StoredEvent, event_types};
 /// [`ReadModel`], whose writes the host commits together with the projection's checkpoint.
 /// Events whose type is not a variant of [`Projection::Event`] are skipped, so the enum needs
 /// only the events (and fields) the projection reads.
+///
+/// Within one batch the SDK keeps reads and writes in the guest: each key is read from the
+/// host at most once, and the writes reach the host at the end of the batch, in key order
+/// (scans see them merged). A hot key thus costs two host calls per batch, not per event.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an eshost projection",
     note = "implement `eshost_sdk::Projection` for it"
@@ -252,17 +259,130 @@ pub(crate) fn handle_batch<'e, P: Projection>(
     store: &mut dyn ReadModelStore,
 ) -> Result<(), (u64, String)> {
     let known = event_types::<P::Event>();
-    let mut model = ReadModel::new(store);
-    for event in events {
-        if !known.contains(&event.event_type) {
-            continue;
+    let mut cache = BatchCache::new(store);
+    let result = (|| {
+        let mut model = ReadModel::new(&mut cache);
+        for event in events {
+            if !known.contains(&event.event_type) {
+                continue;
+            }
+            let decoded = event
+                .decode::<P::Event>()
+                .map_err(|e| (event.position, e))?;
+            P::handle(decoded, &event, &mut model).map_err(|e| (event.position, e.to_string()))?;
         }
-        let decoded = event
-            .decode::<P::Event>()
-            .map_err(|e| (event.position, e))?;
-        P::handle(decoded, &event, &mut model).map_err(|e| (event.position, e.to_string()))?;
+        Ok(())
+    })();
+    // Flushed even after a failure, so the host sees the writes it would have seen without
+    // the cache; it commits them with the checkpoint, or not at all.
+    cache.flush();
+    result
+}
+
+/// Keeps one batch's reads and writes in the guest, so that a hot key (a bank total, say)
+/// costs one host call to read and one to write per batch rather than per event. The host
+/// commits a batch's writes atomically, so deferring them changes nothing it can observe.
+struct BatchCache<'a> {
+    inner: &'a mut dyn ReadModelStore,
+    /// Keys read or written in this batch. Reads are cached too (hence the cell: `get`
+    /// takes `&self`); nobody else writes this namespace meanwhile.
+    slots: RefCell<BTreeMap<String, Slot>>,
+}
+
+/// What the batch knows about one key.
+struct Slot {
+    /// `None`: known to be absent (never stored, or deleted).
+    value: Option<String>,
+    /// Written in this batch, not yet flushed.
+    dirty: bool,
+}
+
+impl<'a> BatchCache<'a> {
+    fn new(inner: &'a mut dyn ReadModelStore) -> Self {
+        Self {
+            inner,
+            slots: RefCell::new(BTreeMap::new()),
+        }
     }
-    Ok(())
+
+    /// Writes the pending changes through, in key order (deterministic).
+    fn flush(&mut self) {
+        for (key, slot) in self.slots.get_mut().iter_mut().filter(|(_, s)| s.dirty) {
+            slot.dirty = false;
+            match &slot.value {
+                Some(value) => self.inner.put(key, value),
+                None => self.inner.delete(key),
+            }
+        }
+    }
+
+    fn write(&mut self, key: &str, value: Option<String>) {
+        let slot = Slot { value, dirty: true };
+        match self.slots.get_mut().get_mut(key) {
+            Some(existing) => *existing = slot,
+            None => {
+                self.slots.get_mut().insert(key.to_owned(), slot);
+            }
+        }
+    }
+}
+
+impl ReadModelStore for BatchCache<'_> {
+    fn get(&self, key: &str) -> Option<String> {
+        if let Some(slot) = self.slots.borrow().get(key) {
+            return slot.value.clone();
+        }
+        let value = self.inner.get(key);
+        let slot = Slot {
+            value: value.clone(),
+            dirty: false,
+        };
+        self.slots.borrow_mut().insert(key.to_owned(), slot);
+        value
+    }
+
+    fn put(&mut self, key: &str, value: &str) {
+        self.write(key, Some(value.to_owned()));
+    }
+
+    fn delete(&mut self, key: &str) {
+        self.write(key, None);
+    }
+
+    fn scan(&self, prefix: &str, start_after: Option<&str>, limit: u32) -> Vec<(String, String)> {
+        let slots = self.slots.borrow();
+        // The pending writes in range, to merge over one page from the host.
+        let lower = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let pending: Vec<(&String, &Option<String>)> = slots
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, s)| s.dirty)
+            .map(|(k, s)| (k, &s.value))
+            .collect();
+        // Deleted keys can leave the host's page short: fetch one more per pending delete.
+        let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
+        let want = limit as usize;
+        let fetch = u32::try_from(want + deletes).unwrap_or(u32::MAX);
+        let host = self.inner.scan(prefix, start_after, fetch);
+        let host_full = host.len() as u64 >= u64::from(fetch);
+        let host_end = host.last().map(|(k, _)| k.clone());
+        let mut merged: BTreeMap<String, String> = host.into_iter().collect();
+        for (key, value) in pending {
+            // Past the end of a full host page, entries the host did not return may come
+            // first: leave those keys to the next page.
+            if host_full && host_end.as_ref().is_some_and(|end| key > end) {
+                break;
+            }
+            match value {
+                Some(value) => merged.insert(key.clone(), value.clone()),
+                None => merged.remove(key),
+            };
+        }
+        merged.into_iter().take(want).collect()
+    }
 }
 
 /// Runs a query and renders its answer as JSON text.
@@ -273,4 +393,105 @@ pub(crate) fn run_query<P: Projection>(
 ) -> Result<String, QueryError> {
     let answer = P::query(name, QueryArgs::new(args), &ReadModelView::new(store))?;
     Ok(answer.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MemoryStore;
+
+    fn keys(entries: Vec<(String, String)>) -> Vec<String> {
+        entries.into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn writes_stay_in_the_guest_until_the_flush() {
+        let mut host = MemoryStore::default();
+        host.put("a", "1");
+        let mut cache = BatchCache::new(&mut host);
+        assert_eq!(cache.get("a").as_deref(), Some("1"));
+        cache.put("a", "2");
+        cache.put("b", "3");
+        cache.delete("b");
+        assert_eq!(cache.get("a").as_deref(), Some("2"));
+        assert_eq!(cache.get("b"), None);
+        cache.flush();
+        assert_eq!(
+            host.0.into_iter().collect::<Vec<_>>(),
+            [("a".into(), "2".into())]
+        );
+    }
+
+    #[test]
+    fn scans_merge_pending_writes() {
+        let mut host = MemoryStore::default();
+        for k in ["a/1", "a/2", "a/3", "a/4", "b/1"] {
+            host.put(k, "host");
+        }
+        let mut cache = BatchCache::new(&mut host);
+        cache.delete("a/2");
+        cache.put("a/25", "new");
+        cache.put("a/9", "new");
+        cache.put("a/1", "changed");
+        assert_eq!(keys(cache.scan("a/", None, 3)), ["a/1", "a/25", "a/3"]);
+        assert_eq!(
+            cache.scan("a/", None, 1),
+            [("a/1".into(), "changed".into())]
+        );
+        assert_eq!(
+            keys(cache.scan("a/", Some("a/25"), 10)),
+            ["a/3", "a/4", "a/9"]
+        );
+        assert_eq!(keys(cache.scan("b", None, 10)), ["b/1"]);
+    }
+
+    /// Random operations through the cache must read exactly like the same operations
+    /// applied straight to the store.
+    #[test]
+    fn the_cache_reads_like_the_store() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _round in 0..50 {
+            let mut host = MemoryStore::default();
+            for i in 0..next(40) {
+                host.put(&format!("k/{:02}", next(60)), &i.to_string());
+            }
+            let mut reference = host.clone();
+            let mut cache = BatchCache::new(&mut host);
+            for step in 0..200 {
+                let key = format!("k/{:02}", next(60));
+                match next(5) {
+                    0 => {
+                        cache.delete(&key);
+                        reference.delete(&key);
+                    }
+                    1 | 2 => {
+                        cache.put(&key, &step.to_string());
+                        reference.put(&key, &step.to_string());
+                    }
+                    3 => assert_eq!(cache.get(&key), reference.get(&key)),
+                    _ => {
+                        let after = (next(2) == 0).then(|| format!("k/{:02}", next(60)));
+                        let limit = next(8) as u32;
+                        assert_eq!(
+                            cache.scan("k/", after.as_deref(), limit),
+                            reference.scan("k/", after.as_deref(), limit),
+                            "scan after {after:?} limit {limit}"
+                        );
+                    }
+                }
+            }
+            assert_eq!(
+                ReadModelView::new(&cache).scan_all("k/"),
+                reference.scan("k/", None, 1000)
+            );
+            cache.flush();
+            assert_eq!(host, reference);
+        }
+    }
 }
