@@ -1,0 +1,307 @@
+//! The `aggregate-plugin` world: one aggregate instance's state lives inside the guest, events
+//! are applied to it in batches, and commands are decided against it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceAny;
+
+use super::bindings::aggregate::AggregatePluginPre;
+use super::bindings::types::{Command, CommandError, Event, EventError, NewEvent};
+use super::error::PluginError;
+use super::plugin::{PluginCore, PluginInfo, Sandboxed};
+use super::sandbox::HostState;
+
+/// A loaded aggregate plugin. Cheap to clone; make one [`AggregateInstance`] per worker (or
+/// per cached aggregate) with [`instantiate`](Self::instantiate).
+#[derive(Clone)]
+pub struct AggregatePlugin {
+    core: Arc<PluginCore>,
+    pre: Arc<AggregatePluginPre<HostState>>,
+}
+
+impl fmt::Debug for AggregatePlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AggregatePlugin")
+            .field("info", &self.core.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AggregatePlugin {
+    pub(crate) fn new(core: Arc<PluginCore>, pre: AggregatePluginPre<HostState>) -> Self {
+        AggregatePlugin {
+            core,
+            pre: Arc::new(pre),
+        }
+    }
+
+    pub(crate) fn core(&self) -> &PluginCore {
+        &self.core
+    }
+
+    /// Who the plugin is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.core.info
+    }
+
+    /// How the plugin was loaded.
+    pub fn load_stats(&self) -> super::LoadStats {
+        self.core.load_stats
+    }
+
+    /// The same plugin with other limits for the instances made from it.
+    pub fn with_limits(&self, limits: super::Limits) -> AggregatePlugin {
+        AggregatePlugin {
+            core: self.core.with_limits(limits),
+            pre: self.pre.clone(),
+        }
+    }
+
+    /// A fresh sandboxed instance, with no aggregate loaded yet: call
+    /// [`new`](AggregateInstance::new) or [`restore`](AggregateInstance::restore) first.
+    pub fn instantiate(&self) -> Result<AggregateInstance, PluginError> {
+        let mut sandbox = Sandboxed::new(self.core.clone(), self.pre.clone());
+        sandbox.ensure_live()?;
+        Ok(AggregateInstance {
+            sandbox,
+            current: None,
+        })
+    }
+}
+
+/// One sandboxed instance of an aggregate plugin, holding (at most) one aggregate's state.
+///
+/// After a fault (trap, time or memory limit) the guest instance is discarded and the state
+/// with it: the next call gets a fresh instance, and calls that need the state fail with
+/// [`PluginError::NoAggregate`] until [`new`](Self::new) or [`restore`](Self::restore)
+/// rebuilds it. Call from a blocking context (a worker thread or `spawn_blocking`).
+pub struct AggregateInstance {
+    sandbox: Sandboxed<AggregatePluginPre<HostState>>,
+    /// The guest resource holding the current aggregate, and its id.
+    current: Option<(ResourceAny, String)>,
+}
+
+impl fmt::Debug for AggregateInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AggregateInstance")
+            .field("plugin", &self.sandbox.core.info.name)
+            .field("aggregate_id", &self.aggregate_id())
+            .finish()
+    }
+}
+
+/// Why a command could not be decided.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// A business rule refused the command (HTTP 422). Not a fault.
+    #[error("command rejected: {0}")]
+    Rejected(String),
+    /// The plugin could not understand the command (HTTP 400). Not a fault.
+    #[error("invalid command: {0}")]
+    Invalid(String),
+    /// The plugin failed (HTTP 500).
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// Why events could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The plugin refused an event; the state is as it was after the events before it.
+    #[error("plugin \"{plugin}\" could not apply the event at position {position}: {message}")]
+    Event {
+        /// The plugin's name.
+        plugin: String,
+        /// The position of the event that failed.
+        position: u64,
+        /// The plugin's reason.
+        message: String,
+    },
+    /// The plugin failed; the state is lost.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// Why a snapshot could not be restored. Either way the host replays the stream instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// The plugin refused the snapshot (e.g. written by another version).
+    #[error("plugin \"{plugin}\" refused the snapshot: {message}")]
+    Refused {
+        /// The plugin's name.
+        plugin: String,
+        /// The plugin's reason.
+        message: String,
+    },
+    /// The plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+impl AggregateInstance {
+    /// The id of the aggregate currently loaded, if any.
+    pub fn aggregate_id(&self) -> Option<&str> {
+        self.current.as_ref().map(|(_, id)| id.as_str())
+    }
+
+    /// Who the plugin is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.sandbox.core.info
+    }
+
+    /// Loads a fresh aggregate `id` with the initial state, replacing the current one (the
+    /// WIT `constructor(id)`).
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(&mut self, id: &str) -> Result<(), PluginError> {
+        self.release();
+        let resource = self.sandbox.call_plain(0, |store, guest| {
+            guest
+                .eshost_plugin_aggregate()
+                .instance()
+                .call_constructor(store, id)
+        })?;
+        self.current = Some((resource, id.to_owned()));
+        Ok(())
+    }
+
+    /// Loads aggregate `id` from a snapshot made by [`snapshot`](Self::snapshot), replacing
+    /// the current one.
+    pub fn restore(&mut self, id: &str, snapshot: &[u8]) -> Result<(), RestoreError> {
+        self.release();
+        let result = self.sandbox.call_plain(0, |store, guest| {
+            guest
+                .eshost_plugin_aggregate()
+                .instance()
+                .call_restore(store, id, snapshot)
+        })?;
+        match result {
+            Ok(resource) => {
+                self.current = Some((resource, id.to_owned()));
+                Ok(())
+            }
+            Err(message) => Err(RestoreError::Refused {
+                plugin: self.info().name.clone(),
+                message,
+            }),
+        }
+    }
+
+    /// Applies stored events, in stream order, to the current aggregate. Pass them in batches
+    /// (thousands per call), not one by one.
+    pub fn apply(&mut self, events: &[Event]) -> Result<(), ApplyError> {
+        let resource = self.current_resource()?;
+        let result = self.guarded(|sandbox| {
+            sandbox.call_plain(0, |store, guest| {
+                guest
+                    .eshost_plugin_aggregate()
+                    .instance()
+                    .call_apply(store, resource, events)
+            })
+        })?;
+        result.map_err(|EventError { position, message }| ApplyError::Event {
+            plugin: self.info().name.clone(),
+            position,
+            message,
+        })
+    }
+
+    /// Decides `command` against the current state: the events to append, or why not. The
+    /// state does not change; apply the events once they are stored. The plugin's wall clock
+    /// reads `command.issued_at` during the call.
+    pub fn handle(&mut self, command: &Command) -> Result<Vec<NewEvent>, HandleError> {
+        let resource = self.current_resource()?;
+        let result = self.guarded(|sandbox| {
+            sandbox.call_plain(command.issued_at, |store, guest| {
+                guest
+                    .eshost_plugin_aggregate()
+                    .instance()
+                    .call_handle(store, resource, command)
+            })
+        })?;
+        match result {
+            Ok(events) => {
+                let size = events
+                    .iter()
+                    .map(|e| {
+                        e.event_type.len()
+                            + e.data.len()
+                            + e.subject_id.as_ref().map_or(0, String::len)
+                            + e.personal_data.as_ref().map_or(0, String::len)
+                    })
+                    .sum();
+                self.sandbox.core.check_output("handle", size)?;
+                Ok(events)
+            }
+            Err(CommandError::Rejected(message)) => Err(HandleError::Rejected(message)),
+            Err(CommandError::Invalid(message)) => Err(HandleError::Invalid(message)),
+        }
+    }
+
+    /// The current state as bytes that [`restore`](Self::restore) accepts (same plugin
+    /// version).
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, PluginError> {
+        let resource = self.current_resource()?;
+        let bytes = self.guarded(|sandbox| {
+            sandbox.call_plain(0, |store, guest| {
+                guest
+                    .eshost_plugin_aggregate()
+                    .instance()
+                    .call_snapshot(store, resource)
+            })
+        })?;
+        self.sandbox.core.check_output("snapshot", bytes.len())?;
+        Ok(bytes)
+    }
+
+    /// The current state as JSON, for queries.
+    pub fn state(&mut self) -> Result<String, PluginError> {
+        let resource = self.current_resource()?;
+        let json = self.guarded(|sandbox| {
+            sandbox.call_plain(0, |store, guest| {
+                guest
+                    .eshost_plugin_aggregate()
+                    .instance()
+                    .call_state(store, resource)
+            })
+        })?;
+        self.sandbox.core.check_output("state", json.len())?;
+        Ok(json)
+    }
+
+    fn current_resource(&self) -> Result<ResourceAny, PluginError> {
+        match &self.current {
+            Some((resource, _)) if self.sandbox.is_live() => Ok(*resource),
+            _ => Err(PluginError::NoAggregate {
+                plugin: self.info().name.clone(),
+            }),
+        }
+    }
+
+    /// Runs a call on the current aggregate; if it faults, the aggregate is gone with the
+    /// discarded instance.
+    fn guarded<R>(
+        &mut self,
+        call: impl FnOnce(&mut Sandboxed<AggregatePluginPre<HostState>>) -> Result<R, PluginError>,
+    ) -> Result<R, PluginError> {
+        let result = call(&mut self.sandbox);
+        if result.is_err() {
+            self.current = None;
+        }
+        result
+    }
+
+    /// Drops the guest resource of the current aggregate, if the instance still lives.
+    fn release(&mut self) {
+        if let Some((resource, _)) = self.current.take()
+            && self.sandbox.is_live()
+        {
+            let dropped = self
+                .sandbox
+                .call_plain(0, |store, _| resource.resource_drop(store));
+            if let Err(error) = dropped {
+                tracing::warn!(target: "eshost::plugin", "dropping an aggregate failed: {error}");
+            }
+        }
+    }
+}

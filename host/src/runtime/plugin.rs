@@ -1,0 +1,431 @@
+//! What every loaded plugin has in common: its identity ([`PluginInfo`]), how it was loaded
+//! ([`LoadStats`]), and the machinery that runs one call in a sandboxed instance, maps a
+//! trap or a limit to a [`PluginError`], and throws the instance away after a fault.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use wasmtime::{Store, Trap};
+
+use super::bindings::types;
+use super::engine::deadline_ticks;
+use super::error::PluginError;
+use super::projection::{HostFault, ReadModel};
+use super::sandbox::{HostState, Limits};
+use super::{AggregatePlugin, ProjectionPlugin, UpcasterPlugin};
+
+/// The three kinds of plugin, one per WIT world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    /// The `aggregate-plugin` world: decides commands for one aggregate type.
+    Aggregate,
+    /// The `upcaster-plugin` world: rewrites old event shapes on read.
+    Upcaster,
+    /// The `projection-plugin` world: builds a read model and answers queries.
+    Projection,
+}
+
+impl PluginKind {
+    /// The kind's name: `aggregate`, `upcaster`, `projection`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Aggregate => "aggregate",
+            PluginKind::Upcaster => "upcaster",
+            PluginKind::Projection => "projection",
+        }
+    }
+
+    /// `an aggregate`, `an upcaster`, `a projection`.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            PluginKind::Aggregate => "an aggregate",
+            PluginKind::Upcaster => "an upcaster",
+            PluginKind::Projection => "a projection",
+        }
+    }
+
+    /// The WIT interface a component of this kind exports, without version.
+    pub(crate) fn interface(self) -> &'static str {
+        match self {
+            PluginKind::Aggregate => "eshost:plugin/aggregate",
+            PluginKind::Upcaster => "eshost:plugin/upcaster",
+            PluginKind::Projection => "eshost:plugin/projection",
+        }
+    }
+
+    pub(crate) const ALL: [PluginKind; 3] = [
+        PluginKind::Aggregate,
+        PluginKind::Upcaster,
+        PluginKind::Projection,
+    ];
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<types::PluginKind> for PluginKind {
+    fn from(kind: types::PluginKind) -> Self {
+        match kind {
+            types::PluginKind::Aggregate => PluginKind::Aggregate,
+            types::PluginKind::Upcaster => PluginKind::Upcaster,
+            types::PluginKind::Projection => PluginKind::Projection,
+        }
+    }
+}
+
+/// A plugin's identity: what it says about itself in `describe()`, plus what the host knows
+/// of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginInfo {
+    /// The plugin's name (the aggregate type, or the projection or upcaster name).
+    pub name: String,
+    /// Its kind; the world it targets, and what `describe()` says.
+    pub kind: PluginKind,
+    /// The plugin's own version, free text.
+    pub version: String,
+    /// The event types it wants to see; empty means all.
+    pub handles: Vec<String>,
+    /// Upcasters: the (type, schema version) pairs it rewrites.
+    pub upcasts: Vec<types::VersionedType>,
+    /// The blake3 hash of the component's bytes, hex: the plugin's identity, recorded in the
+    /// metadata of the events it emits and on its snapshots.
+    pub content_hash: String,
+    /// The version of the `eshost:plugin` package the component exports, e.g. `0.1.0`.
+    pub wit_version: String,
+}
+
+impl PluginInfo {
+    /// Whether the plugin wants to see events of `event_type` (its `handles` list is empty or
+    /// names it).
+    pub fn handles_event(&self, event_type: &str) -> bool {
+        self.handles.is_empty() || self.handles.iter().any(|h| h == event_type)
+    }
+
+    /// Upcasters: whether `upcast` should be called for an event of this type and version.
+    pub fn upcasts_event(&self, event_type: &str, schema_version: u32) -> bool {
+        self.upcasts
+            .iter()
+            .any(|v| v.event_type == event_type && v.schema_version == schema_version)
+    }
+}
+
+/// How a plugin was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LoadStats {
+    /// True when the compiled component came from the on-disk cache.
+    pub cache_hit: bool,
+    /// The time to compile or deserialize the component (not counting `describe()`).
+    pub component: Duration,
+    /// The whole load: read, hash, compile or deserialize, link, instantiate, `describe()`.
+    pub total: Duration,
+}
+
+/// A plugin of any kind, as [`Runtime::load_any`](super::Runtime::load_any) returns it.
+#[derive(Debug, Clone)]
+pub enum LoadedPlugin {
+    /// An aggregate.
+    Aggregate(AggregatePlugin),
+    /// An upcaster.
+    Upcaster(UpcasterPlugin),
+    /// A projection.
+    Projection(ProjectionPlugin),
+}
+
+impl LoadedPlugin {
+    /// Who the plugin is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.core().info
+    }
+
+    /// How it was loaded.
+    pub fn load_stats(&self) -> LoadStats {
+        self.core().load_stats
+    }
+
+    fn core(&self) -> &PluginCore {
+        match self {
+            LoadedPlugin::Aggregate(p) => p.core(),
+            LoadedPlugin::Upcaster(p) => p.core(),
+            LoadedPlugin::Projection(p) => p.core(),
+        }
+    }
+}
+
+/// What a loaded plugin shares between its instances.
+#[derive(Debug, Clone)]
+pub(crate) struct PluginCore {
+    pub(crate) info: PluginInfo,
+    pub(crate) name: Arc<str>,
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) limits: Limits,
+    pub(crate) epoch_tick: Duration,
+    pub(crate) load_stats: LoadStats,
+}
+
+impl PluginCore {
+    /// A copy with other limits.
+    pub(crate) fn with_limits(&self, limits: Limits) -> Arc<PluginCore> {
+        let mut core = self.clone();
+        core.limits = limits;
+        Arc::new(core)
+    }
+
+    pub(crate) fn new_store(&self) -> Store<HostState> {
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(self.name.clone(), &self.limits),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        deadline_ticks(self.limits.time, self.epoch_tick)
+    }
+
+    /// Fails with [`PluginError::OutputTooLarge`] when `size` is over the output limit.
+    pub(crate) fn check_output(&self, call: &'static str, size: usize) -> Result<(), PluginError> {
+        if size > self.limits.output_bytes {
+            return Err(PluginError::OutputTooLarge {
+                plugin: self.info.name.clone(),
+                call,
+                size,
+                limit: self.limits.output_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn contract(&self, call: &'static str, message: impl Into<String>) -> PluginError {
+        PluginError::Contract {
+            plugin: self.info.name.clone(),
+            call,
+            message: message.into(),
+        }
+    }
+
+    /// Turns the error of a failed call into a [`PluginError`] naming the plugin.
+    pub(crate) fn classify(
+        &self,
+        error: &wasmtime::Error,
+        state: &HostState,
+        stderr: &str,
+    ) -> PluginError {
+        let plugin = self.info.name.clone();
+        if state.limiter.denied.is_some() {
+            return PluginError::MemoryLimit {
+                plugin,
+                limit_bytes: state.limiter.max_bytes,
+            };
+        }
+        let mut message = match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => {
+                return PluginError::Timeout {
+                    plugin,
+                    limit: self.limits.time,
+                };
+            }
+            Some(Trap::StackOverflow) => return PluginError::StackOverflow { plugin },
+            Some(trap) => trap.to_string(),
+            None => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => format!("called exit({})", exit.0),
+                None => format!("{error:#}"),
+            },
+        };
+        if !stderr.is_empty() {
+            message.push_str("; stderr: ");
+            message.push_str(stderr);
+        }
+        PluginError::Trap { plugin, message }
+    }
+}
+
+/// A world's pre-instantiated component: makes the typed bindings for a fresh store.
+pub(crate) trait World: Send + Sync + 'static {
+    /// The bindings of an instantiated component.
+    type Bindings: Send + 'static;
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings>;
+}
+
+impl World for super::bindings::aggregate::AggregatePluginPre<HostState> {
+    type Bindings = super::bindings::aggregate::AggregatePlugin;
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+        super::bindings::aggregate::AggregatePluginPre::instantiate(self, store)
+    }
+}
+
+impl World for super::bindings::upcaster::UpcasterPluginPre<HostState> {
+    type Bindings = super::bindings::upcaster::UpcasterPlugin;
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+        super::bindings::upcaster::UpcasterPluginPre::instantiate(self, store)
+    }
+}
+
+impl World for super::bindings::projection::ProjectionPluginPre<HostState> {
+    type Bindings = super::bindings::projection::ProjectionPlugin;
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+        super::bindings::projection::ProjectionPluginPre::instantiate(self, store)
+    }
+}
+
+/// A fault during a call: in the plugin, or raised by a host function it called.
+#[derive(Debug)]
+pub(crate) enum CallFault {
+    Plugin(PluginError),
+    Host(HostFault),
+}
+
+impl From<PluginError> for CallFault {
+    fn from(error: PluginError) -> Self {
+        CallFault::Plugin(error)
+    }
+}
+
+/// One live instance of a plugin (a store and its bindings), created on first use and
+/// replaced after any fault.
+pub(crate) struct Sandboxed<W: World> {
+    pub(crate) core: Arc<PluginCore>,
+    pre: Arc<W>,
+    live: Option<Live<W::Bindings>>,
+}
+
+pub(crate) struct Live<B> {
+    pub(crate) store: Store<HostState>,
+    pub(crate) bindings: B,
+}
+
+impl<W: World> fmt::Debug for Sandboxed<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandboxed")
+            .field("plugin", &self.core.info.name)
+            .field("live", &self.live.is_some())
+            .finish()
+    }
+}
+
+/// What a call may do: read the clock at `now_ms`, use a read model.
+pub(crate) struct CallContext {
+    pub(crate) now_ms: u64,
+    pub(crate) read_model: Option<Box<dyn ReadModel>>,
+    pub(crate) read_only: bool,
+}
+
+impl CallContext {
+    pub(crate) fn plain(now_ms: u64) -> CallContext {
+        CallContext {
+            now_ms,
+            read_model: None,
+            read_only: true,
+        }
+    }
+}
+
+impl<W: World> Sandboxed<W> {
+    pub(crate) fn new(core: Arc<PluginCore>, pre: Arc<W>) -> Self {
+        Sandboxed {
+            core,
+            pre,
+            live: None,
+        }
+    }
+
+    /// True when an instance is live (no fault since it was created).
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Creates the live instance if there is none, under the call time limit.
+    pub(crate) fn ensure_live(&mut self) -> Result<&mut Live<W::Bindings>, PluginError> {
+        if self.live.is_none() {
+            let mut store = self.core.new_store();
+            store.set_epoch_deadline(self.core.deadline_ticks());
+            store.data_mut().begin_call(0);
+            let result = self.pre.instantiate(&mut store);
+            let stderr = store.data_mut().end_call();
+            match result {
+                Ok(bindings) => self.live = Some(Live { store, bindings }),
+                Err(error) => {
+                    return Err(match self.core.classify(&error, store.data(), &stderr) {
+                        PluginError::Trap { plugin, message } => {
+                            PluginError::Instantiate { plugin, message }
+                        }
+                        other => other,
+                    });
+                }
+            }
+        }
+        Ok(self.live.as_mut().expect("instance was just created"))
+    }
+
+    /// Runs `f` in the live instance (created if needed) under the call limits. On failure the
+    /// instance is discarded. The read model in `context` is handed back in every case.
+    pub(crate) fn call<R>(
+        &mut self,
+        context: CallContext,
+        f: impl FnOnce(&mut Store<HostState>, &W::Bindings) -> wasmtime::Result<R>,
+    ) -> (Option<Box<dyn ReadModel>>, Result<R, CallFault>) {
+        let CallContext {
+            now_ms,
+            read_model,
+            read_only,
+        } = context;
+        let core = self.core.clone();
+        let live = match self.ensure_live() {
+            Ok(live) => live,
+            Err(error) => return (read_model, Err(error.into())),
+        };
+        let ticks = core.deadline_ticks();
+        let store = &mut live.store;
+        store.set_epoch_deadline(ticks);
+        {
+            let state = store.data_mut();
+            state.begin_call(now_ms);
+            state.read_model = read_model;
+            state.read_only = read_only;
+        }
+        let result = f(store, &live.bindings);
+        let state = store.data_mut();
+        let read_model = state.read_model.take();
+        let stderr = state.end_call();
+        let fault = state.fault.take();
+        match result {
+            Ok(value) => (read_model, Ok(value)),
+            Err(error) => {
+                let fault = match fault {
+                    Some(fault) => CallFault::Host(fault),
+                    None => CallFault::Plugin(core.classify(&error, store.data(), &stderr)),
+                };
+                tracing::warn!(
+                    target: "eshost::plugin",
+                    plugin = %core.info.name,
+                    "call failed, instance discarded: {fault:?}"
+                );
+                self.live = None;
+                (read_model, Err(fault))
+            }
+        }
+    }
+
+    /// [`call`](Self::call) for calls that use no read model.
+    pub(crate) fn call_plain<R>(
+        &mut self,
+        now_ms: u64,
+        f: impl FnOnce(&mut Store<HostState>, &W::Bindings) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let (_, result) = self.call(CallContext::plain(now_ms), f);
+        result.map_err(|fault| match fault {
+            CallFault::Plugin(error) => error,
+            CallFault::Host(fault) => PluginError::Trap {
+                plugin: self.core.info.name.clone(),
+                message: fault.to_string(),
+            },
+        })
+    }
+}

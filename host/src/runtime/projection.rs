@@ -1,0 +1,471 @@
+//! The `projection-plugin` world: builds a read model from events through the host's
+//! `read-model` interface, and answers queries over it.
+//!
+//! The read model is the host's: a [`ReadModel`] the projection runner backs with redb (or
+//! [`MemoryReadModel`] in tests and offline replays). A [`ProjectionInstance`] owns it and lends
+//! it to the guest for each call; during `query` it is read-only, and a `put` or `delete` fails
+//! the call with [`QueryError::WriteRefused`].
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use super::bindings::projection::ProjectionPluginPre;
+use super::bindings::projection::eshost::plugin::read_model;
+use super::bindings::types::{self, Event, EventError};
+use super::error::PluginError;
+use super::plugin::{CallContext, CallFault, PluginCore, PluginInfo, Sandboxed};
+use super::sandbox::HostState;
+
+/// An error of the read-model store (I/O, a full disk...). It fails the plugin call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReadModelError(pub String);
+
+/// The store behind one projection's read model: text keys and values, one namespace per
+/// projection. The runner implements it over `views.redb` so that a batch's writes commit
+/// with the projection's checkpoint.
+pub trait ReadModel: Any + Send {
+    /// The value under `key`.
+    fn get(&self, key: &str) -> Result<Option<String>, ReadModelError>;
+    /// Up to `limit` entries whose keys start with `prefix`, in key order, after `start_after`.
+    fn scan(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, ReadModelError>;
+    /// Stores `value` under `key`.
+    fn put(&mut self, key: String, value: String) -> Result<(), ReadModelError>;
+    /// Removes `key`.
+    fn delete(&mut self, key: &str) -> Result<(), ReadModelError>;
+}
+
+/// A read model in memory, ordered by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryReadModel {
+    /// The entries.
+    pub entries: BTreeMap<String, String>,
+}
+
+impl MemoryReadModel {
+    /// An empty read model.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl ReadModel for MemoryReadModel {
+    fn get(&self, key: &str) -> Result<Option<String>, ReadModelError> {
+        Ok(self.entries.get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, ReadModelError> {
+        let start = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        Ok(self
+            .entries
+            .range((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn put(&mut self, key: String, value: String) -> Result<(), ReadModelError> {
+        self.entries.insert(key, value);
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) -> Result<(), ReadModelError> {
+        self.entries.remove(key);
+        Ok(())
+    }
+}
+
+/// A fault raised by the host while serving the guest's read-model calls.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HostFault {
+    #[error("read model: {0}")]
+    ReadModel(ReadModelError),
+    #[error("{op} during a query; queries are read-only")]
+    WriteDuringQuery { op: &'static str },
+    #[error("the read model is not available outside handle and query")]
+    NoReadModel,
+}
+
+impl read_model::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        let result = match &self.read_model {
+            Some(model) => model.get(&key).map_err(HostFault::ReadModel),
+            None => Err(HostFault::NoReadModel),
+        };
+        self.serve(result)
+    }
+
+    fn put(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        let result = self
+            .writable("put")
+            .and_then(|model| model.put(key, value).map_err(HostFault::ReadModel));
+        self.serve(result)
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        let result = self
+            .writable("delete")
+            .and_then(|model| model.delete(&key).map_err(HostFault::ReadModel));
+        self.serve(result)
+    }
+
+    fn scan(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<(String, String)>> {
+        let limit = limit.min(self.scan_entries) as usize;
+        let result = match &self.read_model {
+            Some(model) => model
+                .scan(&prefix, start_after.as_deref(), limit)
+                .map_err(HostFault::ReadModel),
+            None => Err(HostFault::NoReadModel),
+        };
+        self.serve(result)
+    }
+}
+
+impl HostState {
+    fn writable(&mut self, op: &'static str) -> Result<&mut Box<dyn ReadModel>, HostFault> {
+        if self.read_only {
+            return Err(HostFault::WriteDuringQuery { op });
+        }
+        self.read_model.as_mut().ok_or(HostFault::NoReadModel)
+    }
+
+    /// Passes a result to the guest, or records the fault and traps it.
+    fn serve<T>(&mut self, result: Result<T, HostFault>) -> wasmtime::Result<T> {
+        result.map_err(|fault| {
+            let error = wasmtime::format_err!("{fault}");
+            self.fault = Some(fault);
+            error
+        })
+    }
+}
+
+/// A loaded projection plugin. Cheap to clone.
+#[derive(Clone)]
+pub struct ProjectionPlugin {
+    core: Arc<PluginCore>,
+    pre: Arc<ProjectionPluginPre<HostState>>,
+}
+
+impl fmt::Debug for ProjectionPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProjectionPlugin")
+            .field("info", &self.core.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProjectionPlugin {
+    pub(crate) fn new(core: Arc<PluginCore>, pre: ProjectionPluginPre<HostState>) -> Self {
+        ProjectionPlugin {
+            core,
+            pre: Arc::new(pre),
+        }
+    }
+
+    pub(crate) fn core(&self) -> &PluginCore {
+        &self.core
+    }
+
+    /// Who the plugin is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.core.info
+    }
+
+    /// How the plugin was loaded.
+    pub fn load_stats(&self) -> super::LoadStats {
+        self.core.load_stats
+    }
+
+    /// The same plugin with other limits for the instances made from it.
+    pub fn with_limits(&self, limits: super::Limits) -> ProjectionPlugin {
+        ProjectionPlugin {
+            core: self.core.with_limits(limits),
+            pre: self.pre.clone(),
+        }
+    }
+
+    /// A sandboxed instance working on `read_model`. Use one instance to `handle` (the runner)
+    /// and others to `query`, each with its own view of the store.
+    pub fn instantiate<R: ReadModel>(
+        &self,
+        read_model: R,
+    ) -> Result<ProjectionInstance<R>, PluginError> {
+        let mut sandbox = Sandboxed::new(self.core.clone(), self.pre.clone());
+        sandbox.ensure_live()?;
+        Ok(ProjectionInstance {
+            sandbox,
+            read_model: Some(Box::new(read_model)),
+            _model: PhantomData,
+        })
+    }
+}
+
+/// One sandboxed instance of a projection plugin, with the read model it works on.
+///
+/// A fault discards the guest instance (the read model stays with the host); the next call
+/// gets a fresh one. Call from a blocking context.
+pub struct ProjectionInstance<R: ReadModel> {
+    sandbox: Sandboxed<ProjectionPluginPre<HostState>>,
+    /// Always `Some` between calls.
+    read_model: Option<Box<dyn ReadModel>>,
+    _model: PhantomData<fn() -> R>,
+}
+
+impl<R: ReadModel> fmt::Debug for ProjectionInstance<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProjectionInstance")
+            .field("plugin", &self.sandbox.core.info.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a batch of events could not be processed. The runner commits nothing of the batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProjectionError {
+    /// The plugin refused an event.
+    #[error("plugin \"{plugin}\" could not process the event at position {position}: {message}")]
+    Event {
+        /// The plugin's name.
+        plugin: String,
+        /// The position of the event.
+        position: u64,
+        /// The plugin's reason.
+        message: String,
+    },
+    /// The read-model store failed.
+    #[error("plugin \"{plugin}\": read model error: {error}")]
+    ReadModel {
+        /// The plugin's name.
+        plugin: String,
+        /// The store's error.
+        error: ReadModelError,
+    },
+    /// The plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// Why a query failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The projection has no query of that name (HTTP 404).
+    #[error("plugin \"{plugin}\" has no query {query:?}: {message}")]
+    UnknownQuery {
+        /// The plugin's name.
+        plugin: String,
+        /// The query asked for.
+        query: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The arguments were malformed or missing (HTTP 400).
+    #[error("plugin \"{plugin}\": invalid arguments for query {query:?}: {message}")]
+    InvalidArgs {
+        /// The plugin's name.
+        plugin: String,
+        /// The query.
+        query: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The query failed for another reason the plugin reports.
+    #[error("plugin \"{plugin}\": query {query:?} failed: {message}")]
+    Failed {
+        /// The plugin's name.
+        plugin: String,
+        /// The query.
+        query: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The plugin tried to write to its read model during a query.
+    #[error("plugin \"{plugin}\" tried to {op} during query {query:?}; queries are read-only")]
+    WriteRefused {
+        /// The plugin's name.
+        plugin: String,
+        /// The query.
+        query: String,
+        /// `put` or `delete`.
+        op: &'static str,
+    },
+    /// The read-model store failed.
+    #[error("plugin \"{plugin}\": read model error: {error}")]
+    ReadModel {
+        /// The plugin's name.
+        plugin: String,
+        /// The store's error.
+        error: ReadModelError,
+    },
+    /// The plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+impl<R: ReadModel> ProjectionInstance<R> {
+    /// Who the plugin is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.sandbox.core.info
+    }
+
+    /// The read model.
+    pub fn read_model(&self) -> &R {
+        let model: &dyn Any = self.boxed();
+        model.downcast_ref().expect("the read model has type R")
+    }
+
+    /// The read model, mutably (e.g. to commit it with a checkpoint).
+    pub fn read_model_mut(&mut self) -> &mut R {
+        let model: &mut dyn Any = self.boxed_mut().as_mut();
+        model.downcast_mut().expect("the read model has type R")
+    }
+
+    /// Takes the read model back, ending the instance.
+    pub fn into_read_model(mut self) -> R {
+        let model: Box<dyn Any> = self.read_model.take().expect("the read model is lent back");
+        *model.downcast().expect("the read model has type R")
+    }
+
+    /// Processes a batch of events, in log order, writing to the read model. On an error the
+    /// read model may hold part of the batch's writes: the runner must not commit them.
+    pub fn handle(&mut self, events: &[Event]) -> Result<(), ProjectionError> {
+        let plugin = self.info().name.clone();
+        let context = CallContext {
+            now_ms: 0,
+            read_model: self.read_model.take(),
+            read_only: false,
+        };
+        let (model, result) = self.sandbox.call(context, |store, guest| {
+            guest.eshost_plugin_projection().call_handle(store, events)
+        });
+        self.read_model = model;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(EventError { position, message })) => Err(ProjectionError::Event {
+                plugin,
+                position,
+                message,
+            }),
+            Err(CallFault::Plugin(error)) => Err(error.into()),
+            Err(CallFault::Host(HostFault::ReadModel(error))) => {
+                Err(ProjectionError::ReadModel { plugin, error })
+            }
+            Err(CallFault::Host(fault)) => Err(PluginError::Trap {
+                plugin,
+                message: fault.to_string(),
+            }
+            .into()),
+        }
+    }
+
+    /// Answers the query `name` with `args` (JSON); returns JSON. The read model is read-only
+    /// during the call.
+    pub fn query(&mut self, name: &str, args: &str) -> Result<String, QueryError> {
+        let plugin = self.info().name.clone();
+        let context = CallContext {
+            now_ms: 0,
+            read_model: self.read_model.take(),
+            read_only: true,
+        };
+        let (model, result) = self.sandbox.call(context, |store, guest| {
+            guest
+                .eshost_plugin_projection()
+                .call_query(store, name, args)
+        });
+        self.read_model = model;
+        let query = name.to_owned();
+        match result {
+            Ok(Ok(json)) => {
+                self.sandbox.core.check_output("query", json.len())?;
+                Ok(json)
+            }
+            Ok(Err(types::QueryError::UnknownQuery(message))) => Err(QueryError::UnknownQuery {
+                plugin,
+                query,
+                message,
+            }),
+            Ok(Err(types::QueryError::InvalidArgs(message))) => Err(QueryError::InvalidArgs {
+                plugin,
+                query,
+                message,
+            }),
+            Ok(Err(types::QueryError::Failed(message))) => Err(QueryError::Failed {
+                plugin,
+                query,
+                message,
+            }),
+            Err(CallFault::Plugin(error)) => Err(error.into()),
+            Err(CallFault::Host(HostFault::WriteDuringQuery { op })) => {
+                Err(QueryError::WriteRefused { plugin, query, op })
+            }
+            Err(CallFault::Host(HostFault::ReadModel(error))) => {
+                Err(QueryError::ReadModel { plugin, error })
+            }
+            Err(CallFault::Host(fault)) => Err(PluginError::Trap {
+                plugin,
+                message: fault.to_string(),
+            }
+            .into()),
+        }
+    }
+
+    fn boxed(&self) -> &dyn ReadModel {
+        self.read_model
+            .as_deref()
+            .expect("the read model is lent back")
+    }
+
+    fn boxed_mut(&mut self) -> &mut Box<dyn ReadModel> {
+        self.read_model
+            .as_mut()
+            .expect("the read model is lent back")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_scan_pages_by_prefix() {
+        let mut model = MemoryReadModel::new();
+        for key in ["a/1", "a/2", "a/3", "b/1"] {
+            model.put(key.into(), key.to_uppercase()).unwrap();
+        }
+        let keys = |entries: Vec<(String, String)>| -> Vec<String> {
+            entries.into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(
+            keys(model.scan("a/", None, 10).unwrap()),
+            ["a/1", "a/2", "a/3"]
+        );
+        assert_eq!(keys(model.scan("a/", Some("a/1"), 1).unwrap()), ["a/2"]);
+        assert_eq!(
+            keys(model.scan("a/", Some("0"), 10).unwrap()),
+            ["a/1", "a/2", "a/3"]
+        );
+        assert!(model.scan("c", None, 10).unwrap().is_empty());
+    }
+}

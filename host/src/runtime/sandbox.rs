@@ -1,0 +1,434 @@
+//! The sandbox every plugin instance runs in: a WASI with no capabilities, a virtual clock,
+//! seeded randomness, captured and bounded stdout/stderr, and per-call limits.
+//!
+//! - No preopened directories, no environment, no arguments, stdin closed; TCP, UDP and name
+//!   lookup are denied. WASI is linked in full (languages such as Python import all of it),
+//!   so a plugin that tries any of this gets an error value, not a missing import.
+//! - The wall clock reads a fixed instant: the command's `issued-at` during `handle`, the Unix
+//!   epoch otherwise. The monotonic clock never advances, and sleeping returns at once, so a
+//!   plugin can neither observe nor wait for real time.
+//! - Random bytes come from a generator seeded with a constant, fresh for every instance.
+//! - stdout and stderr go to the host log (target `eshost::plugin`), at most
+//!   [`Limits::log_bytes`] per call; the rest is dropped and counted.
+//! - Each instance has a memory limit, each call a time limit (epoch deadline) and an output
+//!   limit. The stack depth is bounded by the engine (`RuntimeConfig::max_wasm_stack`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use std::{io, pin::Pin};
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
+
+use super::projection::{HostFault, ReadModel};
+
+/// Limits applied to every plugin instance and call. The defaults are safe for production;
+/// tighten them per plugin in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall time one call may take, including instantiation. Default 1 s.
+    pub time: Duration,
+    /// The most linear memory one instance may grow to, in bytes. Default 128 MiB.
+    pub memory_bytes: usize,
+    /// The most data one call may return (state JSON, a snapshot, new events, a query
+    /// answer), in bytes. Default 16 MiB.
+    pub output_bytes: usize,
+    /// The most stdout + stderr one call may write to the host log, in bytes; the rest is
+    /// dropped. Default 64 KiB.
+    pub log_bytes: usize,
+    /// The most entries one read-model `scan` may return, whatever limit the plugin asks for.
+    /// Default 10,000.
+    pub scan_entries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            time: Duration::from_secs(1),
+            memory_bytes: 128 * 1024 * 1024,
+            output_bytes: 16 * 1024 * 1024,
+            log_bytes: 64 * 1024,
+            scan_entries: 10_000,
+        }
+    }
+}
+
+/// The seed of every instance's random generators: randomness is reproducible by design.
+const RANDOM_SEED: u64 = 0x6573_686f_7374_2131; // "eshost!1"
+
+/// The data of one plugin instance's `Store`.
+pub(crate) struct HostState {
+    /// The plugin's name, for the log and for errors.
+    pub(crate) plugin: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    stdout: LogPipe,
+    stderr: LogPipe,
+    /// Milliseconds since the epoch that the wall clock reads.
+    clock_ms: Arc<AtomicU64>,
+    /// The read model lent to a projection for the current call.
+    pub(crate) read_model: Option<Box<dyn ReadModel>>,
+    /// Whether the current call may write to the read model.
+    pub(crate) read_only: bool,
+    /// A fault raised by a host function during the current call (it also traps the guest).
+    pub(crate) fault: Option<HostFault>,
+    pub(crate) scan_entries: u32,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("plugin", &self.plugin)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostState {
+    pub(crate) fn new(plugin: Arc<str>, limits: &Limits) -> HostState {
+        let clock_ms = Arc::new(AtomicU64::new(0));
+        let stdout = LogPipe::new(limits.log_bytes);
+        let stderr = LogPipe::new(limits.log_bytes);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(FixedWallClock(clock_ms.clone()))
+            .monotonic_clock(FrozenMonotonicClock)
+            .secure_random(StdRng::seed_from_u64(RANDOM_SEED))
+            .insecure_random(StdRng::seed_from_u64(RANDOM_SEED.rotate_left(32)))
+            .insecure_random_seed(u128::from(RANDOM_SEED))
+            .max_random_size(1024 * 1024)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        HostState {
+            plugin,
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits.memory_bytes),
+            stdout,
+            stderr,
+            clock_ms,
+            read_model: None,
+            read_only: true,
+            fault: None,
+            scan_entries: limits.scan_entries,
+        }
+    }
+
+    /// Resets the per-call state before a call; `now_ms` is what the wall clock will read.
+    pub(crate) fn begin_call(&mut self, now_ms: u64) {
+        self.clock_ms.store(now_ms, Ordering::Relaxed);
+        self.limiter.denied = None;
+        self.fault = None;
+    }
+
+    /// Writes what the call printed to the host log. Returns the tail of stderr (where a
+    /// panic message lands), for error messages.
+    pub(crate) fn end_call(&mut self) -> String {
+        self.stdout.drain_to_log(&self.plugin, "stdout");
+        self.stderr.drain_to_log(&self.plugin, "stderr")
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Links the capability-less WASI into `linker`, with sleeping made instant.
+pub(crate) fn link_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    // `subscribe-duration`/`subscribe-instant` would wait in real time on the host thread,
+    // out of reach of the epoch deadline. With a frozen clock every deadline is already due.
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: wasmtime::StoreContextMut<'_, HostState>, (_,): (u64,)| {
+            Ok((due_now(&mut store.data_mut().table)?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: wasmtime::StoreContextMut<'_, HostState>, (_,): (u64,)| {
+            Ok((due_now(&mut store.data_mut().table)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The monotonic-clock interface as wasmtime-wasi registers it (guests importing an older
+/// 0.2.x link to it by semver). A test sleeps in a guest to prove the shadowing holds.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// A pollable that is always ready.
+struct Due;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Due {
+    async fn ready(&mut self) {}
+}
+
+fn due_now(table: &mut ResourceTable) -> wasmtime::Result<Resource<DynPollable>> {
+    let due = table.push(Due)?;
+    wasmtime_wasi::p2::subscribe(table, due)
+}
+
+/// A new engine-compatible linker for one world, WASI included.
+pub(crate) fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    link_wasi(&mut linker)?;
+    Ok(linker)
+}
+
+/// The wall clock: a fixed instant set by the host before each call.
+struct FixedWallClock(Arc<AtomicU64>);
+
+impl HostWallClock for FixedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// The monotonic clock: it never advances.
+struct FrozenMonotonicClock;
+
+impl HostMonotonicClock for FrozenMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// [`StoreLimits`], plus a record of the growth it refused, so that the trap that usually
+/// follows (Rust aborts when an allocation fails) is reported as a memory limit.
+pub(crate) struct MemoryLimiter {
+    limits: StoreLimits,
+    pub(crate) max_bytes: usize,
+    /// The size a refused `memory.grow` asked for, during the current call.
+    pub(crate) denied: Option<usize>,
+}
+
+impl MemoryLimiter {
+    fn new(max_bytes: usize) -> MemoryLimiter {
+        MemoryLimiter {
+            limits: StoreLimitsBuilder::new().memory_size(max_bytes).build(),
+            max_bytes,
+            denied: None,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.denied = Some(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// A guest's stdout or stderr: buffered up to a byte budget per call, then written to the
+/// host log line by line. Writes past the budget are accepted and dropped, so a chatty plugin
+/// neither fails nor floods the log.
+#[derive(Clone)]
+struct LogPipe(Arc<Mutex<PipeBuffer>>);
+
+struct PipeBuffer {
+    bytes: Vec<u8>,
+    budget: usize,
+    dropped: usize,
+}
+
+impl LogPipe {
+    fn new(budget: usize) -> LogPipe {
+        LogPipe(Arc::new(Mutex::new(PipeBuffer {
+            bytes: Vec::new(),
+            budget,
+            dropped: 0,
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PipeBuffer> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, data: &[u8]) {
+        let mut buffer = self.lock();
+        let room = buffer.budget.saturating_sub(buffer.bytes.len());
+        let kept = data.len().min(room);
+        buffer.bytes.extend_from_slice(&data[..kept]);
+        buffer.dropped += data.len() - kept;
+    }
+
+    /// Logs and clears what was written; returns the last few hundred bytes of it.
+    fn drain_to_log(&self, plugin: &str, stream: &'static str) -> String {
+        let (bytes, dropped) = {
+            let mut buffer = self.lock();
+            let dropped = std::mem::take(&mut buffer.dropped);
+            (std::mem::take(&mut buffer.bytes), dropped)
+        };
+        if bytes.is_empty() && dropped == 0 {
+            return String::new();
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text.lines() {
+            if stream == "stderr" {
+                tracing::warn!(target: "eshost::plugin", plugin, stream, "{line}");
+            } else {
+                tracing::info!(target: "eshost::plugin", plugin, stream, "{line}");
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                target: "eshost::plugin",
+                plugin,
+                stream,
+                dropped_bytes = dropped,
+                "plugin output over the per-call log limit was dropped"
+            );
+        }
+        tail(&text, 512).trim_end().to_owned()
+    }
+}
+
+/// The last `max` bytes of `text` (cut at a character boundary).
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+impl IsTerminal for LogPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogPipe {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LogPipe {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LogPipe {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for LogPipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_pipe_keeps_its_budget_and_counts_the_rest() {
+        let pipe = LogPipe::new(8);
+        pipe.push(b"hello ");
+        pipe.push(b"world");
+        {
+            let buffer = pipe.lock();
+            assert_eq!(buffer.bytes, b"hello wo");
+            assert_eq!(buffer.dropped, 3);
+        }
+        assert_eq!(pipe.drain_to_log("p", "stderr"), "hello wo");
+        assert!(pipe.lock().bytes.is_empty());
+        assert_eq!(pipe.lock().dropped, 0);
+    }
+
+    #[test]
+    fn tail_cuts_at_a_char_boundary() {
+        assert_eq!(tail("héllo", 4), "llo");
+        assert_eq!(tail("abc", 10), "abc");
+    }
+}

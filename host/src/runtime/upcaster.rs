@@ -1,0 +1,141 @@
+//! The `upcaster-plugin` world: rewrites an old event shape into a newer one, on read.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::bindings::types::{Event, UpcastResult};
+use super::bindings::upcaster::UpcasterPluginPre;
+use super::error::PluginError;
+use super::plugin::{PluginCore, PluginInfo, Sandboxed};
+use super::sandbox::HostState;
+
+/// A loaded upcaster plugin. Cheap to clone; make an [`UpcasterInstance`] per thread.
+#[derive(Clone)]
+pub struct UpcasterPlugin {
+    core: Arc<PluginCore>,
+    pre: Arc<UpcasterPluginPre<HostState>>,
+}
+
+impl fmt::Debug for UpcasterPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpcasterPlugin")
+            .field("info", &self.core.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpcasterPlugin {
+    pub(crate) fn new(core: Arc<PluginCore>, pre: UpcasterPluginPre<HostState>) -> Self {
+        UpcasterPlugin {
+            core,
+            pre: Arc::new(pre),
+        }
+    }
+
+    pub(crate) fn core(&self) -> &PluginCore {
+        &self.core
+    }
+
+    /// Who the plugin is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.core.info
+    }
+
+    /// How the plugin was loaded.
+    pub fn load_stats(&self) -> super::LoadStats {
+        self.core.load_stats
+    }
+
+    /// The same plugin with other limits for the instances made from it.
+    pub fn with_limits(&self, limits: super::Limits) -> UpcasterPlugin {
+        UpcasterPlugin {
+            core: self.core.with_limits(limits),
+            pre: self.pre.clone(),
+        }
+    }
+
+    /// A sandboxed instance to upcast with.
+    pub fn instantiate(&self) -> Result<UpcasterInstance, PluginError> {
+        let mut sandbox = Sandboxed::new(self.core.clone(), self.pre.clone());
+        sandbox.ensure_live()?;
+        Ok(UpcasterInstance { sandbox })
+    }
+}
+
+/// One sandboxed instance of an upcaster. Upcasters keep no state the host relies on: after a
+/// fault the next call simply gets a fresh instance.
+#[derive(Debug)]
+pub struct UpcasterInstance {
+    sandbox: Sandboxed<UpcasterPluginPre<HostState>>,
+}
+
+/// Why an event could not be upcast.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpcastError {
+    /// The plugin refused the event.
+    #[error("plugin \"{plugin}\" could not upcast the event at position {position}: {message}")]
+    Refused {
+        /// The plugin's name.
+        plugin: String,
+        /// The position of the event.
+        position: u64,
+        /// The plugin's reason.
+        message: String,
+    },
+    /// The plugin failed, or returned an event that breaks the contract.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+impl UpcasterInstance {
+    /// Who the plugin is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.sandbox.core.info
+    }
+
+    /// Asks the plugin to raise `event` by one step. Call it only for events the plugin
+    /// [`upcasts`](PluginInfo::upcasts_event). An upcast that does not raise the schema
+    /// version is refused as a contract violation (it would loop in a chain).
+    pub fn upcast(&mut self, event: &Event) -> Result<UpcastResult, UpcastError> {
+        let result = self.sandbox.call_plain(0, |store, guest| {
+            guest.eshost_plugin_upcaster().call_upcast(store, event)
+        })?;
+        match result {
+            Ok(UpcastResult::Unchanged) => Ok(UpcastResult::Unchanged),
+            Ok(UpcastResult::Upcasted(new)) => {
+                let core = &self.sandbox.core;
+                core.check_output("upcast", new.event_type.len() + new.data.len())?;
+                if new.schema_version <= event.schema_version {
+                    return Err(core
+                        .contract(
+                            "upcast",
+                            format!(
+                                "upcasting {} v{} gave schema version {}; it must be higher",
+                                event.event_type, event.schema_version, new.schema_version
+                            ),
+                        )
+                        .into());
+                }
+                Ok(UpcastResult::Upcasted(new))
+            }
+            Err(message) => Err(UpcastError::Refused {
+                plugin: self.info().name.clone(),
+                position: event.position,
+                message,
+            }),
+        }
+    }
+
+    /// [`upcast`](Self::upcast), applied to `event` in place. Returns whether it changed.
+    pub fn upcast_in_place(&mut self, event: &mut Event) -> Result<bool, UpcastError> {
+        match self.upcast(event)? {
+            UpcastResult::Unchanged => Ok(false),
+            UpcastResult::Upcasted(new) => {
+                event.event_type = new.event_type;
+                event.schema_version = new.schema_version;
+                event.data = new.data;
+                Ok(true)
+            }
+        }
+    }
+}
