@@ -38,6 +38,9 @@ pub enum Command {
     /// Measure the host: prints figures beside a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Work with plugin files.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
 }
 
 /// Where the store is.
@@ -150,6 +153,49 @@ pub struct StreamsArgs {
 pub enum BenchCommand {
     /// Concurrent single-event appends, durable by default, against raw redb inserts.
     Append(BenchAppendArgs),
+    /// Replays one account's long history through the bank-account component, against the
+    /// same aggregate compiled natively; also times a cold and a cached plugin load.
+    Replay(BenchReplayArgs),
+}
+
+/// `eshost bench replay`.
+#[derive(Debug, Args)]
+pub struct BenchReplayArgs {
+    /// The bank-account component.
+    #[arg(
+        long,
+        default_value = "plugins/target/wasm32-wasip2/release/bank_account.wasm"
+    )]
+    plugin: PathBuf,
+    /// Events in the account's history.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Events per `apply` call.
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// Component cache to time loads against (default: a fresh temporary one).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `eshost plugin ...`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// What a plugin file is: kind, name, contract version, events, imports, hash.
+    Inspect(PluginInspectArgs),
+}
+
+/// `eshost plugin inspect`.
+#[derive(Debug, Args)]
+pub struct PluginInspectArgs {
+    /// The component file.
+    file: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Commit durability on the command line.
@@ -196,6 +242,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Streams(args) => streams(args),
         Command::Verify(args) => verify(args),
         Command::Bench(BenchCommand::Append(args)) => bench_append(args),
+        Command::Bench(BenchCommand::Replay(args)) => bench_replay(args),
+        Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(args),
     }
 }
 
@@ -284,6 +332,39 @@ fn bench_append(args: BenchAppendArgs) -> anyhow::Result<()> {
         print_json(&report)
     } else {
         println!("{report}");
+        Ok(())
+    }
+}
+
+fn bench_replay(args: BenchReplayArgs) -> anyhow::Result<()> {
+    if !args.plugin.exists() {
+        bail!(
+            "{} not found; build the plugins first: cargo build --release --target \
+             wasm32-wasip2 --manifest-path plugins/Cargo.toml (or pass --plugin)",
+            args.plugin.display()
+        );
+    }
+    let options = bench::replay::ReplayBenchOptions {
+        plugin: args.plugin,
+        events: args.events,
+        batch: args.batch,
+        cache_dir: args.cache_dir,
+    };
+    let report = bench::replay::run(&options)?;
+    if args.json {
+        print_json(&report)
+    } else {
+        println!("{report}");
+        Ok(())
+    }
+}
+
+fn plugin_inspect(args: PluginInspectArgs) -> anyhow::Result<()> {
+    let inspection = crate::runtime::inspect(&args.file)?;
+    if args.json {
+        print_json(&inspection)
+    } else {
+        print!("{inspection}");
         Ok(())
     }
 }
