@@ -1,1 +1,73 @@
-//! tests
+//! Support for eshost's integration tests: the paths of the components `build.rs` compiled,
+//! and small builders for runtimes, events and commands.
+
+use std::path::Path;
+use std::time::Duration;
+
+use eshost::runtime::{Command, Event, Limits, Runtime, RuntimeConfig};
+
+// `pub const BANK_ACCOUNT: &str = "/…/bank_account.wasm";` and so on, one per component.
+include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
+
+/// Limits tight enough that hostile guests fail fast in tests, loose enough for real plugins.
+pub fn test_limits() -> Limits {
+    Limits {
+        time: Duration::from_millis(500),
+        memory_bytes: 64 * 1024 * 1024,
+        output_bytes: 4 * 1024 * 1024,
+        log_bytes: 16 * 1024,
+        scan_entries: 100,
+    }
+}
+
+/// A runtime with `limits` whose component cache lives in `cache_dir`.
+pub fn runtime_in(cache_dir: &Path, limits: Limits) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        limits,
+        cache_dir: Some(cache_dir.to_owned()),
+        ..RuntimeConfig::default()
+    })
+    .expect("start a runtime")
+}
+
+/// A runtime with [`test_limits`] and a fresh cache directory (kept alive by the returned
+/// guard).
+pub fn runtime() -> (Runtime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    (runtime_in(dir.path(), test_limits()), dir)
+}
+
+/// A stored event as the runtime sees it; `data` is JSON. `recorded_at` follows the SDK test
+/// harness (`1_700_000_000_000 + position * 1000`), so native and WASM runs see the same event.
+pub fn event(
+    position: u64,
+    stream_id: &str,
+    stream_version: u64,
+    event_type: &str,
+    schema_version: u32,
+    data: &str,
+) -> Event {
+    Event {
+        position,
+        stream_id: stream_id.to_owned(),
+        stream_version,
+        event_id: format!("00000000-0000-4000-8000-{position:012x}"),
+        event_type: event_type.to_owned(),
+        schema_version,
+        recorded_at: 1_700_000_000_000 + position * 1000,
+        data: data.to_owned(),
+        metadata: "{}".to_owned(),
+        subject_id: None,
+        personal_data: None,
+        shredded: false,
+    }
+}
+
+/// A command with `payload` (JSON), issued at `issued_at` ms.
+pub fn command(payload: &str, issued_at: u64) -> Command {
+    Command {
+        payload: payload.to_owned(),
+        metadata: "{}".to_owned(),
+        issued_at,
+    }
+}
