@@ -236,7 +236,12 @@ pub(crate) struct MemoryLimiter {
 impl MemoryLimiter {
     fn new(max_bytes: usize) -> MemoryLimiter {
         MemoryLimiter {
-            limits: StoreLimitsBuilder::new().memory_size(max_bytes).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(max_bytes)
+                // Function tables of real plugins hold thousands of entries (tens of
+                // thousands for an interpreter); this bounds a table's host memory to ~8 MiB.
+                .table_elements(1 << 20)
+                .build(),
             max_bytes,
             denied: None,
         }
