@@ -233,6 +233,45 @@ fn a_flood_of_output_is_bounded_and_harmless() {
 }
 
 #[test]
+fn a_runaway_plugin_does_not_hold_up_others() {
+    let fixture = fixture();
+    let runaway = fixture.hostile.with_limits(eshost::runtime::Limits {
+        time: Duration::from_secs(5),
+        ..test_limits()
+    });
+    let looping = std::thread::spawn(move || {
+        let mut instance = runaway.instantiate().unwrap();
+        instance.new("victim").unwrap();
+        instance.handle(&command(r#"{"type":"loop"}"#, 1))
+    });
+    // While it loops on its thread, bank-account serves on this one.
+    let mut bank = fixture.bank.instantiate().unwrap();
+    bank.new("account-1").unwrap();
+    let opened = bank
+        .handle(&command(r#"{"type":"Open","owner":"Ann"}"#, 1))
+        .unwrap();
+    bank.apply(&[eshost_tests::event(
+        1,
+        "account-1",
+        1,
+        "AccountOpened",
+        1,
+        &opened[0].data,
+    )])
+    .unwrap();
+    for n in 0..20 {
+        let deposit = json!({"type": "Deposit", "amount": n + 1}).to_string();
+        assert_eq!(bank.handle(&command(&deposit, 2)).unwrap().len(), 1);
+    }
+    assert!(!looping.is_finished(), "the loop runs until its 5 s limit");
+    let error = fault(looping.join().unwrap());
+    assert_eq!(
+        error.to_string(),
+        "plugin \"hostile\" exceeded its 5000 ms time limit"
+    );
+}
+
+#[test]
 fn files_are_out_of_reach() {
     let fixture = fixture();
     let mut instance = hostile_instance(&fixture);
