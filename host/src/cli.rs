@@ -260,7 +260,8 @@ fn append(args: AppendArgs) -> anyhow::Result<()> {
     if let Some(id) = args.id {
         event = event.with_id(id);
     }
-    let appended = store.append_blocking(AppendRequest::new(args.stream, args.expected, vec![event]))?;
+    let appended =
+        store.append_blocking(AppendRequest::new(args.stream, args.expected, vec![event]))?;
     print_json(&appended)
 }
 
@@ -297,9 +298,11 @@ fn all(args: AllArgs) -> anyhow::Result<()> {
 fn streams(args: StreamsArgs) -> anyhow::Result<()> {
     let store = open(&args.store)?;
     let streams = store.streams(&args.prefix, None, args.limit)?;
-    print_lines(streams.into_iter().map(|(stream_id, info)| {
-        serde_json::json!({ "stream_id": stream_id, "info": info })
-    }))
+    print_lines(
+        streams
+            .into_iter()
+            .map(|(stream_id, info)| serde_json::json!({ "stream_id": stream_id, "info": info })),
+    )
 }
 
 fn verify(args: StoreArgs) -> anyhow::Result<()> {
@@ -313,7 +316,7 @@ fn verify(args: StoreArgs) -> anyhow::Result<()> {
 }
 
 fn bench_append(args: BenchAppendArgs) -> anyhow::Result<()> {
-    if args.appenders == 0 || !(args.seconds > 0.0) {
+    if args.appenders == 0 || args.seconds.is_nan() || args.seconds <= 0.0 {
         bail!("--appenders and --seconds must be positive");
     }
     let options = bench::append::AppendBenchOptions {

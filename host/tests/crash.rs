@@ -14,6 +14,14 @@ use uuid::Uuid;
 
 const CHILD_ENV: &str = "ESHOST_CRASH_CHILD_STORE";
 
+/// A small index flush threshold, so that kills land before, during and after index flushes.
+fn config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        index_flush_events: 300,
+        ..StoreConfig::new(dir)
+    }
+}
+
 /// Runs only as the child of `acknowledged_events_survive_sigkill`: appends until killed,
 /// printing `ack <event id>` for every event the store acknowledged.
 #[test]
@@ -21,7 +29,7 @@ fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let store = Store::open(StoreConfig::new(dir)).expect("child opens the store");
+    let store = Store::open(config(dir.as_ref())).expect("child opens the store");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let (acks, mut printed) = tokio::sync::mpsc::unbounded_channel::<Vec<Uuid>>();
@@ -32,7 +40,12 @@ fn crash_child() {
                 for n in 0u64.. {
                     let count = 1 + (n % 3) as usize;
                     let events: Vec<_> = (0..count)
-                        .map(|i| ProposedEvent::new("Tick", format!(r#"{{"appender":{appender},"n":{n},"i":{i}}}"#)))
+                        .map(|i| {
+                            ProposedEvent::new(
+                                "Tick",
+                                format!(r#"{{"appender":{appender},"n":{n},"i":{i}}}"#),
+                            )
+                        })
                         .collect();
                     let ids = events.iter().map(|e| e.event_id).collect();
                     let stream = format!("stream-{}", (appender + n) % 7);
@@ -89,15 +102,21 @@ fn acknowledged_events_survive_sigkill() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        assert!(acked_this_cycle > 0, "cycle {cycle}: the child acknowledged nothing");
+        assert!(
+            acked_this_cycle > 0,
+            "cycle {cycle}: the child acknowledged nothing"
+        );
 
-        let store = Store::open(StoreConfig::new(dir.path())).expect("reopen after SIGKILL");
+        let store = Store::open(config(dir.path())).expect("reopen after SIGKILL");
         let stored: Vec<_> = store.read_all(&AllRead::from(1)).unwrap();
         assert_eq!(stored.len() as u64, store.head());
         let stored_ids: HashSet<_> = stored.iter().map(|event| event.event_id).collect();
         assert_eq!(stored_ids.len(), stored.len(), "no event is stored twice");
         let missing = acknowledged.difference(&stored_ids).count();
-        assert_eq!(missing, 0, "cycle {cycle}: {missing} acknowledged events were lost");
+        assert_eq!(
+            missing, 0,
+            "cycle {cycle}: {missing} acknowledged events were lost"
+        );
         let report = store.verify().unwrap();
         assert!(report.is_ok(), "cycle {cycle}: {report}");
     }

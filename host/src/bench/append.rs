@@ -157,7 +157,8 @@ pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
                     let mut latencies = Vec::with_capacity(1 << 16);
                     while Instant::now() < deadline {
                         let event = ProposedEvent::new("BenchEvent", payload.clone());
-                        let request = AppendRequest::new(&stream, ExpectedVersion::Any, vec![event]);
+                        let request =
+                            AppendRequest::new(&stream, ExpectedVersion::Any, vec![event]);
                         let sent = Instant::now();
                         store.append(request).await?;
                         latencies.push(sent.elapsed().as_micros() as u64);

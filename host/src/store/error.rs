@@ -16,7 +16,9 @@ pub enum ValidationError {
         reason: &'static str,
     },
     /// The event type breaks the naming rules.
-    #[error("event {event_id} in stream {stream_id:?}: invalid event type {event_type:?}: {reason}")]
+    #[error(
+        "event {event_id} in stream {stream_id:?}: invalid event type {event_type:?}: {reason}"
+    )]
     EventType {
         /// The stream appended to.
         stream_id: String,
@@ -40,9 +42,7 @@ pub enum ValidationError {
         reason: String,
     },
     /// The event is larger than the configured limit.
-    #[error(
-        "event {event_id} in stream {stream_id:?} is {size} bytes; the limit is {limit} bytes"
-    )]
+    #[error("event {event_id} in stream {stream_id:?} is {size} bytes; the limit is {limit} bytes")]
     TooLarge {
         /// The stream appended to.
         stream_id: String,
@@ -80,7 +80,9 @@ pub enum AppendError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     /// The stream's version did not match the expected version.
-    #[error("conflict on stream {stream_id:?}: expected {expected}, but the stream is at version {actual}")]
+    #[error(
+        "conflict on stream {stream_id:?}: expected {expected}, but the stream is at version {actual}"
+    )]
     Conflict {
         /// The stream appended to.
         stream_id: String,

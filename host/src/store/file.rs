@@ -48,7 +48,7 @@ impl ZeroAheadFile {
         }
         let length = self.inner.len()?;
         let target = (end + ZERO_CHUNK).min(length).max(end);
-        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut at = *zeroed_until;
         while at < target {
             let step = (target - at).min(ZEROS.len() as u64);

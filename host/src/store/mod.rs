@@ -8,6 +8,7 @@ pub mod codec;
 pub mod error;
 pub mod event;
 mod file;
+mod index;
 pub mod reader;
 pub mod schema;
 pub mod validate;
@@ -18,7 +19,7 @@ use std::future::Future;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -35,7 +36,9 @@ pub use validate::Limits;
 pub use verify::VerifyReport;
 pub use writer::{Durability, Gather, WriterStats, now_ms};
 
-use schema::{EVENT_IDS, EVENTS, Head, META, META_FORMAT, META_HEAD, STORE_FORMAT, STREAM_EVENTS, STREAMS};
+use schema::{
+    EVENT_IDS, EVENTS, Head, META, META_FORMAT, META_HEAD, STORE_FORMAT, STREAM_EVENTS, STREAMS,
+};
 use writer::{WriteRequest, Writer};
 
 /// The file, inside the store directory, that holds the log.
@@ -117,6 +120,8 @@ pub struct StoreConfig {
     pub cache_bytes: usize,
     /// How long the writer waits to grow a batch.
     pub gather: Gather,
+    /// How many events the in-memory recent index holds before it is flushed to redb.
+    pub index_flush_events: usize,
 }
 
 impl StoreConfig {
@@ -129,6 +134,7 @@ impl StoreConfig {
             max_batch: 4096,
             cache_bytes: 256 * 1024 * 1024,
             gather: Gather::default(),
+            index_flush_events: 16 * 1024,
         }
     }
 }
@@ -147,6 +153,7 @@ struct Inner {
     requests: Option<mpsc::Sender<WriteRequest>>,
     head: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
+    recent: Arc<RwLock<index::RecentIndex>>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -186,7 +193,9 @@ impl Store {
                     .create_with_backend(file)
             })
             .map_err(|error| match error {
-                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked { path: path.clone() },
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    OpenError::Locked { path: path.clone() }
+                }
                 redb::DatabaseError::Storage(redb::StorageError::Io(io))
                     if io.kind() == std::io::ErrorKind::WouldBlock =>
                 {
@@ -197,7 +206,7 @@ impl Store {
                     reason: other.to_string(),
                 },
             })?;
-        let head = initialise(&db).map_err(|reason| match reason {
+        let (head, recent) = initialise(&db).map_err(|reason| match reason {
             Initialise::Format(found) => OpenError::Format {
                 path: path.clone(),
                 found,
@@ -214,7 +223,10 @@ impl Store {
         // the callers in flight, which the server limits.
         let (requests, receiver) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
+        let recent = Arc::new(RwLock::new(recent));
         let writer = Writer {
+            recent: recent.clone(),
+            flush_events: config.index_flush_events.max(1),
             stats: stats.clone(),
             db: db.clone(),
             head,
@@ -238,6 +250,7 @@ impl Store {
                 requests: Some(requests),
                 head: head_rx,
                 stats,
+                recent,
                 writer: Some(writer),
             }),
         })
@@ -275,7 +288,13 @@ impl Store {
     fn submit_checked(
         &self,
         request: AppendRequest,
-    ) -> Result<(WriteRequest, oneshot::Receiver<Result<Appended, AppendError>>), AppendError> {
+    ) -> Result<
+        (
+            WriteRequest,
+            oneshot::Receiver<Result<Appended, AppendError>>,
+        ),
+        AppendError,
+    > {
         validate::append(&request, &self.inner.limits)?;
         let (reply, answer) = oneshot::channel();
         Ok((WriteRequest { request, reply }, answer))
@@ -283,6 +302,22 @@ impl Store {
 
     fn begin_read(&self) -> Result<redb::ReadTransaction, ReadError> {
         Ok(self.inner.db.begin_read()?)
+    }
+
+    /// A read transaction begun while holding the recent index, so the two agree (see
+    /// `index`). Keep the guard only as long as it takes to copy what is needed.
+    fn begin_read_indexed(
+        &self,
+    ) -> Result<
+        (
+            RwLockReadGuard<'_, index::RecentIndex>,
+            redb::ReadTransaction,
+        ),
+        ReadError,
+    > {
+        let recent = self.inner.recent.read().unwrap_or_else(|e| e.into_inner());
+        let txn = self.begin_read()?;
+        Ok((recent, txn))
     }
 }
 
@@ -304,7 +339,14 @@ impl EventStore for Store {
         visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
     ) -> Result<(), ReadError> {
         validate::stream_id(stream_id)?;
-        reader::visit_stream(&self.begin_read()?, stream_id, read, visit)
+        let (recent, txn) = self.begin_read_indexed()?;
+        let indexed = index::indexed_in(&txn)?;
+        let stream = recent
+            .streams
+            .get(stream_id)
+            .map(|stream| (stream.row, stream.after(indexed)));
+        drop(recent);
+        reader::visit_stream(&txn, stream_id, stream, read, visit)
     }
 
     fn visit_all(
@@ -317,7 +359,10 @@ impl EventStore for Store {
 
     fn stream_info(&self, stream_id: &str) -> Result<Option<StreamInfo>, ReadError> {
         validate::stream_id(stream_id)?;
-        reader::stream_info(&self.begin_read()?, stream_id)
+        let (recent, txn) = self.begin_read_indexed()?;
+        let row = recent.row(stream_id);
+        drop(recent);
+        reader::stream_info(&txn, stream_id, row)
     }
 
     fn streams(
@@ -326,7 +371,15 @@ impl EventStore for Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, StreamInfo)>, ReadError> {
-        reader::streams(&self.begin_read()?, prefix, after, limit)
+        let (recent, txn) = self.begin_read_indexed()?;
+        let rows = recent
+            .streams
+            .iter()
+            .filter(|(id, _)| id.starts_with(prefix))
+            .map(|(id, stream)| (id.clone(), stream.row))
+            .collect();
+        drop(recent);
+        reader::streams(&txn, prefix, after, limit, rows)
     }
 
     fn position_at(&self, time: u64) -> Result<u64, ReadError> {
@@ -347,8 +400,9 @@ enum Initialise {
     Database(String),
 }
 
-/// Create the tables of a new store, check the format of an old one, and read its head.
-fn initialise(db: &Database) -> Result<Head, Initialise> {
+/// Create the tables of a new store, check the format of an old one, read its head, and
+/// rebuild the recent index from the events after the last index flush.
+fn initialise(db: &Database) -> Result<(Head, index::RecentIndex), Initialise> {
     let failed = |error: redb::Error| Initialise::Database(error.to_string());
     let txn = db.begin_write().map_err(|e| failed(e.into()))?;
     let head = {
@@ -378,7 +432,8 @@ fn initialise(db: &Database) -> Result<Head, Initialise> {
         };
         // Open every table once so readers find them even in an empty store.
         txn.open_table(EVENTS).map_err(|e| failed(e.into()))?;
-        txn.open_table(STREAM_EVENTS).map_err(|e| failed(e.into()))?;
+        txn.open_table(STREAM_EVENTS)
+            .map_err(|e| failed(e.into()))?;
         txn.open_table(STREAMS).map_err(|e| failed(e.into()))?;
         txn.open_table(EVENT_IDS).map_err(|e| failed(e.into()))?;
         let last = txn
@@ -394,6 +449,7 @@ fn initialise(db: &Database) -> Result<Head, Initialise> {
         }
         head
     };
+    let recent = index::RecentIndex::recover(&txn, head.position).map_err(Initialise::Database)?;
     txn.commit().map_err(|e| failed(e.into()))?;
-    Ok(head)
+    Ok((head, recent))
 }

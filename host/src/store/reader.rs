@@ -100,35 +100,39 @@ fn corrupt(position: u64) -> impl FnOnce(String) -> ReadError {
 }
 
 /// Visit the events of `stream` selected by `read`, stopping early when `visit` breaks.
+///
+/// `recent` is the stream's state in the recent index, if it changed since the last index
+/// flush: its row, and the (version, position) of its events that this snapshot's redb index
+/// does not hold yet.
 pub fn visit_stream(
     txn: &ReadTransaction,
     stream: &str,
+    recent: Option<(StreamRow, Vec<(u64, u64)>)>,
     read: &StreamRead,
     visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), ReadError> {
-    let Some(number) = stream_row(txn, stream)?.map(|(number, ..)| number) else {
-        return Ok(());
+    let (number, recent) = match recent {
+        Some((row, entries)) => (row.0, entries),
+        None => match stream_row(txn, stream)? {
+            Some(row) => (row.0, Vec::new()),
+            None => return Ok(()),
+        },
     };
     let max_position = position_bound(txn, read.until)?;
     let index = txn.open_table(STREAM_EVENTS)?;
     let events = txn.open_table(EVENTS)?;
-    let mut range = match read.direction {
-        Direction::Forward => index.range((number, read.from_version.max(1))..=(number, u64::MAX))?,
-        Direction::Backward => index.range((number, 0)..=(number, read.from_version))?,
-    };
     let mut returned = 0;
-    while returned < read.limit {
-        let entry = match read.direction {
-            Direction::Forward => range.next(),
-            Direction::Backward => range.next_back(),
-        };
-        let Some(entry) = entry else { break };
-        let position = entry?.1.value();
+    // Visit the event at `position`; `Break` once the read is complete.
+    let mut emit = |position: u64| -> Result<ControlFlow<()>, ReadError> {
+        if returned >= read.limit {
+            return Ok(ControlFlow::Break(()));
+        }
         if position > max_position {
-            if read.direction == Direction::Forward {
-                break;
-            }
-            continue;
+            // Forward reads meet only later events past the bound; backward ones skip them.
+            return Ok(match read.direction {
+                Direction::Forward => ControlFlow::Break(()),
+                Direction::Backward => ControlFlow::Continue(()),
+            });
         }
         let record = events.get(position)?.ok_or_else(|| ReadError::Corrupt {
             position,
@@ -136,8 +140,34 @@ pub fn visit_stream(
         })?;
         let decoded = codec::decode(position, record.value()).map_err(corrupt(position))?;
         returned += 1;
-        if visit(decoded.event).is_break() {
-            break;
+        Ok(visit(decoded.event))
+    };
+    match read.direction {
+        Direction::Forward => {
+            let from = read.from_version.max(1);
+            for entry in index.range((number, from)..=(number, u64::MAX))? {
+                if emit(entry?.1.value())?.is_break() {
+                    return Ok(());
+                }
+            }
+            for (_, position) in recent.iter().filter(|(version, _)| *version >= from) {
+                if emit(*position)?.is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        Direction::Backward => {
+            let from = read.from_version;
+            for (_, position) in recent.iter().rev().filter(|(version, _)| *version <= from) {
+                if emit(*position)?.is_break() {
+                    return Ok(());
+                }
+            }
+            for entry in index.range((number, 0)..=(number, from))?.rev() {
+                if emit(entry?.1.value())?.is_break() {
+                    return Ok(());
+                }
+            }
         }
     }
     Ok(())
@@ -173,7 +203,10 @@ pub fn visit_all(
         let position = key.value();
         let decoded = codec::decode(position, value.value()).map_err(corrupt(position))?;
         if !read.event_types.is_empty()
-            && !read.event_types.iter().any(|wanted| wanted == decoded.event.event_type)
+            && !read
+                .event_types
+                .iter()
+                .any(|wanted| wanted == decoded.event.event_type)
         {
             continue;
         }
@@ -229,9 +262,16 @@ fn position_bound(txn: &ReadTransaction, until: Option<Until>) -> Result<u64, Re
     }
 }
 
-/// What the store knows about `stream`, if it exists.
-pub fn stream_info(txn: &ReadTransaction, stream: &str) -> Result<Option<StreamInfo>, ReadError> {
-    Ok(stream_row(txn, stream)?.map(stream_info_from))
+/// What the store knows about `stream`, if it exists, given its row in the recent index.
+pub fn stream_info(
+    txn: &ReadTransaction,
+    stream: &str,
+    recent: Option<StreamRow>,
+) -> Result<Option<StreamInfo>, ReadError> {
+    match recent {
+        Some(row) => Ok(Some(stream_info_from(row))),
+        None => Ok(stream_row(txn, stream)?.map(stream_info_from)),
+    }
 }
 
 fn stream_row(txn: &ReadTransaction, stream: &str) -> Result<Option<StreamRow>, ReadError> {
@@ -244,13 +284,37 @@ fn stream_row(txn: &ReadTransaction, stream: &str) -> Result<Option<StreamRow>, 
 }
 
 /// Streams whose id starts with `prefix` (a category such as `account-`), in id order,
-/// starting after `after`.
+/// starting after `after`. `recent` holds the rows of streams changed since the last index
+/// flush (some of them new), which win over redb's.
 pub fn streams(
     txn: &ReadTransaction,
     prefix: &str,
     after: Option<&str>,
     limit: usize,
+    recent: Vec<(String, StreamRow)>,
 ) -> Result<Vec<(String, StreamInfo)>, ReadError> {
+    let mut found: std::collections::BTreeMap<String, StreamRow> =
+        stored_streams(txn, prefix, after, limit)?
+            .into_iter()
+            .collect();
+    found.extend(
+        recent.into_iter().filter(|(id, _)| {
+            id.starts_with(prefix) && after.is_none_or(|after| id.as_str() > after)
+        }),
+    );
+    Ok(found
+        .into_iter()
+        .take(limit)
+        .map(|(id, row)| (id, stream_info_from(row)))
+        .collect())
+}
+
+fn stored_streams(
+    txn: &ReadTransaction,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, StreamRow)>, ReadError> {
     let streams = match txn.open_table(STREAMS) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -270,7 +334,7 @@ pub fn streams(
         if Some(id) == after {
             continue;
         }
-        found.push((id.to_owned(), stream_info_from(value.value())));
+        found.push((id.to_owned(), value.value()));
     }
     Ok(found)
 }

@@ -25,6 +25,9 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const META_FORMAT: &str = "format";
 /// Key in `META` of the head (see [`Head`]).
 pub const META_HEAD: &str = "head";
+/// Key in `META` of how far the redb indexes are complete: (position u64 LE, next stream
+/// number u64 LE). See `index`.
+pub const META_INDEXED: &str = "indexed";
 /// The store format this build reads and writes.
 pub const STORE_FORMAT: u32 = 1;
 

@@ -110,7 +110,9 @@ pub fn verify(txn: &ReadTransaction) -> Result<VerifyReport, ReadError> {
                 return Ok(report);
             }
             let event = decoded.event;
-            let version = stream_versions.entry(event.stream_id.to_owned()).or_insert(0);
+            let version = stream_versions
+                .entry(event.stream_id.to_owned())
+                .or_insert(0);
             if event.stream_version != *version + 1 {
                 bad(
                     &mut report,

@@ -5,20 +5,20 @@
 //! written into the same transaction), writes the accepted ones, commits once, and only then
 //! answers each caller. One durable commit thus serves many appends.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
+use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{oneshot, watch};
 
 use super::codec::{self, RecordBody};
 use super::error::AppendError;
 use super::event::{AppendRequest, Appended, ProposedEvent};
-use super::schema::{
-    EVENT_IDS, EVENTS, Head, META, META_HEAD, STREAM_EVENTS, STREAMS, StreamRow,
-};
+use super::index::{RecentIndex, RecentStream};
+use super::schema::{EVENT_IDS, EVENTS, Head, META, META_HEAD, STREAMS, StreamRow};
 
 /// Whether a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +63,9 @@ pub(crate) struct Writer {
     pub durability: Durability,
     pub max_batch: usize,
     pub gather: Gather,
+    pub recent: Arc<RwLock<RecentIndex>>,
+    /// Flush the recent index to redb once it holds this many events.
+    pub flush_events: usize,
 }
 
 /// How long the writer waits to grow a batch before committing it.
@@ -98,9 +101,49 @@ impl<E: Into<AppendError>> From<E> for Fatal {
 
 struct Tables<'txn> {
     events: Table<'txn, u64, &'static [u8]>,
-    stream_events: Table<'txn, (u64, u64), u64>,
     streams: Table<'txn, &'static str, StreamRow>,
     event_ids: Table<'txn, u128, u64>,
+}
+
+/// The index entries of the batch being staged, applied to the recent index after commit.
+#[derive(Debug, Default)]
+struct BatchIndex {
+    streams: HashMap<String, RecentStream>,
+    ids: HashMap<u128, u64>,
+    next_stream_number: u64,
+    /// Whether this batch's transaction flushes the recent index to redb.
+    flushed: bool,
+}
+
+/// Where the writer looks things up while staging: this batch, then the recent index, then
+/// redb (inside the write transaction).
+struct Lookup<'a, 'txn> {
+    tables: &'a mut Tables<'txn>,
+    recent: &'a RecentIndex,
+    batch: &'a mut BatchIndex,
+}
+
+impl Lookup<'_, '_> {
+    fn row(&self, stream: &str) -> Result<Option<StreamRow>, Fatal> {
+        if let Some(row) = self.batch.streams.get(stream).map(|recent| recent.row) {
+            return Ok(Some(row));
+        }
+        if let Some(row) = self.recent.row(stream) {
+            return Ok(Some(row));
+        }
+        Ok(self.tables.streams.get(stream)?.map(|row| row.value()))
+    }
+
+    fn position_of(&self, id: u128) -> Result<Option<u64>, Fatal> {
+        if let Some(position) = self.batch.ids.get(&id).or_else(|| self.recent.ids.get(&id)) {
+            return Ok(Some(*position));
+        }
+        Ok(self
+            .tables
+            .event_ids
+            .get(id)?
+            .map(|position| position.value()))
+    }
 }
 
 impl Writer {
@@ -113,10 +156,14 @@ impl Writer {
         }
         if unflushed {
             // Non-durable commits reach the disk with the next durable one.
-            let flushed = self.db.begin_write().map_err(redb::Error::from).and_then(|txn| {
-                txn.commit()?;
-                Ok(())
-            });
+            let flushed = self
+                .db
+                .begin_write()
+                .map_err(redb::Error::from)
+                .and_then(|txn| {
+                    txn.commit()?;
+                    Ok(())
+                });
             if let Err(error) = flushed {
                 tracing::error!(%error, "final flush of the event store failed");
             }
@@ -128,13 +175,16 @@ impl Writer {
     fn serve_batch(&mut self, first: WriteRequest, requests: &Receiver<WriteRequest>) -> bool {
         let mut answers = Vec::with_capacity(self.max_batch.min(256));
         let mut head = self.head;
+        let mut index = BatchIndex::default();
         let staging = Instant::now();
-        let staged = self.stage_batch(first, requests, &mut head, &mut answers);
+        let staged = self.stage_batch(first, requests, &mut head, &mut answers, &mut index);
         add_elapsed(&self.stats.stage_nanos, staging);
         let committed = match staged {
             Ok(Some(txn)) => match commit_timed(txn, &self.stats.commit_nanos) {
                 Ok(()) => {
                     self.count_committed(&answers);
+                    // Readers must find the new events before any caller hears of them.
+                    self.apply_index(index);
                     self.head = head;
                     self.head_tx.send_replace(head.position);
                     true
@@ -170,6 +220,7 @@ impl Writer {
         requests: &Receiver<WriteRequest>,
         head: &mut Head,
         answers: &mut Vec<Answer>,
+        index: &mut BatchIndex,
     ) -> Result<Option<WriteTransaction>, Fatal> {
         let mut next = Some(first);
         let mut txn = match self.db.begin_write() {
@@ -187,18 +238,34 @@ impl Writer {
         let now = now_ms().max(head.recorded_at);
         let started = Instant::now();
         let mut wrote = false;
+        let recent = self.recent.read().unwrap_or_else(|e| e.into_inner());
+        index.next_stream_number = recent.next_stream_number;
+        if recent.events >= self.flush_events {
+            recent.flush(&txn, head.position)?;
+            index.flushed = true;
+        }
         {
             let mut tables = Tables {
                 events: txn.open_table(EVENTS)?,
-                stream_events: txn.open_table(STREAM_EVENTS)?,
                 streams: txn.open_table(STREAMS)?,
                 event_ids: txn.open_table(EVENT_IDS)?,
             };
+            let mut lookup = Lookup {
+                tables: &mut tables,
+                recent: &recent,
+                batch: index,
+            };
             let mut buffer = Vec::new();
             while let Some(WriteRequest { request, reply }) = next.take() {
-                match append_one(&mut tables, &request, head, now, &mut buffer) {
+                match append_one(&mut lookup, &request, head, now, &mut buffer) {
                     Ok(outcome) => {
-                        wrote |= matches!(outcome, Ok(Appended { already_stored: false, .. }));
+                        wrote |= matches!(
+                            outcome,
+                            Ok(Appended {
+                                already_stored: false,
+                                ..
+                            })
+                        );
                         answers.push((reply, outcome));
                     }
                     Err(Fatal(error)) => {
@@ -216,7 +283,7 @@ impl Writer {
                     .insert(META_HEAD, head.encode().as_slice())?;
             }
         }
-        if wrote {
+        if wrote || index.flushed {
             Ok(Some(txn))
         } else {
             txn.abort()?;
@@ -243,6 +310,19 @@ impl Writer {
         request.ok()
     }
 
+    /// Make a committed batch's index entries visible to readers.
+    fn apply_index(&self, index: BatchIndex) {
+        let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
+        if index.flushed {
+            recent.reset(self.head.position);
+        }
+        for (stream, entry) in index.streams {
+            recent.record(&stream, entry.row, &entry.positions);
+        }
+        recent.ids.extend(index.ids);
+        recent.next_stream_number = index.next_stream_number;
+    }
+
     fn count_committed(&self, answers: &[Answer]) {
         let (appends, events) = answers
             .iter()
@@ -252,7 +332,9 @@ impl Writer {
                 }
                 _ => None,
             })
-            .fold((0, 0), |(appends, events), count| (appends + 1, events + count));
+            .fold((0, 0), |(appends, events), count| {
+                (appends + 1, events + count)
+            });
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats.appends.fetch_add(appends, Ordering::Relaxed);
         self.stats.events.fetch_add(events, Ordering::Relaxed);
@@ -279,7 +361,13 @@ fn commit_timed(txn: WriteTransaction, counter: &AtomicU64) -> Result<(), redb::
 /// Turn the successes of a batch that failed to commit into the batch's error.
 fn fail_written(answers: &mut [Answer], error: &AppendError) {
     for (_, outcome) in answers {
-        if matches!(outcome, Ok(Appended { already_stored: false, .. })) {
+        if matches!(
+            outcome,
+            Ok(Appended {
+                already_stored: false,
+                ..
+            })
+        ) {
             *outcome = Err(error.clone());
         }
     }
@@ -288,17 +376,17 @@ fn fail_written(answers: &mut [Answer], error: &AppendError) {
 /// Check and stage one append. The outer `Result` is a storage failure that dooms the batch;
 /// the inner one is this append's own answer.
 fn append_one(
-    tables: &mut Tables<'_>,
+    lookup: &mut Lookup<'_, '_>,
     request: &AppendRequest,
     head: &mut Head,
     now: u64,
     buffer: &mut Vec<u8>,
 ) -> Result<Result<Appended, AppendError>, Fatal> {
-    if let Some(answer) = replayed_append(tables, request)? {
+    if let Some(answer) = replayed_append(lookup, request)? {
         return Ok(answer);
     }
     let stream = request.stream_id.as_str();
-    let existing = tables.streams.get(stream)?.map(|guard| guard.value());
+    let existing = lookup.row(stream)?;
     let actual = existing.map_or(0, |(_, version, ..)| version);
     if !request.expected.accepts(actual) {
         return Ok(Err(AppendError::Conflict {
@@ -308,11 +396,15 @@ fn append_one(
         }));
     }
     let first_position = head.position + 1;
-    let number = match existing {
-        Some((number, ..)) => number,
-        None => tables.streams.len()? + 1,
+    let (number, first_in_stream, created_at) = match existing {
+        Some((number, _, first, _, created, _)) => (number, first, created),
+        None => {
+            lookup.batch.next_stream_number += 1;
+            (lookup.batch.next_stream_number - 1, first_position, now)
+        }
     };
     let mut version = actual;
+    let mut positions = Vec::with_capacity(request.events.len());
     for event in &request.events {
         version += 1;
         let position = head.position + 1;
@@ -328,21 +420,30 @@ fn append_one(
             metadata: &event.metadata,
         }
         .encode_into(position, &head.hash, buffer);
-        tables.events.insert(position, buffer.as_slice())?;
-        tables.stream_events.insert((number, version), position)?;
-        tables.event_ids.insert(event.event_id.as_u128(), position)?;
+        lookup.tables.events.insert(position, buffer.as_slice())?;
+        lookup.batch.ids.insert(event.event_id.as_u128(), position);
+        positions.push(position);
         *head = Head {
             position,
             hash,
             recorded_at: now,
         };
     }
-    let (first_in_stream, created_at) =
-        existing.map_or((first_position, now), |(_, _, first, _, created, _)| (first, created));
-    tables.streams.insert(
-        stream,
-        (number, version, first_in_stream, head.position, created_at, now),
-    )?;
+    let row = (
+        number,
+        version,
+        first_in_stream,
+        head.position,
+        created_at,
+        now,
+    );
+    let entry = lookup
+        .batch
+        .streams
+        .entry(request.stream_id.clone())
+        .or_default();
+    entry.row = row;
+    entry.positions.extend_from_slice(&positions);
     Ok(Ok(Appended {
         first_position,
         last_position: head.position,
@@ -356,13 +457,13 @@ fn append_one(
 /// If any event id of the request is already stored, the answer to the request: the original
 /// result when the whole append is stored with the same content, else a duplicate-id error.
 fn replayed_append(
-    tables: &Tables<'_>,
+    lookup: &Lookup<'_, '_>,
     request: &AppendRequest,
 ) -> Result<Option<Result<Appended, AppendError>>, Fatal> {
     let mut stored = Vec::new();
     for event in &request.events {
-        if let Some(position) = tables.event_ids.get(event.event_id.as_u128())? {
-            stored.push((event, position.value()));
+        if let Some(position) = lookup.position_of(event.event_id.as_u128())? {
+            stored.push((event, position));
         }
     }
     let Some(&(_, first_position)) = stored.first() else {
@@ -377,8 +478,10 @@ fn replayed_append(
         already_stored: true,
     };
     for (index, (event, position)) in stored.iter().enumerate() {
-        let record = tables.events.get(*position)?.ok_or_else(|| {
-            AppendError::Storage(format!("event id index points at missing position {position}"))
+        let record = lookup.tables.events.get(*position)?.ok_or_else(|| {
+            AppendError::Storage(format!(
+                "event id index points at missing position {position}"
+            ))
         })?;
         let decoded = codec::decode(*position, record.value())
             .map_err(|reason| AppendError::Storage(format!("position {position}: {reason}")))?;
@@ -405,7 +508,11 @@ fn replayed_append(
     Ok(Some(Ok(answer)))
 }
 
-fn same_content(event: &ProposedEvent, stream_id: &str, stored: &super::event::EventRef<'_>) -> bool {
+fn same_content(
+    event: &ProposedEvent,
+    stream_id: &str,
+    stored: &super::event::EventRef<'_>,
+) -> bool {
     stored.stream_id == stream_id
         && stored.event_type == event.event_type
         && stored.schema_version == event.schema_version
