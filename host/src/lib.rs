@@ -1,8 +1,10 @@
 //! eshost: an event-sourcing host. It owns an embedded redb event store and runs aggregate,
 //! upcaster and projection logic as sandboxed WebAssembly components.
 
+pub mod aggregate;
 pub mod bench;
 pub mod cli;
 pub mod runtime;
 pub mod store;
+pub mod upcast;
 pub mod views;

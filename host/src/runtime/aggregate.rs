@@ -66,6 +66,7 @@ impl AggregatePlugin {
         Ok(AggregateInstance {
             sandbox,
             current: None,
+            generation: 0,
         })
     }
 }
@@ -80,6 +81,26 @@ pub struct AggregateInstance {
     sandbox: Sandboxed<AggregatePluginPre<HostState>>,
     /// The guest resource holding the current aggregate, and its id.
     current: Option<(ResourceAny, String)>,
+    /// Bumped whenever a fault discards the guest instance: resources of an older generation
+    /// (parked aggregates) belonged to the discarded store and are gone.
+    generation: u64,
+}
+
+/// An aggregate set aside inside its instance by [`AggregateInstance::park`]: its state stays
+/// in the guest, so one instance can hold many aggregates (a worker's cache) at the memory
+/// cost of their states alone, not of one wasm instance each.
+#[derive(Debug)]
+pub struct Parked {
+    resource: ResourceAny,
+    id: String,
+    generation: u64,
+}
+
+impl Parked {
+    /// The id of the parked aggregate.
+    pub fn aggregate_id(&self) -> &str {
+        &self.id
+    }
 }
 
 impl fmt::Debug for AggregateInstance {
@@ -155,12 +176,15 @@ impl AggregateInstance {
     #[allow(clippy::new_ret_no_self)]
     pub fn new(&mut self, id: &str) -> Result<(), PluginError> {
         self.release();
-        let resource = self.sandbox.call_plain(0, |store, guest| {
-            guest
-                .eshost_plugin_aggregate()
-                .instance()
-                .call_constructor(store, id)
-        })?;
+        let resource = self
+            .sandbox
+            .call_plain(0, |store, guest| {
+                guest
+                    .eshost_plugin_aggregate()
+                    .instance()
+                    .call_constructor(store, id)
+            })
+            .inspect_err(|_| self.generation += 1)?;
         self.current = Some((resource, id.to_owned()));
         Ok(())
     }
@@ -169,12 +193,15 @@ impl AggregateInstance {
     /// the current one.
     pub fn restore(&mut self, id: &str, snapshot: &[u8]) -> Result<(), RestoreError> {
         self.release();
-        let result = self.sandbox.call_plain(0, |store, guest| {
-            guest
-                .eshost_plugin_aggregate()
-                .instance()
-                .call_restore(store, id, snapshot)
-        })?;
+        let result = self
+            .sandbox
+            .call_plain(0, |store, guest| {
+                guest
+                    .eshost_plugin_aggregate()
+                    .instance()
+                    .call_restore(store, id, snapshot)
+            })
+            .inspect_err(|_| self.generation += 1)?;
         match result {
             Ok(resource) => {
                 self.current = Some((resource, id.to_owned()));
@@ -287,8 +314,45 @@ impl AggregateInstance {
         let result = call(&mut self.sandbox);
         if result.is_err() {
             self.current = None;
+            self.generation += 1;
         }
         result
+    }
+
+    /// Sets the current aggregate aside without dropping its state; [`unpark`](Self::unpark)
+    /// makes it current again. Nothing is current afterwards.
+    pub fn park(&mut self) -> Option<Parked> {
+        self.current.take().map(|(resource, id)| Parked {
+            resource,
+            id,
+            generation: self.generation,
+        })
+    }
+
+    /// Makes a parked aggregate current, dropping the current one (park it first to keep it).
+    /// Fails with [`PluginError::NoAggregate`] when a fault has discarded the instance since
+    /// it was parked: its state is gone and must be rebuilt.
+    pub fn unpark(&mut self, parked: Parked) -> Result<(), PluginError> {
+        self.release();
+        if parked.generation != self.generation || !self.sandbox.is_live() {
+            return Err(PluginError::NoAggregate {
+                plugin: self.info().name.clone(),
+            });
+        }
+        self.current = Some((parked.resource, parked.id));
+        Ok(())
+    }
+
+    /// Drops a parked aggregate's state in the guest (a no-op when the instance it lived in
+    /// is gone). Parked aggregates that are merely forgotten leak guest memory until the
+    /// instance is dropped.
+    pub fn discard(&mut self, parked: Parked) {
+        if parked.generation == self.generation && self.sandbox.is_live() {
+            let current = self.current.take();
+            self.current = Some((parked.resource, parked.id));
+            self.release();
+            self.current = current;
+        }
     }
 
     /// Drops the guest resource of the current aggregate, if the instance still lives.
@@ -300,6 +364,7 @@ impl AggregateInstance {
                 .sandbox
                 .call_plain(0, |store, _| resource.resource_drop(store));
             if let Err(error) = dropped {
+                self.generation += 1;
                 tracing::warn!(target: "eshost::plugin", "dropping an aggregate failed: {error}");
             }
         }

@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
 
-pub use aggregate::{AggregateInstance, AggregatePlugin, ApplyError, HandleError, RestoreError};
+pub use aggregate::{
+    AggregateInstance, AggregatePlugin, ApplyError, HandleError, Parked, RestoreError,
+};
 pub use bindings::types::{
     Command, CommandError, Event, EventError, NewEvent, UpcastResult, UpcastedEvent, VersionedType,
 };
