@@ -33,7 +33,7 @@ use crate::store::EventStore;
 use crate::views::Views;
 
 pub use schema::DeadLetter;
-pub use upcast::{Upcast, UpcastFactory, UpcastFailure, UpcasterChain};
+pub use upcast::{Upcast, UpcastFailure, UpcasterChain};
 pub use watch::{PluginWatcher, WatchedPlugin};
 
 use read_model::{Snapshot, SnapshotModel};
@@ -250,7 +250,7 @@ struct Inner {
     store: Arc<dyn EventStore>,
     views: Views,
     runtime: Runtime,
-    upcast: Option<UpcastFactory>,
+    upcasters: UpcasterChain,
     projections: Mutex<HashMap<String, Handle>>,
 }
 
@@ -300,25 +300,25 @@ impl Projections {
                 store,
                 views,
                 runtime,
-                upcast: None,
+                upcasters: UpcasterChain::empty(),
                 projections: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// The same, with an upcast step for every runner started afterwards.
-    pub fn with_upcast(
+    /// The same, upcasting every event through `upcasters` before a projection sees it.
+    pub fn with_upcasters(
         store: Arc<dyn EventStore>,
         views: Views,
         runtime: Runtime,
-        upcast: UpcastFactory,
+        upcasters: UpcasterChain,
     ) -> Self {
         Projections {
             inner: Arc::new(Inner {
                 store,
                 views,
                 runtime,
-                upcast: Some(upcast),
+                upcasters,
                 projections: Mutex::new(HashMap::new()),
             }),
         }
@@ -333,12 +333,10 @@ impl Projections {
             return Err(ProjectionHostError::AlreadyRunning(config.name));
         }
         let (bytes, plugin) = self.load(&config.name, &config.plugin)?;
-        let upcast = match &self.inner.upcast {
-            Some(factory) => Some(factory().map_err(|message| ProjectionHostError::Views {
-                name: config.name.clone(),
-                message: format!("upcasters: {message}"),
-            })?),
-            None => None,
+        let upcast: Option<Box<dyn Upcast>> = if self.inner.upcasters.is_empty() {
+            None
+        } else {
+            Some(Box::new(self.inner.upcasters.instantiate()))
         };
         let (control, receiver) = tokio::sync::mpsc::unbounded_channel();
         let (runner, shared) = Runner::open(
@@ -573,6 +571,25 @@ impl Projections {
         let shared = self
             .shared(name)
             .ok_or_else(|| QueryFailure::Unknown(name.to_owned()))?;
+        // A switch between reading the record and finding the plugin retires the old
+        // generation's plugin: take a fresh snapshot, which names the new one.
+        for _ in 0..3 {
+            if let Some(answer) = self.query_once(&shared, name, query, args)? {
+                return Ok(answer?);
+            }
+        }
+        Err(QueryFailure::Views(format!(
+            "projection {name:?} kept switching generations during the query"
+        )))
+    }
+
+    fn query_once(
+        &self,
+        shared: &Shared,
+        name: &str,
+        query: &str,
+        args: &str,
+    ) -> Result<Option<Result<String, QueryError>>, QueryFailure> {
         let db = self.inner.views.db();
         let views = |e: redb::Error| QueryFailure::Views(e.to_string());
         let txn = db.begin_read().map_err(|e| views(e.into()))?;
@@ -588,9 +605,9 @@ impl Projections {
         };
         let (plugin, idle) = {
             let mut plugins = shared.plugins.lock().expect("not poisoned");
-            let pool = plugins.get_mut(&generation).ok_or_else(|| {
-                QueryFailure::Views(format!("generation {generation} of {name:?} has no plugin"))
-            })?;
+            let Some(pool) = plugins.get_mut(&generation) else {
+                return Ok(None);
+            };
             (pool.plugin.clone(), pool.idle.pop())
         };
         let mut instance = match idle {
@@ -607,10 +624,11 @@ impl Projections {
         let mut plugins = shared.plugins.lock().expect("not poisoned");
         if let Some(pool) = plugins.get_mut(&generation)
             && pool.idle.len() < 8
+            && pool.plugin.info().content_hash == instance.info().content_hash
         {
             pool.idle.push(instance);
         }
-        Ok(result?)
+        Ok(Some(result))
     }
 
     /// The events `name` parked in its active generation.
