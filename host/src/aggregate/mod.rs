@@ -317,6 +317,36 @@ pub struct HistoryEntry {
     pub state: serde_json::Value,
 }
 
+/// Counters of the pipeline since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PipelineStats {
+    /// Commands decided (each retry counts again).
+    pub decisions: u64,
+    /// Decisions whose state came from a worker's cache.
+    pub cache_hits: u64,
+    /// States built from the store (snapshot + events, or all events).
+    pub rebuilds: u64,
+    /// Commands decided again after a version conflict.
+    pub retries: u64,
+    /// Snapshots taken by the interval rule.
+    pub snapshots: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) decisions: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) rebuilds: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) snapshots: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// A registered aggregate type: its current plugin and settings.
 #[derive(Debug)]
 pub(crate) struct Registered {
@@ -337,6 +367,7 @@ pub(crate) struct Shared {
     pub(crate) registry_version: AtomicU64,
     pub(crate) config: EngineConfig,
     pub(crate) tokio: tokio::runtime::Handle,
+    pub(crate) counters: Counters,
 }
 
 impl Shared {
@@ -403,6 +434,7 @@ impl Aggregates {
                 ..config
             },
             tokio,
+            counters: Counters::default(),
         });
         let mut workers = Vec::new();
         let mut threads = Vec::new();
@@ -654,6 +686,19 @@ impl Aggregates {
         };
         shared.snapshots.put(aggregate_type, id, &snapshot)?;
         Ok(Some(snapshot))
+    }
+
+    /// The pipeline's counters.
+    pub fn stats(&self) -> PipelineStats {
+        let counters = &self.engine.shared.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        PipelineStats {
+            decisions: get(&counters.decisions),
+            cache_hits: get(&counters.cache_hits),
+            rebuilds: get(&counters.rebuilds),
+            retries: get(&counters.retries),
+            snapshots: get(&counters.snapshots),
+        }
     }
 
     /// The snapshot table (for inspection and tests).

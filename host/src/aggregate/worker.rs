@@ -23,8 +23,8 @@ use super::cache::Lru;
 use super::rebuild::{self, At, StateError};
 use super::snapshot::Snapshot;
 use super::{
-    CommandError, CommandOptions, CommandReply, Decision, EmittedEvent, Registered, Shared,
-    idempotency,
+    CommandError, CommandOptions, CommandReply, Counters, Decision, EmittedEvent, Registered,
+    Shared, idempotency,
 };
 use crate::runtime::{AggregateInstance, Command, Event, HandleError, NewEvent, Parked};
 use crate::store::{AllRead, AppendError, AppendRequest, Appended, ExpectedVersion, ProposedEvent};
@@ -230,6 +230,7 @@ impl Worker {
 
     fn decide_in_slot(&mut self, job: Job) {
         let shared = self.shared.clone();
+        Counters::bump(&shared.counters.decisions);
         let Worker {
             slots, upcasting, ..
         } = self;
@@ -474,6 +475,7 @@ impl Worker {
                     // after it.
                     let mut job = job;
                     job.attempt += 1;
+                    Counters::bump(&self.shared.counters.retries);
                     inflight.waiting.push_front(job);
                 }
             }
@@ -554,6 +556,7 @@ impl Worker {
                         }
                     });
                     since_snapshot = 0;
+                    Counters::bump(&shared.counters.snapshots);
                 }
                 Err(error) => {
                     tracing::warn!(stream_id = %key.1, %error, "snapshot failed");
@@ -584,6 +587,7 @@ fn current_state(
     if let Some(cached) = slot.cache.take(id) {
         let (version, since) = (cached.version, cached.since_snapshot);
         if slot.instance.unpark(cached.parked).is_ok() {
+            Counters::bump(&shared.counters.cache_hits);
             return Ok((version, since));
         }
     }
@@ -599,6 +603,7 @@ fn rebuild_state(
     if let Some(stale) = slot.instance.park() {
         slot.instance.discard(stale);
     }
+    Counters::bump(&shared.counters.rebuilds);
     let built = rebuild::build(
         &mut slot.instance,
         upcasting,
