@@ -41,6 +41,9 @@ pub enum Command {
     /// Work with plugin files.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Run a projection plugin over the whole history of a stopped store into a temporary
+    /// read model; optionally diff it against a live projection.
+    Replay(ReplayArgs),
 }
 
 /// Where the store is.
@@ -156,6 +159,53 @@ pub enum BenchCommand {
     /// Replays one account's long history through the bank-account component, against the
     /// same aggregate compiled natively; also times a cold and a cached plugin load.
     Replay(BenchReplayArgs),
+    /// Rebuilds the balances projection over a large store through the projection runner,
+    /// and times a hot swap from the file changing to the new version serving.
+    Projection(BenchProjectionArgs),
+}
+
+/// `eshost bench projection`.
+#[derive(Debug, Args)]
+pub struct BenchProjectionArgs {
+    /// The balances component.
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release/balances.wasm")]
+    plugin: PathBuf,
+    /// Events in the store.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Accounts the events are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    /// Events per `handle` call.
+    #[arg(long, default_value_t = 5_000)]
+    batch: usize,
+    /// Directory for the scratch store (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `eshost replay`.#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The projection component to replay.
+    #[arg(long)]
+    plugin: PathBuf,
+    /// Compare the result key by key with this live projection.
+    #[arg(long)]
+    diff: Option<String>,
+    /// Events per `handle` call.
+    #[arg(long, default_value_t = 2_000)]
+    batch: usize,
+    /// Differing keys to show per kind (added, removed, changed).
+    #[arg(long, default_value_t = 5)]
+    samples: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `eshost bench replay`.
@@ -243,6 +293,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify(args),
         Command::Bench(BenchCommand::Append(args)) => bench_append(args),
         Command::Bench(BenchCommand::Replay(args)) => bench_replay(args),
+        Command::Bench(BenchCommand::Projection(args)) => bench_projection(args),
+        Command::Replay(args) => replay(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(args),
     }
 }
@@ -358,6 +410,48 @@ fn bench_replay(args: BenchReplayArgs) -> anyhow::Result<()> {
         print_json(&report)
     } else {
         println!("{report}");
+        Ok(())
+    }
+}
+
+fn bench_projection(args: BenchProjectionArgs) -> anyhow::Result<()> {
+    if !args.plugin.exists() {
+        bail!(
+            "{} not found; build the plugins first: cargo build --release --target \
+             wasm32-wasip2 --manifest-path plugins/Cargo.toml (or pass --plugin)",
+            args.plugin.display()
+        );
+    }
+    let options = bench::projection::ProjectionBenchOptions {
+        plugin: args.plugin,
+        events: args.events,
+        accounts: args.accounts,
+        batch: args.batch.max(1),
+        dir: args.dir,
+    };
+    let report = bench::projection::run(&options)?;
+    if args.json {
+        print_json(&report)
+    } else {
+        println!("{report}");
+        Ok(())
+    }
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let options = crate::projection::replay::ReplayOptions {
+        store: args.store.store,
+        plugin: args.plugin,
+        diff: args.diff,
+        batch: args.batch.max(1),
+        progress: !args.json,
+        samples: args.samples,
+    };
+    let report = crate::projection::replay::run(&options)?;
+    if args.json {
+        print_json(&report)
+    } else {
+        print!("{report}");
         Ok(())
     }
 }
