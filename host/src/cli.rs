@@ -187,7 +187,8 @@ pub struct BenchProjectionArgs {
     json: bool,
 }
 
-/// `eshost replay`.#[derive(Debug, Args)]
+/// `eshost replay`.
+#[derive(Debug, Args)]
 pub struct ReplayArgs {
     #[command(flatten)]
     store: StoreArgs,
