@@ -159,6 +159,10 @@ pub enum BenchCommand {
     /// Replays one account's long history through the bank-account component, against the
     /// same aggregate compiled natively; also times a cold and a cached plugin load.
     Replay(BenchReplayArgs),
+    /// Concurrent clients sending deposits through the command pipeline (durable).
+    Command(BenchCommandArgs),
+    /// Rebuilds one aggregate with a long history, replaying it and from a snapshot.
+    Load(BenchLoadArgs),
     /// Rebuilds the balances projection over a large store through the projection runner,
     /// and times a hot swap from the file changing to the new version serving.
     Projection(BenchProjectionArgs),
@@ -204,6 +208,64 @@ pub struct ReplayArgs {
     /// Differing keys to show per kind (added, removed, changed).
     #[arg(long, default_value_t = 5)]
     samples: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `eshost bench command`.
+#[derive(Debug, Args)]
+pub struct BenchCommandArgs {
+    /// The bank-account component.
+    #[arg(
+        long,
+        default_value = "plugins/target/wasm32-wasip2/release/bank_account.wasm"
+    )]
+    plugin: PathBuf,
+    /// Concurrent clients, each with one command in flight.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Accounts the deposits are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    accounts: usize,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Pipeline worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Snapshot interval, events.
+    #[arg(long, default_value_t = 1_000)]
+    snapshot_every: u64,
+    /// Commit durability.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Immediate)]
+    durability: DurabilityArg,
+    /// Directory for the scratch store (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `eshost bench load`.
+#[derive(Debug, Args)]
+pub struct BenchLoadArgs {
+    /// The bank-account component.
+    #[arg(
+        long,
+        default_value = "plugins/target/wasm32-wasip2/release/bank_account.wasm"
+    )]
+    plugin: PathBuf,
+    /// Events in the account's history.
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Timed loads of each kind (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Directory for the scratch store (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -294,6 +356,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify(args),
         Command::Bench(BenchCommand::Append(args)) => bench_append(args),
         Command::Bench(BenchCommand::Replay(args)) => bench_replay(args),
+        Command::Bench(BenchCommand::Command(args)) => bench_command(args),
+        Command::Bench(BenchCommand::Load(args)) => bench_load(args),
         Command::Bench(BenchCommand::Projection(args)) => bench_projection(args),
         Command::Replay(args) => replay(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(args),
@@ -384,6 +448,49 @@ fn bench_append(args: BenchAppendArgs) -> anyhow::Result<()> {
         dir: args.dir,
     };
     let report = bench::append::run(&options)?;
+    if args.json {
+        print_json(&report)
+    } else {
+        println!("{report}");
+        Ok(())
+    }
+}
+
+fn bench_command(args: BenchCommandArgs) -> anyhow::Result<()> {
+    if args.seconds.is_nan() || args.seconds <= 0.0 {
+        bail!("--seconds must be positive");
+    }
+    let defaults = bench::command::CommandBenchOptions::default();
+    let options = bench::command::CommandBenchOptions {
+        plugin: args.plugin,
+        clients: args.clients,
+        accounts: args.accounts,
+        duration: Duration::from_secs_f64(args.seconds),
+        workers: args.workers.unwrap_or(defaults.workers),
+        durability: match args.durability {
+            DurabilityArg::Immediate => Durability::Immediate,
+            DurabilityArg::None => Durability::None,
+        },
+        snapshot_every: args.snapshot_every,
+        dir: args.dir,
+    };
+    let report = bench::command::run(&options)?;
+    if args.json {
+        print_json(&report)
+    } else {
+        println!("{report}");
+        Ok(())
+    }
+}
+
+fn bench_load(args: BenchLoadArgs) -> anyhow::Result<()> {
+    let options = bench::load::LoadBenchOptions {
+        plugin: args.plugin,
+        events: args.events,
+        runs: args.runs,
+        dir: args.dir,
+    };
+    let report = bench::load::run(&options)?;
     if args.json {
         print_json(&report)
     } else {

@@ -119,7 +119,8 @@ async fn corrupt_or_foreign_snapshots_fall_back_to_replay() {
     let snapshots = host.aggregates.snapshots();
     let plant = |snapshot: Snapshot| snapshots.put(BANK, "account-1", &snapshot).unwrap();
     let hash = host.bank.info().content_hash.clone();
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Plant<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Plant)> = vec![
         (
             "state bytes the plugin refuses",
             Box::new(|| {

@@ -90,13 +90,47 @@ pub(crate) fn build(
         At::Time(time) => read.until = Some(Until::Time(time)),
     }
     let batch = batch.max(1);
+    // A long history is read on a second thread while this one applies: reading and
+    // decoding overlap with the plugin's work instead of adding to it.
+    let remaining = match at {
+        At::Version(version) => version - built.version,
+        _ => store
+            .stream_info(id)?
+            .map_or(0, |info| info.version.saturating_sub(built.version)),
+    };
+    let last = if remaining > PIPELINE_AFTER_BATCHES * batch as u64 {
+        read_beside(instance, upcasting, store, id, &read, batch)?
+    } else {
+        read_inline(instance, upcasting, store, id, &read, batch)?
+    };
+    if let Some((version, position, recorded_at)) = last {
+        built.version = version;
+        built.position = position;
+        built.recorded_at = recorded_at;
+    }
+    Ok(built)
+}
+
+/// Histories longer than this many batches are read on a second thread.
+const PIPELINE_AFTER_BATCHES: u64 = 4;
+
+/// (version, position, recorded_at) of the last event read, if any.
+type Last = Option<(u64, u64, u64)>;
+
+fn read_inline(
+    instance: &mut AggregateInstance,
+    upcasting: &mut Upcasting,
+    store: &dyn EventStore,
+    id: &str,
+    read: &StreamRead,
+    batch: usize,
+) -> Result<Last, StateError> {
     let mut events: Vec<Event> = Vec::with_capacity(batch.min(4096));
     let mut failure: Option<StateError> = None;
-    store.visit_stream(id, &read, &mut |event| {
+    let mut last = None;
+    store.visit_stream(id, read, &mut |event| {
         events.push(plugin_event(&event));
-        built.version = event.stream_version;
-        built.position = event.position;
-        built.recorded_at = event.recorded_at;
+        last = Some((event.stream_version, event.position, event.recorded_at));
         if events.len() >= batch
             && let Err(error) = apply_batch(instance, upcasting, &mut events)
         {
@@ -109,7 +143,59 @@ pub(crate) fn build(
         return Err(error);
     }
     apply_batch(instance, upcasting, &mut events)?;
-    Ok(built)
+    Ok(last)
+}
+
+fn read_beside(
+    instance: &mut AggregateInstance,
+    upcasting: &mut Upcasting,
+    store: &dyn EventStore,
+    id: &str,
+    read: &StreamRead,
+    batch: usize,
+) -> Result<Last, StateError> {
+    std::thread::scope(|scope| {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Event>>(2);
+        let reader = std::thread::Builder::new()
+            .name("eshost-replay-read".into())
+            .spawn_scoped(scope, move || {
+                let mut events = Vec::with_capacity(batch);
+                let mut last = None;
+                store.visit_stream(id, read, &mut |event| {
+                    events.push(plugin_event(&event));
+                    last = Some((event.stream_version, event.position, event.recorded_at));
+                    if events.len() >= batch {
+                        let full = std::mem::replace(&mut events, Vec::with_capacity(batch));
+                        // The applier stopped (it failed): stop reading.
+                        if batches.send(full).is_err() {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    ControlFlow::Continue(())
+                })?;
+                if !events.is_empty() {
+                    let _ = batches.send(events);
+                }
+                Ok::<_, ReadError>(last)
+            });
+        let reader = match reader {
+            Ok(reader) => reader,
+            // No thread to be had: read inline instead.
+            Err(_) => return read_inline(instance, upcasting, store, id, read, batch),
+        };
+        let mut failure = None;
+        for mut events in received {
+            if let Err(error) = apply_batch(instance, upcasting, &mut events) {
+                failure = Some(error);
+                break;
+            }
+        }
+        let last = reader.join().expect("the replay reader does not panic")?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(last),
+        }
+    })
 }
 
 /// Upcasts and applies `events`, leaving the buffer empty.
