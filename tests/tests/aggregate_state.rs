@@ -434,3 +434,30 @@ async fn a_swapped_plugin_decides_every_later_command_and_ignores_old_snapshots(
         assert_eq!(used.plugin_hash, new_hash);
     }
 }
+
+#[test]
+fn two_upcasters_for_one_event_version_are_refused() {
+    let runtime = aggregate_support::runtime();
+    let load = || {
+        runtime
+            .load_upcaster(eshost_tests::DEPOSIT_CURRENCY)
+            .unwrap()
+    };
+    let error = eshost::upcast::UpcasterChain::new([load(), load()]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "upcasters \"deposit-currency\" and \"deposit-currency\" both upcast FundsDeposited v1"
+    );
+    let chain = eshost::upcast::UpcasterChain::new([load()]).unwrap();
+    assert!(chain.upcasts("FundsDeposited", 1));
+    assert!(!chain.upcasts("FundsDeposited", 2));
+    let mut upcasting = chain.instantiate();
+    let mut event = eshost_tests::event(1, "a-1", 1, "FundsDeposited", 1, r#"{"amount":3}"#);
+    assert!(upcasting.upcast(&mut event).unwrap());
+    assert_eq!(event.schema_version, 2);
+    assert_eq!(
+        serde_json::from_str::<Value>(&event.data).unwrap(),
+        json!({"amount": 3, "currency": "USD"})
+    );
+    assert!(!upcasting.upcast(&mut event).unwrap());
+}

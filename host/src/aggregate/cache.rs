@@ -22,7 +22,6 @@ impl<V> Lru<V> {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

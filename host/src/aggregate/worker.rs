@@ -26,7 +26,9 @@ use super::{
     CommandError, CommandOptions, CommandReply, Counters, Decision, EmittedEvent, Registered,
     Shared, idempotency,
 };
-use crate::runtime::{AggregateInstance, Command, Event, HandleError, NewEvent, Parked};
+use crate::runtime::{
+    AggregateInstance, ApplyError, Command, Event, HandleError, NewEvent, Parked,
+};
 use crate::store::{AllRead, AppendError, AppendRequest, Appended, ExpectedVersion, ProposedEvent};
 use crate::upcast::Upcasting;
 
@@ -604,16 +606,30 @@ fn rebuild_state(
         slot.instance.discard(stale);
     }
     Counters::bump(&shared.counters.rebuilds);
-    let built = rebuild::build(
-        &mut slot.instance,
-        upcasting,
-        shared.store.as_ref(),
-        Some(&shared.snapshots),
-        &slot.registered.plugin.info().name,
-        id,
-        At::Latest,
-        shared.config.apply_batch,
-    )?;
+    let mut build = |slot: &mut Slot| {
+        rebuild::build(
+            &mut slot.instance,
+            upcasting,
+            shared.store.as_ref(),
+            Some(&shared.snapshots),
+            &slot.registered.plugin.info().name,
+            id,
+            At::Latest,
+            shared.config.apply_batch,
+        )
+    };
+    let built = match build(slot) {
+        // The instance holds the whole cache, so its memory limit is the cache's byte bound:
+        // a fault (typically that limit) wiped the cache; the aggregate may fit now.
+        Err(StateError::Plugin(_) | StateError::Apply(ApplyError::Plugin(_)))
+            if slot.cache.len() > 0 =>
+        {
+            tracing::warn!(stream_id = %id, "plugin fault while loading; cache dropped, loading again");
+            drop(slot.cache.drain());
+            build(slot)?
+        }
+        other => other?,
+    };
     Ok((
         built.version,
         built.version - built.snapshot_version.unwrap_or(0),
