@@ -6,16 +6,11 @@
 mod polyglot_support;
 
 use eshost::runtime::{
-    AggregateInstance, AggregatePlugin, Event, HandleError, NewEvent, Runtime, UpcasterInstance,
+    AggregateInstance, AggregatePlugin, Event, HandleError, NewEvent, UpcasterInstance,
 };
-use eshost_tests::{BANK_ACCOUNT, DEPOSIT_CURRENCY, command, event, runtime_in};
-use polyglot_support::{Lcg, component, generated_history, interpreter_limits, json};
+use eshost_tests::{BANK_ACCOUNT, DEPOSIT_CURRENCY, command, event};
+use polyglot_support::{Lcg, component, generated_history, json, runtime};
 use serde_json::{Value, json};
-
-fn runtime() -> (Runtime, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("create a temporary directory");
-    (runtime_in(dir.path(), interpreter_limits()), dir)
-}
 
 fn upcast_all(upcaster: &mut UpcasterInstance, events: &[Event]) -> Vec<Event> {
     events
@@ -73,7 +68,12 @@ fn same_decision(
         (Err(HandleError::Invalid(r)), Err(HandleError::Invalid(p))) => {
             // serde adds where in the text it gave up; the gist must be the same.
             let gist = |m: &str| m.split(" at line ").next().unwrap_or(m).to_owned();
-            for key in ["missing field", "unknown variant", "invalid type", "invalid value"] {
+            for key in [
+                "missing field",
+                "unknown variant",
+                "invalid type",
+                "invalid value",
+            ] {
                 assert_eq!(
                     gist(&r).contains(key),
                     p.contains(key),
@@ -127,7 +127,7 @@ fn commands() -> Vec<Value> {
 
 #[test]
 fn python_bank_account_decides_like_the_rust_one() {
-    let (runtime, _cache) = runtime();
+    let runtime = runtime();
     let rust = runtime.load_aggregate(BANK_ACCOUNT).unwrap();
     let python = runtime
         .load_aggregate(component("bank-account-py"))
@@ -167,7 +167,12 @@ fn python_bank_account_decides_like_the_rust_one() {
         );
         for (i, payload) in commands().iter().enumerate() {
             let cmd = command(&payload.to_string(), 1_800_000_000_000 + i as u64);
-            match same_decision(account, &payload.to_string(), r.handle(&cmd), p.handle(&cmd)) {
+            match same_decision(
+                account,
+                &payload.to_string(),
+                r.handle(&cmd),
+                p.handle(&cmd),
+            ) {
                 Some(_) => accepted += 1,
                 None => refused += 1,
             }
@@ -179,13 +184,16 @@ fn python_bank_account_decides_like_the_rust_one() {
         restored.restore(account, &snapshot).unwrap();
         assert_eq!(restored.state().unwrap(), p.state().unwrap());
     }
-    assert!(accepted > 20 && refused > 100, "{accepted} accepted, {refused} refused");
+    assert!(
+        accepted > 20 && refused > 100,
+        "{accepted} accepted, {refused} refused"
+    );
 }
 
 /// A random walk of commands, each accepted event applied to both: the two stay in step.
 #[test]
 fn python_and_rust_stay_in_step_over_a_command_sequence() {
-    let (runtime, _cache) = runtime();
+    let runtime = runtime();
     let rust = runtime.load_aggregate(BANK_ACCOUNT).unwrap();
     let python = runtime
         .load_aggregate(component("bank-account-py"))
@@ -199,8 +207,7 @@ fn python_and_rust_stay_in_step_over_a_command_sequence() {
         for i in 0..300 {
             let payload = rng.pick(&commands).to_string();
             let cmd = command(&payload, 1_800_000_000_000 + i);
-            if let Some(events) = same_decision(account, &payload, r.handle(&cmd), p.handle(&cmd))
-            {
+            if let Some(events) = same_decision(account, &payload, r.handle(&cmd), p.handle(&cmd)) {
                 let stored: Vec<Event> = events
                     .iter()
                     .map(|e| {
@@ -224,6 +231,9 @@ fn python_and_rust_stay_in_step_over_a_command_sequence() {
                 "{account} after {payload}"
             );
         }
-        assert!(version > 10, "{account}: only {version} events were accepted");
+        assert!(
+            version > 10,
+            "{account}: only {version} events were accepted"
+        );
     }
 }

@@ -6,16 +6,11 @@ mod polyglot_support;
 
 use eshost::runtime::{
     Event, MemoryReadModel, ProjectionError, ProjectionInstance, ProjectionPlugin, QueryError,
-    Runtime, UpcasterInstance,
+    UpcasterInstance,
 };
-use eshost_tests::{BALANCES, DEPOSIT_CURRENCY, event, runtime_in};
-use polyglot_support::{component, generated_history, interpreter_limits, json};
+use eshost_tests::{BALANCES, DEPOSIT_CURRENCY, event};
+use polyglot_support::{component, generated_history, json, runtime};
 use serde_json::{Value, json};
-
-fn runtime() -> (Runtime, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("create a temporary directory");
-    (runtime_in(dir.path(), interpreter_limits()), dir)
-}
 
 /// The history upcast on read through the Rust upcaster component, as the host does.
 fn upcast_all(upcaster: &mut UpcasterInstance, events: &[Event]) -> Vec<Event> {
@@ -103,7 +98,7 @@ fn queries(history: &[Event]) -> Vec<(&'static str, Value)> {
 
 #[test]
 fn python_and_javascript_balances_build_the_rust_read_model() {
-    let (runtime, _cache) = runtime();
+    let runtime = runtime();
     let mut upcaster = runtime
         .load_upcaster(DEPOSIT_CURRENCY)
         .unwrap()
@@ -111,15 +106,22 @@ fn python_and_javascript_balances_build_the_rust_read_model() {
         .unwrap();
     let rust = runtime.load_projection(BALANCES).unwrap();
     let others = [
-        ("Python", runtime.load_projection(component("balances-py")).unwrap()),
-        ("JavaScript", runtime.load_projection(component("balances-js")).unwrap()),
+        (
+            "Python",
+            runtime.load_projection(component("balances-py")).unwrap(),
+        ),
+        (
+            "JavaScript",
+            runtime.load_projection(component("balances-js")).unwrap(),
+        ),
     ];
     for (language, plugin) in &others {
         assert_eq!(plugin.info().name, "balances", "{language}");
         assert_eq!(plugin.info().handles, rust.info().handles, "{language}");
     }
 
-    for (seed, events, accounts, batch) in [(1, 400, 12, 1), (2, 3_000, 60, 64), (3, 5_000, 600, 500)]
+    for (seed, events, accounts, batch) in
+        [(1, 400, 12, 1), (2, 3_000, 60, 64), (3, 5_000, 600, 500)]
     {
         let history = upcast_all(&mut upcaster, &generated_history(seed, events, accounts));
         let mut expected = project(&rust, &history, batch);
@@ -150,10 +152,24 @@ fn python_and_javascript_balances_build_the_rust_read_model() {
 
 #[test]
 fn a_malformed_event_stops_every_language_at_its_position() {
-    let (runtime, _cache) = runtime();
+    let runtime = runtime();
     let good = [
-        event(1, "account-1", 1, "AccountOpened", 1, r#"{"owner":"Ann","initial_deposit":10}"#),
-        event(2, "account-1", 2, "FundsDeposited", 2, r#"{"amount":5,"currency":"USD"}"#),
+        event(
+            1,
+            "account-1",
+            1,
+            "AccountOpened",
+            1,
+            r#"{"owner":"Ann","initial_deposit":10}"#,
+        ),
+        event(
+            2,
+            "account-1",
+            2,
+            "FundsDeposited",
+            2,
+            r#"{"amount":5,"currency":"USD"}"#,
+        ),
     ];
     let malformed = [
         r#"{"amount":"lots","currency":"USD"}"#,
@@ -165,13 +181,26 @@ fn a_malformed_event_stops_every_language_at_its_position() {
     ];
     let plugins = [
         ("Rust", runtime.load_projection(BALANCES).unwrap()),
-        ("Python", runtime.load_projection(component("balances-py")).unwrap()),
-        ("JavaScript", runtime.load_projection(component("balances-js")).unwrap()),
+        (
+            "Python",
+            runtime.load_projection(component("balances-py")).unwrap(),
+        ),
+        (
+            "JavaScript",
+            runtime.load_projection(component("balances-js")).unwrap(),
+        ),
     ];
     for data in malformed {
         let mut batch = good.to_vec();
         batch.push(event(3, "account-1", 3, "FundsDeposited", 2, data));
-        batch.push(event(4, "account-1", 4, "FundsWithdrawn", 1, r#"{"amount":1}"#));
+        batch.push(event(
+            4,
+            "account-1",
+            4,
+            "FundsWithdrawn",
+            1,
+            r#"{"amount":1}"#,
+        ));
         for (language, plugin) in &plugins {
             let mut instance = plugin.instantiate(MemoryReadModel::new()).unwrap();
             match instance.handle(&batch) {

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use eshost::runtime::{Event, Limits};
+use eshost::runtime::{Event, Limits, Runtime};
 use serde_json::{Value, json};
 
 /// Limits for interpreter plugins in the tests: the per-plugin limits the docs recommend for
@@ -22,6 +22,14 @@ pub fn interpreter_limits() -> Limits {
         memory_bytes: 256 * 1024 * 1024,
         ..eshost_tests::test_limits()
     }
+}
+
+/// A runtime with [`interpreter_limits`] whose component cache is shared by the polyglot
+/// tests (it is keyed by content, so sharing is safe): each interpreter is compiled once, not
+/// once per test.
+pub fn runtime() -> Runtime {
+    let cache = std::env::temp_dir().join("eshost-polyglot-tests-cache");
+    eshost_tests::runtime_in(&cache, interpreter_limits())
 }
 
 /// Runs `scripts/build-polyglot.sh` once per test binary (it installs the pinned tools on
@@ -126,7 +134,11 @@ pub fn generated_history(seed: u64, events: usize, accounts: u64) -> Vec<Event> 
                     2,
                     json!({"amount": rng.below(50_000) + 1, "currency": rng.pick(&["USD", "EUR", "GBP"])}),
                 ),
-                7..=9 => ("FundsWithdrawn", 1, json!({"amount": rng.below(60_000) + 1})),
+                7..=9 => (
+                    "FundsWithdrawn",
+                    1,
+                    json!({"amount": rng.below(60_000) + 1}),
+                ),
                 10 => ("AccountFrozen", 1, json!({"reason": "review"})),
                 _ => (
                     "NoteAdded",
