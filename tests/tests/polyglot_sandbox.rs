@@ -9,9 +9,10 @@ mod polyglot_support;
 use std::time::{Duration, Instant};
 
 use eshost::runtime::{
-    Limits, MemoryReadModel, PluginError, ProjectionInstance, ProjectionPlugin, QueryError, Runtime,
+    Limits, LoadedPlugin, MemoryReadModel, PluginError, PluginKind, ProjectionInstance,
+    ProjectionPlugin, QueryError,
 };
-use eshost_tests::{event, runtime_in};
+use eshost_tests::{event, runtime_in, test_limits};
 use polyglot_support::{component, interpreter_limits, json, runtime};
 use serde_json::Value;
 
@@ -19,7 +20,6 @@ use serde_json::Value;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 struct Fixture {
-    runtime: Runtime,
     hostile: ProjectionPlugin,
     balances: ProjectionPlugin,
 }
@@ -32,11 +32,7 @@ fn fixture() -> Fixture {
     let balances = runtime
         .load_projection(component("balances-py"))
         .expect("load the Python balances");
-    Fixture {
-        runtime,
-        hostile,
-        balances,
-    }
+    Fixture { hostile, balances }
 }
 
 fn instance(plugin: &ProjectionPlugin) -> ProjectionInstance<MemoryReadModel> {
@@ -219,24 +215,49 @@ fn the_clock_is_fixed_sleep_does_not_wait_and_randomness_is_seeded() {
 }
 
 #[test]
-fn an_interpreter_gets_nothing_it_needs_under_too_small_limits() {
-    // Loading describes the plugin in a fresh instance under the runtime's limits: a memory
-    // limit below what the interpreter's heap needs fails the load, naming the file.
-    let fixture = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let tiny = runtime_in(
-        dir.path(),
-        Limits {
-            memory_bytes: 4 * 1024 * 1024,
-            ..interpreter_limits()
-        },
+fn a_plugin_can_have_its_own_limits_from_the_load_on() {
+    // A runtime with tight limits for everything else...
+    let cache = std::env::temp_dir().join("eshost-polyglot-tests-cache");
+    let tight = runtime_in(&cache, test_limits());
+    assert_eq!(tight.config().limits.time, Duration::from_millis(500));
+
+    // ...gives the interpreter its own: they govern the plugin's instances.
+    let LoadedPlugin::Projection(hostile) = tight
+        .load_with_limits(
+            component("hostile-py"),
+            PluginKind::Projection,
+            interpreter_limits(),
+        )
+        .expect("load with the interpreter's limits")
+    else {
+        panic!("a projection was asked for");
+    };
+    let mut instance = instance(&hostile);
+    let (result, took) = attack(&mut instance, "loop");
+    assert_eq!(
+        fault(result).to_string(),
+        "plugin \"hostile-py\" exceeded its 2000 ms time limit"
     );
-    let error = tiny
-        .load_projection(component("balances-py"))
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+
+    // The load itself runs `describe()` under them: too little memory for the interpreter's
+    // heap fails the load with a clear error.
+    let error = tight
+        .load_with_limits(
+            component("balances-py"),
+            PluginKind::Projection,
+            Limits {
+                memory_bytes: 4 * 1024 * 1024,
+                ..interpreter_limits()
+            },
+        )
         .expect_err("4 MiB is too little for Python");
-    assert!(error.to_string().contains("memory limit"), "{error}");
-    // The runtime that has room still serves.
-    let mut balances = instance(&fixture.balances);
-    balances.query("total", "null").unwrap();
-    drop(fixture.runtime);
+    assert!(
+        error
+            .to_string()
+            .contains("exceeded its 4 MiB memory limit"),
+        "{error}"
+    );
+    // The plain load, under the runtime's limits, works.
+    tight.load_projection(component("balances-py")).unwrap();
 }

@@ -169,6 +169,20 @@ impl Runtime {
         Ok(self.load_inner(&bytes, &label, Some(expected))?.0)
     }
 
+    /// [`load`](Self::load) under `limits` instead of the runtime's: the `describe()` call made
+    /// while loading and every instance of the plugin run under them. For a plugin that needs
+    /// other limits than the rest, e.g. a Python or JavaScript interpreter
+    /// (`docs/plugins-python.md`).
+    pub fn load_with_limits(
+        &self,
+        path: impl AsRef<Path>,
+        expected: PluginKind,
+        limits: Limits,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let (bytes, label) = read(path.as_ref())?;
+        Ok(self.load_limited(&bytes, &label, Some(expected), limits)?.0)
+    }
+
     /// Loads a component from memory; `label` names it in errors until it has described
     /// itself.
     pub fn load_bytes(
@@ -217,6 +231,18 @@ impl Runtime {
         label: &str,
         expected: Option<PluginKind>,
     ) -> Result<(LoadedPlugin, Component), LoadError> {
+        let limits = self.shared.config.limits.clone();
+        self.load_limited(bytes, label, expected, limits)
+    }
+
+    /// [`load_inner`](Self::load_inner) with the plugin's own limits.
+    fn load_limited(
+        &self,
+        bytes: &[u8],
+        label: &str,
+        expected: Option<PluginKind>,
+        limits: Limits,
+    ) -> Result<(LoadedPlugin, Component), LoadError> {
         let start = Instant::now();
         check_header(bytes, label)?;
         let content_hash = blake3::hash(bytes).to_hex().to_string();
@@ -258,7 +284,7 @@ impl Runtime {
             },
             name: Arc::from(label),
             engine: engine.clone(),
-            limits: self.shared.config.limits.clone(),
+            limits,
             epoch_tick: self.shared.config.epoch_tick,
             load_stats: LoadStats {
                 cache_hit: cached.hit,
