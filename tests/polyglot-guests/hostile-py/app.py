@@ -48,7 +48,10 @@ def probe_files():
 
 def probe_sockets():
     def tcp():
-        return socket.create_connection(("127.0.0.1", 9), timeout=0.1)
+        return connect()
+
+    def resolve():
+        return socket.getaddrinfo("example.com", 80)
 
     def udp():
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -61,7 +64,12 @@ def probe_sockets():
         s.listen()
         return s
 
-    return {"tcp": outcome(tcp), "udp": outcome(udp), "listen": outcome(listen)}
+    return {
+        "tcp": outcome(tcp),
+        "udp": outcome(udp),
+        "listen": outcome(listen),
+        "resolve": outcome(resolve),
+    }
 
 
 def probe_clock():
@@ -88,7 +96,10 @@ def read_file():
 
 
 def connect():
-    return socket.create_connection(("127.0.0.1", 9))
+    # A numeric address and a raw socket: straight to wasi:sockets, no name lookup.
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.connect(("127.0.0.1", 9))
+    return s
 
 
 ATTACKS = {
