@@ -497,3 +497,47 @@ async fn an_explicit_expected_version_is_checked_not_retried() {
     );
     assert_eq!(balance(&host.aggregates, "account-1").await, 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_cache_evicts_and_rebuilds_without_changing_answers() {
+    let host = host(AggregateConfig { snapshot_every: 4 });
+    let small = aggregate_support::pipeline_with(
+        &host.store,
+        &host.views,
+        &host.runtime,
+        &host.bank,
+        AggregateConfig { snapshot_every: 4 },
+        true,
+        eshost::aggregate::EngineConfig {
+            workers: 1,
+            cache_entries: 2,
+            ..eshost::aggregate::EngineConfig::default()
+        },
+    );
+    let accounts: Vec<String> = (1..=5).map(|n| format!("account-{n}")).collect();
+    for account in &accounts {
+        send(&small, account, r#"{"type":"Open","owner":"Ann"}"#).await;
+    }
+    for round in 1..=6u64 {
+        for (index, account) in accounts.iter().enumerate() {
+            let amount = round * 10 + index as u64;
+            let reply = send(
+                &small,
+                account,
+                &format!(r#"{{"type":"Deposit","amount":{amount}}}"#),
+            )
+            .await;
+            assert_eq!(reply.stream_version, 1 + round);
+        }
+    }
+    for (index, account) in accounts.iter().enumerate() {
+        let expected: u64 = (1..=6u64).map(|round| round * 10 + index as u64).sum();
+        assert_eq!(balance(&small, account).await, expected, "{account}");
+    }
+    let stats = small.stats();
+    // Five accounts taking turns through a cache of two: every decision after an opening
+    // had to rebuild (from a snapshot when there was one).
+    assert_eq!(stats.decisions, 5 + 30);
+    assert_eq!(stats.rebuilds, 35);
+    assert_eq!(stats.retries, 0);
+}

@@ -68,22 +68,31 @@ pub fn pipeline(
     config: AggregateConfig,
     with_upcaster: bool,
 ) -> Aggregates {
+    let engine = EngineConfig {
+        workers: 2,
+        max_retries: 50,
+        ..EngineConfig::default()
+    };
+    pipeline_with(store, views, runtime, bank, config, with_upcaster, engine)
+}
+
+/// [`pipeline`] with chosen engine settings.
+pub fn pipeline_with(
+    store: &Store,
+    views: &Views,
+    runtime: &Runtime,
+    bank: &AggregatePlugin,
+    config: AggregateConfig,
+    with_upcaster: bool,
+    engine: EngineConfig,
+) -> Aggregates {
     let chain = if with_upcaster {
         upcasters(runtime)
     } else {
         UpcasterChain::empty()
     };
-    let aggregates = Aggregates::new(
-        Arc::new(store.clone()),
-        views.clone(),
-        chain,
-        EngineConfig {
-            workers: 2,
-            max_retries: 50,
-            ..EngineConfig::default()
-        },
-    )
-    .expect("start the pipeline");
+    let aggregates = Aggregates::new(Arc::new(store.clone()), views.clone(), chain, engine)
+        .expect("start the pipeline");
     aggregates
         .register(bank.clone(), config)
         .expect("register bank-account");
