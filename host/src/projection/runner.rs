@@ -58,6 +58,8 @@ struct Lane {
     retry_at: Option<Instant>,
     /// Stopped at a failing event: the error. Cleared by resume or a swap.
     failed: Option<String>,
+    /// The next batch, being read by the reader thread while the plugin handles this one.
+    ahead: Option<(ReadSpec, std::sync::mpsc::Receiver<ReadBatch>)>,
 }
 
 impl Lane {
@@ -73,6 +75,7 @@ impl Lane {
             attempts: 0,
             retry_at: None,
             failed: None,
+            ahead: None,
         }
     }
 
@@ -114,6 +117,11 @@ pub(crate) struct Runner {
     /// (when, positions processed so far), for the rate.
     samples: VecDeque<(Instant, u64)>,
     processed: u64,
+    /// Jobs for the reader thread (started with the first read ahead; `None` before, or if it
+    /// could not start).
+    reader: Option<Sender<ReadJob>>,
+    /// A handled batch, whose strings the next read reuses.
+    spare: Vec<Event>,
 }
 
 fn views_error(name: &str) -> impl Fn(redb::Error) -> ProjectionHostError + '_ {
@@ -249,6 +257,8 @@ impl Runner {
             last_durable: Instant::now(),
             samples: VecDeque::new(),
             processed: 0,
+            reader: None,
+            spare: Vec::new(),
         };
         if new_shadow {
             runner.start_shadow(plugin, Some(&bytes))?;
@@ -579,45 +589,82 @@ impl Runner {
     }
 
     /// Reads, upcasts, handles and commits one batch of `lane`, or deals with its failure.
+    /// While the plugin handles it, the reader thread reads the next one.
     fn step(&mut self, lane: &mut Lane, head: u64) {
         let careful = lane.bound.is_none() && lane.checkpoint < lane.careful_until;
-        let limit = if careful { 1 } else { self.config.batch.max(1) };
         let bound = lane.bound.unwrap_or(head).min(head);
-        let scan_limit = limit.saturating_mul(16).max(10_000);
-        let info = lane.plugin.info().clone();
-        let filter_late = self.upcast.is_some();
-        let mut events: Vec<Event> = Vec::with_capacity(limit.min(16_384));
-        let mut last = lane.checkpoint;
-        let mut scanned = 0usize;
-        let read = AllRead {
-            from_position: lane.checkpoint + 1,
-            direction: Direction::Forward,
-            limit: usize::MAX,
-            event_types: Vec::new(),
-            until: Some(Until::Position(bound)),
+        let spec = ReadSpec {
+            from: lane.checkpoint + 1,
+            bound,
+            limit: if careful { 1 } else { self.config.batch.max(1) },
+            keep_all: self.upcast.is_some(),
+            hash: lane.plugin.info().content_hash.clone(),
         };
-        let result = self.store.visit_all(&read, &mut |event| {
-            last = event.position;
-            scanned += 1;
-            if filter_late || info.handles_event(event.event_type) {
-                events.push(to_event(&event));
+        let ahead = lane.ahead.take().filter(|(ahead, _)| ahead.serves(&spec));
+        let batch = match ahead.and_then(|(_, batch)| batch.recv().ok()) {
+            Some(batch) => batch,
+            None => {
+                let spare = std::mem::take(&mut self.spare);
+                read_batch(&*self.store, &spec, lane.plugin.info(), spare)
             }
-            if events.len() >= limit || scanned >= scan_limit {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
-        if let Err(error) = result {
+        };
+        let ReadBatch {
+            mut events,
+            last,
+            error,
+        } = batch;
+        if let Some(error) = error {
+            self.spare = events;
             self.transient(lane, format!("reading the log: {error}"));
             return;
         }
+        if !careful && last < bound {
+            let next = ReadSpec {
+                from: last + 1,
+                ..spec
+            };
+            lane.ahead = self.read_ahead(next, &lane.plugin);
+        }
+        self.handle(lane, &mut events, last);
+        self.spare = events;
+    }
+
+    /// Asks the reader thread for the batch `spec`, handing it the spare batch to refill.
+    fn read_ahead(
+        &mut self,
+        spec: ReadSpec,
+        plugin: &ProjectionPlugin,
+    ) -> Option<(ReadSpec, std::sync::mpsc::Receiver<ReadBatch>)> {
+        if self.reader.is_none() {
+            self.reader = spawn_reader(&self.config.name, self.store.clone());
+        }
+        let reader = self.reader.as_ref()?;
+        let (reply, batch) = std::sync::mpsc::sync_channel(1);
+        let job = ReadJob {
+            spec: spec.clone(),
+            plugin: plugin.clone(),
+            spare: std::mem::take(&mut self.spare),
+            reply,
+        };
+        match reader.send(job) {
+            Ok(()) => Some((spec, batch)),
+            Err(std::sync::mpsc::SendError(job)) => {
+                self.spare = job.spare;
+                self.reader = None;
+                None
+            }
+        }
+    }
+
+    /// Upcasts, handles and commits a batch read up to `last`, or deals with its failure.
+    fn handle(&mut self, lane: &mut Lane, events: &mut Vec<Event>, last: u64) {
         if let Some(upcast) = &mut self.upcast {
-            if let Err(failure) = upcast.upcast(&mut events) {
+            if let Err(failure) = upcast.upcast(events) {
                 let message = format!("upcasting: {}", failure.message);
-                self.failed_batch(lane, &events, Some(failure.position), message);
+                self.failed_batch(lane, events, Some(failure.position), message);
                 return;
             }
+            let info = lane.plugin.info();
             events.retain(|event| info.handles_event(&event.event_type));
         }
         if events.is_empty() {
@@ -629,7 +676,7 @@ impl Runner {
             None => match lane.plugin.instantiate(BatchModel::default()) {
                 Ok(instance) => lane.instance.insert(instance),
                 Err(error) => {
-                    self.failed_batch(lane, &events, None, error.to_string());
+                    self.failed_batch(lane, events, None, error.to_string());
                     return;
                 }
             },
@@ -642,7 +689,7 @@ impl Runner {
             }
         };
         *instance.read_model_mut() = BatchModel::new(snapshot);
-        let result = instance.handle(&events);
+        let result = instance.handle(events);
         let model = std::mem::take(instance.read_model_mut());
         match result {
             Ok(()) => self.commit(lane, model.writes, last),
@@ -651,7 +698,7 @@ impl Runner {
                     ProjectionError::Event { position, .. } => Some(*position),
                     _ => None,
                 };
-                self.failed_batch(lane, &events, position, error.to_string());
+                self.failed_batch(lane, events, position, error.to_string());
             }
         }
     }
@@ -870,7 +917,141 @@ fn placeholder(lane: &Lane) -> Lane {
         attempts: 0,
         retry_at: None,
         failed: None,
+        ahead: None,
     }
+}
+
+/// One batch read of the log for a lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReadSpec {
+    /// The first position.
+    from: u64,
+    /// The last position it may reach.
+    bound: u64,
+    /// Events to collect at most.
+    limit: usize,
+    /// Keep every event (they are upcast before they are filtered), not only the types the
+    /// plugin handles.
+    keep_all: bool,
+    /// The plugin whose `handles` filters the events.
+    hash: String,
+}
+
+impl ReadSpec {
+    /// Whether a batch read ahead for `self` is a batch `now` may return: the same start,
+    /// size and filter, and never past its bound (it may stop short of it; the log only grows).
+    fn serves(&self, now: &ReadSpec) -> bool {
+        self.from == now.from
+            && self.limit == now.limit
+            && self.keep_all == now.keep_all
+            && self.hash == now.hash
+            && self.bound <= now.bound
+    }
+}
+
+/// What a read found: the events to handle and the position it got to (the checkpoint once
+/// they are handled), or why it failed.
+struct ReadBatch {
+    events: Vec<Event>,
+    last: u64,
+    error: Option<String>,
+}
+
+/// A read for the reader thread.
+struct ReadJob {
+    spec: ReadSpec,
+    plugin: ProjectionPlugin,
+    /// A handled batch whose strings to reuse.
+    spare: Vec<Event>,
+    reply: std::sync::mpsc::SyncSender<ReadBatch>,
+}
+
+/// Starts the thread that reads batches ahead for a runner. It stops when the runner drops its
+/// sender.
+fn spawn_reader(name: &str, store: Arc<dyn EventStore>) -> Option<Sender<ReadJob>> {
+    let (jobs, inbox) = std::sync::mpsc::channel::<ReadJob>();
+    let spawned = std::thread::Builder::new()
+        .name(format!("read-{name}"))
+        .spawn(move || {
+            for job in inbox {
+                let batch = read_batch(&*store, &job.spec, job.plugin.info(), job.spare);
+                // The runner may have moved on (a failure, a swap): then nobody waits.
+                let _ = job.reply.send(batch);
+            }
+        });
+    match spawned {
+        Ok(_) => Some(jobs),
+        Err(error) => {
+            tracing::warn!(projection = %name, "cannot start the reader thread: {error}");
+            None
+        }
+    }
+}
+
+/// Reads the batch `spec` from the log, reusing the strings of `events`: the events `info`
+/// handles (or all, with `keep_all`), up to `limit` of them, and through at most a bounded
+/// number of positions so a sparse projection still checkpoints as it goes.
+fn read_batch(
+    store: &dyn EventStore,
+    spec: &ReadSpec,
+    info: &crate::runtime::PluginInfo,
+    mut events: Vec<Event>,
+) -> ReadBatch {
+    let scan_limit = spec.limit.saturating_mul(16).max(10_000);
+    let mut count = 0usize;
+    let mut last = spec.from - 1;
+    let mut scanned = 0usize;
+    let read = AllRead {
+        from_position: spec.from,
+        direction: Direction::Forward,
+        limit: usize::MAX,
+        event_types: Vec::new(),
+        until: Some(Until::Position(spec.bound)),
+    };
+    let result = store.visit_all(&read, &mut |event| {
+        last = event.position;
+        scanned += 1;
+        if spec.keep_all || info.handles_event(event.event_type) {
+            match events.get_mut(count) {
+                Some(reused) => fill_event(reused, &event),
+                None => events.push(to_event(&event)),
+            }
+            count += 1;
+        }
+        if count >= spec.limit || scanned >= scan_limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    events.truncate(count);
+    ReadBatch {
+        events,
+        last,
+        error: result.err().map(|e| e.to_string()),
+    }
+}
+
+/// Overwrites `target` with `event`, reusing its strings' buffers.
+fn fill_event(target: &mut Event, event: &EventRef<'_>) {
+    fn set(target: &mut String, value: &str) {
+        target.clear();
+        target.push_str(value);
+    }
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = event.event_id.hyphenated().encode_lower(&mut id);
+    target.position = event.position;
+    set(&mut target.stream_id, event.stream_id);
+    target.stream_version = event.stream_version;
+    set(&mut target.event_id, id);
+    set(&mut target.event_type, event.event_type);
+    target.schema_version = event.schema_version;
+    target.recorded_at = event.recorded_at;
+    set(&mut target.data, event.data);
+    set(&mut target.metadata, event.metadata);
+    target.subject_id = None;
+    target.personal_data = None;
+    target.shredded = false;
 }
 
 /// A stored event as plugins see it: one copy of each string, out of the store's pages.
