@@ -217,3 +217,34 @@ fn a_malformed_event_stops_every_language_at_its_position() {
         }
     }
 }
+
+#[test]
+fn a_second_start_loads_an_interpreter_from_the_cache_in_milliseconds() {
+    // A fresh cache: the first load compiles the ~15 MB interpreter component.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["balances-py", "balances-js"] {
+        let first = eshost_tests::runtime_in(dir.path(), polyglot_support::interpreter_limits())
+            .load_projection(component(name))
+            .unwrap();
+        assert!(!first.load_stats().cache_hit, "{name}");
+        // A new runtime (a restart) over the same cache directory.
+        let second = eshost_tests::runtime_in(dir.path(), polyglot_support::interpreter_limits())
+            .load_projection(component(name))
+            .unwrap();
+        let (cold, warm) = (first.load_stats(), second.load_stats());
+        assert!(warm.cache_hit, "{name}");
+        assert_eq!(second.info(), first.info(), "{name}");
+        // Typically 5-20 s against ~50 ms; the bounds leave room for a busy machine.
+        assert!(
+            warm.total < std::time::Duration::from_secs(2) && warm.total * 10 < cold.total,
+            "{name}: first load {cold:?}, cached load {warm:?}"
+        );
+        eprintln!(
+            "{name}: first load {:.0} ms, cached load {:.1} ms",
+            cold.total.as_secs_f64() * 1e3,
+            warm.total.as_secs_f64() * 1e3
+        );
+        let mut instance = second.instantiate(MemoryReadModel::new()).unwrap();
+        instance.handle(&[]).unwrap();
+    }
+}
