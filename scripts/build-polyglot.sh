@@ -97,7 +97,7 @@ install_js_tools() {
     # `npm install`, not `npm ci`: the lock file cannot list the optional per-platform
     # binaries some registries do not serve, and `npm ci` refuses such a lock. The versions
     # come from package-lock.json all the same, and are checked below.
-    (cd "$JS_DIR" && npm install --no-audit --no-fund --loglevel=error) ||
+    (cd "$JS_DIR" && npm install --no-audit --no-fund --loglevel=error >&2) ||
         die "npm install failed in examples/javascript"
     while read -r package version; do
         local got
