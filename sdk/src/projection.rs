@@ -1,5 +1,6 @@
 //! Projections: build a read model from events, and answer queries over it.
 
+use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -81,6 +82,55 @@ pub trait ReadModelStore {
         let text = String::from_utf8(buffer).map_err(|e| Error::new(e.to_string()))?;
         self.put(key, &text);
         Ok(())
+    }
+
+    /// The decoded value under `key` for [`ReadModel::update_json`], kept by the batch cache
+    /// until the batch ends; `decode` makes it from the stored text when the cache holds no
+    /// value of type `type_id`. `None`: this store keeps no decoded values.
+    #[doc(hidden)]
+    fn decoded_slot(
+        &mut self,
+        key: &str,
+        type_id: TypeId,
+        decode: &mut DecodeFn<'_>,
+    ) -> Option<Result<&mut dyn Any, Error>> {
+        let _ = (key, type_id, decode);
+        None
+    }
+}
+
+/// Decodes a value for [`ReadModelStore::decoded_slot`] from its text (`None`: absent).
+#[doc(hidden)]
+pub type DecodeFn<'a> = dyn FnMut(Option<&str>) -> Result<Box<dyn Decoded>, Error> + 'a;
+
+/// A value [`ReadModel::update_json`] keeps decoded in the batch cache: an `Option<T>`
+/// (`None`: absent).
+#[doc(hidden)]
+pub trait Decoded: Any {
+    /// Appends the value's JSON to `out`; `false` when it is absent.
+    fn encode(&self, out: &mut Vec<u8>) -> Result<bool, Error>;
+    /// For the downcast.
+    fn as_any(&self) -> &dyn Any;
+    /// For the downcast.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Serialize + 'static> Decoded for Option<T> {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<bool, Error> {
+        match self {
+            Some(value) => serde_json::to_writer(out, value)
+                .map(|()| true)
+                .map_err(Error::from),
+            None => Ok(false),
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
     }
 }
 
@@ -207,6 +257,55 @@ impl<'a> ReadModel<'a> {
         })
     }
 
+    /// Reads the JSON value under `key` as a `T` (`None` when absent), lets `update` change
+    /// it, and stores the result (`None` removes the key); returns what `update` returns.
+    ///
+    /// The same as [`get_json`](Self::get_json) then [`put_json`](Self::put_json) (or
+    /// [`delete`](Self::delete)), but within a batch the value stays decoded between calls
+    /// and is encoded once, when the batch ends: the cheap way to keep a counter or a
+    /// per-stream record that many events change. If `update` fails, the batch fails with
+    /// its error (unless the projection handles it, in which case the changes `update` made
+    /// before failing stand).
+    pub fn update_json<T, R>(
+        &mut self,
+        key: &str,
+        update: impl FnOnce(&mut Option<T>) -> Result<R, Error>,
+    ) -> Result<R, Error>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+    {
+        let mut decode = |text: Option<&str>| -> Result<Box<dyn Decoded>, Error> {
+            let value: Option<T> = match text {
+                Some(text) => Some(
+                    serde_json::from_str(text)
+                        .map_err(|e| Error::new(format!("read model key {key:?}: {e}")))?,
+                ),
+                None => None,
+            };
+            Ok(Box::new(value))
+        };
+        match self
+            .store
+            .decoded_slot(key, TypeId::of::<Option<T>>(), &mut decode)
+        {
+            Some(slot) => {
+                let value = slot?
+                    .downcast_mut::<Option<T>>()
+                    .expect("the cache decodes the type asked for");
+                update(value)
+            }
+            None => {
+                let mut value = self.get_json::<T>(key)?;
+                let result = update(&mut value)?;
+                match &value {
+                    Some(value) => self.put_json(key, value)?,
+                    None => self.delete(key),
+                }
+                Ok(result)
+            }
+        }
+    }
+
     /// Removes `key`.
     pub fn delete(&mut self, key: &str) {
         self.store.delete(key);
@@ -284,7 +383,6 @@ pub(crate) fn handle_batch<'e, P: Projection>(
     let known = event_types::<P::Event>();
     let mut cache = BatchCache::new(store);
     let result = (|| {
-        let mut model = ReadModel::new(&mut cache);
         for event in events {
             if !known.contains(&event.event_type) {
                 continue;
@@ -292,14 +390,20 @@ pub(crate) fn handle_batch<'e, P: Projection>(
             let decoded = event
                 .decode::<P::Event>()
                 .map_err(|e| (event.position, e))?;
-            P::handle(decoded, &event, &mut model).map_err(|e| (event.position, e.to_string()))?;
+            cache.position = event.position;
+            P::handle(decoded, &event, &mut ReadModel::new(&mut cache))
+                .map_err(|e| (event.position, e.to_string()))?;
+            // A decoded value that would not encode when a read needed its text.
+            if let Some(message) = cache.failure.get_mut().take() {
+                return Err((event.position, message));
+            }
         }
         Ok(())
     })();
     // Flushed even after a failure, so the host sees the writes it would have seen without
     // the cache; it commits them with the checkpoint, or not at all.
-    cache.flush();
-    result
+    let flushed = cache.flush();
+    result.and(flushed)
 }
 
 /// Keeps one batch's reads and writes in the guest, so that a hot key (a bank total, say)
@@ -317,14 +421,59 @@ struct BatchCache<'a> {
     slots: RefCell<HashMap<String, Slot, BuildHasherDefault<FxHasher>>>,
     /// An empty buffer to encode the next value into (the last replaced value's).
     spare: Vec<u8>,
+    /// The position of the event being handled.
+    position: u64,
+    /// Why a decoded value could not be encoded when a read needed its text: fails the event.
+    failure: RefCell<Option<String>>,
 }
 
 /// What the batch knows about one key.
+#[derive(Default)]
 struct Slot {
-    /// `None`: known to be absent (never stored, or deleted).
+    /// `None`: known to be absent (never stored, or deleted). Out of date while `stale`.
     value: Option<String>,
+    /// The value decoded by `update_json`, if it was; it is the truth while `stale`.
+    decoded: Option<Box<dyn Decoded>>,
+    /// `decoded` changed since `value` was encoded from it.
+    stale: bool,
     /// Written in this batch, not yet flushed.
     dirty: bool,
+    /// The position of the event that last lent out `decoded`.
+    position: u64,
+}
+
+impl Slot {
+    /// Brings `value` up to date with `decoded`, reusing its buffer.
+    fn encode(&mut self) -> Result<(), Error> {
+        if !self.stale {
+            return Ok(());
+        }
+        let decoded = self
+            .decoded
+            .as_ref()
+            .expect("a stale slot has a decoded value");
+        let mut buffer = self
+            .value
+            .take()
+            .map(String::into_bytes)
+            .unwrap_or_default();
+        buffer.clear();
+        if decoded.encode(&mut buffer)? {
+            let text = String::from_utf8(buffer).map_err(|e| Error::new(e.to_string()))?;
+            self.value = Some(text);
+        }
+        self.stale = false;
+        Ok(())
+    }
+
+    /// Brings `value` up to date, or records why it cannot be.
+    fn encode_or_record(&mut self, key: &str, failure: &RefCell<Option<String>>) {
+        if let Err(error) = self.encode() {
+            failure
+                .borrow_mut()
+                .get_or_insert_with(|| format!("read model key {key:?}: {error}"));
+        }
+    }
 }
 
 /// The Fx hash (rustc's): a multiply and a rotate per word. Keys are the plugin's own, for
@@ -373,22 +522,34 @@ impl<'a> BatchCache<'a> {
             inner,
             slots: RefCell::new(HashMap::default()),
             spare: Vec::new(),
+            position: 0,
+            failure: RefCell::new(None),
         }
     }
 
-    /// Writes the pending changes through, in key order (deterministic).
-    fn flush(&mut self) {
+    /// Writes the pending changes through, in key order (deterministic), encoding the values
+    /// kept decoded. A value that does not encode fails the event that last changed it (the
+    /// other writes still go through; the host commits none of them).
+    fn flush(&mut self) -> Result<(), (u64, String)> {
         let slots = self.slots.get_mut();
         let mut dirty: Vec<(&String, &mut Slot)> =
             slots.iter_mut().filter(|(_, s)| s.dirty).collect();
         dirty.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut result = Ok(());
         for (key, slot) in dirty {
+            if let Err(error) = slot.encode() {
+                if result.is_ok() {
+                    result = Err((slot.position, format!("read model key {key:?}: {error}")));
+                }
+                continue;
+            }
             slot.dirty = false;
             match &slot.value {
                 Some(value) => self.inner.put(key, value),
                 None => self.inner.delete(key),
             }
         }
+        result
     }
 
     /// Sets `key` to `value`; returns the value it replaces.
@@ -397,10 +558,17 @@ impl<'a> BatchCache<'a> {
         match slots.get_mut(key) {
             Some(slot) => {
                 slot.dirty = true;
+                slot.decoded = None;
+                slot.stale = false;
                 std::mem::replace(&mut slot.value, value)
             }
             None => {
-                slots.insert(key.to_owned(), Slot { value, dirty: true });
+                let slot = Slot {
+                    value,
+                    dirty: true,
+                    ..Slot::default()
+                };
+                slots.insert(key.to_owned(), slot);
                 None
             }
         }
@@ -415,16 +583,54 @@ impl ReadModelStore for BatchCache<'_> {
     }
 
     fn get_with(&self, key: &str, read: &mut dyn FnMut(Option<&str>)) {
-        if let Some(slot) = self.slots.borrow().get(key) {
+        let mut slots = self.slots.borrow_mut();
+        if let Some(slot) = slots.get_mut(key) {
+            slot.encode_or_record(key, &self.failure);
             return read(slot.value.as_deref());
         }
         let value = self.inner.get(key);
         read(value.as_deref());
         let slot = Slot {
             value,
-            dirty: false,
+            ..Slot::default()
         };
-        self.slots.borrow_mut().insert(key.to_owned(), slot);
+        slots.insert(key.to_owned(), slot);
+    }
+
+    fn decoded_slot(
+        &mut self,
+        key: &str,
+        type_id: TypeId,
+        decode: &mut DecodeFn<'_>,
+    ) -> Option<Result<&mut dyn Any, Error>> {
+        let slots = self.slots.get_mut();
+        if !slots.contains_key(key) {
+            let slot = Slot {
+                value: self.inner.get(key),
+                ..Slot::default()
+            };
+            slots.insert(key.to_owned(), slot);
+        }
+        let slot = slots.get_mut(key).expect("inserted above");
+        let typed = slot
+            .decoded
+            .as_ref()
+            .is_some_and(|d| d.as_any().type_id() == type_id);
+        if !typed {
+            // Not decoded yet, or as another type: from the text.
+            if let Err(error) = slot.encode() {
+                return Some(Err(Error::new(format!("read model key {key:?}: {error}"))));
+            }
+            match decode(slot.value.as_deref()) {
+                Ok(decoded) => slot.decoded = Some(decoded),
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        slot.stale = true;
+        slot.dirty = true;
+        slot.position = self.position;
+        let decoded = slot.decoded.as_mut().expect("decoded above");
+        Some(Ok(decoded.as_any_mut()))
     }
 
     fn put(&mut self, key: &str, value: &str) {
@@ -463,16 +669,20 @@ impl ReadModelStore for BatchCache<'_> {
     }
 
     fn scan(&self, prefix: &str, start_after: Option<&str>, limit: u32) -> Vec<(String, String)> {
+        let in_range = |k: &String, s: &Slot| {
+            s.dirty && k.starts_with(prefix) && start_after.is_none_or(|after| k.as_str() > after)
+        };
+        for (key, slot) in self.slots.borrow_mut().iter_mut() {
+            if slot.stale && in_range(key, slot) {
+                slot.encode_or_record(key, &self.failure);
+            }
+        }
         let slots = self.slots.borrow();
         // The pending writes in range, in key order, to merge over one page from the host.
         // (Every key with the prefix is past a `start_after` that sorts before the prefix.)
         let mut pending: Vec<(&String, &Option<String>)> = slots
             .iter()
-            .filter(|(k, s)| {
-                s.dirty
-                    && k.starts_with(prefix)
-                    && start_after.is_none_or(|after| k.as_str() > after)
-            })
+            .filter(|(k, s)| in_range(k, s))
             .map(|(k, s)| (k, &s.value))
             .collect();
         pending.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -529,7 +739,7 @@ mod tests {
         cache.delete("b");
         assert_eq!(cache.get("a").as_deref(), Some("2"));
         assert_eq!(cache.get("b"), None);
-        cache.flush();
+        cache.flush().unwrap();
         assert_eq!(
             host.0.into_iter().collect::<Vec<_>>(),
             [("a".into(), "2".into())]
@@ -553,11 +763,81 @@ mod tests {
         assert!(model.put_json("n", &unencodable).is_err());
         model.put_json("m", &"four").unwrap();
         assert_eq!(model.get("n").as_deref(), Some("2"));
-        cache.flush();
+        cache.flush().unwrap();
         assert_eq!(
             host.0.into_iter().collect::<Vec<_>>(),
             [("m".into(), "\"four\"".into()), ("n".into(), "2".into())]
         );
+    }
+
+    #[test]
+    fn update_json_keeps_values_decoded_until_the_flush() {
+        let mut host = MemoryStore::default();
+        host.put("c/a", "1");
+        let mut direct = host.clone();
+        let bump = |model: &mut ReadModel<'_>, key: &str| {
+            model.update_json(key, |n: &mut Option<u64>| {
+                *n = Some(n.unwrap_or(0) + 1);
+                Ok(*n)
+            })
+        };
+        let mut cache = BatchCache::new(&mut host);
+        let mut model = ReadModel::new(&mut cache);
+        assert_eq!(bump(&mut model, "c/a").unwrap(), Some(2));
+        assert_eq!(bump(&mut model, "c/a").unwrap(), Some(3));
+        assert_eq!(bump(&mut model, "c/b").unwrap(), Some(1));
+        // Reads, scans and other types see the current value.
+        assert_eq!(model.get("c/a").as_deref(), Some("3"));
+        assert_eq!(
+            model.scan("c/", None, 10),
+            [("c/a".into(), "3".into()), ("c/b".into(), "1".into())]
+        );
+        assert_eq!(bump(&mut model, "c/a").unwrap(), Some(4));
+        let as_float = model
+            .update_json("c/a", |n: &mut Option<f64>| Ok(*n))
+            .unwrap();
+        assert_eq!(as_float, Some(4.0));
+        model
+            .update_json("c/b", |n: &mut Option<u64>| {
+                *n = None;
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            model
+                .update_json("c/a", |_: &mut Option<String>| Ok(()))
+                .is_err()
+        );
+        cache.flush().unwrap();
+        // The same without a cache.
+        let mut model = ReadModel::new(&mut direct);
+        for key in ["c/a", "c/a", "c/b", "c/a"] {
+            bump(&mut model, key).unwrap();
+        }
+        model
+            .update_json("c/a", |n: &mut Option<f64>| Ok(*n))
+            .unwrap();
+        model.delete("c/b");
+        assert_eq!(host, direct);
+        assert_eq!(host.get("c/a").as_deref(), Some("4.0"));
+    }
+
+    #[test]
+    fn a_decoded_value_that_does_not_encode_fails_the_event_that_changed_it() {
+        let mut host = MemoryStore::default();
+        let mut cache = BatchCache::new(&mut host);
+        cache.position = 7;
+        let mut model = ReadModel::new(&mut cache);
+        model
+            .update_json("bad", |m: &mut Option<BTreeMap<(u8, u8), u8>>| {
+                *m = Some(BTreeMap::from([((1, 2), 3)]));
+                Ok(())
+            })
+            .unwrap();
+        model.put("good", "1");
+        let (position, message) = cache.flush().unwrap_err();
+        assert_eq!(position, 7);
+        assert!(message.contains("\"bad\""), "{message}");
     }
 
     #[test]
@@ -628,7 +908,7 @@ mod tests {
                 ReadModelView::new(&cache).scan_all("k/"),
                 reference.scan("k/", None, 1000)
             );
-            cache.flush();
+            cache.flush().unwrap();
             assert_eq!(host, reference);
         }
     }

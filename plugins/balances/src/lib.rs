@@ -80,7 +80,11 @@ fn key_part(id: &str) -> Cow<'_, str> {
 }
 
 fn account_key(id: &str) -> String {
-    format!("account/{}", key_part(id))
+    let id = key_part(id);
+    let mut key = String::with_capacity("account/".len() + id.len());
+    key.push_str("account/");
+    key.push_str(&id);
+    key
 }
 
 fn cents(amount: u64) -> Result<i64, Error> {
@@ -101,35 +105,46 @@ impl Projection for Balances {
         meta: &StoredEvent<'_>,
         model: &mut ReadModel<'_>,
     ) -> Result<(), Error> {
-        let key = account_key(meta.stream_id);
-        let existing: Option<Account> = model.get_json(&key)?;
-        let is_new = existing.is_none();
-        let mut account = existing.unwrap_or_else(|| Account {
-            account: meta.stream_id.to_owned(),
-            balance: 0,
-            currency: default_currency(),
-        });
-        let (delta, currency) = match event {
-            BankEvent::AccountOpened {
-                initial_deposit,
-                currency,
-            } => {
-                account.currency = currency.clone();
-                (cents(initial_deposit.unwrap_or(0))?, currency)
-            }
-            BankEvent::FundsDeposited { amount, currency } => (cents(amount)?, currency),
-            BankEvent::FundsWithdrawn { amount } => (-cents(amount)?, account.currency.clone()),
-        };
-        account.balance = add(account.balance, delta)?;
-        model.put_json(&key, &account)?;
+        // `update_json` keeps the values decoded for the whole batch: a hot key costs no
+        // JSON work per event.
+        let mut is_new = false;
+        let (delta, currency) = model.update_json(&account_key(meta.stream_id), |entry| {
+            let account = entry.get_or_insert_with(|| {
+                is_new = true;
+                Account {
+                    account: meta.stream_id.to_owned(),
+                    balance: 0,
+                    currency: default_currency(),
+                }
+            });
+            let (delta, currency) = match event {
+                BankEvent::AccountOpened {
+                    initial_deposit,
+                    currency,
+                } => {
+                    account.currency.clone_from(&currency);
+                    (cents(initial_deposit.unwrap_or(0))?, currency)
+                }
+                BankEvent::FundsDeposited { amount, currency } => (cents(amount)?, currency),
+                BankEvent::FundsWithdrawn { amount } => (-cents(amount)?, account.currency.clone()),
+            };
+            account.balance = add(account.balance, delta)?;
+            Ok((delta, currency))
+        })?;
 
-        let total_key = format!("total/{currency}");
-        let total: i64 = model.get_json(&total_key)?.unwrap_or(0);
-        model.put_json(&total_key, &add(total, delta)?)?;
+        let mut total_key = String::with_capacity("total/".len() + currency.len());
+        total_key.push_str("total/");
+        total_key.push_str(&currency);
+        model.update_json(&total_key, |total: &mut Option<i64>| {
+            *total = Some(add(total.unwrap_or(0), delta)?);
+            Ok(())
+        })?;
 
         if is_new {
-            let count: u64 = model.get_json("accounts")?.unwrap_or(0);
-            model.put_json("accounts", &(count + 1))?;
+            model.update_json("accounts", |count: &mut Option<u64>| {
+                *count = Some(count.unwrap_or(0) + 1);
+                Ok(())
+            })?;
         }
         Ok(())
     }
