@@ -91,39 +91,41 @@ function add(a, b) {
 
 // ---- the read model, cached for one batch ----------------------------------------------------
 
-/** One batch's reads and writes, kept in the guest and written through once at the end: a hot
- * key (a bank total) costs one host call to read and one to write per batch. */
+/** One batch's reads and writes, kept in the guest (decoded) and written through once at the
+ * end: a hot key (a bank total) costs one host call and one JSON decode to read, and one
+ * encode and one host call to write, per batch rather than per event. */
 class Batch {
   constructor() {
-    this.values = new Map(); // key -> string, or undefined when known absent
+    this.values = new Map(); // key -> decoded JSON value, or null when known absent
     this.dirty = new Set();
   }
 
-  get(key) {
-    if (!this.values.has(key)) this.values.set(key, readModel.get(key));
+  getJson(key) {
+    if (!this.values.has(key)) {
+      const text = readModel.get(key);
+      let value = null;
+      if (text !== undefined && text !== null) {
+        try {
+          value = JSON.parse(text);
+        } catch (e) {
+          throw new PluginFailure(`read model key ${JSON.stringify(key)}: ${e.message}`);
+        }
+      }
+      this.values.set(key, value);
+    }
     return this.values.get(key);
   }
 
-  getJson(key) {
-    const text = this.get(key);
-    if (text === undefined || text === null) return null;
-    try {
-      return JSON.parse(text);
-    } catch (e) {
-      throw new PluginFailure(`read model key ${JSON.stringify(key)}: ${e.message}`);
-    }
-  }
-
   putJson(key, value) {
-    this.values.set(key, dumps(value));
+    this.values.set(key, value);
     this.dirty.add(key);
   }
 
   flush() {
     for (const key of [...this.dirty].sort()) {
       const value = this.values.get(key);
-      if (value === undefined) readModel.delete(key);
-      else readModel.put(key, value);
+      if (value === null) readModel.delete(key);
+      else readModel.put(key, dumps(value));
     }
     this.dirty.clear();
   }
@@ -132,7 +134,8 @@ class Batch {
 function handleEvent(event, data, model) {
   const key = accountKey(event.streamId);
   const existing = model.getJson(key);
-  const account = existing ?? { account: event.streamId, balance: 0, currency: DEFAULT_CURRENCY };
+  // A copy: the batch's value changes only through putJson.
+  const account = existing === null ? { account: event.streamId, balance: 0, currency: DEFAULT_CURRENCY } : { ...existing };
   const type = event.eventType;
   let delta;
   let currency;
