@@ -115,6 +115,8 @@ fn commands() -> Vec<Value> {
         json!({"type": "Withdraw"}),
         json!({"type": "Freeze", "reason": "checks"}),
         json!({"type": "Freeze", "reason": "  "}),
+        json!({"type": "Freeze", "reason": "\u{1f}"}),
+        json!({"type": "Freeze", "reason": "\u{3000}\t"}),
         json!({"type": "Freeze"}),
         json!({"type": "Unfreeze"}),
         json!({"type": "Teleport"}),

@@ -44,6 +44,11 @@ EVENT_TYPES = (
 )
 SCHEMA_VERSIONS = {"FundsDeposited": 2}
 COMMANDS = ("Open", "Deposit", "Withdraw", "Freeze", "Unfreeze")
+# What Rust's `str::trim` strips (Unicode White_Space); Python's `str.strip()` strips more.
+WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 # Each command's fields: (name, "str" or "i64", required).
 COMMAND_FIELDS = {
     "Open": [("owner", "str", True), ("initial_deposit", "i64", False), ("currency", "str", False)],
@@ -203,7 +208,7 @@ class Account:
             owner, initial, currency = c["owner"], c["initial_deposit"], c["currency"]
             if self.open:
                 raise Rejected(f"account {self.id} is already open")
-            if not owner.strip():
+            if not owner.strip(WHITE_SPACE):
                 raise Rejected("owner must not be empty")
             data = {"owner": owner}
             if initial is not None:
@@ -236,7 +241,7 @@ class Account:
             reason = c["reason"]
             if self.frozen:
                 raise Rejected(f"account {self.id} is already frozen")
-            if not reason.strip():
+            if not reason.strip(WHITE_SPACE):
                 raise Rejected("a freeze needs a reason")
             return new_event("AccountFrozen", {"reason": reason})
         # Unfreeze
