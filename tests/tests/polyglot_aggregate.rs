@@ -1,7 +1,7 @@
-//! The `bank-account` aggregate written in Python accepts and rejects the same commands as the
-//! Rust one (same events in the same stored form, same rejection messages; a command the Rust
-//! plugin cannot understand is invalid in Python too), from the same histories, and its state
-//! survives a snapshot.
+//! The `bank-account` aggregate written in Python and in JavaScript accepts and rejects the same
+//! commands as the Rust one (same events in the same stored form, same rejection messages; a
+//! command the Rust plugin cannot understand is invalid in the others too), from the same
+//! histories, and its state survives a snapshot.
 
 mod polyglot_support;
 
@@ -43,12 +43,14 @@ fn given(plugin: &AggregatePlugin, account: &str, stream: &[Event]) -> Aggregate
 
 /// Both plugins decide `payload` the same way.
 fn same_decision(
+    language: &str,
     context: &str,
     payload: &str,
     rust: Result<Vec<NewEvent>, HandleError>,
-    python: Result<Vec<NewEvent>, HandleError>,
+    other: Result<Vec<NewEvent>, HandleError>,
 ) -> Option<Vec<NewEvent>> {
-    match (rust, python) {
+    let context = format!("{language}: {context}");
+    match (rust, other) {
         (Ok(r), Ok(p)) => {
             assert_eq!(p.len(), r.len(), "{context} {payload}");
             for (r, p) in r.iter().zip(&p) {
@@ -77,12 +79,12 @@ fn same_decision(
                 assert_eq!(
                     gist(&r).contains(key),
                     p.contains(key),
-                    "{context} {payload}: Rust {r:?}, Python {p:?}"
+                    "{context} {payload}: Rust {r:?}, {language} {p:?}"
                 );
             }
             None
         }
-        (r, p) => panic!("{context} {payload}: Rust {r:?}, Python {p:?}"),
+        (r, p) => panic!("{context} {payload}: Rust {r:?}, {language} {p:?}"),
     }
 }
 
@@ -129,17 +131,24 @@ fn commands() -> Vec<Value> {
 
 #[test]
 fn python_bank_account_decides_like_the_rust_one() {
+    decides_like_the_rust_one("Python", "bank-account-py");
+}
+
+#[test]
+fn javascript_bank_account_decides_like_the_rust_one() {
+    decides_like_the_rust_one("JavaScript", "bank-account-js");
+}
+
+fn decides_like_the_rust_one(language: &str, name: &str) {
     let runtime = runtime();
     let rust = runtime.load_aggregate(BANK_ACCOUNT).unwrap();
-    let python = runtime
-        .load_aggregate(component("bank-account-py"))
-        .unwrap();
-    assert_eq!(python.info().name, "bank-account");
+    let other = runtime.load_aggregate(component(name)).unwrap();
+    assert_eq!(other.info().name, "bank-account", "{language}");
     let mut rust_handles = rust.info().handles.clone();
-    let mut python_handles = python.info().handles.clone();
+    let mut other_handles = other.info().handles.clone();
     rust_handles.sort();
-    python_handles.sort();
-    assert_eq!(python_handles, rust_handles);
+    other_handles.sort();
+    assert_eq!(other_handles, rust_handles);
 
     let mut upcaster = runtime
         .load_upcaster(DEPOSIT_CURRENCY)
@@ -161,15 +170,16 @@ fn python_bank_account_decides_like_the_rust_one() {
             .cloned()
             .collect();
         let mut r = given(&rust, account, &stream);
-        let mut p = given(&python, account, &stream);
+        let mut p = given(&other, account, &stream);
         assert_eq!(
             json(&p.state().unwrap()),
             json(&r.state().unwrap()),
-            "{account}: state after the history"
+            "{language} {account}: state after the history"
         );
         for (i, payload) in commands().iter().enumerate() {
             let cmd = command(&payload.to_string(), 1_800_000_000_000 + i as u64);
             match same_decision(
+                language,
                 account,
                 &payload.to_string(),
                 r.handle(&cmd),
@@ -182,7 +192,7 @@ fn python_bank_account_decides_like_the_rust_one() {
         // Deciding does not change the state; a snapshot restores it.
         assert_eq!(json(&p.state().unwrap()), json(&r.state().unwrap()));
         let snapshot = p.snapshot().unwrap();
-        let mut restored = python.instantiate().unwrap();
+        let mut restored = other.instantiate().unwrap();
         restored.restore(account, &snapshot).unwrap();
         assert_eq!(restored.state().unwrap(), p.state().unwrap());
     }
@@ -195,21 +205,30 @@ fn python_bank_account_decides_like_the_rust_one() {
 /// A random walk of commands, each accepted event applied to both: the two stay in step.
 #[test]
 fn python_and_rust_stay_in_step_over_a_command_sequence() {
+    stay_in_step("Python", "bank-account-py");
+}
+
+#[test]
+fn javascript_and_rust_stay_in_step_over_a_command_sequence() {
+    stay_in_step("JavaScript", "bank-account-js");
+}
+
+fn stay_in_step(language: &str, name: &str) {
     let runtime = runtime();
     let rust = runtime.load_aggregate(BANK_ACCOUNT).unwrap();
-    let python = runtime
-        .load_aggregate(component("bank-account-py"))
-        .unwrap();
+    let other = runtime.load_aggregate(component(name)).unwrap();
     let mut rng = Lcg::new(42);
     let commands = commands();
     for account in ["account-a", "account-b", "account-c"] {
         let mut r = given(&rust, account, &[]);
-        let mut p = given(&python, account, &[]);
+        let mut p = given(&other, account, &[]);
         let mut version = 0;
         for i in 0..300 {
             let payload = rng.pick(&commands).to_string();
             let cmd = command(&payload, 1_800_000_000_000 + i);
-            if let Some(events) = same_decision(account, &payload, r.handle(&cmd), p.handle(&cmd)) {
+            if let Some(events) =
+                same_decision(language, account, &payload, r.handle(&cmd), p.handle(&cmd))
+            {
                 let stored: Vec<Event> = events
                     .iter()
                     .map(|e| {
@@ -230,7 +249,7 @@ fn python_and_rust_stay_in_step_over_a_command_sequence() {
             assert_eq!(
                 json(&p.state().unwrap()),
                 json(&r.state().unwrap()),
-                "{account} after {payload}"
+                "{language} {account} after {payload}"
             );
         }
         assert!(
