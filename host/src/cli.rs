@@ -172,7 +172,10 @@ pub enum BenchCommand {
 #[derive(Debug, Args)]
 pub struct BenchProjectionArgs {
     /// The balances component.
-    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release/balances.wasm")]
+    #[arg(
+        long,
+        default_value = "plugins/target/wasm32-wasip2/release/balances.wasm"
+    )]
     plugin: PathBuf,
     /// Events in the store.
     #[arg(long, default_value_t = 1_000_000)]
