@@ -70,9 +70,11 @@ pub(crate) struct Writer {
 
 /// How long the writer waits to grow a batch before committing it.
 ///
-/// Callers that were just answered send their next append within microseconds; waiting for
-/// them while they keep arriving (each within `gap` of the last) lets one commit serve them
-/// all, instead of splitting the callers into groups that take turns at the disk.
+/// The writer stages appends while callers are still sending, so most of a batch arrives
+/// during staging. Once the queue is empty it yields for up to `gap` for stragglers, so that
+/// callers answered by the last commit join this one rather than splitting into groups that
+/// take turns at the disk. Measured with 64 appenders: a 10 us yield gave ~105k events/s; a
+/// 50 us timed sleep ~85k (the timer overshoots), no wait at all ~100k.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gather {
     /// Commit when no new append has arrived for this long.
@@ -84,7 +86,7 @@ pub struct Gather {
 impl Default for Gather {
     fn default() -> Self {
         Gather {
-            gap: Duration::from_micros(50),
+            gap: Duration::from_micros(10),
             max_wait: Duration::from_micros(500),
         }
     }
@@ -304,10 +306,21 @@ impl Writer {
         if left.is_zero() || self.gather.gap.is_zero() {
             return None;
         }
+        // Yield rather than sleep: a timed sleep overshoots by the timer slack (~50 us), and
+        // the callers about to send need this core more than the writer does.
         let waiting = Instant::now();
-        let request = requests.recv_timeout(self.gather.gap.min(left));
+        let deadline = self.gather.gap.min(left);
+        let request = loop {
+            std::thread::yield_now();
+            if let Ok(request) = requests.try_recv() {
+                break Some(request);
+            }
+            if waiting.elapsed() >= deadline {
+                break None;
+            }
+        };
         add_elapsed(&self.stats.gather_nanos, waiting);
-        request.ok()
+        request
     }
 
     /// Make a committed batch's index entries visible to readers.
