@@ -17,14 +17,30 @@ use crate::store::{
 #[derive(Debug, Parser)]
 #[command(name = "eshost", version, about, long_about = None)]
 pub struct Cli {
+    /// Log format (logs go to stderr; the level comes from ESHOST_LOG, e.g. `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the host: the HTTP API over the store and plugins a config file names.
+    Run(RunArgs),
+    /// Print shell completions for SHELL to stdout.
+    Completions(CompletionsArgs),
     /// Append one event to a stream of a stopped store.
     Append(AppendArgs),
     /// Read a stream of a stopped store, one JSON event per line.
@@ -35,6 +51,11 @@ pub enum Command {
     Streams(StreamsArgs),
     /// Re-check positions, stream versions and the hash chain of a stopped store.
     Verify(StoreArgs),
+    /// Write a stopped store's events (or one stream's) as NDJSON, exactly as stored.
+    Export(ExportArgs),
+    /// Restore NDJSON exported by `eshost export` into a stopped store, keeping positions,
+    /// ids, times and hashes; every event must continue the store's log.
+    Import(ImportArgs),
     /// Measure the host: prints figures beside a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -44,6 +65,25 @@ pub enum Command {
     /// Run a projection plugin over the whole history of a stopped store into a temporary
     /// read model; optionally diff it against a live projection.
     Replay(ReplayArgs),
+}
+
+/// `eshost run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file.
+    #[arg(long, short, env = "ESHOST_CONFIG", default_value = "eshost.toml")]
+    pub config: PathBuf,
+    /// Listen here instead of the config's `listen` (port 0: any free port; the bound
+    /// address is printed on stdout).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `eshost completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 /// Where the store is.
@@ -352,11 +392,24 @@ pub struct BenchAppendArgs {
 /// Run the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => run_host(args),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "eshost",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Append(args) => append(args),
         Command::Read(args) => read(args),
         Command::All(args) => all(args),
         Command::Streams(args) => streams(args),
         Command::Verify(args) => verify(args),
+        Command::Export(args) => export(args),
+        Command::Import(args) => import(args),
         Command::Bench(BenchCommand::Append(args)) => bench_append(args),
         Command::Bench(BenchCommand::Replay(args)) => bench_replay(args),
         Command::Bench(BenchCommand::Command(args)) => bench_command(args),
@@ -365,6 +418,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(args),
     }
+}
+
+fn run_host(args: RunArgs) -> anyhow::Result<()> {
+    let config = crate::config::Config::load(&args.config)?;
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(crate::server::serve(config, args.listen))
 }
 
 fn open(args: &StoreArgs) -> anyhow::Result<Store> {
@@ -423,6 +483,58 @@ fn streams(args: StreamsArgs) -> anyhow::Result<()> {
             .into_iter()
             .map(|(stream_id, info)| serde_json::json!({ "stream_id": stream_id, "info": info })),
     )
+}
+
+/// `eshost export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only this stream (an export of one stream cannot be imported as a whole log).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+/// `eshost import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Read this file instead of standard input.
+    input: Option<PathBuf>,
+    /// Events per commit.
+    #[arg(long, default_value_t = 1000)]
+    chunk: usize,
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let store = open(&args.store)?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let written = crate::store::transfer::export(&store, args.stream.as_deref(), &mut out)?;
+    if args.output.is_some() {
+        eprintln!("exported {written} events");
+    }
+    Ok(())
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let store = open(&args.store)?;
+    let mut input: Box<dyn std::io::BufRead> = match &args.input {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let report = crate::store::transfer::import(&store, &mut input, args.chunk.max(1))?;
+    print_json(&report)
 }
 
 fn verify(args: StoreArgs) -> anyhow::Result<()> {

@@ -4,8 +4,10 @@
 pub mod aggregate;
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod projection;
 pub mod runtime;
+pub mod server;
 pub mod store;
 pub mod upcast;
 pub mod views;

@@ -6,13 +6,19 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = eshost::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ESHOST_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let default_level = match cli.command {
+        eshost::cli::Command::Run(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ESHOST_LOG")
+        .unwrap_or_else(|_| default_level.into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        eshost::cli::LogFormat::Text => logs.init(),
+        eshost::cli::LogFormat::Json => logs.json().init(),
+    }
     match eshost::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
