@@ -101,6 +101,14 @@ pub enum AppendError {
         /// How the stored event differs.
         reason: &'static str,
     },
+    /// Imported events do not continue the log (see `Store::import`).
+    #[error("cannot import the event at position {position}: {reason}")]
+    Import {
+        /// The position of the first event refused.
+        position: u64,
+        /// Why.
+        reason: String,
+    },
     /// The storage engine failed; the batch was not committed.
     #[error("event store write failed: {0}")]
     Storage(String),

@@ -11,6 +11,7 @@ mod file;
 mod index;
 pub mod reader;
 pub mod schema;
+pub mod transfer;
 pub mod validate;
 pub mod verify;
 mod writer;
@@ -39,7 +40,7 @@ pub use writer::{Durability, Gather, WriterStats, now_ms};
 use schema::{
     EVENT_IDS, EVENTS, Head, META, META_FORMAT, META_HEAD, STORE_FORMAT, STREAM_EVENTS, STREAMS,
 };
-use writer::{WriteRequest, Writer};
+use writer::{WriteOp, WriteRequest, Writer};
 
 /// The file, inside the store directory, that holds the log.
 pub const EVENTS_FILE: &str = "events.redb";
@@ -275,6 +276,24 @@ impl Store {
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
+    /// Restore exported events exactly (positions, times, hashes); they must continue the
+    /// log. See [`transfer`] for the NDJSON form.
+    pub fn import_blocking(&self, events: Vec<RecordedEvent>) -> Result<Appended, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender()?
+            .send(WriteRequest {
+                op: WriteOp::Import(events),
+                reply,
+            })
+            .map_err(|_| AppendError::Closed)?;
+        answer.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// The size limits appends are checked against.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
     /// Re-check the whole log; see [`VerifyReport`].
     pub fn verify(&self) -> Result<VerifyReport, ReadError> {
         verify::verify(&self.begin_read()?)
@@ -287,7 +306,7 @@ impl Store {
     #[allow(clippy::type_complexity)]
     fn submit_checked(
         &self,
-        request: AppendRequest,
+        mut request: AppendRequest,
     ) -> Result<
         (
             WriteRequest,
@@ -295,9 +314,16 @@ impl Store {
         ),
         AppendError,
     > {
+        validate::trim_json(&mut request);
         validate::append(&request, &self.inner.limits)?;
         let (reply, answer) = oneshot::channel();
-        Ok((WriteRequest { request, reply }, answer))
+        Ok((
+            WriteRequest {
+                op: WriteOp::Append(request),
+                reply,
+            },
+            answer,
+        ))
     }
 
     fn begin_read(&self) -> Result<redb::ReadTransaction, ReadError> {

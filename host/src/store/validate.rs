@@ -73,48 +73,80 @@ pub fn append(request: &AppendRequest, limits: &Limits) -> Result<(), Validation
                 event_id: event.event_id,
             });
         }
-        let type_reason = if event.event_type.is_empty() {
-            Some("it is empty")
-        } else if event.event_type.len() > MAX_EVENT_TYPE_BYTES {
-            Some("it is longer than 256 bytes")
-        } else if event.event_type.chars().any(char::is_control) {
-            Some("it contains control characters")
-        } else {
-            None
-        };
-        if let Some(reason) = type_reason {
-            return Err(ValidationError::EventType {
-                stream_id: stream.clone(),
-                event_id: event.event_id,
-                event_type: event.event_type.clone(),
-                reason,
-            });
-        }
-        let size = event.event_type.len() + event.data.len() + event.metadata.len();
-        if size > limits.max_event_bytes {
-            return Err(ValidationError::TooLarge {
-                stream_id: stream.clone(),
-                event_id: event.event_id,
-                size,
-                limit: limits.max_event_bytes,
-            });
-        }
-        let json_error = |field: &'static str, reason: String| ValidationError::Json {
-            stream_id: stream.clone(),
-            event_id: event.event_id,
-            field,
-            reason,
-        };
-        serde_json::from_str::<IgnoredAny>(&event.data)
-            .map_err(|error| json_error("data", error.to_string()))?;
-        let metadata = event.metadata.trim_start();
-        if !metadata.starts_with('{') {
-            return Err(json_error("metadata", "it must be a JSON object".into()));
-        }
-        serde_json::from_str::<IgnoredAny>(metadata)
-            .map_err(|error| json_error("metadata", error.to_string()))?;
+        fields(
+            stream,
+            event.event_id,
+            &event.event_type,
+            &event.data,
+            &event.metadata,
+            limits,
+        )?;
     }
     Ok(())
+}
+
+/// The checks every stored event passes: its type, size, and JSON.
+pub fn fields(
+    stream: &str,
+    event_id: uuid::Uuid,
+    event_type: &str,
+    data: &str,
+    metadata: &str,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
+    let type_reason = if event_type.is_empty() {
+        Some("it is empty")
+    } else if event_type.len() > MAX_EVENT_TYPE_BYTES {
+        Some("it is longer than 256 bytes")
+    } else if event_type.chars().any(char::is_control) {
+        Some("it contains control characters")
+    } else {
+        None
+    };
+    if let Some(reason) = type_reason {
+        return Err(ValidationError::EventType {
+            stream_id: stream.to_owned(),
+            event_id,
+            event_type: event_type.to_owned(),
+            reason,
+        });
+    }
+    let size = event_type.len() + data.len() + metadata.len();
+    if size > limits.max_event_bytes {
+        return Err(ValidationError::TooLarge {
+            stream_id: stream.to_owned(),
+            event_id,
+            size,
+            limit: limits.max_event_bytes,
+        });
+    }
+    let json_error = |field: &'static str, reason: String| ValidationError::Json {
+        stream_id: stream.to_owned(),
+        event_id,
+        field,
+        reason,
+    };
+    serde_json::from_str::<IgnoredAny>(data)
+        .map_err(|error| json_error("data", error.to_string()))?;
+    if !metadata.trim_start().starts_with('{') {
+        return Err(json_error("metadata", "it must be a JSON object".into()));
+    }
+    serde_json::from_str::<IgnoredAny>(metadata)
+        .map_err(|error| json_error("metadata", error.to_string()))?;
+    Ok(())
+}
+
+/// Drop whitespace around the JSON texts, so that what is stored is exactly the JSON value
+/// (and survives an NDJSON export and import byte for byte).
+pub fn trim_json(request: &mut AppendRequest) {
+    for event in &mut request.events {
+        for text in [&mut event.data, &mut event.metadata] {
+            let trimmed = text.trim();
+            if trimmed.len() != text.len() {
+                *text = trimmed.to_owned();
+            }
+        }
+    }
 }
 
 #[cfg(test)]

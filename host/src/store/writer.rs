@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::codec::{self, RecordBody};
 use super::error::AppendError;
-use super::event::{AppendRequest, Appended, ProposedEvent};
+use super::event::{AppendRequest, Appended, ProposedEvent, RecordedEvent};
 use super::index::{RecentIndex, RecentStream};
 use super::schema::{EVENT_IDS, EVENTS, Head, META, META_HEAD, STREAMS, StreamRow};
 
@@ -31,11 +31,21 @@ pub enum Durability {
     None,
 }
 
-/// One append waiting for the writer, with the channel its answer goes back on.
+/// One write waiting for the writer, with the channel its answer goes back on.
 #[derive(Debug)]
 pub(crate) struct WriteRequest {
-    pub request: AppendRequest,
+    pub op: WriteOp,
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// What a write does.
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    /// Append events to one stream; the writer assigns positions and times.
+    Append(AppendRequest),
+    /// Restore exported events exactly as they were: positions, times and hashes must
+    /// continue the log.
+    Import(Vec<RecordedEvent>),
 }
 
 /// Counters the writer keeps, for metrics and benchmarks.
@@ -258,8 +268,14 @@ impl Writer {
                 batch: index,
             };
             let mut buffer = Vec::new();
-            while let Some(WriteRequest { request, reply }) = next.take() {
-                match append_one(&mut lookup, &request, head, now, &mut buffer) {
+            while let Some(WriteRequest { op, reply }) = next.take() {
+                let outcome = match &op {
+                    WriteOp::Append(request) => {
+                        append_one(&mut lookup, request, head, now, &mut buffer)
+                    }
+                    WriteOp::Import(events) => import_one(&mut lookup, events, head, &mut buffer),
+                };
+                match outcome {
                     Ok(outcome) => {
                         wrote |= matches!(
                             outcome,
@@ -398,6 +414,8 @@ fn append_one(
     if let Some(answer) = replayed_append(lookup, request)? {
         return Ok(answer);
     }
+    // An import in the same batch may have moved the clock of the log past `now`.
+    let now = now.max(head.recorded_at);
     let stream = request.stream_id.as_str();
     let existing = lookup.row(stream)?;
     let actual = existing.map_or(0, |(_, version, ..)| version);
@@ -465,6 +483,143 @@ fn append_one(
         recorded_at: now,
         already_stored: false,
     }))
+}
+
+/// Check and stage exported events so that they continue the log exactly: each at the next
+/// position, at or after the last commit time, at the next version of its stream, with an
+/// unused id, and with the hash the chain gives it. Nothing is staged unless all pass.
+fn import_one(
+    lookup: &mut Lookup<'_, '_>,
+    events: &[RecordedEvent],
+    head: &mut Head,
+    buffer: &mut Vec<u8>,
+) -> Result<Result<Appended, AppendError>, Fatal> {
+    let refuse = |position: u64, reason: String| Ok(Err(AppendError::Import { position, reason }));
+    let mut check = *head;
+    let mut versions: HashMap<&str, u64> = HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    for event in events {
+        if event.position != check.position + 1 {
+            return refuse(
+                event.position,
+                format!("the store's next position is {}", check.position + 1),
+            );
+        }
+        if event.recorded_at < check.recorded_at {
+            return refuse(
+                event.position,
+                "its time is before the previous event's".into(),
+            );
+        }
+        let version = match versions.get(event.stream_id.as_str()) {
+            Some(version) => *version,
+            None => lookup
+                .row(&event.stream_id)?
+                .map_or(0, |(_, version, ..)| version),
+        };
+        if event.stream_version != version + 1 {
+            return refuse(
+                event.position,
+                format!(
+                    "stream {:?} is at version {version}, so the next is {}, not {}",
+                    event.stream_id,
+                    version + 1,
+                    event.stream_version
+                ),
+            );
+        }
+        versions.insert(&event.stream_id, event.stream_version);
+        let id = event.event_id.as_u128();
+        if !ids.insert(id) || lookup.position_of(id)?.is_some() {
+            return refuse(
+                event.position,
+                format!("event id {} is already stored", event.event_id),
+            );
+        }
+        buffer.clear();
+        let hash = body_of(event).encode_into(event.position, &check.hash, buffer);
+        if hash != event.hash {
+            return refuse(
+                event.position,
+                "its hash does not follow from the previous event's: the export was altered or belongs to another log".into(),
+            );
+        }
+        check = Head {
+            position: event.position,
+            hash,
+            recorded_at: event.recorded_at,
+        };
+    }
+    let Some(first) = events.first() else {
+        return refuse(head.position + 1, "the import is empty".into());
+    };
+    for event in events {
+        buffer.clear();
+        body_of(event).encode_into(event.position, &head.hash, buffer);
+        lookup
+            .tables
+            .events
+            .insert(event.position, buffer.as_slice())?;
+        lookup
+            .batch
+            .ids
+            .insert(event.event_id.as_u128(), event.position);
+        let row = match lookup.row(&event.stream_id)? {
+            Some((number, _, first_in_stream, _, created, _)) => (
+                number,
+                event.stream_version,
+                first_in_stream,
+                event.position,
+                created,
+                event.recorded_at,
+            ),
+            None => {
+                lookup.batch.next_stream_number += 1;
+                let number = lookup.batch.next_stream_number - 1;
+                (
+                    number,
+                    event.stream_version,
+                    event.position,
+                    event.position,
+                    event.recorded_at,
+                    event.recorded_at,
+                )
+            }
+        };
+        let entry = lookup
+            .batch
+            .streams
+            .entry(event.stream_id.clone())
+            .or_default();
+        entry.row = row;
+        entry.positions.push(event.position);
+        *head = Head {
+            position: event.position,
+            hash: event.hash,
+            recorded_at: event.recorded_at,
+        };
+    }
+    Ok(Ok(Appended {
+        first_position: first.position,
+        last_position: head.position,
+        first_version: first.stream_version,
+        stream_version: events.last().map_or(0, |event| event.stream_version),
+        recorded_at: head.recorded_at,
+        already_stored: false,
+    }))
+}
+
+fn body_of(event: &RecordedEvent) -> RecordBody<'_> {
+    RecordBody {
+        stream_version: event.stream_version,
+        event_id: event.event_id,
+        schema_version: event.schema_version,
+        recorded_at: event.recorded_at,
+        stream_id: &event.stream_id,
+        event_type: &event.event_type,
+        data: &event.data,
+        metadata: &event.metadata,
+    }
 }
 
 /// If any event id of the request is already stored, the answer to the request: the original
