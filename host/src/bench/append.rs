@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, TableDefinition};
 use serde::Serialize;
 
+use super::percentile;
 use crate::store::codec::{GENESIS_HASH, RecordBody};
 use crate::store::{
     AppendRequest, Durability, EventStore, ExpectedVersion, ProposedEvent, Store, StoreConfig,
@@ -279,14 +280,6 @@ fn payload(bytes: usize) -> String {
     )
 }
 
-fn percentile(sorted: &[u64], quantile: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let index = ((sorted.len() as f64 * quantile).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,14 +289,5 @@ mod tests {
         let text = payload(200);
         assert_eq!(text.len(), 200);
         serde_json::from_str::<serde_json::Value>(&text).unwrap();
-    }
-
-    #[test]
-    fn percentiles_pick_the_right_rank() {
-        let values: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&values, 0.5), 50);
-        assert_eq!(percentile(&values, 0.99), 99);
-        assert_eq!(percentile(&values, 1.0), 100);
-        assert_eq!(percentile(&[], 0.5), 0);
     }
 }

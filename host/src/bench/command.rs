@@ -15,6 +15,8 @@ use crate::store::{Durability, Store, StoreConfig};
 use crate::upcast::UpcasterChain;
 use crate::views::Views;
 
+use super::{load_average, percentile};
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct CommandBenchOptions {
@@ -292,21 +294,6 @@ pub fn run(options: &CommandBenchOptions) -> anyhow::Result<CommandBenchReport> 
         balances_verified,
         load_average: load_average(),
     })
-}
-
-fn percentile(sorted: &[u64], quantile: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let index = ((sorted.len() as f64 * quantile).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
-
-/// The 1, 5 and 15 minute load averages, where the OS tells them (Linux).
-pub(crate) fn load_average() -> Option<[f64; 3]> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
-    Some([fields.next()??, fields.next()??, fields.next()??])
 }
 
 pub(crate) fn load_text(load: Option<[f64; 3]>) -> String {

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::command::{load_average, load_text};
+use super::command::load_text;
+use super::load_average;
 use crate::aggregate::{AggregateConfig, Aggregates, At, EngineConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{AppendRequest, Durability, ExpectedVersion, ProposedEvent, Store, StoreConfig};

@@ -91,12 +91,7 @@ impl std::fmt::Display for ProjectionBenchReport {
 
 /// The 1-minute load average, where the system tells it.
 pub fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    super::load_average().map(|[one_minute, ..]| one_minute)
 }
 
 /// Appends `events` bank events over `accounts` streams in large group commits.
