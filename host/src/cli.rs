@@ -206,6 +206,42 @@ pub enum BenchCommand {
     /// Rebuilds the balances projection over a large store through the projection runner,
     /// and times a hot swap from the file changing to the new version serving.
     Projection(BenchProjectionArgs),
+    /// Starts the real HTTP server in-process on a loopback port (scratch durable store,
+    /// bank-account plugin) and sends deposits from concurrent keep-alive HTTP clients.
+    Http(BenchHttpArgs),
+}
+
+/// `eshost bench http`.
+#[derive(Debug, Args)]
+pub struct BenchHttpArgs {
+    /// The bank-account component.
+    #[arg(
+        long,
+        default_value = "plugins/target/wasm32-wasip2/release/bank_account.wasm"
+    )]
+    plugin: PathBuf,
+    /// Concurrent HTTP clients (keep-alive connections to 127.0.0.1), each with one request
+    /// in flight; at most 1024.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Accounts the deposits are spread over (opened first).
+    #[arg(long, default_value_t = 1_000)]
+    accounts: usize,
+    /// Seconds to send (at most 600).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Threads of the clients' async runtime (the server has one per core).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Snapshot interval, events.
+    #[arg(long, default_value_t = 1_000)]
+    snapshot_every: u64,
+    /// Directory for the scratch store (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `eshost bench projection`.
@@ -415,6 +451,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Command(args)) => bench_command(args),
         Command::Bench(BenchCommand::Load(args)) => bench_load(args),
         Command::Bench(BenchCommand::Projection(args)) => bench_projection(args),
+        Command::Bench(BenchCommand::Http(args)) => bench_http(args),
         Command::Replay(args) => replay(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(args),
     }
@@ -590,6 +627,28 @@ fn bench_command(args: BenchCommandArgs) -> anyhow::Result<()> {
         dir: args.dir,
     };
     let report = bench::command::run(&options)?;
+    if args.json {
+        print_json(&report)
+    } else {
+        println!("{report}");
+        Ok(())
+    }
+}
+
+fn bench_http(args: BenchHttpArgs) -> anyhow::Result<()> {
+    if args.seconds.is_nan() || args.seconds <= 0.0 || args.seconds > 600.0 {
+        bail!("--seconds must be positive and at most 600");
+    }
+    let options = bench::http::HttpBenchOptions {
+        plugin: args.plugin,
+        clients: args.clients,
+        accounts: args.accounts,
+        duration: Duration::from_secs_f64(args.seconds),
+        client_threads: args.client_threads,
+        snapshot_every: args.snapshot_every,
+        dir: args.dir,
+    };
+    let report = bench::http::run(&options)?;
     if args.json {
         print_json(&report)
     } else {

@@ -2,6 +2,7 @@
 
 pub mod append;
 pub mod command;
+pub mod http;
 pub mod load;
 pub mod projection;
 pub mod replay;
