@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use reqwest::Method;
 
 use crate::bench;
 use crate::store::{
@@ -59,9 +60,22 @@ pub enum Command {
     /// Measure the host: prints figures beside a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Work with plugin files.
+    /// Work with plugin files (`inspect`), or a running host's plugins (`list`, `swap`).
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Send a command (a JSON object) to an aggregate of a running host; prints the recorded
+    /// events. A refusal by a business rule (HTTP 422) is printed as an error and exits 1.
+    Command(ClientCommandArgs),
+    /// Print an aggregate's state from a running host: latest, or as of a version or time.
+    State(ClientStateArgs),
+    /// Print an aggregate's audit trail from a running host: each event with the state after it.
+    History(ClientHistoryArgs),
+    /// Follow a running host's events (server-sent events) and print each as one JSON line,
+    /// until interrupted, the server stops, or `--limit` events were printed.
+    Subscribe(ClientSubscribeArgs),
+    /// A running host's projections: list, status, query, pause, resume, rebuild.
+    #[command(subcommand)]
+    Projection(ProjectionCommand),
     /// Run a projection plugin over the whole history of a stopped store into a temporary
     /// read model; optionally diff it against a live projection.
     Replay(ReplayArgs),
@@ -378,6 +392,153 @@ pub struct BenchReplayArgs {
 pub enum PluginCommand {
     /// What a plugin file is: kind, name, contract version, events, imports, hash.
     Inspect(PluginInspectArgs),
+    /// The plugins a running host has loaded.
+    List(ServerArgs),
+    /// Hot-swap a running host's aggregate or projection plugin NAME with the component FILE
+    /// (uploaded; needs an admin token when tokens are configured).
+    Swap(PluginSwapArgs),
+}
+
+/// Which running host the client verbs talk to.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The host's URL [default: the `listen` address of --config, else http://127.0.0.1:7070].
+    #[arg(long, env = "ESHOST_SERVER")]
+    server: Option<String>,
+    /// Take the host's address from this config file's `listen`.
+    #[arg(long, short, conflicts_with = "server")]
+    config: Option<PathBuf>,
+    /// Bearer token (needed when the host configures tokens).
+    #[arg(long, env = "ESHOST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<crate::client::Client> {
+        let server = match (&self.server, &self.config) {
+            (Some(server), _) => server.clone(),
+            (None, Some(config)) => crate::client::server_from_config(config)?,
+            (None, None) => format!("http://{}", crate::config::DEFAULT_LISTEN),
+        };
+        crate::client::Client::new(&server, self.token.clone())
+    }
+}
+
+/// `eshost command`.
+#[derive(Debug, Args)]
+pub struct ClientCommandArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The aggregate type, e.g. `bank-account`.
+    aggregate_type: String,
+    /// The aggregate id, e.g. `account-1`.
+    id: String,
+    /// The command, a JSON object, e.g. '{"type":"Deposit","amount":5}'.
+    json: String,
+    /// Only if the aggregate is at this version (else HTTP 409).
+    #[arg(long)]
+    expected_version: Option<u64>,
+    /// Re-sending a command with the same key returns the first answer instead of running it
+    /// again.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+/// `eshost state`.
+#[derive(Debug, Args)]
+pub struct ClientStateArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The aggregate type.
+    aggregate_type: String,
+    /// The aggregate id.
+    id: String,
+    /// The state after this version.
+    #[arg(long, conflicts_with = "at")]
+    version: Option<u64>,
+    /// The state as of this time, ms since the Unix epoch.
+    #[arg(long)]
+    at: Option<u64>,
+}
+
+/// `eshost history`.
+#[derive(Debug, Args)]
+pub struct ClientHistoryArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The aggregate type.
+    aggregate_type: String,
+    /// The aggregate id.
+    id: String,
+}
+
+/// `eshost subscribe`.
+#[derive(Debug, Args)]
+pub struct ClientSubscribeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// First global position (default 1: from the beginning).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Only streams whose id starts with this, e.g. `account-`.
+    #[arg(long)]
+    stream_prefix: Option<String>,
+    /// Only these event types, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
+/// `eshost projection ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionCommand {
+    /// Every projection's status.
+    List(ServerArgs),
+    /// One projection's status: position, lag, state, plugin hash.
+    Status(ProjectionNameArgs),
+    /// Ask projection NAME the query Q with optional arguments ARGS_JSON.
+    Query(ProjectionQueryArgs),
+    /// Pause projection NAME (admin).
+    Pause(ProjectionNameArgs),
+    /// Resume projection NAME; a failed event is tried again (admin).
+    Resume(ProjectionNameArgs),
+    /// Rebuild projection NAME from position 0 beside the active one (admin).
+    Rebuild(ProjectionNameArgs),
+}
+
+/// A projection verb's arguments.
+#[derive(Debug, Args)]
+pub struct ProjectionNameArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The projection.
+    name: String,
+}
+
+/// `eshost projection query`.
+#[derive(Debug, Args)]
+pub struct ProjectionQueryArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The projection.
+    name: String,
+    /// The query, e.g. `balance`.
+    query: String,
+    /// The query's arguments, a JSON value, e.g. '{"account":"account-1"}'.
+    args: Option<String>,
+}
+
+/// `eshost plugin swap`.
+#[derive(Debug, Args)]
+pub struct PluginSwapArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The plugin's name in the host's config.
+    name: String,
+    /// The new component file.
+    file: PathBuf,
 }
 
 /// `eshost plugin inspect`.
@@ -454,7 +615,128 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Http(args)) => bench_http(args),
         Command::Replay(args) => replay(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_inspect(args),
+        Command::Plugin(PluginCommand::List(args)) => {
+            let client = args.client()?;
+            online(client.print(client.request(Method::GET, client.url(&["plugins"]))))
+        }
+        Command::Plugin(PluginCommand::Swap(args)) => plugin_swap(args),
+        Command::Command(args) => client_command(args),
+        Command::State(args) => client_state(args),
+        Command::History(args) => {
+            let client = args.server.client()?;
+            let url = client.url(&["aggregates", &args.aggregate_type, &args.id, "history"]);
+            online(client.print(client.request(Method::GET, url)))
+        }
+        Command::Subscribe(args) => client_subscribe(args),
+        Command::Projection(command) => projection(command),
     }
+}
+
+/// Runs one client request on a small runtime.
+fn online(future: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
+fn client_command(args: ClientCommandArgs) -> anyhow::Result<()> {
+    let command: serde_json::Value = serde_json::from_str(&args.json)
+        .with_context(|| format!("the command is not JSON: {}", args.json))?;
+    let client = args.server.client()?;
+    let url = client.url(&["aggregates", &args.aggregate_type, &args.id]);
+    let mut request = client.request(Method::POST, url).json(&command);
+    if let Some(version) = args.expected_version {
+        request = request.query(&[("expected_version", version)]);
+    }
+    if let Some(key) = &args.idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    online(client.print(request))
+}
+
+fn client_state(args: ClientStateArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let url = client.url(&["aggregates", &args.aggregate_type, &args.id]);
+    let mut request = client.request(Method::GET, url);
+    if let Some(version) = args.version {
+        request = request.query(&[("version", version)]);
+    }
+    if let Some(at) = args.at {
+        request = request.query(&[("at", at)]);
+    }
+    online(client.print(request))
+}
+
+fn client_subscribe(args: ClientSubscribeArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let mut query = Vec::new();
+    if let Some(from) = args.from {
+        query.push(("from", from.to_string()));
+    }
+    if let Some(prefix) = args.stream_prefix {
+        query.push(("stream_prefix", prefix));
+    }
+    if !args.types.is_empty() {
+        query.push(("types", args.types.join(",")));
+    }
+    online(client.subscribe(&query, args.limit))
+}
+
+fn projection(command: ProjectionCommand) -> anyhow::Result<()> {
+    let (server, method, segments, args) = match &command {
+        ProjectionCommand::List(server) => (server, Method::GET, vec!["projections"], None),
+        ProjectionCommand::Status(a) => (
+            &a.server,
+            Method::GET,
+            vec!["projections", a.name.as_str()],
+            None,
+        ),
+        ProjectionCommand::Query(a) => (
+            &a.server,
+            Method::GET,
+            vec!["projections", a.name.as_str(), "query", a.query.as_str()],
+            a.args.as_deref(),
+        ),
+        ProjectionCommand::Pause(a) => (
+            &a.server,
+            Method::POST,
+            vec!["projections", a.name.as_str(), "pause"],
+            None,
+        ),
+        ProjectionCommand::Resume(a) => (
+            &a.server,
+            Method::POST,
+            vec!["projections", a.name.as_str(), "resume"],
+            None,
+        ),
+        ProjectionCommand::Rebuild(a) => (
+            &a.server,
+            Method::POST,
+            vec!["projections", a.name.as_str(), "rebuild"],
+            None,
+        ),
+    };
+    let client = server.client()?;
+    let mut request = client.request(method, client.url(&segments));
+    if let Some(args) = args {
+        serde_json::from_str::<serde_json::Value>(args)
+            .with_context(|| format!("ARGS_JSON is not JSON: {args}"))?;
+        request = request.query(&[("args", args)]);
+    }
+    online(client.print(request))
+}
+
+fn plugin_swap(args: PluginSwapArgs) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let client = args.server.client()?;
+    let request = client
+        .request(Method::PUT, client.url(&["plugins", &args.name]))
+        .header("content-type", "application/wasm")
+        .body(bytes);
+    online(client.print(request))
 }
 
 fn run_host(args: RunArgs) -> anyhow::Result<()> {
