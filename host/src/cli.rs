@@ -42,9 +42,11 @@ pub enum Command {
     Run(RunArgs),
     /// Print shell completions for SHELL to stdout.
     Completions(CompletionsArgs),
-    /// Append one event to a stream of a stopped store.
+    /// Append one event to a stream: of a stopped store (--store), or through a running host
+    /// (--server).
     Append(AppendArgs),
-    /// Read a stream of a stopped store, one JSON event per line.
+    /// Read a stream: of a stopped store (--store, one JSON event per line), or from a running
+    /// host (--server).
     Read(ReadArgs),
     /// Read `$all` (every stream, in commit order), one JSON event per line.
     All(AllArgs),
@@ -113,6 +115,9 @@ pub struct StoreArgs {
 pub struct AppendArgs {
     #[command(flatten)]
     store: StoreArgs,
+    /// With --server (or --config, or ESHOST_SERVER), append through a running host instead.
+    #[command(flatten)]
+    server: ServerArgs,
     /// The stream, e.g. `account-42`.
     stream: String,
     /// The event type, e.g. `FundsDeposited`.
@@ -140,6 +145,9 @@ pub struct AppendArgs {
 pub struct ReadArgs {
     #[command(flatten)]
     store: StoreArgs,
+    /// With --server (or --config, or ESHOST_SERVER), read from a running host instead.
+    #[command(flatten)]
+    server: ServerArgs,
     /// The stream.
     stream: String,
     /// First version to read (forward from 1, backward from the end by default).
@@ -414,6 +422,11 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    /// Whether a host was named, so that a verb with an offline form goes online.
+    fn named(&self) -> bool {
+        self.server.is_some() || self.config.is_some()
+    }
+
     fn client(&self) -> anyhow::Result<crate::client::Client> {
         let server = match (&self.server, &self.config) {
             (Some(server), _) => server.clone(),
@@ -752,6 +765,9 @@ fn open(args: &StoreArgs) -> anyhow::Result<Store> {
 }
 
 fn append(args: AppendArgs) -> anyhow::Result<()> {
+    if args.server.named() {
+        return append_online(args);
+    }
     let store = open(&args.store)?;
     let mut event = ProposedEvent::new(args.event_type, args.data)
         .with_metadata(args.metadata)
@@ -764,7 +780,60 @@ fn append(args: AppendArgs) -> anyhow::Result<()> {
     print_json(&appended)
 }
 
+/// `POST /streams/{id}` on a running host.
+fn append_online(args: AppendArgs) -> anyhow::Result<()> {
+    let json = |text: &str, what: &str| -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(text)
+            .with_context(|| format!("the event's {what} is not JSON: {text}"))
+    };
+    let expected = match args.expected {
+        ExpectedVersion::Any => serde_json::json!("any"),
+        ExpectedVersion::NoStream => serde_json::json!("no_stream"),
+        ExpectedVersion::StreamExists => serde_json::json!("stream_exists"),
+        ExpectedVersion::Exact(version) => serde_json::json!(version),
+    };
+    let mut event = serde_json::json!({
+        "type": args.event_type,
+        "data": json(&args.data, "data")?,
+        "metadata": json(&args.metadata, "metadata")?,
+        "schema_version": args.schema_version,
+    });
+    if let Some(id) = args.id {
+        event["id"] = serde_json::json!(id);
+    }
+    let client = args.server.client()?;
+    let url = client.url(&["streams", &args.stream]);
+    let body = serde_json::json!({ "expected": expected, "events": [event] });
+    online(client.print(client.request(Method::POST, url).json(&body)))
+}
+
+/// `GET /streams/{id}` on a running host.
+fn read_online(args: ReadArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let url = client.url(&["streams", &args.stream]);
+    let mut query: Vec<(&str, String)> = Vec::new();
+    if let Some(from) = args.from {
+        query.push(("from", from.to_string()));
+    }
+    if args.backward {
+        query.push(("backward", "true".into()));
+    }
+    if let Some(limit) = args.limit {
+        query.push(("limit", limit.to_string()));
+    }
+    if let Some(position) = args.until.until_position {
+        query.push(("until_position", position.to_string()));
+    }
+    if let Some(time) = args.until.until_time {
+        query.push(("until_time", time.to_string()));
+    }
+    online(client.print(client.request(Method::GET, url).query(&query)))
+}
+
 fn read(args: ReadArgs) -> anyhow::Result<()> {
+    if args.server.named() {
+        return read_online(args);
+    }
     let store = open(&args.store)?;
     let mut read = if args.backward {
         StreamRead::backward()

@@ -218,4 +218,40 @@ fn the_client_verbs_drive_a_running_host() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["event_type"], "AccountOpened");
     assert_eq!(lines[1]["event_type"], "FundsDeposited");
+
+    // append and read, which also work offline, go through the host when it is named.
+    let appended = json(&eshost(
+        &base,
+        &[
+            "append",
+            "note-1",
+            "--type",
+            "Noted",
+            "--data",
+            r#"{"text":"hi"}"#,
+            "--expected",
+            "no_stream",
+        ],
+    ));
+    assert_eq!(appended["stream_version"], 1);
+    let conflict = eshost(
+        &base,
+        &[
+            "append",
+            "note-1",
+            "--type",
+            "Noted",
+            "--expected",
+            "no_stream",
+        ],
+    );
+    assert_eq!(conflict.code, Some(1));
+    assert!(
+        conflict.stderr.contains("stream is at version 1"),
+        "{}",
+        conflict.stderr
+    );
+    let read = json(&eshost(&base, &["read", "note-1"]));
+    assert_eq!(read["events"][0]["data"]["text"], "hi");
+    assert_eq!(read["info"]["version"], 1);
 }
