@@ -270,6 +270,12 @@ async fn projections_status_query_and_control() {
         )
         .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{action}: {body}");
+        // The answer shows the state after the runner acted, not the one before.
+        match action {
+            "pause" => assert_eq!(body["status"]["state"], "paused", "{body}"),
+            "resume" => assert_ne!(body["status"]["state"], "paused", "{body}"),
+            _ => {}
+        }
         let (status, body) =
             post(&router, &format!("/projections/nope/{action}"), json!(null)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{action}: {body}");

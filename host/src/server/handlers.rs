@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use super::metrics::{CommandResult, counter, gauge};
 use super::{ApiError, AppState, Caller};
 use crate::aggregate::{At, CommandError, CommandOptions, Decision};
+use crate::projection::ProjectionState;
 use crate::runtime::PluginKind;
 use crate::store::{
     AllRead, AppendRequest, Direction, ExpectedVersion, ProposedEvent, RecordedEvent, StreamRead,
@@ -587,6 +588,20 @@ pub(super) async fn projection_query(
     Ok(Json(value))
 }
 
+/// Wait (briefly, bounded) until the runner has acted on a control message, so that the
+/// status in the answer is the new one rather than the one before it.
+async fn settle(state: &AppState, name: &str, done: impl Fn(ProjectionState) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        match state.inner.projections.status(name) {
+            Some(status) if !done(status.state) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
 fn projection_status(state: &AppState, name: &str) -> Value {
     state
         .inner
@@ -601,6 +616,7 @@ pub(super) async fn projection_pause(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     state.inner.projections.pause(&name)?;
+    settle(&state, &name, |now| now != ProjectionState::Running).await;
     let status = projection_status(&state, &name);
     Ok((
         StatusCode::ACCEPTED,
@@ -614,6 +630,7 @@ pub(super) async fn projection_resume(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     state.inner.projections.resume(&name)?;
+    settle(&state, &name, |now| now != ProjectionState::Paused).await;
     let status = projection_status(&state, &name);
     Ok((
         StatusCode::ACCEPTED,
@@ -823,9 +840,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             let value = match metric {
                 "eshost_projection_position" => status.position,
                 "eshost_projection_lag" => status.lag,
-                "eshost_projection_failed" => {
-                    u64::from(status.state == crate::projection::ProjectionState::Failed)
-                }
+                "eshost_projection_failed" => u64::from(status.state == ProjectionState::Failed),
                 _ => status.dead_letters,
             };
             let _ = writeln!(out, "{metric}{{projection=\"{}\"}} {value}", status.name);
