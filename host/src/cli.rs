@@ -951,12 +951,7 @@ fn bench_append(args: BenchAppendArgs) -> anyhow::Result<()> {
         dir: args.dir,
     };
     let report = bench::append::run(&options)?;
-    if args.json {
-        print_json(&report)
-    } else {
-        println!("{report}");
-        Ok(())
-    }
+    print_report(&report, args.json)
 }
 
 fn bench_command(args: BenchCommandArgs) -> anyhow::Result<()> {
@@ -978,12 +973,7 @@ fn bench_command(args: BenchCommandArgs) -> anyhow::Result<()> {
         dir: args.dir,
     };
     let report = bench::command::run(&options)?;
-    if args.json {
-        print_json(&report)
-    } else {
-        println!("{report}");
-        Ok(())
-    }
+    print_report(&report, args.json)
 }
 
 fn bench_http(args: BenchHttpArgs) -> anyhow::Result<()> {
@@ -1000,12 +990,7 @@ fn bench_http(args: BenchHttpArgs) -> anyhow::Result<()> {
         dir: args.dir,
     };
     let report = bench::http::run(&options)?;
-    if args.json {
-        print_json(&report)
-    } else {
-        println!("{report}");
-        Ok(())
-    }
+    print_report(&report, args.json)
 }
 
 fn bench_load(args: BenchLoadArgs) -> anyhow::Result<()> {
@@ -1016,22 +1001,11 @@ fn bench_load(args: BenchLoadArgs) -> anyhow::Result<()> {
         dir: args.dir,
     };
     let report = bench::load::run(&options)?;
-    if args.json {
-        print_json(&report)
-    } else {
-        println!("{report}");
-        Ok(())
-    }
+    print_report(&report, args.json)
 }
 
 fn bench_replay(args: BenchReplayArgs) -> anyhow::Result<()> {
-    if !args.plugin.exists() {
-        bail!(
-            "{} not found; build the plugins first: cargo build --release --target \
-             wasm32-wasip2 --manifest-path plugins/Cargo.toml (or pass --plugin)",
-            args.plugin.display()
-        );
-    }
+    require_plugin(&args.plugin)?;
     let options = bench::replay::ReplayBenchOptions {
         plugin: args.plugin,
         events: args.events,
@@ -1039,22 +1013,11 @@ fn bench_replay(args: BenchReplayArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir,
     };
     let report = bench::replay::run(&options)?;
-    if args.json {
-        print_json(&report)
-    } else {
-        println!("{report}");
-        Ok(())
-    }
+    print_report(&report, args.json)
 }
 
 fn bench_projection(args: BenchProjectionArgs) -> anyhow::Result<()> {
-    if !args.plugin.exists() {
-        bail!(
-            "{} not found; build the plugins first: cargo build --release --target \
-             wasm32-wasip2 --manifest-path plugins/Cargo.toml (or pass --plugin)",
-            args.plugin.display()
-        );
-    }
+    require_plugin(&args.plugin)?;
     let options = bench::projection::ProjectionBenchOptions {
         plugin: args.plugin,
         events: args.events,
@@ -1063,12 +1026,7 @@ fn bench_projection(args: BenchProjectionArgs) -> anyhow::Result<()> {
         dir: args.dir,
     };
     let report = bench::projection::run(&options)?;
-    if args.json {
-        print_json(&report)
-    } else {
-        println!("{report}");
-        Ok(())
-    }
+    print_report(&report, args.json)
 }
 
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {
@@ -1097,6 +1055,31 @@ fn plugin_inspect(args: PluginInspectArgs) -> anyhow::Result<()> {
         print!("{inspection}");
         Ok(())
     }
+}
+
+/// A benchmark's report: one JSON object with `--json`, else its table.
+fn print_report(
+    report: &(impl serde::Serialize + std::fmt::Display),
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        print_json(report)
+    } else {
+        println!("{report}");
+        Ok(())
+    }
+}
+
+/// Refuse early, with the build command, when a benchmark's plugin file is not there.
+fn require_plugin(plugin: &std::path::Path) -> anyhow::Result<()> {
+    if !plugin.exists() {
+        bail!(
+            "{} not found; build the plugins first: cargo build --release --target \
+             wasm32-wasip2 --manifest-path plugins/Cargo.toml (or pass --plugin)",
+            plugin.display()
+        );
+    }
+    Ok(())
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {

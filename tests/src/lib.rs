@@ -1,7 +1,7 @@
 //! Support for eshost's integration tests: the paths of the components `build.rs` compiled,
 //! and small builders for runtimes, events and commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eshost::runtime::{Command, Event, Limits, Runtime, RuntimeConfig};
@@ -70,4 +70,64 @@ pub fn command(payload: &str, issued_at: u64) -> Command {
         metadata: "{}".to_owned(),
         issued_at,
     }
+}
+
+/// The release `eshost` binary beside the test executable (built by
+/// `cargo test --release --workspace`).
+pub fn eshost_binary() -> PathBuf {
+    let deps = std::env::current_exe().expect("the test executable");
+    let binary = deps
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/release/deps")
+        .join("eshost");
+    assert!(
+        binary.is_file(),
+        "{} is missing: cargo build --release -p eshost",
+        binary.display()
+    );
+    binary
+}
+
+/// Starts `eshost run` on a free loopback port with the bank example's config and the
+/// first-party plugins copied into `dir`. Returns the process (stdout consumed up to the
+/// listening line) and the base URL. The caller stops it.
+pub fn start_bank_host(dir: &Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(
+        root.join("examples/bank/eshost.toml"),
+        dir.join("eshost.toml"),
+    )
+    .expect("copy the bank config");
+    std::fs::create_dir_all(dir.join("plugins")).expect("create plugins/");
+    for (path, file) in [
+        (BANK_ACCOUNT, "bank_account.wasm"),
+        (DEPOSIT_CURRENCY, "deposit_currency.wasm"),
+        (BALANCES, "balances.wasm"),
+        (STATEMENT, "statement.wasm"),
+    ] {
+        std::fs::copy(path, dir.join("plugins").join(file)).expect("copy a plugin");
+    }
+    let mut child = Command::new(eshost_binary())
+        .args(["run", "--config"])
+        .arg(dir.join("eshost.toml"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start eshost run");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the bound address")
+        .to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    (child, base)
 }

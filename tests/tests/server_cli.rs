@@ -3,23 +3,12 @@
 //! query, subscribe, a 422 refusal's exit code and message).
 //! Needs `target/release/eshost` (built by `cargo test --release --workspace`).
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::io::Read;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn eshost_binary() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let binary = deps.parent().unwrap().parent().unwrap().join("eshost");
-    assert!(
-        binary.is_file(),
-        "{} is missing: cargo build --release -p eshost",
-        binary.display()
-    );
-    binary
-}
 
 /// Kills the server when the test ends, passing or not.
 struct Server(Child);
@@ -39,7 +28,7 @@ struct Output {
 
 /// Runs `eshost ARGS --server BASE`, killed after 20 s.
 fn eshost(base: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(eshost_binary())
+    let mut child = Command::new(eshost_tests::eshost_binary())
         .args(args)
         .args(["--server", base])
         .env_remove("ESHOST_TOKEN")
@@ -87,41 +76,8 @@ fn json(output: &Output) -> Value {
 #[test]
 fn the_client_verbs_drive_a_running_host() {
     let dir = tempfile::tempdir().unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(
-        root.join("examples/bank/eshost.toml"),
-        dir.path().join("eshost.toml"),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    for (path, file) in [
-        (eshost_tests::BANK_ACCOUNT, "bank_account.wasm"),
-        (eshost_tests::DEPOSIT_CURRENCY, "deposit_currency.wasm"),
-        (eshost_tests::BALANCES, "balances.wasm"),
-        (eshost_tests::STATEMENT, "statement.wasm"),
-    ] {
-        std::fs::copy(path, dir.path().join("plugins").join(file)).unwrap();
-    }
-    let mut server = Server(
-        Command::new(eshost_binary())
-            .args(["run", "--config"])
-            .arg(dir.path().join("eshost.toml"))
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the bound address")
-        .to_owned();
-    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let (child, base) = eshost_tests::start_bank_host(dir.path());
+    let _server = Server(child);
 
     let opened = json(&eshost(
         &base,

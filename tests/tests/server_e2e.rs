@@ -2,24 +2,11 @@
 //! a rejected overdraft, projections, SSE resume, a hot swap by upload, and a clean SIGTERM.
 //! Needs `target/release/eshost` (built by `cargo test --release --workspace`).
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-
-fn eshost_binary() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let binary = deps.parent().unwrap().parent().unwrap().join("eshost");
-    assert!(
-        binary.is_file(),
-        "{} is missing: cargo build --release -p eshost",
-        binary.display()
-    );
-    binary
-}
 
 fn with_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
     let name = b"eshost-e2e";
@@ -32,39 +19,7 @@ fn with_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bank_over_http_with_sse_resume_hot_swap_and_clean_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(
-        root.join("examples/bank/eshost.toml"),
-        dir.path().join("eshost.toml"),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    for (path, file) in [
-        (eshost_tests::BANK_ACCOUNT, "bank_account.wasm"),
-        (eshost_tests::DEPOSIT_CURRENCY, "deposit_currency.wasm"),
-        (eshost_tests::BALANCES, "balances.wasm"),
-        (eshost_tests::STATEMENT, "statement.wasm"),
-    ] {
-        std::fs::copy(path, dir.path().join("plugins").join(file)).unwrap();
-    }
-    let mut child = Command::new(eshost_binary())
-        .args(["run", "--config"])
-        .arg(dir.path().join("eshost.toml"))
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the bound address")
-        .to_owned();
-    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let (mut child, base) = eshost_tests::start_bank_host(dir.path());
 
     let drive = async {
         let http = reqwest::Client::new();

@@ -15,7 +15,7 @@ use crate::store::{Durability, Store, StoreConfig};
 use crate::upcast::UpcasterChain;
 use crate::views::Views;
 
-use super::{load_average, percentile};
+use super::{load_average, load_text, percentile};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -294,11 +294,4 @@ pub fn run(options: &CommandBenchOptions) -> anyhow::Result<CommandBenchReport> 
         balances_verified,
         load_average: load_average(),
     })
-}
-
-pub(crate) fn load_text(load: Option<[f64; 3]>) -> String {
-    match load {
-        Some([one, five, fifteen]) => format!("{one:.2} {five:.2} {fifteen:.2}"),
-        None => "unknown".into(),
-    }
 }

@@ -17,8 +17,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::server::Host;
 
-use super::command::load_text;
-use super::{load_average, percentile};
+use super::{load_average, load_text, percentile};
 
 /// What to run.
 #[derive(Debug, Clone)]

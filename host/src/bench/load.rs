@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::command::load_text;
-use super::load_average;
+use super::{load_average, load_text};
 use crate::aggregate::{AggregateConfig, Aggregates, At, EngineConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{AppendRequest, Durability, ExpectedVersion, ProposedEvent, Store, StoreConfig};

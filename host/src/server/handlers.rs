@@ -616,13 +616,10 @@ pub(super) async fn projection_pause(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     state.inner.projections.pause(&name)?;
-    settle(&state, &name, |now| now != ProjectionState::Running).await;
-    let status = projection_status(&state, &name);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"paused": name, "status": status})),
-    )
-        .into_response())
+    Ok(controlled(&state, name, "paused", |now| {
+        now != ProjectionState::Running
+    })
+    .await)
 }
 
 pub(super) async fn projection_resume(
@@ -630,13 +627,27 @@ pub(super) async fn projection_resume(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     state.inner.projections.resume(&name)?;
-    settle(&state, &name, |now| now != ProjectionState::Paused).await;
-    let status = projection_status(&state, &name);
-    Ok((
+    Ok(controlled(&state, name, "resumed", |now| {
+        now != ProjectionState::Paused
+    })
+    .await)
+}
+
+/// The 202 answer to a pause or resume: `{<done>: name, status}`, with the status after the
+/// runner acted on it.
+async fn controlled(
+    state: &AppState,
+    name: String,
+    done: &str,
+    acted: impl Fn(ProjectionState) -> bool,
+) -> Response {
+    settle(state, &name, acted).await;
+    let status = projection_status(state, &name);
+    (
         StatusCode::ACCEPTED,
-        Json(json!({"resumed": name, "status": status})),
+        Json(json!({done: name, "status": status})),
     )
-        .into_response())
+        .into_response()
 }
 
 pub(super) async fn projection_rebuild(
