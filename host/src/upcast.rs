@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::runtime::{Event, PluginError, UpcastError, UpcasterInstance, UpcasterPlugin};
-use crate::store::EventRef;
+use crate::store::{EventRef, EventStore, Personal};
 
 /// The upcasters of a host, keyed by the (event type, schema version) each one raises.
 /// Cheap to clone.
@@ -172,8 +172,33 @@ impl Upcasting {
     }
 }
 
-/// A stored event in the shape plugins receive.
-pub fn plugin_event(event: &EventRef<'_>) -> Event {
+/// A stored event in the shape plugins receive, its personal data decrypted by `store`.
+pub fn plugin_event(event: &EventRef<'_>, store: &dyn EventStore) -> Event {
+    let mut plugin_event = stored_event(event);
+    set_personal(&mut plugin_event, event, store);
+    plugin_event
+}
+
+/// Sets `target`'s personal-data fields from `event`: decrypted, or marked shredded once the
+/// subject's key is gone (or unreadable, which plugins cannot tell from shredded).
+pub fn set_personal(target: &mut Event, event: &EventRef<'_>, store: &dyn EventStore) {
+    target.subject_id = event.subject_id.map(str::to_owned);
+    (target.personal_data, target.shredded) = match event.sealed {
+        None => (None, false),
+        Some(_) => match store.reveal(event) {
+            Personal::Data(text) => (Some(text), false),
+            Personal::None => (None, false),
+            Personal::Shredded => (None, true),
+            Personal::Unreadable(reason) => {
+                tracing::warn!(position = event.position, %reason, "personal data unreadable");
+                (None, true)
+            }
+        },
+    };
+}
+
+/// A stored event in the shape plugins receive, without its personal data.
+fn stored_event(event: &EventRef<'_>) -> Event {
     Event {
         position: event.position,
         stream_id: event.stream_id.to_owned(),

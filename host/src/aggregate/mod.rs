@@ -163,6 +163,12 @@ pub struct EmittedEvent {
     pub metadata: String,
     /// Commit time, ms since the epoch.
     pub recorded_at: u64,
+    /// The data subject of the event's personal data, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_id: Option<String>,
+    /// The personal data as the plugin emitted it (stored sealed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_data: Option<String>,
 }
 
 impl CommandReply {
@@ -626,7 +632,10 @@ impl Aggregates {
         shared
             .store
             .visit_stream(id, &read, &mut |event| {
-                stored.push((event.to_owned(), crate::upcast::plugin_event(&event)));
+                stored.push((
+                    shared.store.revealed(&event),
+                    crate::upcast::plugin_event(&event, &*shared.store),
+                ));
                 std::ops::ControlFlow::Continue(())
             })
             .map_err(StateError::from)?;

@@ -129,7 +129,7 @@ fn read_inline(
     let mut failure: Option<StateError> = None;
     let mut last = None;
     store.visit_stream(id, read, &mut |event| {
-        events.push(plugin_event(&event));
+        events.push(plugin_event(&event, store));
         last = Some((event.stream_version, event.position, event.recorded_at));
         if events.len() >= batch
             && let Err(error) = apply_batch(instance, upcasting, &mut events)
@@ -162,7 +162,7 @@ fn read_beside(
                 let mut events = Vec::with_capacity(batch);
                 let mut last = None;
                 store.visit_stream(id, read, &mut |event| {
-                    events.push(plugin_event(&event));
+                    events.push(plugin_event(&event, store));
                     last = Some((event.stream_version, event.position, event.recorded_at));
                     if events.len() >= batch {
                         let full = std::mem::replace(&mut events, Vec::with_capacity(batch));

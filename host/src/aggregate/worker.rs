@@ -37,7 +37,8 @@ use crate::runtime::{
     AggregateInstance, ApplyError, Command, Event, HandleError, NewEvent, Parked,
 };
 use crate::store::{
-    AllRead, AppendError, AppendRequest, Appended, BoxFuture, ExpectedVersion, ProposedEvent,
+    AllRead, AppendError, AppendRequest, Appended, BoxFuture, ExpectedVersion, Personal,
+    ProposedEvent,
 };
 use crate::upcast::Upcasting;
 
@@ -319,14 +320,6 @@ impl Worker {
         let decision = match slot.instance.handle(&command) {
             Ok(events) if events.is_empty() => Decision::Accepted { events: Vec::new() },
             Ok(events) => {
-                if events.iter().any(|e| e.personal_data.is_some()) {
-                    slot.park(&job.id, version, since_snapshot);
-                    let error = CommandError::Unsupported(format!(
-                        "plugin \"{}\" emitted personal data; this host does not store it yet",
-                        info.name
-                    ));
-                    return job.answer(Err(error));
-                }
                 let state = slot.instance.park().map(|parked| Cached {
                     parked,
                     version,
@@ -410,7 +403,9 @@ impl Worker {
                 event_type: event.event_type,
                 schema_version: event.schema_version,
                 data: event.data,
-                metadata: with_subject(metadata, event.subject_id.as_deref()),
+                metadata: metadata.to_owned(),
+                subject_id: event.subject_id,
+                personal_data: event.personal_data,
             })
             .collect();
         let request = AppendRequest::new(
@@ -621,8 +616,8 @@ impl Worker {
                 recorded_at: event.recorded_at,
                 data: event.data.clone(),
                 metadata: event.metadata.clone(),
-                subject_id: None,
-                personal_data: None,
+                subject_id: event.subject_id.clone(),
+                personal_data: event.personal_data.clone(),
                 shredded: false,
             })
             .collect();
@@ -762,15 +757,6 @@ fn metadata(job: &Job, plugin: &str, plugin_version: &str, plugin_hash: &str) ->
     Value::Object(map).to_string()
 }
 
-fn with_subject(metadata: &str, subject_id: Option<&str>) -> String {
-    let Some(subject_id) = subject_id else {
-        return metadata.to_owned();
-    };
-    let mut map: Map<String, Value> = serde_json::from_str(metadata).unwrap_or_default();
-    map.insert("subject_id".into(), Value::from(subject_id));
-    Value::Object(map).to_string()
-}
-
 /// The reply for events stored by `appended` (one append: contiguous positions).
 fn stored_reply(
     command_id: Uuid,
@@ -790,6 +776,8 @@ fn stored_reply(
             data: event.data.clone(),
             metadata: event.metadata.clone(),
             recorded_at: appended.recorded_at,
+            subject_id: event.subject_id.clone(),
+            personal_data: event.personal_data.clone(),
         })
         .collect();
     CommandReply {
@@ -829,6 +817,11 @@ fn recover(
                 data: event.data.to_owned(),
                 metadata: event.metadata.to_owned(),
                 recorded_at: event.recorded_at,
+                subject_id: event.subject_id.map(str::to_owned),
+                personal_data: match shared.store.reveal(&event) {
+                    Personal::Data(text) => Some(text),
+                    _ => None,
+                },
             });
             std::ops::ControlFlow::Continue(())
         })

@@ -260,6 +260,7 @@ fn baseline(
                     event_type: "BenchEvent",
                     data: payload,
                     metadata,
+                    personal: None,
                 }
                 .encode_into(position, &previous, &mut record);
                 table.insert(position, record.as_slice())?;

@@ -169,7 +169,7 @@ pub fn replay_into_memory(
         store.visit_all(&read, &mut |event| {
             last = event.position;
             if filter_late || info.handles_event(event.event_type) {
-                events.push(to_event(&event));
+                events.push(to_event(&event, store));
             }
             if events.len() >= batch || last - from >= 16 * batch as u64 {
                 ControlFlow::Break(())

@@ -1013,8 +1013,8 @@ fn read_batch(
         scanned += 1;
         if spec.keep_all || info.handles_event(event.event_type) {
             match events.get_mut(count) {
-                Some(reused) => fill_event(reused, &event),
-                None => events.push(to_event(&event)),
+                Some(reused) => fill_event(reused, &event, store),
+                None => events.push(to_event(&event, store)),
             }
             count += 1;
         }
@@ -1033,7 +1033,7 @@ fn read_batch(
 }
 
 /// Overwrites `target` with `event`, reusing its strings' buffers.
-fn fill_event(target: &mut Event, event: &EventRef<'_>) {
+fn fill_event(target: &mut Event, event: &EventRef<'_>, store: &dyn EventStore) {
     fn set(target: &mut String, value: &str) {
         target.clear();
         target.push_str(value);
@@ -1049,16 +1049,14 @@ fn fill_event(target: &mut Event, event: &EventRef<'_>) {
     target.recorded_at = event.recorded_at;
     set(&mut target.data, event.data);
     set(&mut target.metadata, event.metadata);
-    target.subject_id = None;
-    target.personal_data = None;
-    target.shredded = false;
+    crate::upcast::set_personal(target, event, store);
 }
 
 /// A stored event as plugins see it: one copy of each string, out of the store's pages.
-pub(crate) fn to_event(event: &EventRef<'_>) -> Event {
+pub(crate) fn to_event(event: &EventRef<'_>, store: &dyn EventStore) -> Event {
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id = event.event_id.hyphenated().encode_lower(&mut id);
-    Event {
+    let mut plugin_event = Event {
         position: event.position,
         stream_id: event.stream_id.to_owned(),
         stream_version: event.stream_version,
@@ -1071,5 +1069,7 @@ pub(crate) fn to_event(event: &EventRef<'_>) -> Event {
         subject_id: None,
         personal_data: None,
         shredded: false,
-    }
+    };
+    crate::upcast::set_personal(&mut plugin_event, event, store);
+    plugin_event
 }

@@ -1,7 +1,9 @@
 //! The stored form of an event record and the hash chain over it.
 //!
 //! A record is `body ++ hash`, keyed by position. The body is a format byte, then
-//! fixed-width fields (little endian), then length-prefixed strings. The hash is
+//! fixed-width fields (little endian), then length-prefixed strings. Format 1 is an event
+//! without personal data; format 2 adds the subject id and the sealed (encrypted) personal
+//! part, so the chain covers the ciphertext and never the plaintext. The hash is
 //! `blake3(previous hash ++ position ++ body)`: changing any stored byte, or reordering
 //! records, breaks the chain from that position on.
 
@@ -9,8 +11,10 @@ use uuid::Uuid;
 
 use super::event::EventRef;
 
-/// The record format this build writes and reads.
+/// The record format of an event without personal data.
 pub const RECORD_FORMAT: u8 = 1;
+/// The record format of an event with a subject and a sealed personal part.
+pub const RECORD_FORMAT_PERSONAL: u8 = 2;
 /// The hash that precedes position 1.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
@@ -37,6 +41,8 @@ pub struct RecordBody<'a> {
     pub data: &'a str,
     /// JSON metadata object.
     pub metadata: &'a str,
+    /// The subject and sealed personal part, if the event carries personal data.
+    pub personal: Option<(&'a str, &'a [u8])>,
 }
 
 impl RecordBody<'_> {
@@ -49,18 +55,27 @@ impl RecordBody<'_> {
                 + self.event_type.len()
                 + self.data.len()
                 + self.metadata.len()
+                + self.personal.map_or(0, |(s, p)| 8 + s.len() + p.len())
                 + HASH_LEN,
         );
-        out.push(RECORD_FORMAT);
+        out.push(match self.personal {
+            None => RECORD_FORMAT,
+            Some(_) => RECORD_FORMAT_PERSONAL,
+        });
         out.extend_from_slice(&self.stream_version.to_le_bytes());
         out.extend_from_slice(self.event_id.as_bytes());
         out.extend_from_slice(&self.schema_version.to_le_bytes());
         out.extend_from_slice(&self.recorded_at.to_le_bytes());
-        for text in [self.stream_id, self.event_type, self.data, self.metadata] {
-            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        let texts = [self.stream_id, self.event_type, self.data, self.metadata].map(str::as_bytes);
+        let personal = self
+            .personal
+            .map(|(subject, sealed)| [subject.as_bytes(), sealed]);
+        let fields = || texts.iter().chain(personal.iter().flatten());
+        for field in fields() {
+            out.extend_from_slice(&(field.len() as u32).to_le_bytes());
         }
-        for text in [self.stream_id, self.event_type, self.data, self.metadata] {
-            out.extend_from_slice(text.as_bytes());
+        for field in fields() {
+            out.extend_from_slice(field);
         }
         let hash = chain_hash(previous, position, &out[start..]);
         out.extend_from_slice(&hash);
@@ -91,25 +106,46 @@ pub fn decode(position: u64, bytes: &[u8]) -> Result<Decoded<'_>, String> {
     if bytes.len() < FIXED_LEN + HASH_LEN {
         return Err(format!("record is {} bytes, too short", bytes.len()));
     }
-    if bytes[0] != RECORD_FORMAT {
-        return Err(format!("unknown record format {}", bytes[0]));
+    let fields = match bytes[0] {
+        RECORD_FORMAT => 4,
+        RECORD_FORMAT_PERSONAL => 6,
+        other => return Err(format!("unknown record format {other}")),
+    };
+    let fixed = FIXED_LEN + 4 * (fields - 4);
+    if bytes.len() < fixed + HASH_LEN {
+        return Err(format!("record is {} bytes, too short", bytes.len()));
     }
     let (body_bytes, hash) = bytes.split_at(bytes.len() - HASH_LEN);
     let u64_at = |at: usize| u64::from_le_bytes(body_bytes[at..at + 8].try_into().unwrap());
     let u32_at = |at: usize| u32::from_le_bytes(body_bytes[at..at + 4].try_into().unwrap());
-    let lengths = [u32_at(37), u32_at(41), u32_at(45), u32_at(49)].map(|len| len as usize);
-    let strings_len: usize = lengths.iter().sum();
-    if FIXED_LEN + strings_len != body_bytes.len() {
+    let mut lengths = [0usize; 6];
+    for (index, len) in lengths.iter_mut().take(fields).enumerate() {
+        *len = u32_at(37 + 4 * index) as usize;
+    }
+    let fields_len: usize = lengths.iter().sum();
+    if fixed + fields_len != body_bytes.len() {
         return Err("record lengths do not add up".into());
     }
-    let mut offset = FIXED_LEN;
-    let mut texts = [""; 4];
-    for (text, len) in texts.iter_mut().zip(lengths) {
-        *text = std::str::from_utf8(&body_bytes[offset..offset + len])
-            .map_err(|_| "record holds text that is not UTF-8".to_owned())?;
+    let mut offset = fixed;
+    let mut slices: [&[u8]; 6] = [&[]; 6];
+    for (slice, len) in slices.iter_mut().zip(lengths).take(fields) {
+        *slice = &body_bytes[offset..offset + len];
         offset += len;
     }
-    let [stream_id, event_type, data, metadata] = texts;
+    fn text(bytes: &[u8]) -> Result<&str, String> {
+        std::str::from_utf8(bytes).map_err(|_| "record holds text that is not UTF-8".to_owned())
+    }
+    let (stream_id, event_type, data, metadata) = (
+        text(slices[0])?,
+        text(slices[1])?,
+        text(slices[2])?,
+        text(slices[3])?,
+    );
+    let personal = if fields == 6 {
+        Some((text(slices[4])?, slices[5]))
+    } else {
+        None
+    };
     Ok(Decoded {
         event: EventRef {
             position,
@@ -121,6 +157,8 @@ pub fn decode(position: u64, bytes: &[u8]) -> Result<Decoded<'_>, String> {
             recorded_at: u64_at(29),
             data,
             metadata,
+            subject_id: personal.map(|(subject, _)| subject),
+            sealed: personal.map(|(_, sealed)| sealed),
             hash: hash.try_into().unwrap(),
         },
         body_bytes,
@@ -146,7 +184,31 @@ mod tests {
             event_type: "FundsDeposited",
             data: r#"{"amount":100,"currency":"USD"}"#,
             metadata: r#"{"correlation_id":"c"}"#,
+            personal: None,
         }
+    }
+
+    #[test]
+    fn a_record_with_a_sealed_part_round_trips_and_its_hash_covers_it() {
+        let sealed = [1u8, 2, 3, 250];
+        let with = RecordBody {
+            personal: Some(("customer-1", &sealed)),
+            ..body()
+        };
+        let mut bytes = Vec::new();
+        let hash = with.encode_into(5, &GENESIS_HASH, &mut bytes);
+        assert_ne!(hash, body().encode_into(5, &GENESIS_HASH, &mut Vec::new()));
+        let decoded = decode(5, &bytes).unwrap();
+        assert_eq!(decoded.event.subject_id, Some("customer-1"));
+        assert_eq!(decoded.event.sealed, Some(&sealed[..]));
+        assert_eq!(decoded.event.data, body().data);
+        assert_eq!(chain_hash(&GENESIS_HASH, 5, decoded.body_bytes), hash);
+        let mut tampered = bytes.clone();
+        let at = tampered.len() - HASH_LEN - 1;
+        tampered[at] ^= 1;
+        let decoded = decode(5, &tampered).unwrap();
+        assert_ne!(chain_hash(&GENESIS_HASH, 5, decoded.body_bytes), hash);
+        assert!(decode(5, &bytes[..bytes.len() - 3]).is_err());
     }
 
     #[test]

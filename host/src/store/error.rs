@@ -63,6 +63,16 @@ pub enum ValidationError {
         /// The limit.
         limit: usize,
     },
+    /// The subject id or personal data of an event is not acceptable.
+    #[error("event {event_id} in stream {stream_id:?}: {reason}")]
+    Personal {
+        /// The stream appended to.
+        stream_id: String,
+        /// The event.
+        event_id: Uuid,
+        /// What is wrong.
+        reason: String,
+    },
     /// The same event id appears twice in one append.
     #[error("event id {event_id} appears twice in one append to stream {stream_id:?}")]
     RepeatedEventId {
@@ -109,6 +119,9 @@ pub enum AppendError {
         /// Why.
         reason: String,
     },
+    /// Personal data could not be sealed (its subject was forgotten, or its key not stored).
+    #[error(transparent)]
+    Seal(#[from] super::keys::SealError),
     /// The storage engine failed; the batch was not committed.
     #[error("event store write failed: {0}")]
     Storage(String),
@@ -161,6 +174,9 @@ pub enum OpenError {
         /// redb's message.
         reason: String,
     },
+    /// The key store could not be opened.
+    #[error(transparent)]
+    Keys(#[from] super::keys::KeyStoreError),
     /// The file was written by an unknown version of the store format.
     #[error("event store {path} has format version {found}; this eshost reads version {supported}")]
     Format {

@@ -16,6 +16,12 @@ pub struct ProposedEvent {
     pub data: String,
     /// A JSON object as text: correlation/causation ids, user, plugin hash, free keys.
     pub metadata: String,
+    /// The data subject `personal_data` belongs to; required with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_id: Option<String>,
+    /// Personal data (JSON text), stored sealed under the subject's key and erased with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_data: Option<String>,
 }
 
 impl ProposedEvent {
@@ -27,7 +33,20 @@ impl ProposedEvent {
             schema_version: 1,
             data: data.into(),
             metadata: "{}".to_owned(),
+            subject_id: None,
+            personal_data: None,
         }
+    }
+
+    /// The same event with personal data (JSON text) belonging to `subject_id`.
+    pub fn with_personal_data(
+        mut self,
+        subject_id: impl Into<String>,
+        personal_data: impl Into<String>,
+    ) -> Self {
+        self.subject_id = Some(subject_id.into());
+        self.personal_data = Some(personal_data.into());
+        self
     }
 
     /// The same event with `metadata` (a JSON object as text).
@@ -70,6 +89,18 @@ pub struct RecordedEvent {
     pub data: String,
     /// The metadata, a JSON object as text.
     pub metadata: String,
+    /// The data subject of the event's personal data, if it carries any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_id: Option<String>,
+    /// The personal data, decrypted, when revealed to a reader allowed to see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_data: Option<String>,
+    /// True when the event's personal data was erased with its subject's key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shredded: bool,
+    /// The personal data as stored: sealed under the subject's key (what the hash covers).
+    #[serde(skip)]
+    pub sealed: Option<Vec<u8>>,
     /// blake3(previous hash, this record): the chain `verify` re-checks.
     #[serde(with = "hex_hash")]
     pub hash: [u8; 32],
@@ -233,12 +264,16 @@ pub struct EventRef<'a> {
     pub data: &'a str,
     /// JSON metadata object.
     pub metadata: &'a str,
+    /// The data subject of the sealed personal part, if any.
+    pub subject_id: Option<&'a str>,
+    /// The personal part as stored, sealed under the subject's key.
+    pub sealed: Option<&'a [u8]>,
     /// The chained hash.
     pub hash: [u8; 32],
 }
 
 impl EventRef<'_> {
-    /// An owned copy.
+    /// An owned copy, personal data still sealed (see `EventStore::reveal`).
     pub fn to_owned(&self) -> RecordedEvent {
         RecordedEvent {
             position: self.position,
@@ -250,6 +285,10 @@ impl EventRef<'_> {
             recorded_at: self.recorded_at,
             data: self.data.to_owned(),
             metadata: self.metadata.to_owned(),
+            subject_id: self.subject_id.map(str::to_owned),
+            personal_data: None,
+            shredded: false,
+            sealed: self.sealed.map(<[u8]>::to_vec),
             hash: self.hash,
         }
     }

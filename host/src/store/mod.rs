@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 mod file;
 mod index;
+pub mod keys;
 pub mod reader;
 pub mod schema;
 pub mod transfer;
@@ -32,6 +33,7 @@ pub use error::{AppendError, OpenError, ReadError, ValidationError};
 pub use event::{
     AppendRequest, Appended, EventRef, ExpectedVersion, ProposedEvent, RecordedEvent, StreamInfo,
 };
+pub use keys::{Forgot, KeyStore, Personal};
 pub use reader::{AllRead, Direction, StreamRead, Until};
 pub use validate::Limits;
 pub use verify::VerifyReport;
@@ -80,6 +82,23 @@ pub trait EventStore: Send + Sync {
     fn head(&self) -> u64;
     /// A watch of the head position that changes on every commit.
     fn watch_head(&self) -> watch::Receiver<u64>;
+    /// Decrypt the personal part of a stored event, if it has one.
+    fn reveal(&self, event: &EventRef<'_>) -> Personal;
+
+    /// The event owned, with its personal data decrypted (or marked shredded).
+    fn revealed(&self, event: &EventRef<'_>) -> RecordedEvent {
+        let mut owned = event.to_owned();
+        match self.reveal(event) {
+            Personal::None => {}
+            Personal::Data(text) => owned.personal_data = Some(text),
+            Personal::Shredded => owned.shredded = true,
+            Personal::Unreadable(reason) => {
+                tracing::warn!(position = event.position, %reason, "personal data unreadable");
+                owned.shredded = true;
+            }
+        }
+        owned
+    }
 
     /// The events of one stream, owned.
     fn read_stream(
@@ -123,6 +142,8 @@ pub struct StoreConfig {
     pub gather: Gather,
     /// How many events the in-memory recent index holds before it is flushed to redb.
     pub index_flush_events: usize,
+    /// The key store file; `None`: `keys.eshk` in the store directory.
+    pub keys: Option<PathBuf>,
 }
 
 impl StoreConfig {
@@ -136,6 +157,7 @@ impl StoreConfig {
             cache_bytes: 256 * 1024 * 1024,
             gather: Gather::default(),
             index_flush_events: 16 * 1024,
+            keys: None,
         }
     }
 }
@@ -155,6 +177,7 @@ struct Inner {
     head: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
     recent: Arc<RwLock<index::RecentIndex>>,
+    keys: Arc<KeyStore>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -218,6 +241,12 @@ impl Store {
                 reason,
             },
         })?;
+        // Opened after the events file, whose lock makes this store's key file ours too.
+        let keys_path = config
+            .keys
+            .clone()
+            .unwrap_or_else(|| config.dir.join(keys::KEYS_FILE));
+        let keys = Arc::new(KeyStore::open(&keys_path)?);
         let db = Arc::new(db);
         let (head_tx, head_rx) = watch::channel(head.position);
         // Unbounded: every queued append has a caller awaiting it, so the queue is bounded by
@@ -252,6 +281,7 @@ impl Store {
                 head: head_rx,
                 stats,
                 recent,
+                keys,
                 writer: Some(writer),
             }),
         })
@@ -260,6 +290,29 @@ impl Store {
     /// The events file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The subjects' keys.
+    pub fn keys(&self) -> &KeyStore {
+        &self.inner.keys
+    }
+
+    /// Erase `subject`'s key: its personal data in the log reads as shredded from now on.
+    /// The log itself is not touched, so `verify` still passes.
+    pub fn forget_subject(&self, subject: &str) -> Result<Forgot, keys::KeyStoreError> {
+        self.inner.keys.forget(subject)
+    }
+
+    /// The streams holding personal data of `subject`, by scanning the log.
+    pub fn streams_of_subject(&self, subject: &str) -> Result<Vec<String>, ReadError> {
+        let mut streams = std::collections::BTreeSet::new();
+        self.visit_all(&AllRead::from(1), &mut |event| {
+            if event.subject_id == Some(subject) && !streams.contains(event.stream_id) {
+                streams.insert(event.stream_id.to_owned());
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(streams.into_iter().collect())
     }
 
     /// The writer's counters.
@@ -316,10 +369,23 @@ impl Store {
     > {
         validate::trim_json(&mut request);
         validate::append(&request, &self.inner.limits)?;
+        // Sealed here, on the caller's thread: the writer never sees plaintext or keys.
+        let sealed = request
+            .events
+            .iter()
+            .map(|event| match (&event.subject_id, &event.personal_data) {
+                (Some(subject), Some(data)) => self
+                    .inner
+                    .keys
+                    .seal(subject, event.event_id, data)
+                    .map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
         Ok((
             WriteRequest {
-                op: WriteOp::Append(request),
+                op: WriteOp::Append(request, sealed),
                 reply,
             },
             answer,
@@ -418,6 +484,15 @@ impl EventStore for Store {
 
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.head.clone()
+    }
+
+    fn reveal(&self, event: &EventRef<'_>) -> Personal {
+        match (event.subject_id, event.sealed) {
+            (Some(subject), Some(sealed)) => {
+                self.inner.keys.unseal(subject, event.event_id, sealed)
+            }
+            _ => Personal::None,
+        }
     }
 }
 

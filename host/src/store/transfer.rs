@@ -7,6 +7,10 @@
 //! the log (next position, its stream's next version, the hash its predecessor gives it):
 //! an altered or partial file is refused at the first line that does not fit, with the store
 //! unchanged from that line on.
+//!
+//! Personal data travels as it is stored: `subject_id` and the `sealed` part (hex of the
+//! ciphertext), never decrypted. Keys are exported only on request, to a file of their own
+//! ([`export_keys`]), so an export alone cannot reveal anyone's personal data.
 
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
@@ -30,6 +34,10 @@ struct LineOut<'a> {
     recorded_at: u64,
     data: &'a RawValue,
     metadata: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sealed: Option<String>,
     hash: String,
 }
 
@@ -46,6 +54,10 @@ struct LineIn {
     recorded_at: u64,
     data: Box<RawValue>,
     metadata: Box<RawValue>,
+    #[serde(default)]
+    subject_id: Option<String>,
+    #[serde(default)]
+    sealed: Option<String>,
     hash: String,
 }
 
@@ -79,6 +91,9 @@ pub enum ImportError {
         /// The store's reason.
         refusal: AppendError,
     },
+    /// The key store refused the keys.
+    #[error("importing keys failed: {0}")]
+    Keys(String),
     /// Reading the input failed.
     #[error("reading the import failed: {0}")]
     Read(#[from] std::io::Error),
@@ -138,6 +153,8 @@ fn write_line(out: &mut dyn Write, event: &EventRef<'_>) -> std::io::Result<()> 
         // null rather than aborting the export, and its hash will refuse it on import.
         data: serde_json::from_str(event.data).unwrap_or_else(|_| raw("null")),
         metadata: serde_json::from_str(event.metadata).unwrap_or_else(|_| raw("{}")),
+        subject_id: event.subject_id,
+        sealed: event.sealed.map(hex),
         hash: hex(&event.hash),
     };
     serde_json::to_writer(&mut *out, &line)?;
@@ -200,7 +217,17 @@ fn parse_line(text: &str, line: u64, store: &Store) -> Result<RecordedEvent, Imp
     let malformed = |reason: String| ImportError::Malformed { line, reason };
     let parsed: LineIn =
         serde_json::from_str(text).map_err(|error| malformed(error.to_string()))?;
-    let hash = unhex(&parsed.hash).ok_or_else(|| malformed("hash is not 64 hex digits".into()))?;
+    let hash = unhex(&parsed.hash)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| malformed("hash is not 64 hex digits".into()))?;
+    let sealed = match (&parsed.subject_id, &parsed.sealed) {
+        (None, None) => None,
+        (Some(subject), Some(sealed)) => {
+            super::keys::check_subject(subject).map_err(malformed)?;
+            Some(unhex(sealed).ok_or_else(|| malformed("sealed is not hex".into()))?)
+        }
+        _ => return Err(malformed("subject_id and sealed come together".into())),
+    };
     let event = RecordedEvent {
         position: parsed.position,
         stream_id: parsed.stream_id,
@@ -211,6 +238,10 @@ fn parse_line(text: &str, line: u64, store: &Store) -> Result<RecordedEvent, Imp
         recorded_at: parsed.recorded_at,
         data: parsed.data.get().to_owned(),
         metadata: parsed.metadata.get().to_owned(),
+        subject_id: parsed.subject_id,
+        personal_data: None,
+        shredded: false,
+        sealed,
         hash,
     };
     validate::stream_id(&event.stream_id).map_err(|error| malformed(error.to_string()))?;
@@ -226,17 +257,56 @@ fn parse_line(text: &str, line: u64, store: &Store) -> Result<RecordedEvent, Imp
     Ok(event)
 }
 
-fn hex(bytes: &[u8; 32]) -> String {
+/// Write every subject's key (or tombstone) as NDJSON. Whoever holds this file and an
+/// export can read the personal data in it: keep the two apart.
+pub fn export_keys(store: &Store, out: &mut dyn Write) -> Result<u64, ExportError> {
+    let lines = store.keys().export();
+    for line in &lines {
+        serde_json::to_writer(&mut *out, line).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(lines.len() as u64)
+}
+
+/// Add the keys and tombstones of a key export to the store's key store.
+pub fn import_keys(store: &Store, input: &mut dyn BufRead) -> Result<u64, ImportError> {
+    let mut lines = Vec::new();
+    let mut text = String::new();
+    let mut number = 0;
+    while {
+        text.clear();
+        input.read_line(&mut text)? > 0
+    } {
+        number += 1;
+        if text.trim().is_empty() {
+            continue;
+        }
+        lines.push(
+            serde_json::from_str::<super::keys::KeyLine>(&text).map_err(|error| {
+                ImportError::Malformed {
+                    line: number,
+                    reason: error.to_string(),
+                }
+            })?,
+        );
+    }
+    store
+        .keys()
+        .import(&lines)
+        .map(|added| added as u64)
+        .map_err(|error| ImportError::Keys(error.to_string()))
+}
+
+fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.is_ascii() {
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
-    let mut hash = [0u8; 32];
-    for (index, byte) in hash.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).ok()?;
-    }
-    Some(hash)
+    (0..text.len() / 2)
+        .map(|index| u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).ok())
+        .collect()
 }

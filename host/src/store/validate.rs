@@ -81,8 +81,55 @@ pub fn append(request: &AppendRequest, limits: &Limits) -> Result<(), Validation
             &event.metadata,
             limits,
         )?;
+        personal(
+            stream,
+            event.event_id,
+            event.subject_id.as_deref(),
+            event.personal_data.as_deref(),
+            event.event_type.len() + event.data.len() + event.metadata.len(),
+            limits,
+        )?;
     }
     Ok(())
+}
+
+/// Personal data comes with a valid subject id, is JSON, and counts toward the size limit;
+/// a subject id without personal data is refused, as nothing would be erased with it.
+pub fn personal(
+    stream: &str,
+    event_id: uuid::Uuid,
+    subject_id: Option<&str>,
+    personal_data: Option<&str>,
+    other_bytes: usize,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
+    let refuse = |reason: String| ValidationError::Personal {
+        stream_id: stream.to_owned(),
+        event_id,
+        reason,
+    };
+    match (subject_id, personal_data) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(refuse("personal_data needs a subject_id".into())),
+        (Some(_), None) => Err(refuse(
+            "subject_id is only stored with personal_data".into(),
+        )),
+        (Some(subject), Some(data)) => {
+            super::keys::check_subject(subject).map_err(refuse)?;
+            let size = other_bytes + subject.len() + data.len();
+            if size > limits.max_event_bytes {
+                return Err(ValidationError::TooLarge {
+                    stream_id: stream.to_owned(),
+                    event_id,
+                    size,
+                    limit: limits.max_event_bytes,
+                });
+            }
+            serde_json::from_str::<IgnoredAny>(data)
+                .map(|_| ())
+                .map_err(|error| refuse(format!("personal_data is not valid JSON: {error}")))
+        }
+    }
 }
 
 /// The checks every stored event passes: its type, size, and JSON.
@@ -140,7 +187,11 @@ pub fn fields(
 /// (and survives an NDJSON export and import byte for byte).
 pub fn trim_json(request: &mut AppendRequest) {
     for event in &mut request.events {
-        for text in [&mut event.data, &mut event.metadata] {
+        let personal = event.personal_data.as_mut();
+        for text in [&mut event.data, &mut event.metadata]
+            .into_iter()
+            .chain(personal)
+        {
             let trimmed = text.trim();
             if trimmed.len() != text.len() {
                 *text = trimmed.to_owned();

@@ -41,8 +41,10 @@ pub(crate) struct WriteRequest {
 /// What a write does.
 #[derive(Debug)]
 pub(crate) enum WriteOp {
-    /// Append events to one stream; the writer assigns positions and times.
-    Append(AppendRequest),
+    /// Append events to one stream; the writer assigns positions and times. Beside each
+    /// event, its personal part already sealed under its subject's key (keys never reach the
+    /// writer).
+    Append(AppendRequest, Vec<Option<Vec<u8>>>),
     /// Restore exported events exactly as they were: positions, times and hashes must
     /// continue the log.
     Import(Vec<RecordedEvent>),
@@ -270,8 +272,8 @@ impl Writer {
             let mut buffer = Vec::new();
             while let Some(WriteRequest { op, reply }) = next.take() {
                 let outcome = match &op {
-                    WriteOp::Append(request) => {
-                        append_one(&mut lookup, request, head, now, &mut buffer)
+                    WriteOp::Append(request, sealed) => {
+                        append_one(&mut lookup, request, sealed, head, now, &mut buffer)
                     }
                     WriteOp::Import(events) => import_one(&mut lookup, events, head, &mut buffer),
                 };
@@ -407,11 +409,12 @@ fn fail_written(answers: &mut [Answer], error: &AppendError) {
 fn append_one(
     lookup: &mut Lookup<'_, '_>,
     request: &AppendRequest,
+    sealed: &[Option<Vec<u8>>],
     head: &mut Head,
     now: u64,
     buffer: &mut Vec<u8>,
 ) -> Result<Result<Appended, AppendError>, Fatal> {
-    if let Some(answer) = replayed_append(lookup, request)? {
+    if let Some(answer) = replayed_append(lookup, request, sealed)? {
         return Ok(answer);
     }
     // An import in the same batch may have moved the clock of the log past `now`.
@@ -436,7 +439,7 @@ fn append_one(
     };
     let mut version = actual;
     let mut positions = Vec::with_capacity(request.events.len());
-    for event in &request.events {
+    for (event, sealed) in request.events.iter().zip(sealed) {
         version += 1;
         let position = head.position + 1;
         buffer.clear();
@@ -449,6 +452,7 @@ fn append_one(
             event_type: &event.event_type,
             data: &event.data,
             metadata: &event.metadata,
+            personal: personal_of(event.subject_id.as_deref(), sealed.as_deref()),
         }
         .encode_into(position, &head.hash, buffer);
         lookup.tables.events.insert(position, buffer.as_slice())?;
@@ -619,7 +623,15 @@ fn body_of(event: &RecordedEvent) -> RecordBody<'_> {
         event_type: &event.event_type,
         data: &event.data,
         metadata: &event.metadata,
+        personal: personal_of(event.subject_id.as_deref(), event.sealed.as_deref()),
     }
+}
+
+fn personal_of<'a>(
+    subject: Option<&'a str>,
+    sealed: Option<&'a [u8]>,
+) -> Option<(&'a str, &'a [u8])> {
+    Some((subject?, sealed?))
 }
 
 /// If any event id of the request is already stored, the answer to the request: the original
@@ -627,11 +639,12 @@ fn body_of(event: &RecordedEvent) -> RecordBody<'_> {
 fn replayed_append(
     lookup: &Lookup<'_, '_>,
     request: &AppendRequest,
+    sealed: &[Option<Vec<u8>>],
 ) -> Result<Option<Result<Appended, AppendError>>, Fatal> {
     let mut stored = Vec::new();
-    for event in &request.events {
+    for (event, sealed) in request.events.iter().zip(sealed) {
         if let Some(position) = lookup.position_of(event.event_id.as_u128())? {
-            stored.push((event, position));
+            stored.push(((event, sealed.as_deref()), position));
         }
     }
     let Some(&(_, first_position)) = stored.first() else {
@@ -645,7 +658,7 @@ fn replayed_append(
         recorded_at: 0,
         already_stored: true,
     };
-    for (index, (event, position)) in stored.iter().enumerate() {
+    for (index, ((event, sealed), position)) in stored.iter().enumerate() {
         let record = lookup.tables.events.get(*position)?.ok_or_else(|| {
             AppendError::Storage(format!(
                 "event id index points at missing position {position}"
@@ -660,7 +673,7 @@ fn replayed_append(
                 reason,
             })))
         };
-        if !same_content(event, &request.stream_id, &decoded.event) {
+        if !same_content(event, *sealed, &request.stream_id, &decoded.event) {
             return duplicate("with different content");
         }
         if *position != first_position + index as u64 || stored.len() != request.events.len() {
@@ -676,12 +689,17 @@ fn replayed_append(
     Ok(Some(Ok(answer)))
 }
 
+/// Sealing is deterministic, so a retried event with the same personal data has the same
+/// sealed bytes.
 fn same_content(
     event: &ProposedEvent,
+    sealed: Option<&[u8]>,
     stream_id: &str,
     stored: &super::event::EventRef<'_>,
 ) -> bool {
     stored.stream_id == stream_id
+        && stored.subject_id == event.subject_id.as_deref()
+        && stored.sealed == sealed
         && stored.event_type == event.event_type
         && stored.schema_version == event.schema_version
         && stored.data == event.data
