@@ -10,7 +10,9 @@ mod upcaster;
 use std::fmt;
 
 pub use aggregate::{Aggregate, CommandContext, Rejection};
-pub use event::{DomainEvent, EncodedEvent, StoredEvent, encode, event_types, schema_version};
+pub use event::{
+    DomainEvent, EncodedEvent, StoredEvent, encode, event_types, personal_fields, schema_version,
+};
 pub use projection::{Projection, QueryArgs, QueryError, ReadModel, ReadModelStore, ReadModelView};
 pub use upcaster::{Upcast, Upcaster};
 
@@ -145,8 +147,8 @@ macro_rules! export_aggregate {
                                 event_type: e.event_type.into(),
                                 schema_version: e.schema_version,
                                 data: e.data,
-                                subject_id: None,
-                                personal_data: None,
+                                subject_id: e.subject_id,
+                                personal_data: e.personal_data,
                             })
                             .collect()),
                         Err(rt::Rejection::Rejected(m)) => Err(wit::CommandError::Rejected(m)),

@@ -2,7 +2,13 @@
 //!
 //! Events given to the harness take the same path as in the host: encoded to their stored
 //! form, decoded from it, optionally upcast, then applied. Commands go through `handle` and
-//! the resulting events are compared in their stored form (type, schema version, JSON data).
+//! the resulting events are compared in their stored form (type, schema version, JSON data,
+//! and the personal part: subject and personal data).
+//!
+//! Personal data (see [`DomainEvent::PERSONAL_FIELDS`]) travels apart from `data` as in the
+//! host. `forget(subject)` on an [`AggregateTest`] or a [`ProjectionTest`] erases a subject:
+//! its events read as shredded from then on and the state or read model is rebuilt from them,
+//! so a test can check that nothing of the subject's personal data is left.
 //!
 //! ```ignore
 //! use eshost_sdk::testing::given;
@@ -12,14 +18,16 @@
 //!     .then_expect_rejection("insufficient funds: balance 300, withdrawal 500");
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde_json::Value;
 
 use crate::aggregate::{self, Aggregate, CommandContext, Rejection};
-use crate::event::{DomainEvent, EncodedEvent, StoredEvent, encode, event_types};
+use crate::event::{
+    DomainEvent, EncodedEvent, StoredEvent, check_personal_fields, encode, event_types,
+};
 use crate::projection::{self, Projection, QueryError, ReadModelStore};
 use crate::upcaster::{Upcast, Upcaster, upcast_stored};
 
@@ -42,6 +50,54 @@ fn upcast_step<U: Upcaster>(event: &StoredEvent<'_>) -> Result<Upcast, String> {
     }
 }
 
+/// An event in the form a writer hands it to the store.
+#[derive(Debug, Clone)]
+struct Payload {
+    event_type: String,
+    schema_version: u32,
+    data: String,
+    subject_id: Option<String>,
+    personal_data: Option<String>,
+}
+
+impl Payload {
+    /// An event without personal data.
+    fn plain(event_type: &str, schema_version: u32, data: String) -> Self {
+        Self {
+            event_type: event_type.to_owned(),
+            schema_version,
+            data,
+            subject_id: None,
+            personal_data: None,
+        }
+    }
+
+    /// The host refuses to store personal data of a forgotten subject.
+    #[track_caller]
+    fn check_not_forgotten(&self, forgotten: &BTreeSet<String>) {
+        if let (Some(subject), Some(_)) = (&self.subject_id, &self.personal_data) {
+            assert!(
+                !forgotten.contains(subject),
+                "{} carries personal data of the forgotten subject {subject:?}, which the host \
+                 refuses to store",
+                self.event_type
+            );
+        }
+    }
+}
+
+impl From<EncodedEvent> for Payload {
+    fn from(e: EncodedEvent) -> Self {
+        Self {
+            event_type: e.event_type.to_owned(),
+            schema_version: e.schema_version,
+            data: e.data,
+            subject_id: e.subject_id,
+            personal_data: e.personal_data,
+        }
+    }
+}
+
 /// An owned stored event, the harness's record of one event.
 #[derive(Debug, Clone)]
 struct Recorded {
@@ -51,9 +107,34 @@ struct Recorded {
     event_type: String,
     schema_version: u32,
     data: String,
+    subject_id: Option<String>,
+    personal_data: Option<String>,
+    shredded: bool,
 }
 
 impl Recorded {
+    fn new(position: u64, stream_id: &str, stream_version: u64, payload: Payload) -> Self {
+        Self {
+            position,
+            stream_id: stream_id.to_owned(),
+            stream_version,
+            event_type: payload.event_type,
+            schema_version: payload.schema_version,
+            data: payload.data,
+            subject_id: payload.subject_id,
+            personal_data: payload.personal_data,
+            shredded: false,
+        }
+    }
+
+    /// Erases the personal data if it is `subject`'s, as the host's erased key does.
+    fn shred(&mut self, subject: &str) {
+        if self.subject_id.as_deref() == Some(subject) && self.personal_data.is_some() {
+            self.personal_data = None;
+            self.shredded = true;
+        }
+    }
+
     fn view(&self) -> StoredEvent<'_> {
         StoredEvent {
             position: self.position,
@@ -65,9 +146,9 @@ impl Recorded {
             recorded_at: 1_700_000_000_000 + self.position * 1000,
             data: &self.data,
             metadata: "{}",
-            subject_id: None,
-            personal_data: None,
-            shredded: false,
+            subject_id: self.subject_id.as_deref(),
+            personal_data: self.personal_data.as_deref(),
+            shredded: self.shredded,
         }
     }
 
@@ -105,7 +186,24 @@ impl Recorded {
 fn encoded<E: DomainEvent>(event: &E) -> EncodedEvent {
     let enc = encode(event).unwrap_or_else(|e| panic!("{e}"));
     check_schema_versions::<E>();
+    check_all_personal_fields::<E>();
     enc
+}
+
+/// Fails a test whose `PERSONAL_FIELDS` names an event type or field that does not exist: a
+/// typo would store that field in the clear.
+fn check_all_personal_fields<E: DomainEvent>() {
+    let types = event_types::<E>();
+    for (ty, fields) in E::PERSONAL_FIELDS {
+        assert!(
+            types.contains(ty),
+            "PERSONAL_FIELDS names {ty:?}, which is not an event type of {} (types: {types:?})",
+            std::any::type_name::<E>()
+        );
+        if let Err(e) = check_personal_fields::<E>(ty, fields) {
+            panic!("{e}");
+        }
+    }
 }
 
 /// Fails a test whose `SCHEMA_VERSIONS` names an event type that does not exist.
@@ -124,15 +222,20 @@ fn check_schema_versions<E: DomainEvent>() {
     }
 }
 
-/// One stored event as a test compares it: type, schema version, JSON data.
+/// One stored event as a test compares it: type, schema version, JSON data, and the personal
+/// part.
 #[derive(Clone, PartialEq)]
 pub struct EventJson {
     /// The event type.
     pub event_type: String,
     /// The schema version.
     pub schema_version: u32,
-    /// The data, parsed.
+    /// The data, parsed: without the personal fields.
     pub data: Value,
+    /// The data subject of `personal_data`.
+    pub subject_id: Option<String>,
+    /// The personal data, parsed.
+    pub personal_data: Option<Value>,
 }
 
 impl fmt::Debug for EventJson {
@@ -141,7 +244,11 @@ impl fmt::Debug for EventJson {
             f,
             "{} v{} {}",
             self.event_type, self.schema_version, self.data
-        )
+        )?;
+        if let (Some(subject), Some(personal)) = (&self.subject_id, &self.personal_data) {
+            write!(f, " personal of {subject:?} {personal}")?;
+        }
+        Ok(())
     }
 }
 
@@ -151,6 +258,11 @@ impl From<&EncodedEvent> for EventJson {
             event_type: e.event_type.to_owned(),
             schema_version: e.schema_version,
             data: serde_json::from_str(&e.data).expect("encoded data is JSON"),
+            subject_id: e.subject_id.clone(),
+            personal_data: e
+                .personal_data
+                .as_deref()
+                .map(|p| serde_json::from_str(p).expect("encoded personal data is JSON")),
         }
     }
 }
@@ -161,6 +273,9 @@ pub struct AggregateTest<A> {
     state: A,
     version: u64,
     upcasters: Vec<UpcastFn>,
+    /// The stream so far (upcast), to rebuild the state after a `forget`.
+    history: Vec<Recorded>,
+    forgotten: BTreeSet<String>,
 }
 
 impl<A: Aggregate + fmt::Debug> fmt::Debug for AggregateTest<A> {
@@ -192,6 +307,8 @@ impl<A: Aggregate> AggregateTest<A> {
             state: A::initial(id),
             version: 0,
             upcasters: Vec::new(),
+            history: Vec::new(),
+            forgotten: BTreeSet::new(),
         }
     }
 
@@ -205,8 +322,7 @@ impl<A: Aggregate> AggregateTest<A> {
     #[track_caller]
     pub fn given(mut self, events: impl IntoIterator<Item = A::Event>) -> Self {
         for event in events {
-            let enc = encoded(&event);
-            self.apply_recorded(enc.event_type.to_owned(), enc.schema_version, enc.data);
+            self.apply_recorded(encoded(&event).into());
         }
         self
     }
@@ -214,25 +330,40 @@ impl<A: Aggregate> AggregateTest<A> {
     /// Applies one event given in its stored form, e.g. an old schema version for an upcaster.
     #[track_caller]
     pub fn given_stored(mut self, event_type: &str, schema_version: u32, data: Value) -> Self {
-        self.apply_recorded(event_type.to_owned(), schema_version, data.to_string());
+        self.apply_recorded(Payload::plain(event_type, schema_version, data.to_string()));
+        self
+    }
+
+    /// Forgets the data subject `subject`: the personal data of its events so far reads as
+    /// shredded, the state is rebuilt from the stream, and events with personal data of
+    /// `subject` are refused from now on, as in the host.
+    #[track_caller]
+    pub fn forget(mut self, subject: &str) -> Self {
+        self.forgotten.insert(subject.to_owned());
+        self.state = A::initial(&self.id);
+        for record in &mut self.history {
+            record.shred(subject);
+            if let Err(e) = aggregate::apply_stored(&mut self.state, &record.view()) {
+                panic!(
+                    "applying event {} of {} after forgetting {subject:?}: {e}",
+                    record.stream_version,
+                    A::NAME
+                );
+            }
+        }
         self
     }
 
     #[track_caller]
-    fn apply_recorded(&mut self, event_type: String, schema_version: u32, data: String) {
+    fn apply_recorded(&mut self, payload: Payload) {
+        payload.check_not_forgotten(&self.forgotten);
         self.version += 1;
-        let record = Recorded {
-            position: self.version,
-            stream_id: self.id.clone(),
-            stream_version: self.version,
-            event_type,
-            schema_version,
-            data,
-        }
-        .upcast(&self.upcasters);
+        let record =
+            Recorded::new(self.version, &self.id, self.version, payload).upcast(&self.upcasters);
         if let Err(e) = aggregate::apply_stored(&mut self.state, &record.view()) {
             panic!("applying event {} of {}: {e}", self.version, A::NAME);
         }
+        self.history.push(record);
     }
 
     /// The current state.
@@ -321,6 +452,15 @@ impl<A: Aggregate> Then<A> {
         &self.result
     }
 
+    /// The events the command produced, in stored form (data and personal part apart).
+    #[track_caller]
+    pub fn stored_events(&self) -> Vec<EventJson> {
+        match &self.result {
+            Ok(events) => events.iter().map(EventJson::from).collect(),
+            Err(rejection) => panic!("expected events, but the command was refused: {rejection}"),
+        }
+    }
+
     /// Asserts the command produced exactly these events, then applies them and returns the
     /// test so it can go on.
     #[track_caller]
@@ -342,7 +482,7 @@ impl<A: Aggregate> Then<A> {
         assert_eq!(actual, expected, "events produced by {}", A::NAME);
         let mut test = self.test;
         for e in produced {
-            test.apply_recorded(e.event_type.to_owned(), e.schema_version, e.data);
+            test.apply_recorded(e.into());
         }
         test
     }
@@ -404,15 +544,8 @@ pub fn upcast<U: Upcaster>(
     schema_version: u32,
     data: Value,
 ) -> Result<Option<EventJson>, String> {
-    let data = data.to_string();
-    let record = Recorded {
-        position: 1,
-        stream_id: DEFAULT_ID.to_owned(),
-        stream_version: 1,
-        event_type: event_type.to_owned(),
-        schema_version,
-        data,
-    };
+    let payload = Payload::plain(event_type, schema_version, data.to_string());
+    let record = Recorded::new(1, DEFAULT_ID, 1, payload);
     match upcast_stored::<U>(&record.view())? {
         Upcast::Unchanged => Ok(None),
         Upcast::Upcasted {
@@ -424,6 +557,8 @@ pub fn upcast<U: Upcaster>(
             schema_version,
             data: serde_json::from_str(&data)
                 .map_err(|e| format!("upcast data is not JSON: {e}"))?,
+            subject_id: None,
+            personal_data: None,
         })),
     }
 }
@@ -467,6 +602,9 @@ pub struct ProjectionTest<P> {
     position: u64,
     stream_versions: BTreeMap<String, u64>,
     upcasters: Vec<UpcastFn>,
+    /// Every event fed so far (upcast), to rebuild the read model after a `forget`.
+    history: Vec<Recorded>,
+    forgotten: BTreeSet<String>,
     projection: PhantomData<P>,
 }
 
@@ -493,6 +631,8 @@ impl<P: Projection> ProjectionTest<P> {
             position: 0,
             stream_versions: BTreeMap::new(),
             upcasters: Vec::new(),
+            history: Vec::new(),
+            forgotten: BTreeSet::new(),
             projection: PhantomData,
         }
     }
@@ -506,13 +646,7 @@ impl<P: Projection> ProjectionTest<P> {
     /// Feeds events appended to `stream_id`, as one batch.
     #[track_caller]
     pub fn given(self, stream_id: &str, events: impl IntoIterator<Item = P::Event>) -> Self {
-        let stored: Vec<_> = events
-            .into_iter()
-            .map(|e| {
-                let enc = encoded(&e);
-                (enc.event_type.to_owned(), enc.schema_version, enc.data)
-            })
-            .collect();
+        let stored = events.into_iter().map(|e| encoded(&e).into()).collect();
         self.feed(stream_id, stored)
     }
 
@@ -527,12 +661,36 @@ impl<P: Projection> ProjectionTest<P> {
     ) -> Self {
         self.feed(
             stream_id,
-            vec![(event_type.to_owned(), schema_version, data.to_string())],
+            vec![Payload::plain(event_type, schema_version, data.to_string())],
         )
     }
 
+    /// Forgets the data subject `subject`: the personal data of its events so far reads as
+    /// shredded, and the read model is rebuilt from every event fed (as a projection rebuild
+    /// after the forget does); events with personal data of `subject` are refused from now
+    /// on, as in the host.
     #[track_caller]
-    fn feed(mut self, stream_id: &str, events: Vec<(String, u32, String)>) -> Self {
+    pub fn forget(mut self, subject: &str) -> Self {
+        self.forgotten.insert(subject.to_owned());
+        for record in &mut self.history {
+            record.shred(subject);
+        }
+        let mut rebuilt = MemoryStore::default();
+        if let Err((position, message)) =
+            projection::handle_batch::<P>(self.history.iter().map(Recorded::view), &mut rebuilt)
+        {
+            panic!(
+                "projection {} failed at position {position} rebuilding after forgetting \
+                 {subject:?}: {message}",
+                P::NAME
+            );
+        }
+        self.store = rebuilt;
+        self
+    }
+
+    #[track_caller]
+    fn feed(mut self, stream_id: &str, events: Vec<Payload>) -> Self {
         if let Err((position, message)) = self.try_feed(stream_id, events) {
             panic!(
                 "projection {} failed at position {position}: {message}",
@@ -554,35 +712,27 @@ impl<P: Projection> ProjectionTest<P> {
     ) -> Result<(), (u64, String)> {
         self.try_feed(
             stream_id,
-            vec![(event_type.to_owned(), schema_version, data.to_string())],
+            vec![Payload::plain(event_type, schema_version, data.to_string())],
         )
     }
 
-    fn try_feed(
-        &mut self,
-        stream_id: &str,
-        events: Vec<(String, u32, String)>,
-    ) -> Result<(), (u64, String)> {
+    #[track_caller]
+    fn try_feed(&mut self, stream_id: &str, events: Vec<Payload>) -> Result<(), (u64, String)> {
         let mut position = self.position;
         let mut stream_version = self.stream_versions.get(stream_id).copied().unwrap_or(0);
         let mut records = Vec::with_capacity(events.len());
-        for (event_type, schema_version, data) in events {
+        for payload in events {
+            payload.check_not_forgotten(&self.forgotten);
             position += 1;
             stream_version += 1;
-            let record = Recorded {
-                position,
-                stream_id: stream_id.to_owned(),
-                stream_version,
-                event_type,
-                schema_version,
-                data,
-            };
+            let record = Recorded::new(position, stream_id, stream_version, payload);
             records.push(record.upcast(&self.upcasters));
         }
         // The host commits a batch's writes only if the whole batch succeeds.
         let mut scratch = self.store.clone();
         projection::handle_batch::<P>(records.iter().map(Recorded::view), &mut scratch)?;
         self.store = scratch;
+        self.history.extend(records);
         self.position = position;
         self.stream_versions
             .insert(stream_id.to_owned(), stream_version);

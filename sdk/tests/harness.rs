@@ -254,6 +254,8 @@ fn upcasts_raise_the_version() {
             event_type: "Deposited".into(),
             schema_version: 2,
             data: json!({"amount": 5}),
+            subject_id: None,
+            personal_data: None,
         }))
     );
     let err = upcast::<Rename>("Deposited", 1, json!({"amount": 5})).unwrap_err();

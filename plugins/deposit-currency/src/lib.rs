@@ -52,6 +52,8 @@ mod tests {
                 event_type: "FundsDeposited".into(),
                 schema_version: 2,
                 data: json!({"amount": 150, "currency": "USD"}),
+                subject_id: None,
+                personal_data: None,
             })
         );
     }
