@@ -11,7 +11,7 @@ use reqwest::Method;
 use crate::bench;
 use crate::store::{
     AllRead, AppendRequest, Direction, Durability, EventStore, ExpectedVersion, ProposedEvent,
-    Store, StoreConfig, StreamRead, Until,
+    RecordedEvent, Store, StoreConfig, StreamRead, Until,
 };
 
 /// eshost: an event-sourcing host with an embedded event store and WebAssembly plugins.
@@ -59,6 +59,10 @@ pub enum Command {
     /// Restore NDJSON exported by `eshost export` into a stopped store, keeping positions,
     /// ids, times and hashes; every event must continue the store's log.
     Import(ImportArgs),
+    /// Forget a data subject: erase its personal-data key, record the erasure in
+    /// `$erasures`, and purge state derived from its data. Through a running host (--server)
+    /// or on a stopped store (--store; read models are then rebuilt when the host starts).
+    Forget(ForgetArgs),
     /// Measure the host: prints figures beside a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -108,6 +112,9 @@ pub struct StoreArgs {
     /// The store directory (holds events.redb).
     #[arg(long, env = "ESHOST_STORE", default_value = "eshost-data")]
     pub store: PathBuf,
+    /// The personal-data key file [default: keys.eshk in the store directory].
+    #[arg(long, env = "ESHOST_KEYS")]
+    pub keys: Option<PathBuf>,
 }
 
 /// `eshost append`.
@@ -620,6 +627,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify(args),
         Command::Export(args) => export(args),
         Command::Import(args) => import(args),
+        Command::Forget(args) => forget(args),
         Command::Bench(BenchCommand::Append(args)) => bench_append(args),
         Command::Bench(BenchCommand::Replay(args)) => bench_replay(args),
         Command::Bench(BenchCommand::Command(args)) => bench_command(args),
@@ -760,8 +768,18 @@ fn run_host(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn open(args: &StoreArgs) -> anyhow::Result<Store> {
-    Store::open(StoreConfig::new(&args.store))
-        .with_context(|| format!("opening store {}", args.store.display()))
+    let mut config = StoreConfig::new(&args.store);
+    config.keys = args.keys.clone();
+    Store::open(config).with_context(|| format!("opening store {}", args.store.display()))
+}
+
+/// Events read offline, with their personal data decrypted: whoever runs the tool holds the
+/// key file anyway.
+fn revealed(store: &Store, mut events: Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+    for event in &mut events {
+        store.reveal_owned(event);
+    }
+    events
 }
 
 fn append(args: AppendArgs) -> anyhow::Result<()> {
@@ -848,7 +866,7 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
     if store.stream_info(&args.stream)?.is_none() {
         bail!("stream {:?} does not exist", args.stream);
     }
-    print_lines(store.read_stream(&args.stream, &read)?)
+    print_lines(revealed(&store, store.read_stream(&args.stream, &read)?))
 }
 
 fn all(args: AllArgs) -> anyhow::Result<()> {
@@ -860,7 +878,7 @@ fn all(args: AllArgs) -> anyhow::Result<()> {
         event_types: args.event_types,
         until: args.until.until(),
     };
-    print_lines(store.read_all(&read)?)
+    print_lines(revealed(&store, store.read_all(&read)?))
 }
 
 fn streams(args: StreamsArgs) -> anyhow::Result<()> {
@@ -884,6 +902,11 @@ pub struct ExportArgs {
     /// Write here instead of standard output.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Also write every subject's personal-data key (or tombstone) to this file. Without it
+    /// the export holds personal data only as ciphertext. Whoever holds both files can read
+    /// that data: keep them apart.
+    #[arg(long)]
+    keys_output: Option<PathBuf>,
 }
 
 /// `eshost import`.
@@ -896,6 +919,25 @@ pub struct ImportArgs {
     /// Events per commit.
     #[arg(long, default_value_t = 1000)]
     chunk: usize,
+    /// Add the keys of a key export (`eshost export --keys-output`) first, so imported
+    /// personal data stays readable. Without it, it reads as shredded.
+    #[arg(long = "import-keys")]
+    import_keys: Option<PathBuf>,
+}
+
+/// `eshost forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// With --server (or --config, or ESHOST_SERVER), forget through a running host (admin).
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The data subject, e.g. `customer-42`.
+    subject: String,
+    /// Why (a ticket number, say). Stored in the log: no personal data here.
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<()> {
@@ -910,6 +952,39 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     if args.output.is_some() {
         eprintln!("exported {written} events");
     }
+    if let Some(path) = &args.keys_output {
+        let mut keys = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        let subjects = crate::store::transfer::export_keys(&store, &mut keys)?;
+        eprintln!(
+            "exported the keys of {subjects} subjects to {}: keep it apart from the export",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn forget(args: ForgetArgs) -> anyhow::Result<()> {
+    if args.server.named() {
+        let client = args.server.client()?;
+        let url = client.url(&["subjects", &args.subject, "forget"]);
+        let body = serde_json::json!({ "reason": args.reason });
+        return online(client.print(client.request(Method::POST, url).json(&body)));
+    }
+    let store = open(&args.store)?;
+    let views = crate::views::Views::open(&args.store.store)?;
+    let forgetting =
+        crate::privacy::Forgetting::new(store, views, None, None, Duration::from_secs(0));
+    let request = crate::privacy::ForgetRequest {
+        user: std::env::var("USER").ok(),
+        reason: args.reason,
+    };
+    let report = forgetting.forget(&args.subject, &request)?;
+    print_json(&report)?;
+    eprintln!(
+        "the key is erased and snapshots deleted; read models are rebuilt when the host next starts"
+    );
     Ok(())
 }
 
@@ -921,6 +996,14 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::stdin().lock()),
     };
+    if let Some(path) = &args.import_keys {
+        let mut keys = std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        );
+        let added = crate::store::transfer::import_keys(&store, &mut keys)
+            .with_context(|| format!("importing keys from {}", path.display()))?;
+        eprintln!("imported {added} keys and tombstones");
+    }
     let report = crate::store::transfer::import(&store, &mut input, args.chunk.max(1))?;
     print_json(&report)
 }

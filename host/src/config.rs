@@ -2,7 +2,8 @@
 //! against the config file's folder.
 //!
 //! ```toml
-//! store = "data"                 # the store directory (events.redb, views.redb)
+//! store = "data"                 # the store directory (events.redb, views.redb, keys.eshk)
+//! keys = "/secure/keys.eshk"      # optional: the personal-data key file, elsewhere
 //! listen = "127.0.0.1:7070"
 //! max_body_bytes = 4194304       # request bodies (plugin uploads: max_plugin_bytes)
 //! watch_plugins = true           # hot-swap a plugin when its file changes
@@ -51,6 +52,8 @@ pub struct Config {
     pub file: PathBuf,
     /// The store directory.
     pub store: PathBuf,
+    /// The key store file; `None`: `keys.eshk` in the store directory.
+    pub keys: Option<PathBuf>,
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
     /// The largest request body, except plugin uploads.
@@ -158,6 +161,10 @@ pub struct TokenEntry {
     /// Who it is (recorded as the `user` of commands); default: the role.
     #[serde(default)]
     pub name: Option<String>,
+    /// Whether reads with this token show events' decrypted personal data (default: no;
+    /// the `subject_id` and whether it was shredded are shown either way).
+    #[serde(default)]
+    pub personal_data: bool,
 }
 
 /// `[limits]`.
@@ -175,6 +182,8 @@ struct LimitsEntry {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     store: PathBuf,
+    #[serde(default)]
+    keys: Option<PathBuf>,
     #[serde(default)]
     listen: Option<String>,
     #[serde(default)]
@@ -348,6 +357,7 @@ impl Config {
         Ok(Config {
             file: file.to_owned(),
             store: resolve(&raw.store),
+            keys: raw.keys.as_deref().map(resolve),
             listen,
             max_body_bytes: raw.max_body_bytes.unwrap_or(4 * 1024 * 1024),
             max_plugin_bytes: raw.max_plugin_bytes.unwrap_or(64 * 1024 * 1024),

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod privacy;
 pub mod projection;
 pub mod runtime;
 pub mod server;

@@ -273,6 +273,9 @@ pub enum QueryError {
     /// Snapshot storage failed (on demand snapshots).
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// The type was swapped or purged while the snapshot was built; nothing was stored.
+    #[error("aggregate type {0:?} changed while its snapshot was built; try again")]
+    Purged(String),
     /// The blocking task died.
     #[error("the query task failed: {0}")]
     Task(String),
@@ -374,9 +377,32 @@ pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     pub(crate) tokio: tokio::runtime::Handle,
     pub(crate) counters: Counters,
+    /// Held while a snapshot is written and while a purge changes generations, so a snapshot
+    /// of a state from before a purge never lands after it.
+    pub(crate) snapshot_fence: Mutex<()>,
 }
 
 impl Shared {
+    /// Stores `snapshot` unless `aggregate_type` changed generation (was swapped or purged)
+    /// since the state was built.
+    pub(crate) fn put_snapshot(
+        &self,
+        aggregate_type: &str,
+        id: &str,
+        generation: u64,
+        snapshot: &Snapshot,
+    ) -> Result<bool, SnapshotError> {
+        let _fence = self
+            .snapshot_fence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.registered(aggregate_type).map(|r| r.generation) != Some(generation) {
+            return Ok(false);
+        }
+        self.snapshots.put(aggregate_type, id, snapshot)?;
+        Ok(true)
+    }
+
     pub(crate) fn registered(&self, aggregate_type: &str) -> Option<Arc<Registered>> {
         self.registry
             .read()
@@ -384,6 +410,11 @@ impl Shared {
             .get(aggregate_type)
             .cloned()
     }
+}
+
+/// Deletes the snapshots of the aggregates `ids` of any type, without a running pipeline.
+pub fn purge_snapshots(views: &Views, ids: &[String]) -> Result<usize, SnapshotError> {
+    Snapshots::new(views.clone()).delete_ids(ids)
 }
 
 /// The command pipeline. Cheap to clone; the workers stop when the last clone is dropped.
@@ -441,6 +472,7 @@ impl Aggregates {
             },
             tokio,
             counters: Counters::default(),
+            snapshot_fence: Mutex::new(()),
         });
         let mut workers = Vec::new();
         let mut threads = Vec::new();
@@ -693,8 +725,44 @@ impl Aggregates {
             recorded_at: built.recorded_at,
             state: instance.snapshot().map_err(StateError::from)?,
         };
-        shared.snapshots.put(aggregate_type, id, &snapshot)?;
+        if !shared.put_snapshot(aggregate_type, id, registered.generation, &snapshot)? {
+            return Err(QueryError::Purged(aggregate_type.to_owned()));
+        }
         Ok(Some(snapshot))
+    }
+
+    /// Drops everything derived from the streams `ids` outside the log: their snapshots
+    /// (durably) and every cached state of every aggregate type (by moving each type to a
+    /// new generation, which also discards states still being computed). Used after a
+    /// subject is forgotten, so that no state built from its decrypted personal data
+    /// survives; the next load replays the log, where that data now reads as shredded.
+    /// Returns how many snapshots were deleted.
+    pub fn purge(&self, ids: &[String]) -> Result<usize, SnapshotError> {
+        let shared = &self.engine.shared;
+        let deleted = {
+            let _fence = shared
+                .snapshot_fence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let types: Vec<String> = {
+                let mut registry = shared.registry.write().expect("registry lock");
+                let generation = shared.registry_version.fetch_add(1, Ordering::SeqCst) + 1;
+                for registered in registry.values_mut() {
+                    *registered = Arc::new(Registered {
+                        plugin: registered.plugin.clone(),
+                        config: registered.config,
+                        generation,
+                    });
+                }
+                registry.keys().cloned().collect()
+            };
+            shared.snapshots.delete_all(&types, ids)?
+        };
+        // Each worker handles this before any later command or query.
+        for worker in &self.engine.workers {
+            let _ = worker.send(Message::Refresh);
+        }
+        Ok(deleted)
     }
 
     /// The pipeline's counters.

@@ -2,7 +2,7 @@
 //! plugin that made them and the stream version they cover. They are derived data: losing
 //! one costs a replay, never correctness.
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::views::Views;
 
@@ -106,6 +106,59 @@ impl Snapshots {
             table.insert((aggregate_type, id), bytes).map_err(storage)?;
         }
         txn.commit().map_err(storage)
+    }
+
+    /// Deletes the snapshots of `ids` under every type of `types`, durably (a crash must not
+    /// bring back a purged state). Returns how many there were.
+    pub fn delete_all(&self, types: &[String], ids: &[String]) -> Result<usize, SnapshotError> {
+        let txn = self.views.db().begin_write().map_err(storage)?;
+        let mut deleted = 0;
+        {
+            let mut table = txn.open_table(SNAPSHOTS).map_err(storage)?;
+            for aggregate_type in types {
+                for id in ids {
+                    if table
+                        .remove((aggregate_type.as_str(), id.as_str()))
+                        .map_err(storage)?
+                        .is_some()
+                    {
+                        deleted += 1;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(storage)?;
+        Ok(deleted)
+    }
+
+    /// Deletes the snapshots of `ids` under any aggregate type, durably, for tools that do
+    /// not know the types. Scans the snapshot table once.
+    pub fn delete_ids(&self, ids: &[String]) -> Result<usize, SnapshotError> {
+        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let txn = self.views.db().begin_write().map_err(storage)?;
+        let mut deleted = 0;
+        {
+            let mut table = txn.open_table(SNAPSHOTS).map_err(storage)?;
+            let keys: Vec<(String, String)> = table
+                .iter()
+                .map_err(storage)?
+                .filter_map(|entry| {
+                    let (key, _) = entry.ok()?;
+                    let (aggregate_type, id) = key.value();
+                    wanted
+                        .contains(id)
+                        .then(|| (aggregate_type.to_owned(), id.to_owned()))
+                })
+                .collect();
+            for (aggregate_type, id) in keys {
+                table
+                    .remove((aggregate_type.as_str(), id.as_str()))
+                    .map_err(storage)?;
+                deleted += 1;
+            }
+        }
+        txn.commit().map_err(storage)?;
+        Ok(deleted)
     }
 
     /// Forgets one aggregate's snapshot.

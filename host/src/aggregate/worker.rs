@@ -643,9 +643,11 @@ impl Worker {
                         state: bytes,
                     };
                     let (aggregate_type, id) = key.clone();
-                    let snapshots = shared.snapshots.clone();
+                    let writer = shared.clone();
                     shared.tokio.spawn_blocking(move || {
-                        if let Err(error) = snapshots.put(&aggregate_type, &id, &snapshot) {
+                        if let Err(error) =
+                            writer.put_snapshot(&aggregate_type, &id, generation, &snapshot)
+                        {
                             tracing::warn!(%aggregate_type, %id, %error, "storing a snapshot failed");
                         }
                     });

@@ -508,6 +508,34 @@ impl Projections {
             .map_err(|_| ProjectionHostError::Stopped(name.to_owned()))?
     }
 
+    /// Rebuilds, from position 0, every projection that handles any of `event_types` (the
+    /// types that carried a forgotten subject's personal data), so rows derived from that
+    /// data are replaced by rows built from the now shredded events. Returns the projections
+    /// rebuilding; [`wait_caught_up`](Self::wait_caught_up) tells when each has switched.
+    pub fn purge(&self, event_types: &[String]) -> Result<Vec<String>, ProjectionHostError> {
+        let affected: Vec<String> = {
+            let map = self.inner.projections.lock().expect("not poisoned");
+            map.iter()
+                .filter(|(_, handle)| {
+                    let plugins = handle.shared.plugins.lock().expect("not poisoned");
+                    plugins.values().any(|pool| {
+                        let info = pool.plugin.info();
+                        event_types.iter().any(|t| info.handles_event(t))
+                    })
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        for name in &affected {
+            let (ack, answer) = std::sync::mpsc::channel();
+            self.send(name, Control::Purge { ack })?;
+            answer
+                .recv()
+                .map_err(|_| ProjectionHostError::Stopped(name.clone()))??;
+        }
+        Ok(affected)
+    }
+
     /// Drops a rebuild in progress (or failed); the active generation is untouched.
     pub fn abort_rebuild(&self, name: &str) -> Result<(), ProjectionHostError> {
         self.send(name, Control::AbortRebuild)

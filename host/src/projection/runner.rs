@@ -29,6 +29,12 @@ pub(crate) enum Control {
         ack: Sender<Result<u64, ProjectionHostError>>,
     },
     AbortRebuild,
+    /// Rebuild from position 0 because derived rows may hold personal data that is now
+    /// shredded: restarts a rebuild already running (with its plugin), as it may have read
+    /// that data too.
+    Purge {
+        ack: Sender<Result<u64, ProjectionHostError>>,
+    },
     Swap {
         plugin: ProjectionPlugin,
         bytes: Vec<u8>,
@@ -381,6 +387,14 @@ impl Runner {
             }
             Control::Rebuild { ack } => {
                 let plugin = self.active.plugin.clone();
+                let result = self.start_shadow(plugin, None);
+                let _ = ack.send(result);
+            }
+            Control::Purge { ack } => {
+                let plugin = match &self.shadow {
+                    Some(shadow) => shadow.plugin.clone(),
+                    None => self.active.plugin.clone(),
+                };
                 let result = self.start_shadow(plugin, None);
                 let _ = ack.send(result);
             }

@@ -20,11 +20,12 @@ use serde_json::{Value, json};
 use super::metrics::{CommandResult, counter, gauge};
 use super::{ApiError, AppState, Caller};
 use crate::aggregate::{At, CommandError, CommandOptions, Decision};
+use crate::privacy::{ForgetError, ForgetRequest};
 use crate::projection::ProjectionState;
 use crate::runtime::PluginKind;
 use crate::store::{
-    AllRead, AppendRequest, Direction, ExpectedVersion, ProposedEvent, RecordedEvent, StreamRead,
-    Until,
+    AllRead, AppendRequest, Direction, EventStore, ExpectedVersion, ProposedEvent, RecordedEvent,
+    StreamRead, Until,
 };
 
 /// A JSON body; malformed JSON is a 400 and an over-large body a 413, both as JSON errors.
@@ -69,10 +70,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     }
 }
 
-/// An event as the API shows it: data and metadata as JSON values.
+/// An event as the API shows it: data and metadata as JSON values; for an event with
+/// personal data, its `subject_id`, the data itself when disclosed, and `shredded`.
 pub fn event_json(event: &RecordedEvent) -> Value {
     let parse = |text: &str| serde_json::from_str(text).unwrap_or_else(|_| Value::from(text));
-    json!({
+    let mut value = json!({
         "position": event.position,
         "stream_id": event.stream_id,
         "stream_version": event.stream_version,
@@ -82,7 +84,32 @@ pub fn event_json(event: &RecordedEvent) -> Value {
         "recorded_at": event.recorded_at,
         "data": parse(&event.data),
         "metadata": parse(&event.metadata),
-    })
+    });
+    if let Some(subject) = &event.subject_id {
+        value["subject_id"] = subject.as_str().into();
+        value["shredded"] = event.shredded.into();
+        if let Some(personal) = &event.personal_data {
+            value["personal_data"] = parse(personal);
+        }
+    }
+    value
+}
+
+/// Whether the caller may see decrypted personal data: tokens must say so; without
+/// tokens (open, loopback only) everyone may.
+fn discloses(caller: &Option<axum::Extension<Caller>>) -> bool {
+    caller.as_ref().is_none_or(|caller| caller.personal_data)
+}
+
+/// Decrypt the personal data of `events` for a caller allowed to see it; for others, only
+/// whether it was shredded.
+fn disclose(store: &dyn EventStore, events: &mut [RecordedEvent], allowed: bool) {
+    for event in events.iter_mut().filter(|e| e.sealed.is_some()) {
+        store.reveal_owned(event);
+        if !allowed {
+            event.personal_data = None;
+        }
+    }
 }
 
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -230,7 +257,9 @@ pub(super) async fn history(
     State(state): State<AppState>,
     Path((aggregate_type, id)): Path<(String, String)>,
     Params(params): Params<UntilParams>,
+    caller: Option<axum::Extension<Caller>>,
 ) -> Result<Response, ApiError> {
+    let allowed = discloses(&caller);
     let inner = &state.inner;
     let history = inner
         .aggregates
@@ -243,7 +272,13 @@ pub(super) async fn history(
     }
     let entries: Vec<Value> = history
         .iter()
-        .map(|entry| json!({"event": event_json(&entry.event), "state": entry.state}))
+        .map(|entry| {
+            let mut event = entry.event.clone();
+            if !allowed {
+                event.personal_data = None;
+            }
+            json!({"event": event_json(&event), "state": entry.state})
+        })
         .collect();
     Ok(
         Json(json!({"aggregate_type": aggregate_type, "stream_id": id, "history": entries}))
@@ -272,6 +307,12 @@ struct NewEvent {
     id: Option<uuid::Uuid>,
     #[serde(default)]
     schema_version: Option<u32>,
+    /// The data subject of `personal_data`.
+    #[serde(default)]
+    subject_id: Option<String>,
+    /// Personal data, stored sealed under the subject's key.
+    #[serde(default)]
+    personal_data: Option<Value>,
 }
 
 fn expected_version(value: Option<Value>) -> Result<ExpectedVersion, ApiError> {
@@ -308,6 +349,8 @@ pub(super) async fn append(
             if let Some(id) = e.id {
                 event = event.with_id(id);
             }
+            event.subject_id = e.subject_id;
+            event.personal_data = e.personal_data.map(|value| value.to_string());
             event
         })
         .collect();
@@ -350,7 +393,9 @@ pub(super) async fn read_stream(
     State(state): State<AppState>,
     Path(stream_id): Path<String>,
     Params(params): Params<ReadParams>,
+    caller: Option<axum::Extension<Caller>>,
 ) -> Result<Response, ApiError> {
+    let allowed = discloses(&caller);
     let store = state.inner.store.clone();
     let answer = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let Some(info) = store.stream_info(&stream_id)? else {
@@ -372,7 +417,8 @@ pub(super) async fn read_stream(
             until_time: params.until_time,
         }
         .until();
-        let events = store.read_stream(&stream_id, &read)?;
+        let mut events = store.read_stream(&stream_id, &read)?;
+        disclose(store.as_ref(), &mut events, allowed);
         Ok(json!({
             "stream_id": stream_id,
             "info": info,
@@ -405,7 +451,9 @@ fn split_types(types: Option<&str>) -> Vec<String> {
 pub(super) async fn read_all(
     State(state): State<AppState>,
     Params(params): Params<AllParams>,
+    caller: Option<axum::Extension<Caller>>,
 ) -> Result<Response, ApiError> {
+    let allowed = discloses(&caller);
     let store = state.inner.store.clone();
     let answer = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let read = AllRead {
@@ -416,7 +464,8 @@ pub(super) async fn read_all(
             until: None,
         };
         let head = store.head();
-        let events = store.read_all(&read)?;
+        let mut events = store.read_all(&read)?;
+        disclose(store.as_ref(), &mut events, allowed);
         Ok(json!({
             "head": head,
             "events": events.iter().map(event_json).collect::<Vec<_>>(),
@@ -425,6 +474,40 @@ pub(super) async fn read_all(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(Json(answer).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ForgetBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub(super) async fn forget(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: ForgetBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ForgetBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::bad_request(format!("bad forget request: {error}")))?
+    };
+    let request = ForgetRequest {
+        user: caller.map(|c| c.0.name),
+        reason: body.reason,
+    };
+    let forgetting = state.inner.forgetting.clone();
+    let report = tokio::task::spawn_blocking(move || forgetting.forget(&subject, &request))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|error| match error {
+            ForgetError::InvalidSubject { .. } => ApiError::bad_request(error.to_string()),
+            ForgetError::Failed { .. } => ApiError::internal(error.to_string()),
+        })?;
+    Ok(Json(report).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -441,6 +524,7 @@ struct Subscription {
     prefix: String,
     types: Vec<String>,
     buffer: VecDeque<RecordedEvent>,
+    disclose: bool,
     head: tokio::sync::watch::Receiver<u64>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -472,10 +556,15 @@ impl Subscription {
                     until: None,
                 };
                 let head = store.head();
-                let events = tokio::task::spawn_blocking(move || store.read_all(&read))
-                    .await
-                    .ok()?
-                    .ok()?;
+                let allowed = self.disclose;
+                let events = tokio::task::spawn_blocking(move || {
+                    let mut events = store.read_all(&read)?;
+                    disclose(store.as_ref(), &mut events, allowed);
+                    Ok::<_, crate::store::ReadError>(events)
+                })
+                .await
+                .ok()?
+                .ok()?;
                 match events.last() {
                     Some(last) => self.next = last.position + 1,
                     // Everything up to the head was filtered out by type.
@@ -501,6 +590,7 @@ pub(super) async fn subscribe(
     State(state): State<AppState>,
     Params(params): Params<SubscribeParams>,
     headers: HeaderMap,
+    caller: Option<axum::Extension<Caller>>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let resume = match headers.get("last-event-id") {
         Some(value) => Some(
@@ -522,6 +612,7 @@ pub(super) async fn subscribe(
         prefix: params.stream_prefix.unwrap_or_default(),
         types: split_types(params.types.as_deref()),
         buffer: VecDeque::new(),
+        disclose: discloses(&caller),
         head: inner.store.watch_head(),
         shutdown: inner.shutdown.clone(),
         state: state.clone(),

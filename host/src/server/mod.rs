@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::aggregate::{AggregateConfig, Aggregates, EngineConfig};
 use crate::config::{Config, Role};
+use crate::privacy::Forgetting;
 use crate::projection::{PluginWatcher, ProjectionConfig, Projections, WatchedPlugin};
 use crate::runtime::{LoadedPlugin, PluginKind, Runtime, RuntimeConfig};
 use crate::store::{EventStore, Store, StoreConfig};
@@ -124,6 +125,13 @@ pub const ROUTES: &[Route] = &[
         || get(handlers::read_all),
     ),
     route(
+        Method::POST,
+        "/subjects/{id}/forget",
+        ADMIN,
+        "Forget a data subject: erase its key, record the erasure in $erasures, purge derived state; body {reason} optional",
+        || post(handlers::forget),
+    ),
+    route(
         Method::GET,
         "/subscribe",
         READ,
@@ -204,6 +212,8 @@ pub struct Caller {
     pub name: String,
     /// What it may do.
     pub role: Role,
+    /// Whether it may see decrypted personal data.
+    pub personal_data: bool,
 }
 
 /// What the handlers share. Cheap to clone.
@@ -219,6 +229,7 @@ struct Inner {
     aggregates: Aggregates,
     upcasters: UpcasterChain,
     projections: Projections,
+    forgetting: Forgetting,
     tokens: HashMap<String, Caller>,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
@@ -422,12 +433,45 @@ fn load_kind(
     Ok(plugin)
 }
 
+/// How long a forget request waits for projections to rebuild before answering.
+const FORGET_WAIT: Duration = Duration::from_secs(600);
+
+/// Finish, in the background, erasures a crash or an offline `eshost forget` left pending.
+fn resume_erasures(forgetting: &Forgetting) {
+    match forgetting.pending() {
+        Ok(pending) if pending.is_empty() => {}
+        Ok(_) => {
+            let forgetting = forgetting.clone();
+            let spawned = std::thread::Builder::new()
+                .name("eshost-erasures".into())
+                .spawn(move || {
+                    for outcome in forgetting.resume() {
+                        match outcome {
+                            Ok(report) => tracing::info!(
+                                subject = %report.subject_id,
+                                projections = ?report.projections_rebuilt,
+                                "erasure finished"
+                            ),
+                            Err(error) => tracing::error!(%error, "erasure not finished"),
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start finishing pending erasures");
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot read pending erasures"),
+    }
+}
+
 impl Host {
     /// Opens the store and loads every plugin the config names. Call inside a tokio runtime.
     pub fn start(config: &Config) -> anyhow::Result<Host> {
-        let store = Store::open(StoreConfig::new(&config.store))
+        let mut store_config = StoreConfig::new(&config.store);
+        store_config.keys = config.keys.clone();
+        let concrete = Store::open(store_config)
             .with_context(|| format!("opening store {}", config.store.display()))?;
-        let store: Arc<dyn EventStore> = Arc::new(store);
+        let store: Arc<dyn EventStore> = Arc::new(concrete.clone());
         let views = Views::open(&config.store)?;
         let runtime = Runtime::new(RuntimeConfig {
             limits: config.limits.clone(),
@@ -512,10 +556,19 @@ impl Host {
                 let caller = Caller {
                     name: t.name.clone().unwrap_or_else(|| t.role.as_str().to_owned()),
                     role: t.role,
+                    personal_data: t.personal_data,
                 };
                 (t.token.clone(), caller)
             })
             .collect();
+        let forgetting = Forgetting::new(
+            concrete,
+            views.clone(),
+            Some(aggregates.clone()),
+            Some(projections.clone()),
+            FORGET_WAIT,
+        );
+        resume_erasures(&forgetting);
         let (shutdown, shutdown_rx) = watch::channel(false);
         Ok(Host {
             state: AppState {
@@ -526,6 +579,7 @@ impl Host {
                     aggregates,
                     upcasters,
                     projections,
+                    forgetting,
                     tokens,
                     metrics: Metrics::default(),
                     shutdown: shutdown_rx,

@@ -106,6 +106,26 @@ pub struct RecordedEvent {
     pub hash: [u8; 32],
 }
 
+impl RecordedEvent {
+    /// A borrowed view of the stored fields.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            position: self.position,
+            stream_id: &self.stream_id,
+            stream_version: self.stream_version,
+            event_id: self.event_id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            recorded_at: self.recorded_at,
+            data: &self.data,
+            metadata: &self.metadata,
+            subject_id: self.subject_id.as_deref(),
+            sealed: self.sealed.as_deref(),
+            hash: self.hash,
+        }
+    }
+}
+
 /// What the stream's version must be for an append to go ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

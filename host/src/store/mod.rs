@@ -88,16 +88,25 @@ pub trait EventStore: Send + Sync {
     /// The event owned, with its personal data decrypted (or marked shredded).
     fn revealed(&self, event: &EventRef<'_>) -> RecordedEvent {
         let mut owned = event.to_owned();
-        match self.reveal(event) {
+        self.reveal_owned(&mut owned);
+        owned
+    }
+
+    /// Fill in `personal_data` (or `shredded`) of an owned event from its sealed part.
+    fn reveal_owned(&self, owned: &mut RecordedEvent) {
+        if owned.sealed.is_none() {
+            return;
+        }
+        let personal = self.reveal(&owned.as_ref());
+        match personal {
             Personal::None => {}
             Personal::Data(text) => owned.personal_data = Some(text),
             Personal::Shredded => owned.shredded = true,
             Personal::Unreadable(reason) => {
-                tracing::warn!(position = event.position, %reason, "personal data unreadable");
+                tracing::warn!(position = owned.position, %reason, "personal data unreadable");
                 owned.shredded = true;
             }
         }
-        owned
     }
 
     /// The events of one stream, owned.
@@ -329,6 +338,23 @@ impl Store {
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
+    /// Append to one of the host's own system streams (ids starting with `$`, which clients
+    /// may read but not write), from a thread that is not running async code.
+    pub fn append_system_blocking(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        if !request.stream_id.starts_with('$') {
+            return Err(ValidationError::StreamId {
+                stream_id: request.stream_id,
+                reason: "system streams start with '$'",
+            }
+            .into());
+        }
+        let (request, answer) = self.submit_validated(request, validate::append_system)?;
+        self.sender()?
+            .send(request)
+            .map_err(|_| AppendError::Closed)?;
+        answer.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
     /// Restore exported events exactly (positions, times, hashes); they must continue the
     /// log. See [`transfer`] for the NDJSON form.
     pub fn import_blocking(&self, events: Vec<RecordedEvent>) -> Result<Appended, AppendError> {
@@ -359,7 +385,22 @@ impl Store {
     #[allow(clippy::type_complexity)]
     fn submit_checked(
         &self,
+        request: AppendRequest,
+    ) -> Result<
+        (
+            WriteRequest,
+            oneshot::Receiver<Result<Appended, AppendError>>,
+        ),
+        AppendError,
+    > {
+        self.submit_validated(request, validate::append)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn submit_validated(
+        &self,
         mut request: AppendRequest,
+        check: fn(&AppendRequest, &Limits) -> Result<(), ValidationError>,
     ) -> Result<
         (
             WriteRequest,
@@ -368,7 +409,7 @@ impl Store {
         AppendError,
     > {
         validate::trim_json(&mut request);
-        validate::append(&request, &self.inner.limits)?;
+        check(&request, &self.inner.limits)?;
         // Sealed here, on the caller's thread: the writer never sees plaintext or keys.
         let sealed = request
             .events
@@ -430,7 +471,7 @@ impl EventStore for Store {
         read: &StreamRead,
         visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
     ) -> Result<(), ReadError> {
-        validate::stream_id(stream_id)?;
+        validate::stored_stream_id(stream_id)?;
         let (recent, txn) = self.begin_read_indexed()?;
         let indexed = index::indexed_in(&txn)?;
         let stream = recent
@@ -450,7 +491,7 @@ impl EventStore for Store {
     }
 
     fn stream_info(&self, stream_id: &str) -> Result<Option<StreamInfo>, ReadError> {
-        validate::stream_id(stream_id)?;
+        validate::stored_stream_id(stream_id)?;
         let (recent, txn) = self.begin_read_indexed()?;
         let row = recent.row(stream_id);
         drop(recent);

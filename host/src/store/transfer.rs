@@ -244,7 +244,7 @@ fn parse_line(text: &str, line: u64, store: &Store) -> Result<RecordedEvent, Imp
         sealed,
         hash,
     };
-    validate::stream_id(&event.stream_id).map_err(|error| malformed(error.to_string()))?;
+    validate::stored_stream_id(&event.stream_id).map_err(|error| malformed(error.to_string()))?;
     validate::fields(
         &event.stream_id,
         event.event_id,

@@ -53,10 +53,35 @@ pub fn stream_id(stream_id: &str) -> Result<(), ValidationError> {
     }
 }
 
+/// The id of a stream that may exist: the client rules, except that the host's own system
+/// streams (such as `$erasures`) start with `$`. Reads and imports accept these.
+pub fn stored_stream_id(id: &str) -> Result<(), ValidationError> {
+    match id.strip_prefix('$') {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('$') => stream_id(rest),
+        _ => stream_id(id),
+    }
+}
+
 /// Everything about an append that can be checked without the store.
 pub fn append(request: &AppendRequest, limits: &Limits) -> Result<(), ValidationError> {
+    append_checked(request, limits, stream_id)
+}
+
+/// [`append`] for the host's own system streams.
+pub(crate) fn append_system(
+    request: &AppendRequest,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
+    append_checked(request, limits, stored_stream_id)
+}
+
+fn append_checked(
+    request: &AppendRequest,
+    limits: &Limits,
+    stream_rule: fn(&str) -> Result<(), ValidationError>,
+) -> Result<(), ValidationError> {
     let stream = &request.stream_id;
-    stream_id(stream)?;
+    stream_rule(stream)?;
     let count = request.events.len();
     if count == 0 || count > limits.max_events_per_append {
         return Err(ValidationError::EventCount {
