@@ -1,0 +1,287 @@
+//! Personal data in the store: sealed per subject, never stored in plaintext, shredded by
+//! erasing the key without touching the log, and carried as ciphertext by export/import.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use eshost::store::keys::KEYS_FILE;
+use eshost::store::transfer;
+use eshost::store::{
+    AllRead, AppendError, AppendRequest, EventStore, ExpectedVersion, Forgot, ProposedEvent,
+    RecordedEvent, Store, StoreConfig, StreamRead, ValidationError, keys::SealError,
+};
+
+const NAME: &str = "Philippa Quenby-Marchetti";
+
+fn open(dir: &Path) -> Store {
+    Store::open(StoreConfig::new(dir)).unwrap()
+}
+
+fn registered(subject: &str, name: &str) -> ProposedEvent {
+    ProposedEvent::new("CustomerRegistered", r#"{"tier":"gold"}"#)
+        .with_personal_data(subject, format!(r#"{{"name":"{name}"}}"#))
+}
+
+fn append(store: &Store, stream: &str, events: Vec<ProposedEvent>) -> Result<u64, AppendError> {
+    store
+        .append_blocking(AppendRequest::new(stream, ExpectedVersion::Any, events))
+        .map(|appended| appended.last_position)
+}
+
+fn revealed_stream(store: &Store, stream: &str) -> Vec<RecordedEvent> {
+    let mut events = Vec::new();
+    store
+        .visit_stream(stream, &StreamRead::forward(), &mut |event| {
+            events.push(store.revealed(&event));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    events
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// A store with customers 1..=3, each registered with a name, plus plain events.
+fn populated(dir: &Path) -> Store {
+    let store = open(dir);
+    for n in 1..=3 {
+        append(
+            &store,
+            &format!("customer-{n}"),
+            vec![registered(&format!("customer-{n}"), &format!("{NAME} {n}"))],
+        )
+        .unwrap();
+        append(
+            &store,
+            &format!("account-{n}"),
+            vec![ProposedEvent::new("FundsDeposited", r#"{"amount":5}"#)],
+        )
+        .unwrap();
+    }
+    store
+}
+
+#[test]
+fn personal_data_is_readable_but_never_stored_in_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = populated(dir.path());
+    let events = revealed_stream(&store, "customer-2");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].subject_id.as_deref(), Some("customer-2"));
+    assert_eq!(
+        events[0].personal_data.as_deref(),
+        Some(format!(r#"{{"name":"{NAME} 2"}}"#).as_str())
+    );
+    assert!(!events[0].shredded);
+    assert_eq!(events[0].data, r#"{"tier":"gold"}"#);
+    // Plain reads carry the ciphertext only.
+    let sealed = store
+        .read_stream("customer-2", &StreamRead::forward())
+        .unwrap();
+    assert!(sealed[0].personal_data.is_none());
+    assert!(!contains(sealed[0].sealed.as_deref().unwrap(), NAME));
+    drop(store);
+
+    let events_file = std::fs::read(dir.path().join(eshost::store::EVENTS_FILE)).unwrap();
+    assert!(
+        contains(&events_file, "customer-2"),
+        "subject ids are stored"
+    );
+    assert!(contains(&events_file, "gold"), "data is stored as is");
+    assert!(!contains(&events_file, "Philippa"), "no plaintext name");
+    let keys_file = std::fs::read(dir.path().join(KEYS_FILE)).unwrap();
+    assert!(!contains(&keys_file, "Philippa"));
+}
+
+#[test]
+fn forgetting_shreds_one_subject_and_leaves_the_log_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = populated(dir.path());
+    let before: Vec<RecordedEvent> = store.read_all(&AllRead::from(1)).unwrap();
+
+    assert_eq!(
+        store.forget_subject("customer-2").unwrap(),
+        Forgot::KeyErased
+    );
+    let forgotten = revealed_stream(&store, "customer-2");
+    assert!(forgotten[0].shredded);
+    assert!(forgotten[0].personal_data.is_none());
+    assert_eq!(forgotten[0].data, r#"{"tier":"gold"}"#, "data is untouched");
+    let kept = revealed_stream(&store, "customer-3");
+    assert_eq!(
+        kept[0].personal_data.as_deref(),
+        Some(format!(r#"{{"name":"{NAME} 3"}}"#).as_str())
+    );
+
+    // Nothing in the log changed: same records, same hashes, and the chain verifies.
+    assert_eq!(store.read_all(&AllRead::from(1)).unwrap(), before);
+    let report = store.verify().unwrap();
+    assert!(report.is_ok(), "{report}");
+
+    // A forgotten subject's personal data is not stored again.
+    let refused = append(
+        &store,
+        "customer-2",
+        vec![registered("customer-2", "Again")],
+    );
+    assert!(
+        matches!(refused, Err(AppendError::Seal(SealError::Forgotten { .. }))),
+        "{refused:?}"
+    );
+    drop(store);
+
+    // It stays forgotten across a restart.
+    let store = open(dir.path());
+    assert!(revealed_stream(&store, "customer-2")[0].shredded);
+    assert!(!revealed_stream(&store, "customer-1")[0].shredded);
+    assert!(store.verify().unwrap().is_ok());
+}
+
+#[test]
+fn retries_are_idempotent_and_bad_personal_data_is_refused_before_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let event = registered("customer-9", "Ann");
+    let first = store
+        .append_blocking(AppendRequest::new(
+            "customer-9",
+            ExpectedVersion::NoStream,
+            vec![event.clone()],
+        ))
+        .unwrap();
+    let retry = store
+        .append_blocking(AppendRequest::new(
+            "customer-9",
+            ExpectedVersion::NoStream,
+            vec![event.clone()],
+        ))
+        .unwrap();
+    assert!(retry.already_stored);
+    assert_eq!(retry.first_position, first.first_position);
+    let changed = registered("customer-9", "Someone Else").with_id(event.event_id);
+    assert!(matches!(
+        append(&store, "customer-9", vec![changed]),
+        Err(AppendError::DuplicateEventId { .. })
+    ));
+
+    let head = store.head();
+    let mut no_subject = ProposedEvent::new("CustomerRegistered", "{}");
+    no_subject.personal_data = Some(r#"{"name":"x"}"#.into());
+    let mut no_data = ProposedEvent::new("CustomerRegistered", "{}");
+    no_data.subject_id = Some("customer-1".into());
+    let bad_json = ProposedEvent::new("CustomerRegistered", "{}")
+        .with_personal_data("customer-1", "{not json");
+    let control =
+        ProposedEvent::new("CustomerRegistered", "{}").with_personal_data("customer\u{7}", "{}");
+    for bad in [no_subject, no_data, bad_json, control] {
+        let refused = append(&store, "customer-1", vec![bad]);
+        assert!(
+            matches!(
+                refused,
+                Err(AppendError::Invalid(ValidationError::Personal { .. }))
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(store.head(), head, "nothing was stored");
+    assert_eq!(
+        store.keys().counts(),
+        (1, 0),
+        "no key was made for refused input"
+    );
+}
+
+#[test]
+fn export_and_import_keep_ciphertexts_and_keys_travel_only_when_asked() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = populated(source_dir.path());
+    source.forget_subject("customer-1").unwrap();
+    let mut export = Vec::new();
+    let written = transfer::export(&source, None, &mut export).unwrap();
+    assert_eq!(written, source.head());
+    let text = String::from_utf8(export.clone()).unwrap();
+    assert!(
+        !text.contains("Philippa"),
+        "the export holds ciphertext only"
+    );
+    assert!(text.contains(r#""subject_id":"customer-2""#));
+    let mut keys = Vec::new();
+    assert_eq!(transfer::export_keys(&source, &mut keys).unwrap(), 3);
+    let keys_text = String::from_utf8(keys.clone()).unwrap();
+    assert!(keys_text.contains(r#""subject":"customer-1","forgotten":true"#));
+    let source_events = source.read_all(&AllRead::from(1)).unwrap();
+
+    // Without the keys: the same log, and its personal data unreadable.
+    let bare_dir = tempfile::tempdir().unwrap();
+    let bare = open(bare_dir.path());
+    let report = transfer::import(&bare, &mut export.as_slice(), 2).unwrap();
+    assert_eq!(report.events, source.head());
+    assert_eq!(bare.read_all(&AllRead::from(1)).unwrap(), source_events);
+    assert!(bare.verify().unwrap().is_ok());
+    assert!(
+        revealed_stream(&bare, "customer-2")[0]
+            .personal_data
+            .is_none()
+    );
+
+    // With them: identical positions, ids, hashes and ciphertexts, readable where the
+    // source could read, shredded where it had forgotten.
+    let full_dir = tempfile::tempdir().unwrap();
+    let full = open(full_dir.path());
+    assert_eq!(
+        transfer::import_keys(&full, &mut keys.as_slice()).unwrap(),
+        3
+    );
+    transfer::import(&full, &mut export.as_slice(), 1000).unwrap();
+    let imported = full.read_all(&AllRead::from(1)).unwrap();
+    assert_eq!(imported, source_events);
+    for (a, b) in imported.iter().zip(&source_events) {
+        assert_eq!(
+            (a.position, a.event_id, a.hash, &a.sealed),
+            (b.position, b.event_id, b.hash, &b.sealed)
+        );
+    }
+    assert!(full.verify().unwrap().is_ok());
+    assert!(revealed_stream(&full, "customer-1")[0].shredded);
+    assert_eq!(
+        revealed_stream(&full, "customer-2")[0].personal_data,
+        revealed_stream(&source, "customer-2")[0].personal_data
+    );
+}
+
+#[test]
+fn a_tampered_ciphertext_is_found_by_verify_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let sealed = {
+        let store = populated(dir.path());
+        let events = store
+            .read_stream("customer-2", &StreamRead::forward())
+            .unwrap();
+        assert_eq!(events[0].position, 3);
+        events[0].sealed.clone().unwrap()
+    };
+    let path = dir.path().join(eshost::store::EVENTS_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let probe = &sealed[sealed.len() - 16..];
+    let places: Vec<usize> = bytes
+        .windows(probe.len())
+        .enumerate()
+        .filter(|(_, window)| *window == probe)
+        .map(|(at, _)| at)
+        .collect();
+    assert!(!places.is_empty(), "the ciphertext is in the file");
+    for at in places {
+        bytes[at] ^= 0x40;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let store = open(dir.path());
+    let report = store.verify().unwrap();
+    let bad = report.first_bad.as_ref().expect("the tampering is found");
+    assert_eq!(bad.position, 3, "{report}");
+    assert_eq!(report.events_checked, 2);
+}
