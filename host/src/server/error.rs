@@ -83,6 +83,11 @@ impl From<AppendError> for ApiError {
                 "unavailable",
                 error.to_string(),
             ),
+            AppendError::Seal(crate::store::keys::SealError::Forgotten { .. }) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "subject_forgotten",
+                error.to_string(),
+            ),
             _ => ApiError::internal(error.to_string()),
         }
     }
