@@ -291,3 +291,70 @@ async fn a_forgotten_customer_is_gone_from_reads_states_snapshots_and_read_model
         assert!(!contains(&forgotten.state, NAME) && !contains(&forgotten.state, EMAIL));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_offline_purges_read_models_when_the_host_next_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = start_host(dir.path());
+    let api = Api {
+        http: reqwest::Client::new(),
+        base,
+    };
+    let (status, _) = api
+        .post(
+            "/aggregates/customer/customer-3",
+            json!({"type": "Register", "name": NAME, "email": EMAIL}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    api.row_when("customer-3", "name", &json!(NAME)).await;
+    let stop = |child: &mut Child| {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    stop(&mut child);
+
+    let store = dir.path().join("data");
+    let forget = Command::new(eshost_tests::eshost_binary())
+        .args(["forget", "customer-3", "--reason", "offline", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        forget.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forget.stderr)
+    );
+    let report: Value = serde_json::from_slice(&forget.stdout).unwrap();
+    assert_eq!(report["key"], "key_erased");
+    assert_eq!(report["streams"], json!(["customer-3"]));
+    {
+        // Snapshots are written without waiting for the disk, so one may not have survived
+        // the stop; none that did may hold the name.
+        let snapshots = Snapshots::new(Views::open(&store).unwrap());
+        if let Some(snapshot) = snapshots.get("customer", "customer-3").unwrap() {
+            assert!(!contains(&snapshot.state, NAME));
+        }
+    }
+
+    // The read model still holds the name until a host finishes the purge on start.
+    let (mut child, base) = start_host(dir.path());
+    let api = Api {
+        http: reqwest::Client::new(),
+        base,
+    };
+    let row = api.row_when("customer-3", "name", &Value::Null).await;
+    assert!(!row.to_string().contains(EMAIL), "{row}");
+    let events = api.get("/streams/customer-3", "admin-token-1").await;
+    assert_eq!(events["events"][0]["shredded"], true);
+    stop(&mut child);
+    let verify = Command::new(eshost_tests::eshost_binary())
+        .args(["verify", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(verify.status.success());
+}
