@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use eshost::runtime::{Command, Event, Limits, Runtime, RuntimeConfig};
 
-// `pub const BANK_ACCOUNT: &str = "/…/bank_account.wasm";` and so on, one per component.
+// `pub const BANK_ACCOUNT: &str = "/…/bank_account.wasm";` and so on, one per component
+// (`CUSTOMER` and `CUSTOMERS` for the personal-data plugins).
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 
 /// Limits tight enough that hostile guests fail fast in tests, loose enough for real plugins.
@@ -61,6 +62,24 @@ pub fn event(
         personal_data: None,
         shredded: false,
     }
+}
+
+/// `event` carrying `personal_data` (JSON) of the data subject `subject_id`, as the host hands
+/// it to plugins before the subject is forgotten.
+pub fn with_personal(mut event: Event, subject_id: &str, personal_data: &str) -> Event {
+    event.subject_id = Some(subject_id.to_owned());
+    event.personal_data = Some(personal_data.to_owned());
+    event.shredded = false;
+    event
+}
+
+/// `event` as the host hands it to plugins once the subject `subject_id` is forgotten: the
+/// subject is still named, the personal data is gone.
+pub fn shredded(mut event: Event, subject_id: &str) -> Event {
+    event.subject_id = Some(subject_id.to_owned());
+    event.personal_data = None;
+    event.shredded = true;
+    event
 }
 
 /// A command with `payload` (JSON), issued at `issued_at` ms.
