@@ -601,6 +601,9 @@ pub struct BenchAppendArgs {
     /// Directory for the scratch stores (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Bytes of personal data per event, sealed per subject (0: none).
+    #[arg(long, default_value_t = 0)]
+    personal_bytes: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -1032,6 +1035,7 @@ fn bench_append(args: BenchAppendArgs) -> anyhow::Result<()> {
         },
         baseline_batch: args.baseline_batch.max(1),
         dir: args.dir,
+        personal_bytes: args.personal_bytes,
     };
     let report = bench::append::run(&options)?;
     print_report(&report, args.json)

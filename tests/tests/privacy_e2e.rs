@@ -65,6 +65,16 @@ role = "read"
     (child, base)
 }
 
+/// Kills the host if the test fails before stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -131,7 +141,8 @@ impl Api {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forgotten_customer_is_gone_from_reads_states_snapshots_and_read_models() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) = start_host(dir.path());
+    let (child, base) = start_host(dir.path());
+    let mut child = Running(child);
     let api = Api {
         http: reqwest::Client::new(),
         base,
@@ -258,11 +269,11 @@ async fn a_forgotten_customer_is_gone_from_reads_states_snapshots_and_read_model
         .expect("the story finishes");
 
     let stopped = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(stopped.success());
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 
     // The log was not rewritten: the chain verifies.
     let store = dir.path().join("data");
@@ -295,7 +306,8 @@ async fn a_forgotten_customer_is_gone_from_reads_states_snapshots_and_read_model
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgetting_offline_purges_read_models_when_the_host_next_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) = start_host(dir.path());
+    let (child, base) = start_host(dir.path());
+    let mut child = Running(child);
     let api = Api {
         http: reqwest::Client::new(),
         base,
@@ -308,12 +320,12 @@ async fn forgetting_offline_purges_read_models_when_the_host_next_starts() {
         .await;
     assert_eq!(status, 200);
     api.row_when("customer-3", "name", &json!(NAME)).await;
-    let stop = |child: &mut Child| {
+    let stop = |child: &mut Running| {
         Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &child.0.id().to_string()])
             .status()
             .unwrap();
-        assert!(child.wait().unwrap().success());
+        assert!(child.0.wait().unwrap().success());
     };
     stop(&mut child);
 
@@ -341,7 +353,8 @@ async fn forgetting_offline_purges_read_models_when_the_host_next_starts() {
     }
 
     // The read model still holds the name until a host finishes the purge on start.
-    let (mut child, base) = start_host(dir.path());
+    let (child, base) = start_host(dir.path());
+    let mut child = Running(child);
     let api = Api {
         http: reqwest::Client::new(),
         base,

@@ -29,6 +29,8 @@ pub struct AppendBenchOptions {
     pub baseline_batch: usize,
     /// Where to put the scratch stores (a temporary directory by default).
     pub dir: Option<PathBuf>,
+    /// Bytes of personal data per event (0: none), sealed under one subject per appender.
+    pub personal_bytes: usize,
 }
 
 impl Default for AppendBenchOptions {
@@ -37,6 +39,7 @@ impl Default for AppendBenchOptions {
             appenders: 64,
             event_bytes: 200,
             duration: Duration::from_secs(5),
+            personal_bytes: 0,
             durability: Durability::Immediate,
             baseline_batch: 1000,
             dir: None,
@@ -138,6 +141,7 @@ pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,
     };
+    let personal = (options.personal_bytes > 0).then(|| payload(options.personal_bytes));
     let payload = payload(options.event_bytes);
     let mut config = StoreConfig::new(scratch.path().join("store"));
     config.durability = options.durability;
@@ -153,11 +157,16 @@ pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
             .map(|appender| {
                 let store = store.clone();
                 let payload = payload.clone();
+                let personal = personal.clone();
                 tokio::spawn(async move {
                     let stream = format!("bench-{appender}");
+                    let subject = format!("subject-{appender}");
                     let mut latencies = Vec::with_capacity(1 << 16);
                     while Instant::now() < deadline {
-                        let event = ProposedEvent::new("BenchEvent", payload.clone());
+                        let mut event = ProposedEvent::new("BenchEvent", payload.clone());
+                        if let Some(personal) = &personal {
+                            event = event.with_personal_data(&subject, personal.clone());
+                        }
                         let request =
                             AppendRequest::new(&stream, ExpectedVersion::Any, vec![event]);
                         let sent = Instant::now();
