@@ -127,6 +127,8 @@ pub fn start_bank_host(dir: &Path) -> (std::process::Child, String) {
         (DEPOSIT_CURRENCY, "deposit_currency.wasm"),
         (BALANCES, "balances.wasm"),
         (STATEMENT, "statement.wasm"),
+        (CUSTOMER, "customer.wasm"),
+        (CUSTOMERS, "customers.wasm"),
     ] {
         std::fs::copy(path, dir.join("plugins").join(file)).expect("copy a plugin");
     }
