@@ -312,18 +312,6 @@ impl Store {
         self.inner.keys.forget(subject)
     }
 
-    /// The streams holding personal data of `subject`, by scanning the log.
-    pub fn streams_of_subject(&self, subject: &str) -> Result<Vec<String>, ReadError> {
-        let mut streams = std::collections::BTreeSet::new();
-        self.visit_all(&AllRead::from(1), &mut |event| {
-            if event.subject_id == Some(subject) && !streams.contains(event.stream_id) {
-                streams.insert(event.stream_id.to_owned());
-            }
-            ControlFlow::Continue(())
-        })?;
-        Ok(streams.into_iter().collect())
-    }
-
     /// The writer's counters.
     pub fn writer_stats(&self) -> &WriterStats {
         &self.inner.stats
