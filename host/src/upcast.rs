@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::runtime::{Event, PluginError, UpcastError, UpcasterInstance, UpcasterPlugin};
-use crate::store::{EventRef, EventStore, Personal};
+use crate::store::{EventRef, EventStore};
 
 /// The upcasters of a host, keyed by the (event type, schema version) each one raises.
 /// Cheap to clone.
@@ -185,15 +185,7 @@ pub fn set_personal(target: &mut Event, event: &EventRef<'_>, store: &dyn EventS
     target.subject_id = event.subject_id.map(str::to_owned);
     (target.personal_data, target.shredded) = match event.sealed {
         None => (None, false),
-        Some(_) => match store.reveal(event) {
-            Personal::Data(text) => (Some(text), false),
-            Personal::None => (None, false),
-            Personal::Shredded => (None, true),
-            Personal::Unreadable(reason) => {
-                tracing::warn!(position = event.position, %reason, "personal data unreadable");
-                (None, true)
-            }
-        },
+        Some(_) => store.reveal(event).into_fields(event.position),
     };
 }
 

@@ -58,6 +58,23 @@ pub enum Personal {
     Unreadable(String),
 }
 
+impl Personal {
+    /// As a reader's fields: the data, and whether it reads as shredded. Unreadable data
+    /// counts as shredded (plugins cannot tell the two apart) and is logged, as it means a
+    /// missing key file or a damaged record.
+    pub fn into_fields(self, position: u64) -> (Option<String>, bool) {
+        match self {
+            Personal::None => (None, false),
+            Personal::Data(text) => (Some(text), false),
+            Personal::Shredded => (None, true),
+            Personal::Unreadable(reason) => {
+                tracing::warn!(position, %reason, "personal data unreadable");
+                (None, true)
+            }
+        }
+    }
+}
+
 /// Why the key store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyStoreError {

@@ -97,16 +97,8 @@ pub trait EventStore: Send + Sync {
         if owned.sealed.is_none() {
             return;
         }
-        let personal = self.reveal(&owned.as_ref());
-        match personal {
-            Personal::None => {}
-            Personal::Data(text) => owned.personal_data = Some(text),
-            Personal::Shredded => owned.shredded = true,
-            Personal::Unreadable(reason) => {
-                tracing::warn!(position = owned.position, %reason, "personal data unreadable");
-                owned.shredded = true;
-            }
-        }
+        (owned.personal_data, owned.shredded) =
+            self.reveal(&owned.as_ref()).into_fields(owned.position);
     }
 
     /// The events of one stream, owned.
