@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -978,7 +979,7 @@ fn forget(args: ForgetArgs) -> anyhow::Result<()> {
     let store = open(&args.store)?;
     let views = crate::views::Views::open(&args.store.store)?;
     let forgetting =
-        crate::privacy::Forgetting::new(store, views, None, None, Duration::from_secs(0));
+        crate::privacy::Forgetting::new(Arc::new(store), views, None, None, Duration::from_secs(0));
     let request = crate::privacy::ForgetRequest {
         user: std::env::var("USER").ok(),
         reason: args.reason,

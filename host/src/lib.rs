@@ -10,6 +10,8 @@ pub mod privacy;
 pub mod projection;
 pub mod runtime;
 pub mod server;
-pub mod store;
 pub mod upcast;
 pub mod views;
+
+/// The event store (crate `eshost-store`).
+pub use eshost_store as store;

@@ -10,6 +10,7 @@
 //! finished the next time the host starts ([`Forgetting::resume`]).
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -18,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::Aggregates;
 use crate::projection::Projections;
 use crate::store::{
-    AllRead, AppendRequest, ExpectedVersion, Forgot, ProposedEvent, Store, keys::check_subject,
+    AllRead, AppendRequest, EventStore, ExpectedVersion, Forgot, ProposedEvent, block_on,
+    keys::check_subject,
 };
 use crate::views::Views;
 
@@ -89,7 +91,7 @@ pub enum ForgetError {
 /// Forgets subjects across the store and everything derived from it.
 #[derive(Debug, Clone)]
 pub struct Forgetting {
-    store: Store,
+    store: Arc<dyn EventStore>,
     views: Views,
     aggregates: Option<Aggregates>,
     projections: Option<Projections>,
@@ -100,7 +102,7 @@ impl Forgetting {
     /// Forgetting over `store` and `views`; the running pipelines, when there are any, are
     /// purged too. `wait` bounds how long a call waits for projections to rebuild.
     pub fn new(
-        store: Store,
+        store: Arc<dyn EventStore>,
         views: Views,
         aggregates: Option<Aggregates>,
         projections: Option<Projections>,
@@ -132,7 +134,7 @@ impl Forgetting {
                 reason,
             }
         };
-        let key_before = if self.store.keys().is_forgotten(subject) {
+        let key_before = if self.store.is_forgotten(subject) {
             Forgot::AlreadyForgotten
         } else {
             Forgot::KeyErased
@@ -150,13 +152,11 @@ impl Forgetting {
         });
         let event = ProposedEvent::new(ERASURE_EVENT, data.to_string())
             .with_metadata(serde_json::Value::Object(metadata).to_string());
-        let appended = self
-            .store
-            .append_system_blocking(AppendRequest::new(
-                ERASURE_STREAM,
-                ExpectedVersion::Any,
-                vec![event],
-            ))
+        let appended = block_on(self.store.append_system(AppendRequest::new(
+            ERASURE_STREAM,
+            ExpectedVersion::Any,
+            vec![event],
+        )))
             .map_err(|e| fail("recording the erasure")(e.to_string()))?;
         self.mark_pending(subject, appended.first_position)
             .map_err(fail("marking the purge pending"))?;
@@ -261,7 +261,7 @@ impl Forgetting {
     fn traces(&self, subject: &str) -> Result<(Vec<String>, Vec<String>), String> {
         let mut streams = std::collections::BTreeSet::new();
         let mut types = std::collections::BTreeSet::new();
-        crate::store::EventStore::visit_all(&self.store, &AllRead::from(1), &mut |event| {
+        self.store.visit_all(&AllRead::from(1), &mut |event| {
             if event.subject_id == Some(subject) {
                 if !streams.contains(event.stream_id) {
                     streams.insert(event.stream_id.to_owned());

@@ -469,9 +469,10 @@ impl Host {
     pub fn start(config: &Config) -> anyhow::Result<Host> {
         let mut store_config = StoreConfig::new(&config.store);
         store_config.keys = config.keys.clone();
-        let concrete = Store::open(store_config)
-            .with_context(|| format!("opening store {}", config.store.display()))?;
-        let store: Arc<dyn EventStore> = Arc::new(concrete.clone());
+        let store: Arc<dyn EventStore> = Arc::new(
+            Store::open(store_config)
+                .with_context(|| format!("opening store {}", config.store.display()))?,
+        );
         let views = Views::open(&config.store)?;
         let runtime = Runtime::new(RuntimeConfig {
             limits: config.limits.clone(),
@@ -562,7 +563,7 @@ impl Host {
             })
             .collect();
         let forgetting = Forgetting::new(
-            concrete,
+            store.clone(),
             views.clone(),
             Some(aggregates.clone()),
             Some(projections.clone()),

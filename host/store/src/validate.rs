@@ -228,7 +228,7 @@ pub fn trim_json(request: &mut AppendRequest) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::event::{ExpectedVersion, ProposedEvent};
+    use crate::event::{ExpectedVersion, ProposedEvent};
 
     fn request(stream: &str, events: Vec<ProposedEvent>) -> AppendRequest {
         AppendRequest::new(stream, ExpectedVersion::Any, events)

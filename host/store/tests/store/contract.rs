@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use eshost::store::{
+use eshost_store::{
     AllRead, AppendError, AppendRequest, Direction, EventStore, ExpectedVersion, Limits,
     ProposedEvent, ReadError, Store, StoreConfig, StreamRead, Until, ValidationError,
 };
@@ -21,7 +21,7 @@ fn append(
     stream: &str,
     expected: ExpectedVersion,
     events: Vec<ProposedEvent>,
-) -> Result<eshost::store::Appended, AppendError> {
+) -> Result<eshost_store::Appended, AppendError> {
     store.append_blocking(AppendRequest::new(stream, expected, events))
 }
 
@@ -319,7 +319,7 @@ fn reads_go_both_ways_with_limits_bounds_and_filters() {
         )
         .unwrap();
     }
-    let numbers = |events: Vec<eshost::store::RecordedEvent>| -> Vec<u64> {
+    let numbers = |events: Vec<eshost_store::RecordedEvent>| -> Vec<u64> {
         events.iter().map(|e| e.data.parse().unwrap()).collect()
     };
 
@@ -464,7 +464,7 @@ fn streams_are_listed_by_prefix_in_order() {
     ] {
         append(&store, stream, ExpectedVersion::Any, vec![event("E", "{}")]).unwrap();
     }
-    let ids = |found: Vec<(String, eshost::store::StreamInfo)>| {
+    let ids = |found: Vec<(String, eshost_store::StreamInfo)>| {
         found.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
     };
     assert_eq!(
@@ -833,7 +833,7 @@ fn verify_finds_a_tampered_byte_at_its_position() {
         }
         assert!(store.verify().unwrap().is_ok());
     }
-    let path = dir.path().join(eshost::store::EVENTS_FILE);
+    let path = dir.path().join(eshost_store::EVENTS_FILE);
     let mut bytes = std::fs::read(&path).unwrap();
     // Copy-on-write leaves stale copies of pages in the file: change every copy.
     let places: Vec<_> = bytes

@@ -4,9 +4,9 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use eshost::store::keys::KEYS_FILE;
-use eshost::store::transfer;
-use eshost::store::{
+use eshost_store::keys::KEYS_FILE;
+use eshost_store::transfer;
+use eshost_store::{
     AllRead, AppendError, AppendRequest, EventStore, ExpectedVersion, Forgot, ProposedEvent,
     RecordedEvent, Store, StoreConfig, StreamRead, ValidationError, keys::SealError,
 };
@@ -86,7 +86,7 @@ fn personal_data_is_readable_but_never_stored_in_plaintext() {
     assert!(!contains(sealed[0].sealed.as_deref().unwrap(), NAME));
     drop(store);
 
-    let events_file = std::fs::read(dir.path().join(eshost::store::EVENTS_FILE)).unwrap();
+    let events_file = std::fs::read(dir.path().join(eshost_store::EVENTS_FILE)).unwrap();
     assert!(
         contains(&events_file, "customer-2"),
         "subject ids are stored"
@@ -264,7 +264,7 @@ fn a_tampered_ciphertext_is_found_by_verify_at_its_position() {
         assert_eq!(events[0].position, 3);
         events[0].sealed.clone().unwrap()
     };
-    let path = dir.path().join(eshost::store::EVENTS_FILE);
+    let path = dir.path().join(eshost_store::EVENTS_FILE);
     let mut bytes = std::fs::read(&path).unwrap();
     let probe = &sealed[sealed.len() - 16..];
     let places: Vec<usize> = bytes

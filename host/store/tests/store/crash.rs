@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use eshost::store::{
+use eshost_store::{
     AllRead, AppendRequest, EventStore, ExpectedVersion, ProposedEvent, Store, StoreConfig,
 };
 use uuid::Uuid;
@@ -76,7 +76,7 @@ fn acknowledged_events_survive_sigkill() {
     let mut acknowledged = HashSet::new();
     for cycle in 0..4 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "crash::crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

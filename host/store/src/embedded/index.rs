@@ -17,8 +17,8 @@ use std::collections::HashMap;
 
 use redb::{ReadTransaction, ReadableTable, Table, TableError, WriteTransaction};
 
-use super::codec;
-use super::error::ReadError;
+use crate::codec;
+use crate::error::ReadError;
 use super::schema::{EVENT_IDS, EVENTS, META, META_INDEXED, STREAM_EVENTS, STREAMS, StreamRow};
 
 /// Index entries of the events after the last flush.

@@ -1,44 +1,31 @@
-//! The event store: an append-only log in `events.redb`, one group-committing writer, and
-//! readers that never wait for it.
-//!
-//! The rest of the host uses the [`EventStore`] trait, so that a server-grade backend can
-//! stand behind the same calls later.
+//! The embedded backend: the log in one redb file, `events.redb`, written by one
+//! group-committing writer thread and read on redb read transactions from any thread.
 
-pub mod codec;
-pub mod error;
-pub mod event;
 mod file;
 mod index;
-pub mod keys;
-pub mod reader;
-pub mod schema;
-pub mod transfer;
-pub mod validate;
-pub mod verify;
+mod reader;
+pub(crate) mod schema;
+mod verify;
 mod writer;
 
-use std::future::Future;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::sync::mpsc;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
-use std::sync::mpsc;
-
 use tokio::sync::{oneshot, watch};
 
-pub use error::{AppendError, OpenError, ReadError, ValidationError};
-pub use event::{
-    AppendRequest, Appended, EventRef, ExpectedVersion, ProposedEvent, RecordedEvent, StreamInfo,
-};
-pub use keys::{Forgot, KeyStore, Personal};
-pub use reader::{AllRead, Direction, StreamRead, Until};
-pub use validate::Limits;
-pub use verify::VerifyReport;
 pub use writer::{Durability, Gather, WriterStats, now_ms};
 
+use crate::error::{AppendError, OpenError, ReadError, ValidationError};
+use crate::event::{AppendRequest, Appended, EventRef, RecordedEvent, StreamInfo};
+use crate::keys::{self, Forgot, KeyStore, Personal};
+use crate::read::{AllRead, StreamRead};
+use crate::report::VerifyReport;
+use crate::validate::{self, Limits};
+use crate::{BoxFuture, EventStore};
 use schema::{
     EVENT_IDS, EVENTS, Head, META, META_FORMAT, META_HEAD, STORE_FORMAT, STREAM_EVENTS, STREAMS,
 };
@@ -46,85 +33,6 @@ use writer::{WriteOp, WriteRequest, Writer};
 
 /// The file, inside the store directory, that holds the log.
 pub const EVENTS_FILE: &str = "events.redb";
-
-/// A boxed future, so that [`EventStore`] can be used as a trait object.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The store operations the command pipeline, projections and server rely on.
-pub trait EventStore: Send + Sync {
-    /// Append events to one stream atomically; resolves once they are durable.
-    fn append(&self, request: AppendRequest) -> BoxFuture<'static, Result<Appended, AppendError>>;
-    /// Visit the events of one stream.
-    fn visit_stream(
-        &self,
-        stream_id: &str,
-        read: &StreamRead,
-        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
-    ) -> Result<(), ReadError>;
-    /// Visit the events of `$all`.
-    fn visit_all(
-        &self,
-        read: &AllRead,
-        visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
-    ) -> Result<(), ReadError>;
-    /// What the store knows about one stream (`None` if it has no events).
-    fn stream_info(&self, stream_id: &str) -> Result<Option<StreamInfo>, ReadError>;
-    /// Streams whose id starts with `prefix`, in id order, after `after`.
-    fn streams(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, StreamInfo)>, ReadError>;
-    /// The last position recorded at or before `time` (ms since the epoch).
-    fn position_at(&self, time: u64) -> Result<u64, ReadError>;
-    /// The last committed position.
-    fn head(&self) -> u64;
-    /// A watch of the head position that changes on every commit.
-    fn watch_head(&self) -> watch::Receiver<u64>;
-    /// Decrypt the personal part of a stored event, if it has one.
-    fn reveal(&self, event: &EventRef<'_>) -> Personal;
-
-    /// The event owned, with its personal data decrypted (or marked shredded).
-    fn revealed(&self, event: &EventRef<'_>) -> RecordedEvent {
-        let mut owned = event.to_owned();
-        self.reveal_owned(&mut owned);
-        owned
-    }
-
-    /// Fill in `personal_data` (or `shredded`) of an owned event from its sealed part.
-    fn reveal_owned(&self, owned: &mut RecordedEvent) {
-        if owned.sealed.is_none() {
-            return;
-        }
-        (owned.personal_data, owned.shredded) =
-            self.reveal(&owned.as_ref()).into_fields(owned.position);
-    }
-
-    /// The events of one stream, owned.
-    fn read_stream(
-        &self,
-        stream_id: &str,
-        read: &StreamRead,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let mut events = Vec::new();
-        self.visit_stream(stream_id, read, &mut |event| {
-            events.push(event.to_owned());
-            ControlFlow::Continue(())
-        })?;
-        Ok(events)
-    }
-
-    /// Events of `$all`, owned.
-    fn read_all(&self, read: &AllRead) -> Result<Vec<RecordedEvent>, ReadError> {
-        let mut events = Vec::new();
-        self.visit_all(read, &mut |event| {
-            events.push(event.to_owned());
-            ControlFlow::Continue(())
-        })?;
-        Ok(events)
-    }
-}
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -298,12 +206,6 @@ impl Store {
         &self.inner.keys
     }
 
-    /// Erase `subject`'s key: its personal data in the log reads as shredded from now on.
-    /// The log itself is not touched, so `verify` still passes.
-    pub fn forget_subject(&self, subject: &str) -> Result<Forgot, keys::KeyStoreError> {
-        self.inner.keys.forget(subject)
-    }
-
     /// The writer's counters.
     pub fn writer_stats(&self) -> &WriterStats {
         &self.inner.stats
@@ -318,9 +220,26 @@ impl Store {
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
-    /// Append to one of the host's own system streams (ids starting with `$`, which clients
-    /// may read but not write), from a thread that is not running async code.
+    /// [`EventStore::append_system`] from a thread that is not running async code.
     pub fn append_system_blocking(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let (request, answer) = self.submit_system(request)?;
+        self.sender()?
+            .send(request)
+            .map_err(|_| AppendError::Closed)?;
+        answer.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn submit_system(
+        &self,
+        request: AppendRequest,
+    ) -> Result<
+        (
+            WriteRequest,
+            oneshot::Receiver<Result<Appended, AppendError>>,
+        ),
+        AppendError,
+    > {
         if !request.stream_id.starts_with('$') {
             return Err(ValidationError::StreamId {
                 stream_id: request.stream_id,
@@ -328,11 +247,7 @@ impl Store {
             }
             .into());
         }
-        let (request, answer) = self.submit_validated(request, validate::append_system)?;
-        self.sender()?
-            .send(request)
-            .map_err(|_| AppendError::Closed)?;
-        answer.blocking_recv().map_err(|_| AppendError::Closed)?
+        self.submit_validated(request, validate::append_system)
     }
 
     /// Restore exported events exactly (positions, times, hashes); they must continue the
@@ -351,11 +266,6 @@ impl Store {
     /// The size limits appends are checked against.
     pub fn limits(&self) -> Limits {
         self.inner.limits
-    }
-
-    /// Re-check the whole log; see [`VerifyReport`].
-    pub fn verify(&self) -> Result<VerifyReport, ReadError> {
-        verify::verify(&self.begin_read()?)
     }
 
     fn sender(&self) -> Result<&mpsc::Sender<WriteRequest>, AppendError> {
@@ -514,6 +424,31 @@ impl EventStore for Store {
             }
             _ => Personal::None,
         }
+    }
+
+    fn append_system(
+        &self,
+        request: AppendRequest,
+    ) -> BoxFuture<'static, Result<Appended, AppendError>> {
+        let submitted = self.submit_system(request).and_then(|(request, answer)| {
+            self.sender()?
+                .send(request)
+                .map_err(|_| AppendError::Closed)?;
+            Ok(answer)
+        });
+        Box::pin(async move { submitted?.await.map_err(|_| AppendError::Closed)? })
+    }
+
+    fn forget_subject(&self, subject: &str) -> Result<Forgot, keys::KeyStoreError> {
+        self.inner.keys.forget(subject)
+    }
+
+    fn is_forgotten(&self, subject: &str) -> bool {
+        self.inner.keys.is_forgotten(subject)
+    }
+
+    fn verify(&self) -> Result<VerifyReport, ReadError> {
+        verify::verify(&self.begin_read()?)
     }
 }
 

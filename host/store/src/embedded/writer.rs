@@ -14,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{oneshot, watch};
 
-use super::codec::{self, RecordBody};
-use super::error::AppendError;
-use super::event::{AppendRequest, Appended, ProposedEvent, RecordedEvent};
+use crate::codec::{self, RecordBody};
+use crate::error::AppendError;
+use crate::event::{AppendRequest, Appended, ProposedEvent, RecordedEvent};
 use super::index::{RecentIndex, RecentStream};
 use super::schema::{EVENT_IDS, EVENTS, Head, META, META_HEAD, STREAMS, StreamRow};
 
@@ -695,7 +695,7 @@ fn same_content(
     event: &ProposedEvent,
     sealed: Option<&[u8]>,
     stream_id: &str,
-    stored: &super::event::EventRef<'_>,
+    stored: &crate::event::EventRef<'_>,
 ) -> bool {
     stored.stream_id == stream_id
         && stored.subject_id == event.subject_id.as_deref()

@@ -3,55 +3,11 @@
 use std::collections::HashMap;
 
 use redb::{ReadTransaction, TableError};
-use serde::Serialize;
 
-use super::codec::{self, GENESIS_HASH};
-use super::error::ReadError;
+use crate::codec::{self, GENESIS_HASH};
+use crate::error::ReadError;
 use super::schema::{EVENTS, Head, META, META_HEAD};
-
-/// The outcome of [`verify`](super::Store::verify).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VerifyReport {
-    /// How many records were checked.
-    pub events_checked: u64,
-    /// The head position the store records.
-    pub head: u64,
-    /// The first position found bad, and why; `None` when the log is intact.
-    pub first_bad: Option<BadRecord>,
-}
-
-/// A record that failed verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BadRecord {
-    /// Its position.
-    pub position: u64,
-    /// What is wrong.
-    pub reason: String,
-}
-
-impl VerifyReport {
-    /// Whether the log is intact.
-    pub fn is_ok(&self) -> bool {
-        self.first_bad.is_none()
-    }
-}
-
-impl std::fmt::Display for VerifyReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.first_bad {
-            None => write!(
-                f,
-                "ok: {} events, hash chain intact up to position {}",
-                self.events_checked, self.head
-            ),
-            Some(bad) => write!(
-                f,
-                "corrupt at position {}: {} ({} events checked before it)",
-                bad.position, bad.reason, self.events_checked
-            ),
-        }
-    }
-}
+use crate::report::{BadRecord, VerifyReport};
 
 /// Walk the whole log once.
 pub fn verify(txn: &ReadTransaction) -> Result<VerifyReport, ReadError> {

@@ -1,8 +1,8 @@
 //! NDJSON export and import: a whole-store round trip gives the same log; altered or
 //! out-of-place input is refused at the line that does not fit.
 
-use eshost::store::transfer::{self, ImportError};
-use eshost::store::{
+use eshost_store::transfer::{self, ImportError};
+use eshost_store::{
     AllRead, AppendError, AppendRequest, EventStore, ExpectedVersion, ProposedEvent, Store,
     StoreConfig, StreamRead,
 };

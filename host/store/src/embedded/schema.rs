@@ -2,7 +2,7 @@
 
 use redb::TableDefinition;
 
-use super::codec::GENESIS_HASH;
+use crate::codec::GENESIS_HASH;
 
 /// position → encoded record (see `codec`). The log itself.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
