@@ -12,13 +12,13 @@
 //!     [--events 100000] [--accounts 1000] [--batch 1000] [--memory-mib 256] [--time-ms 10000] [--json]
 //! ```
 
-#[path = "../tests/polyglot_support/mod.rs"]
+#[path = "../tests/all/polyglot_support/mod.rs"]
 mod polyglot_support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use eshost::runtime::{Limits, MemoryReadModel, Runtime, RuntimeConfig};
+use eshost_runtime::{Limits, MemoryReadModel, Runtime, RuntimeConfig};
 use serde::Serialize;
 
 #[derive(Debug)]
@@ -118,7 +118,7 @@ fn runtime(cache: &std::path::Path, limits: &Limits) -> Runtime {
     .expect("start a runtime")
 }
 
-fn bench(options: &Options, plugin: &PathBuf, history: &[eshost::runtime::Event]) -> Report {
+fn bench(options: &Options, plugin: &PathBuf, history: &[eshost_runtime::Event]) -> Report {
     let cache = tempfile::tempdir().expect("a temporary directory");
     let cold = runtime(cache.path(), &options.limits)
         .load_projection(plugin)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use eshost::runtime::{Command, Event, Limits, Runtime, RuntimeConfig};
+use eshost_runtime::{Command, Event, Limits, Runtime, RuntimeConfig};
 
 // `pub const BANK_ACCOUNT: &str = "/…/bank_account.wasm";` and so on, one per component
 // (`CUSTOMER` and `CUSTOMERS` for the personal-data plugins).

@@ -29,7 +29,7 @@ use std::pin::Pin;
 
 use tokio::sync::watch;
 
-pub use embedded::{EVENTS_FILE, Durability, Gather, Store, StoreConfig, WriterStats, now_ms};
+pub use embedded::{Durability, EVENTS_FILE, Gather, Store, StoreConfig, WriterStats, now_ms};
 pub use error::{AppendError, OpenError, ReadError, ValidationError};
 pub use event::{
     AppendRequest, Appended, EventRef, ExpectedVersion, ProposedEvent, RecordedEvent, StreamInfo,
@@ -133,7 +133,6 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         Ok(events)
     }
 }
-
 
 /// Runs `future` to completion on this thread: for blocking callers (tools, the erasure
 /// steps) of the async parts of the contract. Never call it on an async task.

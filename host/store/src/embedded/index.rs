@@ -17,9 +17,9 @@ use std::collections::HashMap;
 
 use redb::{ReadTransaction, ReadableTable, Table, TableError, WriteTransaction};
 
+use super::schema::{EVENT_IDS, EVENTS, META, META_INDEXED, STREAM_EVENTS, STREAMS, StreamRow};
 use crate::codec;
 use crate::error::ReadError;
-use super::schema::{EVENT_IDS, EVENTS, META, META_INDEXED, STREAM_EVENTS, STREAMS, StreamRow};
 
 /// Index entries of the events after the last flush.
 #[derive(Debug, Default)]

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use redb::{ReadTransaction, TableError};
 
+use super::schema::{EVENTS, Head, META, META_HEAD};
 use crate::codec::{self, GENESIS_HASH};
 use crate::error::ReadError;
-use super::schema::{EVENTS, Head, META, META_HEAD};
 use crate::report::{BadRecord, VerifyReport};
 
 /// Walk the whole log once.

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{oneshot, watch};
 
+use super::index::{RecentIndex, RecentStream};
+use super::schema::{EVENT_IDS, EVENTS, Head, META, META_HEAD, STREAMS, StreamRow};
 use crate::codec::{self, RecordBody};
 use crate::error::AppendError;
 use crate::event::{AppendRequest, Appended, ProposedEvent, RecordedEvent};
-use super::index::{RecentIndex, RecentStream};
-use super::schema::{EVENT_IDS, EVENTS, Head, META, META_HEAD, STREAMS, StreamRow};
 
 /// Whether a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

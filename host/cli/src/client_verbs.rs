@@ -1,0 +1,273 @@
+//! Verbs against a running host over HTTP: command, state, history, subscribe, projection,
+//! plugin list and swap.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+
+/// Which running host the client verbs talk to.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The host's URL [default: the `listen` address of --config, else http://127.0.0.1:7070].
+    #[arg(long, env = "ESHOST_SERVER")]
+    server: Option<String>,
+    /// Take the host's address from this config file's `listen`.
+    #[arg(long, short, conflicts_with = "server")]
+    config: Option<PathBuf>,
+    /// Bearer token (needed when the host configures tokens).
+    #[arg(long, env = "ESHOST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ServerArgs {
+    /// Whether a host was named, so that a verb with an offline form goes online.
+    pub(crate) fn named(&self) -> bool {
+        self.server.is_some() || self.config.is_some()
+    }
+
+    pub(crate) fn client(&self) -> anyhow::Result<crate::client::Client> {
+        let server = match (&self.server, &self.config) {
+            (Some(server), _) => server.clone(),
+            (None, Some(config)) => crate::client::server_from_config(config)?,
+            (None, None) => format!("http://{}", eshost_core::config::DEFAULT_LISTEN),
+        };
+        crate::client::Client::new(&server, self.token.clone())
+    }
+}
+
+/// `eshost command`.
+#[derive(Debug, Args)]
+pub struct ClientCommandArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The aggregate type, e.g. `bank-account`.
+    aggregate_type: String,
+    /// The aggregate id, e.g. `account-1`.
+    id: String,
+    /// The command, a JSON object, e.g. '{"type":"Deposit","amount":5}'.
+    json: String,
+    /// Only if the aggregate is at this version (else HTTP 409).
+    #[arg(long)]
+    expected_version: Option<u64>,
+    /// Re-sending a command with the same key returns the first answer instead of running it
+    /// again.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+/// `eshost state`.
+#[derive(Debug, Args)]
+pub struct ClientStateArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The aggregate type.
+    aggregate_type: String,
+    /// The aggregate id.
+    id: String,
+    /// The state after this version.
+    #[arg(long, conflicts_with = "at")]
+    version: Option<u64>,
+    /// The state as of this time, ms since the Unix epoch.
+    #[arg(long)]
+    at: Option<u64>,
+}
+
+/// `eshost history`.
+#[derive(Debug, Args)]
+pub struct ClientHistoryArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The aggregate type.
+    aggregate_type: String,
+    /// The aggregate id.
+    id: String,
+}
+
+/// `eshost subscribe`.
+#[derive(Debug, Args)]
+pub struct ClientSubscribeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// First global position (default 1: from the beginning).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Only streams whose id starts with this, e.g. `account-`.
+    #[arg(long)]
+    stream_prefix: Option<String>,
+    /// Only these event types, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
+/// `eshost projection ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionCommand {
+    /// Every projection's status.
+    List(ServerArgs),
+    /// One projection's status: position, lag, state, plugin hash.
+    Status(ProjectionNameArgs),
+    /// Ask projection NAME the query Q with optional arguments ARGS_JSON.
+    Query(ProjectionQueryArgs),
+    /// Pause projection NAME (admin).
+    Pause(ProjectionNameArgs),
+    /// Resume projection NAME; a failed event is tried again (admin).
+    Resume(ProjectionNameArgs),
+    /// Rebuild projection NAME from position 0 beside the active one (admin).
+    Rebuild(ProjectionNameArgs),
+}
+
+/// A projection verb's arguments.
+#[derive(Debug, Args)]
+pub struct ProjectionNameArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The projection.
+    name: String,
+}
+
+/// `eshost projection query`.
+#[derive(Debug, Args)]
+pub struct ProjectionQueryArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The projection.
+    name: String,
+    /// The query, e.g. `balance`.
+    query: String,
+    /// The query's arguments, a JSON value, e.g. '{"account":"account-1"}'.
+    args: Option<String>,
+}
+
+/// `eshost plugin swap`.
+#[derive(Debug, Args)]
+pub struct PluginSwapArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The plugin's name in the host's config.
+    name: String,
+    /// The new component file.
+    file: PathBuf,
+}
+
+/// Runs one client request on a small runtime.
+pub(crate) fn online(future: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
+pub(crate) fn command(args: ClientCommandArgs) -> anyhow::Result<()> {
+    let command: serde_json::Value = serde_json::from_str(&args.json)
+        .with_context(|| format!("the command is not JSON: {}", args.json))?;
+    let client = args.server.client()?;
+    let url = client.url(&["aggregates", &args.aggregate_type, &args.id]);
+    let mut request = client.request(Method::POST, url).json(&command);
+    if let Some(version) = args.expected_version {
+        request = request.query(&[("expected_version", version)]);
+    }
+    if let Some(key) = &args.idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    online(client.print(request))
+}
+
+pub(crate) fn state(args: ClientStateArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let url = client.url(&["aggregates", &args.aggregate_type, &args.id]);
+    let mut request = client.request(Method::GET, url);
+    if let Some(version) = args.version {
+        request = request.query(&[("version", version)]);
+    }
+    if let Some(at) = args.at {
+        request = request.query(&[("at", at)]);
+    }
+    online(client.print(request))
+}
+
+pub(crate) fn history(args: ClientHistoryArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let url = client.url(&["aggregates", &args.aggregate_type, &args.id, "history"]);
+    online(client.print(client.request(Method::GET, url)))
+}
+
+pub(crate) fn plugin_list(args: ServerArgs) -> anyhow::Result<()> {
+    let client = args.client()?;
+    online(client.print(client.request(Method::GET, client.url(&["plugins"]))))
+}
+
+pub(crate) fn subscribe(args: ClientSubscribeArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let mut query = Vec::new();
+    if let Some(from) = args.from {
+        query.push(("from", from.to_string()));
+    }
+    if let Some(prefix) = args.stream_prefix {
+        query.push(("stream_prefix", prefix));
+    }
+    if !args.types.is_empty() {
+        query.push(("types", args.types.join(",")));
+    }
+    online(client.subscribe(&query, args.limit))
+}
+
+pub(crate) fn projection(command: ProjectionCommand) -> anyhow::Result<()> {
+    let (server, method, segments, args) = match &command {
+        ProjectionCommand::List(server) => (server, Method::GET, vec!["projections"], None),
+        ProjectionCommand::Status(a) => (
+            &a.server,
+            Method::GET,
+            vec!["projections", a.name.as_str()],
+            None,
+        ),
+        ProjectionCommand::Query(a) => (
+            &a.server,
+            Method::GET,
+            vec!["projections", a.name.as_str(), "query", a.query.as_str()],
+            a.args.as_deref(),
+        ),
+        ProjectionCommand::Pause(a) => (
+            &a.server,
+            Method::POST,
+            vec!["projections", a.name.as_str(), "pause"],
+            None,
+        ),
+        ProjectionCommand::Resume(a) => (
+            &a.server,
+            Method::POST,
+            vec!["projections", a.name.as_str(), "resume"],
+            None,
+        ),
+        ProjectionCommand::Rebuild(a) => (
+            &a.server,
+            Method::POST,
+            vec!["projections", a.name.as_str(), "rebuild"],
+            None,
+        ),
+    };
+    let client = server.client()?;
+    let mut request = client.request(method, client.url(&segments));
+    if let Some(args) = args {
+        serde_json::from_str::<serde_json::Value>(args)
+            .with_context(|| format!("ARGS_JSON is not JSON: {args}"))?;
+        request = request.query(&[("args", args)]);
+    }
+    online(client.print(request))
+}
+
+pub(crate) fn plugin_swap(args: PluginSwapArgs) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let client = args.server.client()?;
+    let request = client
+        .request(Method::PUT, client.url(&["plugins", &args.name]))
+        .header("content-type", "application/wasm")
+        .body(bytes);
+    online(client.print(request))
+}

@@ -1,0 +1,388 @@
+//! Verbs on a stopped store (`--store`): append, read, all, streams, verify, export, import,
+//! forget. `append`, `read` and `forget` go through a running host instead when one is named.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use eshost_store::{
+    AllRead, AppendRequest, Direction, EventStore, ExpectedVersion, ProposedEvent, RecordedEvent,
+    Store, StoreConfig, StreamRead, Until,
+};
+use reqwest::Method;
+
+use crate::client_verbs::{ServerArgs, online};
+use crate::output::{print_json, print_lines};
+
+/// Where the store is.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The store directory (holds events.redb).
+    #[arg(long, env = "ESHOST_STORE", default_value = "eshost-data")]
+    pub store: PathBuf,
+    /// The personal-data key file [default: keys.eshk in the store directory].
+    #[arg(long, env = "ESHOST_KEYS")]
+    pub keys: Option<PathBuf>,
+}
+
+/// `eshost append`.
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// With --server (or --config, or ESHOST_SERVER), append through a running host instead.
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The stream, e.g. `account-42`.
+    stream: String,
+    /// The event type, e.g. `FundsDeposited`.
+    #[arg(long = "type")]
+    event_type: String,
+    /// The event's data, a JSON value.
+    #[arg(long, default_value = "{}")]
+    data: String,
+    /// The event's metadata, a JSON object.
+    #[arg(long, default_value = "{}")]
+    metadata: String,
+    /// The event's id (a UUID); a fresh one by default. Re-sending an id is idempotent.
+    #[arg(long)]
+    id: Option<uuid::Uuid>,
+    /// The schema version of the data.
+    #[arg(long, default_value_t = 1)]
+    schema_version: u32,
+    /// Only append if the stream is at this version: any, no_stream, stream_exists or a number.
+    #[arg(long, default_value = "any")]
+    expected: ExpectedVersion,
+}
+
+/// `eshost read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// With --server (or --config, or ESHOST_SERVER), read from a running host instead.
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The stream.
+    stream: String,
+    /// First version to read (forward from 1, backward from the end by default).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Newest first.
+    #[arg(long)]
+    backward: bool,
+    /// The most events to print.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    until: UntilArgs,
+}
+
+/// `eshost all`.
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// First position to read.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// The most events to print.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Only events of this type (repeatable).
+    #[arg(long = "type")]
+    event_types: Vec<String>,
+    #[command(flatten)]
+    until: UntilArgs,
+}
+
+/// Upper bounds for "as of" reads.
+#[derive(Debug, Args)]
+pub struct UntilArgs {
+    /// Only events at or before this global position.
+    #[arg(long, conflicts_with = "until_time")]
+    until_position: Option<u64>,
+    /// Only events recorded at or before this time, ms since the Unix epoch.
+    #[arg(long)]
+    until_time: Option<u64>,
+}
+
+impl UntilArgs {
+    fn until(&self) -> Option<Until> {
+        self.until_position
+            .map(Until::Position)
+            .or(self.until_time.map(Until::Time))
+    }
+}
+
+/// `eshost streams`.
+#[derive(Debug, Args)]
+pub struct StreamsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only streams whose id starts with this, e.g. `account-`.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// The most streams to print.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+}
+
+/// `eshost export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only this stream (an export of one stream cannot be imported as a whole log).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Also write every subject's personal-data key (or tombstone) to this file. Without it
+    /// the export holds personal data only as ciphertext. Whoever holds both files can read
+    /// that data: keep them apart.
+    #[arg(long)]
+    keys_output: Option<PathBuf>,
+}
+
+/// `eshost import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Read this file instead of standard input.
+    input: Option<PathBuf>,
+    /// Events per commit.
+    #[arg(long, default_value_t = 1000)]
+    chunk: usize,
+    /// Add the keys of a key export (`eshost export --keys-output`) first, so imported
+    /// personal data stays readable. Without it, it reads as shredded.
+    #[arg(long = "import-keys")]
+    import_keys: Option<PathBuf>,
+}
+
+/// `eshost forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// With --server (or --config, or ESHOST_SERVER), forget through a running host (admin).
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The data subject, e.g. `customer-42`.
+    subject: String,
+    /// Why (a ticket number, say). Stored in the log: no personal data here.
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+fn open(args: &StoreArgs) -> anyhow::Result<Store> {
+    let mut config = StoreConfig::new(&args.store);
+    config.keys = args.keys.clone();
+    Store::open(config).with_context(|| format!("opening store {}", args.store.display()))
+}
+
+/// Events read offline, with their personal data decrypted: whoever runs the tool holds the
+/// key file anyway.
+fn revealed(store: &Store, mut events: Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+    for event in &mut events {
+        store.reveal_owned(event);
+    }
+    events
+}
+
+pub(crate) fn append(args: AppendArgs) -> anyhow::Result<()> {
+    if args.server.named() {
+        return append_online(args);
+    }
+    let store = open(&args.store)?;
+    let mut event = ProposedEvent::new(args.event_type, args.data)
+        .with_metadata(args.metadata)
+        .with_schema_version(args.schema_version);
+    if let Some(id) = args.id {
+        event = event.with_id(id);
+    }
+    let appended =
+        store.append_blocking(AppendRequest::new(args.stream, args.expected, vec![event]))?;
+    print_json(&appended)
+}
+
+/// `POST /streams/{id}` on a running host.
+fn append_online(args: AppendArgs) -> anyhow::Result<()> {
+    let json = |text: &str, what: &str| -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(text)
+            .with_context(|| format!("the event's {what} is not JSON: {text}"))
+    };
+    let expected = match args.expected {
+        ExpectedVersion::Any => serde_json::json!("any"),
+        ExpectedVersion::NoStream => serde_json::json!("no_stream"),
+        ExpectedVersion::StreamExists => serde_json::json!("stream_exists"),
+        ExpectedVersion::Exact(version) => serde_json::json!(version),
+    };
+    let mut event = serde_json::json!({
+        "type": args.event_type,
+        "data": json(&args.data, "data")?,
+        "metadata": json(&args.metadata, "metadata")?,
+        "schema_version": args.schema_version,
+    });
+    if let Some(id) = args.id {
+        event["id"] = serde_json::json!(id);
+    }
+    let client = args.server.client()?;
+    let url = client.url(&["streams", &args.stream]);
+    let body = serde_json::json!({ "expected": expected, "events": [event] });
+    online(client.print(client.request(Method::POST, url).json(&body)))
+}
+
+/// `GET /streams/{id}` on a running host.
+fn read_online(args: ReadArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let url = client.url(&["streams", &args.stream]);
+    let mut query: Vec<(&str, String)> = Vec::new();
+    if let Some(from) = args.from {
+        query.push(("from", from.to_string()));
+    }
+    if args.backward {
+        query.push(("backward", "true".into()));
+    }
+    if let Some(limit) = args.limit {
+        query.push(("limit", limit.to_string()));
+    }
+    if let Some(position) = args.until.until_position {
+        query.push(("until_position", position.to_string()));
+    }
+    if let Some(time) = args.until.until_time {
+        query.push(("until_time", time.to_string()));
+    }
+    online(client.print(client.request(Method::GET, url).query(&query)))
+}
+
+pub(crate) fn read(args: ReadArgs) -> anyhow::Result<()> {
+    if args.server.named() {
+        return read_online(args);
+    }
+    let store = open(&args.store)?;
+    let mut read = if args.backward {
+        StreamRead::backward()
+    } else {
+        StreamRead::forward()
+    };
+    if let Some(from) = args.from {
+        read.from_version = from;
+    }
+    read.limit = args.limit.unwrap_or(usize::MAX);
+    read.until = args.until.until();
+    if store.stream_info(&args.stream)?.is_none() {
+        bail!("stream {:?} does not exist", args.stream);
+    }
+    print_lines(revealed(&store, store.read_stream(&args.stream, &read)?))
+}
+
+pub(crate) fn all(args: AllArgs) -> anyhow::Result<()> {
+    let store = open(&args.store)?;
+    let read = AllRead {
+        from_position: args.from,
+        direction: Direction::Forward,
+        limit: args.limit.unwrap_or(usize::MAX),
+        event_types: args.event_types,
+        until: args.until.until(),
+    };
+    print_lines(revealed(&store, store.read_all(&read)?))
+}
+
+pub(crate) fn streams(args: StreamsArgs) -> anyhow::Result<()> {
+    let store = open(&args.store)?;
+    let streams = store.streams(&args.prefix, None, args.limit)?;
+    print_lines(
+        streams
+            .into_iter()
+            .map(|(stream_id, info)| serde_json::json!({ "stream_id": stream_id, "info": info })),
+    )
+}
+
+pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let store = open(&args.store)?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let written = eshost_store::transfer::export(&store, args.stream.as_deref(), &mut out)?;
+    if args.output.is_some() {
+        eprintln!("exported {written} events");
+    }
+    if let Some(path) = &args.keys_output {
+        let mut keys = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        let subjects = eshost_store::transfer::export_keys(&store, &mut keys)?;
+        eprintln!(
+            "exported the keys of {subjects} subjects to {}: keep it apart from the export",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn forget(args: ForgetArgs) -> anyhow::Result<()> {
+    if args.server.named() {
+        let client = args.server.client()?;
+        let url = client.url(&["subjects", &args.subject, "forget"]);
+        let body = serde_json::json!({ "reason": args.reason });
+        return online(client.print(client.request(Method::POST, url).json(&body)));
+    }
+    let store = open(&args.store)?;
+    let views = eshost_core::views::Views::open(&args.store.store)?;
+    let forgetting = eshost_core::privacy::Forgetting::new(
+        Arc::new(store),
+        views,
+        None,
+        None,
+        Duration::from_secs(0),
+    );
+    let request = eshost_core::privacy::ForgetRequest {
+        user: std::env::var("USER").ok(),
+        reason: args.reason,
+    };
+    let report = forgetting.forget(&args.subject, &request)?;
+    print_json(&report)?;
+    eprintln!(
+        "the key is erased and snapshots deleted; read models are rebuilt when the host next starts"
+    );
+    Ok(())
+}
+
+pub(crate) fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let store = open(&args.store)?;
+    let mut input: Box<dyn std::io::BufRead> = match &args.input {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    if let Some(path) = &args.import_keys {
+        let mut keys = std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        );
+        let added = eshost_store::transfer::import_keys(&store, &mut keys)
+            .with_context(|| format!("importing keys from {}", path.display()))?;
+        eprintln!("imported {added} keys and tombstones");
+    }
+    let report = eshost_store::transfer::import(&store, &mut input, args.chunk.max(1))?;
+    print_json(&report)
+}
+
+pub(crate) fn verify(args: StoreArgs) -> anyhow::Result<()> {
+    let store = open(&args)?;
+    let report = store.verify()?;
+    println!("{report}");
+    if !report.is_ok() {
+        bail!("verification failed");
+    }
+    Ok(())
+}

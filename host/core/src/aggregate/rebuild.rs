@@ -1,0 +1,265 @@
+//! Building an aggregate's state: from its latest usable snapshot, else from scratch, then
+//! the later events of its stream, upcast and applied in batches. The command workers, the
+//! "as of" queries and the load benchmark all go through here.
+
+use std::ops::ControlFlow;
+
+use super::snapshot::Snapshots;
+use crate::upcast::{Upcasting, plugin_event};
+use eshost_runtime::{AggregateInstance, ApplyError, Event, PluginError, UpcastError};
+use eshost_store::{EventStore, ReadError, StreamRead, Until};
+
+/// Which state to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum At {
+    /// After every committed event.
+    Latest,
+    /// After the event at this stream version (0: the initial state).
+    Version(u64),
+    /// After the last event recorded at or before this time, ms since the epoch.
+    Time(u64),
+}
+
+/// Why a state could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The stream could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// An upcaster failed on an event of the stream.
+    #[error(transparent)]
+    Upcast(#[from] UpcastError),
+    /// The aggregate could not apply an event of its own stream.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The aggregate plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// Where a built state stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Built {
+    /// The stream version the state covers (0: no events).
+    pub version: u64,
+    /// The position of the event at `version` (0: none).
+    pub position: u64,
+    /// When it was recorded (0: none).
+    pub recorded_at: u64,
+    /// The version of the snapshot the build started from, if one was used.
+    pub snapshot_version: Option<u64>,
+}
+
+/// Loads aggregate `id` into `instance` as of `at`. Snapshots (when given) are used only if
+/// they were made by this very plugin code and restore cleanly; otherwise the stream is
+/// replayed from the start, and the reason is logged.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build(
+    instance: &mut AggregateInstance,
+    upcasting: &mut Upcasting,
+    store: &dyn EventStore,
+    snapshots: Option<&Snapshots>,
+    aggregate_type: &str,
+    id: &str,
+    at: At,
+    batch: usize,
+) -> Result<Built, StateError> {
+    let mut built = Built {
+        version: 0,
+        position: 0,
+        recorded_at: 0,
+        snapshot_version: None,
+    };
+    let restored = snapshots.is_some_and(|snapshots| {
+        restore_snapshot(instance, snapshots, aggregate_type, id, at, &mut built)
+    });
+    if !restored {
+        instance.new(id)?;
+    }
+    let mut read = StreamRead::forward();
+    read.from_version = built.version + 1;
+    match at {
+        At::Latest => {}
+        At::Version(version) => {
+            if version <= built.version {
+                return Ok(built);
+            }
+            read.limit = usize::try_from(version - built.version).unwrap_or(usize::MAX);
+        }
+        At::Time(time) => read.until = Some(Until::Time(time)),
+    }
+    let batch = batch.max(1);
+    // A long history is read on a second thread while this one applies: reading and
+    // decoding overlap with the plugin's work instead of adding to it.
+    let remaining = match at {
+        At::Version(version) => version - built.version,
+        _ => store
+            .stream_info(id)?
+            .map_or(0, |info| info.version.saturating_sub(built.version)),
+    };
+    let last = if remaining > PIPELINE_AFTER_BATCHES * batch as u64 {
+        read_beside(instance, upcasting, store, id, &read, batch)?
+    } else {
+        read_inline(instance, upcasting, store, id, &read, batch)?
+    };
+    if let Some((version, position, recorded_at)) = last {
+        built.version = version;
+        built.position = position;
+        built.recorded_at = recorded_at;
+    }
+    Ok(built)
+}
+
+/// Histories longer than this many batches are read on a second thread.
+const PIPELINE_AFTER_BATCHES: u64 = 4;
+
+/// (version, position, recorded_at) of the last event read, if any.
+type Last = Option<(u64, u64, u64)>;
+
+fn read_inline(
+    instance: &mut AggregateInstance,
+    upcasting: &mut Upcasting,
+    store: &dyn EventStore,
+    id: &str,
+    read: &StreamRead,
+    batch: usize,
+) -> Result<Last, StateError> {
+    let mut events: Vec<Event> = Vec::with_capacity(batch.min(4096));
+    let mut failure: Option<StateError> = None;
+    let mut last = None;
+    store.visit_stream(id, read, &mut |event| {
+        events.push(plugin_event(&event, store));
+        last = Some((event.stream_version, event.position, event.recorded_at));
+        if events.len() >= batch
+            && let Err(error) = apply_batch(instance, upcasting, &mut events)
+        {
+            failure = Some(error);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    apply_batch(instance, upcasting, &mut events)?;
+    Ok(last)
+}
+
+fn read_beside(
+    instance: &mut AggregateInstance,
+    upcasting: &mut Upcasting,
+    store: &dyn EventStore,
+    id: &str,
+    read: &StreamRead,
+    batch: usize,
+) -> Result<Last, StateError> {
+    std::thread::scope(|scope| {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Event>>(2);
+        let reader = std::thread::Builder::new()
+            .name("eshost-replay-read".into())
+            .spawn_scoped(scope, move || {
+                let mut events = Vec::with_capacity(batch);
+                let mut last = None;
+                store.visit_stream(id, read, &mut |event| {
+                    events.push(plugin_event(&event, store));
+                    last = Some((event.stream_version, event.position, event.recorded_at));
+                    if events.len() >= batch {
+                        let full = std::mem::replace(&mut events, Vec::with_capacity(batch));
+                        // The applier stopped (it failed): stop reading.
+                        if batches.send(full).is_err() {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    ControlFlow::Continue(())
+                })?;
+                if !events.is_empty() {
+                    let _ = batches.send(events);
+                }
+                Ok::<_, ReadError>(last)
+            });
+        let reader = match reader {
+            Ok(reader) => reader,
+            // No thread to be had: read inline instead.
+            Err(_) => return read_inline(instance, upcasting, store, id, read, batch),
+        };
+        let mut failure = None;
+        for mut events in received {
+            if let Err(error) = apply_batch(instance, upcasting, &mut events) {
+                failure = Some(error);
+                break;
+            }
+        }
+        let last = reader.join().expect("the replay reader does not panic")?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(last),
+        }
+    })
+}
+
+/// Upcasts and applies `events`, leaving the buffer empty.
+pub(crate) fn apply_batch(
+    instance: &mut AggregateInstance,
+    upcasting: &mut Upcasting,
+    events: &mut Vec<Event>,
+) -> Result<(), StateError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    upcasting.upcast_all(events)?;
+    instance.apply(events)?;
+    events.clear();
+    Ok(())
+}
+
+/// Restores the stored snapshot if it is usable for `at`; says why not otherwise.
+fn restore_snapshot(
+    instance: &mut AggregateInstance,
+    snapshots: &Snapshots,
+    aggregate_type: &str,
+    id: &str,
+    at: At,
+    built: &mut Built,
+) -> bool {
+    let snapshot = match snapshots.get(aggregate_type, id) {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return false,
+        Err(error) => {
+            tracing::warn!(aggregate_type, id, %error, "snapshot ignored; replaying the stream");
+            return false;
+        }
+    };
+    let fits = match at {
+        At::Latest => true,
+        At::Version(version) => snapshot.version <= version,
+        At::Time(time) => snapshot.recorded_at <= time,
+    };
+    if !fits {
+        return false;
+    }
+    let hash = &instance.info().content_hash;
+    if snapshot.plugin_hash != *hash {
+        tracing::info!(
+            aggregate_type,
+            id,
+            snapshot_plugin = %snapshot.plugin_hash,
+            plugin = %hash,
+            "snapshot made by other plugin code ignored; replaying the stream"
+        );
+        return false;
+    }
+    match instance.restore(id, &snapshot.state) {
+        Ok(()) => {
+            built.version = snapshot.version;
+            built.position = snapshot.position;
+            built.recorded_at = snapshot.recorded_at;
+            built.snapshot_version = Some(snapshot.version);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(aggregate_type, id, %error, "snapshot failed to restore; replaying the stream");
+            false
+        }
+    }
+}

@@ -1,0 +1,843 @@
+//! A command worker: one thread owning a share of the aggregate ids, with its own plugin
+//! instances and cache.
+//!
+//! The thread never waits for the disk. Once `handle` has decided a command, its append is
+//! handed to the store and the worker goes on with other aggregates, so many appends are in
+//! flight at once and the store's group commit batches them. The worker polls the append
+//! future itself, with a waker that posts to its own channel: the writer's answer reaches the
+//! worker with no runtime task in between (a task per append cost about 40% of throughput).
+//! Commands for an aggregate whose append is in flight queue behind it (its state is not
+//! known until the append lands), which also orders them.
+//!
+//! Cached aggregates live inside the worker's one instance per type, parked (see
+//! [`Parked`]). Measured with bank-account: an instance per cached aggregate costs ~57 KiB of
+//! resident memory (plus its own virtual memory reservation) against ~150 bytes for a parked
+//! state, and a command on a parked state (unpark, handle, apply, park) takes ~5 µs against
+//! ~8 µs for keeping snapshot bytes instead (restore, handle, apply, snapshot). The cache is
+//! bounded by count; the instance's memory limit bounds its bytes (a fault there empties the
+//! cache, which is rebuilt on demand).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::task::{Context, Poll, Wake, Waker};
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::cache::Lru;
+use super::rebuild::{self, At, StateError};
+use super::snapshot::Snapshot;
+use super::{
+    CommandError, CommandOptions, CommandReply, Counters, Decision, EmittedEvent, Registered,
+    Shared, idempotency,
+};
+use crate::upcast::Upcasting;
+use eshost_runtime::{
+    AggregateInstance, ApplyError, Command, Event, HandleError, NewEvent, Parked,
+};
+use eshost_store::{
+    AllRead, AppendError, AppendRequest, Appended, BoxFuture, ExpectedVersion, Personal,
+    ProposedEvent,
+};
+
+/// What a worker is asked to do.
+pub(crate) enum Message {
+    /// Decide a command.
+    Command(Job),
+    /// An append (or the recording of an idempotent answer) finished.
+    Done(Done),
+    /// An append this worker polls may be ready.
+    Poll(Key),
+    /// The registry changed: drop instances of replaced plugins now.
+    Refresh,
+    /// Exit.
+    Stop,
+}
+
+/// A command on its way through the pipeline.
+pub(crate) struct Job {
+    pub(crate) aggregate_type: String,
+    pub(crate) id: String,
+    pub(crate) command_id: Uuid,
+    pub(crate) payload: String,
+    pub(crate) options: CommandOptions,
+    pub(crate) issued_at: u64,
+    /// 1 for the first decision, then one more per retry after a conflict.
+    pub(crate) attempt: u32,
+    pub(crate) reply: oneshot::Sender<Result<CommandReply, CommandError>>,
+}
+
+impl Job {
+    fn answer(self, answer: Result<CommandReply, CommandError>) {
+        // The client may have gone; the command's effects stand regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The end of a command's asynchronous part.
+pub(crate) struct Done {
+    key: Key,
+    outcome: Result<Finished, AppendError>,
+}
+
+enum Finished {
+    /// The events are stored. `fresh`: this attempt wrote them on top of the state it was
+    /// decided on, so they can be applied to it; otherwise (an idempotent replay) the state is
+    /// rebuilt on next use.
+    Appended { reply: CommandReply, fresh: bool },
+    /// A refusal under an idempotency key was recorded.
+    Recorded(CommandReply),
+}
+
+/// (aggregate type, aggregate id).
+type Key = (String, String);
+
+/// A cached aggregate: its state parked in the type's instance.
+struct Cached {
+    parked: Parked,
+    /// The stream version the state covers.
+    version: u64,
+    /// Events applied since the last snapshot.
+    since_snapshot: u64,
+}
+
+/// A command whose asynchronous part runs; later commands for the aggregate wait here.
+struct InFlight {
+    job: Job,
+    /// The state the command was decided on (None when it stayed in the cache).
+    state: Option<Cached>,
+    /// The registry generation of the instance `state` lives in.
+    generation: u64,
+    waiting: VecDeque<Job>,
+    /// The append, when the worker polls it itself.
+    pending: Option<PendingAppend>,
+}
+
+/// An append the worker polls itself: the writer's answer wakes the worker through its
+/// channel, with no runtime task (and thread hop) in between.
+struct PendingAppend {
+    future: BoxFuture<'static, Result<Appended, AppendError>>,
+    proposed: Vec<ProposedEvent>,
+    waker: Waker,
+}
+
+/// Wakes a worker to poll the append of one aggregate.
+struct AppendWaker {
+    sender: mpsc::Sender<Message>,
+    key: Key,
+}
+
+impl Wake for AppendWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let _ = self.sender.send(Message::Poll(self.key.clone()));
+    }
+}
+
+/// One aggregate type on this worker: its instance (holding every cached aggregate) and
+/// cache, for one plugin generation.
+struct Slot {
+    registered: Arc<Registered>,
+    instance: AggregateInstance,
+    cache: Lru<Cached>,
+}
+
+impl Slot {
+    /// Drops a parked state from the guest.
+    fn discard(&mut self, cached: Cached) {
+        self.instance.discard(cached.parked);
+    }
+
+    /// Caches the current aggregate, evicting the least recently used if full.
+    fn park(&mut self, id: &str, version: u64, since_snapshot: u64) {
+        let Some(parked) = self.instance.park() else {
+            return;
+        };
+        let cached = Cached {
+            parked,
+            version,
+            since_snapshot,
+        };
+        for evicted in self.cache.put(id.to_owned(), cached) {
+            self.discard(evicted);
+        }
+    }
+}
+
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+    sender: mpsc::Sender<Message>,
+    slots: HashMap<String, Slot>,
+    inflight: HashMap<Key, InFlight>,
+    upcasting: Upcasting,
+    registry_seen: u64,
+}
+
+impl Worker {
+    pub(crate) fn new(shared: Arc<Shared>, sender: mpsc::Sender<Message>) -> Self {
+        let upcasting = shared.upcasters.instantiate();
+        Worker {
+            shared,
+            sender,
+            slots: HashMap::new(),
+            inflight: HashMap::new(),
+            upcasting,
+            registry_seen: 0,
+        }
+    }
+
+    pub(crate) fn run(mut self, messages: mpsc::Receiver<Message>) {
+        // Appends are polled here; a store whose futures need the runtime finds it.
+        let tokio = self.shared.tokio.clone();
+        let _runtime = tokio.enter();
+        while let Ok(message) = messages.recv() {
+            self.refresh();
+            match message {
+                Message::Command(job) => self.start(job),
+                Message::Done(done) => self.finish(done),
+                Message::Poll(key) => self.poll_append(&key),
+                Message::Refresh => {}
+                Message::Stop => break,
+            }
+        }
+    }
+
+    /// Drops the slots of types whose plugin was swapped (or removed) since last look.
+    fn refresh(&mut self) {
+        let version = self.shared.registry_version.load(Ordering::SeqCst);
+        if version == self.registry_seen {
+            return;
+        }
+        self.registry_seen = version;
+        let shared = self.shared.clone();
+        self.slots.retain(|name, slot| {
+            let current = shared.registered(name);
+            let keep = current.is_some_and(|r| r.generation == slot.registered.generation);
+            if !keep {
+                tracing::info!(aggregate_type = %name, "plugin replaced; cached state of the old code dropped");
+            }
+            keep
+        });
+    }
+
+    fn slot(&mut self, aggregate_type: &str) -> Result<&mut Slot, CommandError> {
+        if !self.slots.contains_key(aggregate_type) {
+            let registered = self.shared.registered(aggregate_type).ok_or_else(|| {
+                CommandError::UnknownType {
+                    aggregate_type: aggregate_type.to_owned(),
+                }
+            })?;
+            let instance = registered.plugin.instantiate()?;
+            self.slots.insert(
+                aggregate_type.to_owned(),
+                Slot {
+                    registered,
+                    instance,
+                    cache: Lru::new(self.shared.config.cache_entries),
+                },
+            );
+        }
+        Ok(self.slots.get_mut(aggregate_type).expect("inserted above"))
+    }
+
+    fn start(&mut self, job: Job) {
+        let key = (job.aggregate_type.clone(), job.id.clone());
+        if let Some(inflight) = self.inflight.get_mut(&key) {
+            inflight.waiting.push_back(job);
+            return;
+        }
+        self.decide(job);
+    }
+
+    /// Decides `job` against the aggregate's state: answers it, or starts its append.
+    fn decide(&mut self, job: Job) {
+        if let Some(key) = &job.options.idempotency_key {
+            match self.shared.keys.get(&job.aggregate_type, &job.id, key) {
+                Ok(Some(mut first)) => {
+                    first.replayed = true;
+                    return job.answer(Ok(first));
+                }
+                Ok(None) => {}
+                Err(error) => return job.answer(Err(CommandError::Idempotency(error))),
+            }
+        }
+        if let Err(error) = self.slot(&job.aggregate_type) {
+            return job.answer(Err(error));
+        }
+        self.decide_in_slot(job)
+    }
+
+    fn decide_in_slot(&mut self, job: Job) {
+        let shared = self.shared.clone();
+        Counters::bump(&shared.counters.decisions);
+        let Worker {
+            slots, upcasting, ..
+        } = self;
+        let slot = slots.get_mut(&job.aggregate_type).expect("slot exists");
+        let (mut version, mut since_snapshot) =
+            match current_state(slot, upcasting, &shared, &job.id) {
+                Ok(state) => state,
+                Err(source) => {
+                    let stream_id = job.id.clone();
+                    return job.answer(Err(CommandError::State { stream_id, source }));
+                }
+            };
+        if let Some(expected) = job.options.expected_version
+            && expected != version
+        {
+            // The cache could lag behind appends made outside this pipeline: look again.
+            match rebuild_state(slot, upcasting, &shared, &job.id) {
+                Ok(state) => (version, since_snapshot) = state,
+                Err(source) => {
+                    let stream_id = job.id.clone();
+                    return job.answer(Err(CommandError::State { stream_id, source }));
+                }
+            }
+            if expected != version {
+                slot.park(&job.id, version, since_snapshot);
+                let error = CommandError::Conflict {
+                    stream_id: job.id.clone(),
+                    expected: ExpectedVersion::Exact(expected),
+                    actual: version,
+                    attempts: 0,
+                };
+                return job.answer(Err(error));
+            }
+        }
+        let registered = slot.registered.clone();
+        let info = registered.plugin.info();
+        let metadata = metadata(&job, &info.name, &info.version, &info.content_hash);
+        let command = Command {
+            payload: job.payload.clone(),
+            metadata: metadata.clone(),
+            issued_at: job.issued_at,
+        };
+        let decision = match slot.instance.handle(&command) {
+            Ok(events) if events.is_empty() => Decision::Accepted { events: Vec::new() },
+            Ok(events) => {
+                let state = slot.instance.park().map(|parked| Cached {
+                    parked,
+                    version,
+                    since_snapshot,
+                });
+                let generation = slot.registered.generation;
+                return self.append(job, events, &metadata, version, state, generation);
+            }
+            Err(HandleError::Rejected(reason)) => Decision::Rejected { reason },
+            Err(HandleError::Invalid(reason)) => Decision::Invalid { reason },
+            Err(HandleError::Plugin(error)) => {
+                // The instance is gone and every aggregate parked in it: they are rebuilt on
+                // next use. Other types and workers are untouched.
+                for stale in slot.cache.drain() {
+                    drop(stale);
+                }
+                return job.answer(Err(CommandError::Plugin(error)));
+            }
+        };
+        slot.park(&job.id, version, since_snapshot);
+        let reply = CommandReply {
+            command_id: job.command_id,
+            stream_id: job.id.clone(),
+            stream_version: version,
+            decision,
+            replayed: false,
+        };
+        match job.options.idempotency_key.clone() {
+            None => job.answer(Ok(reply)),
+            Some(key) => self.record(job, key, reply),
+        }
+    }
+
+    /// Records a refusal under its idempotency key before answering; later commands for the
+    /// aggregate wait, so a resend of the key sees the record.
+    fn record(&mut self, job: Job, key: String, reply: CommandReply) {
+        let task_key = (job.aggregate_type.clone(), job.id.clone());
+        let shared = self.shared.clone();
+        let sender = self.sender.clone();
+        let (aggregate_type, id) = task_key.clone();
+        self.inflight.insert(
+            task_key.clone(),
+            InFlight {
+                job,
+                state: None,
+                generation: 0,
+                waiting: VecDeque::new(),
+                pending: None,
+            },
+        );
+        self.shared.tokio.spawn_blocking(move || {
+            if let Err(error) = shared.keys.put(&aggregate_type, &id, &key, &reply) {
+                tracing::warn!(%error, "recording an idempotency key failed");
+            }
+            let _ = sender.send(Message::Done(Done {
+                key: task_key,
+                outcome: Ok(Finished::Recorded(reply)),
+            }));
+        });
+    }
+
+    /// Hands the events to the store and awaits the append on the runtime.
+    fn append(
+        &mut self,
+        job: Job,
+        events: Vec<NewEvent>,
+        metadata: &str,
+        version: u64,
+        state: Option<Cached>,
+        generation: u64,
+    ) {
+        let key = job.options.idempotency_key.clone();
+        let proposed: Vec<ProposedEvent> = events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| ProposedEvent {
+                event_id: match &key {
+                    Some(key) => idempotency::event_id(&job.aggregate_type, &job.id, key, index),
+                    None => Uuid::now_v7(),
+                },
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                data: event.data,
+                metadata: metadata.to_owned(),
+                subject_id: event.subject_id,
+                personal_data: event.personal_data,
+            })
+            .collect();
+        let request = AppendRequest::new(
+            job.id.clone(),
+            ExpectedVersion::Exact(version),
+            proposed.clone(),
+        );
+        // Submitted here, on the worker, so appends reach the store in decision order.
+        let append = self.shared.store.append(request);
+        let task_key = (job.aggregate_type.clone(), job.id.clone());
+        let (command_id, stream_id) = (job.command_id, job.id.clone());
+        if key.is_none() {
+            let waker = Waker::from(Arc::new(AppendWaker {
+                sender: self.sender.clone(),
+                key: task_key.clone(),
+            }));
+            self.inflight.insert(
+                task_key.clone(),
+                InFlight {
+                    job,
+                    state,
+                    generation,
+                    waiting: VecDeque::new(),
+                    pending: Some(PendingAppend {
+                        future: append,
+                        proposed,
+                        waker,
+                    }),
+                },
+            );
+            return self.poll_append(&task_key);
+        }
+        // A keyed command also records its answer (a blocking write) before it is done.
+        self.inflight.insert(
+            task_key.clone(),
+            InFlight {
+                job,
+                state,
+                generation,
+                waiting: VecDeque::new(),
+                pending: None,
+            },
+        );
+        let shared = self.shared.clone();
+        let sender = self.sender.clone();
+        self.shared.tokio.spawn(async move {
+            let outcome = match append.await {
+                Ok(appended) => {
+                    let reply = stored_reply(command_id, &stream_id, &proposed, &appended);
+                    Ok((reply, !appended.already_stored))
+                }
+                // Only derived ids collide this way: the key's events are stored already
+                // (sent before a crash, decided differently now). The first ones answer.
+                Err(AppendError::DuplicateEventId { position, .. }) if key.is_some() => {
+                    let (shared, key, task_key) = (shared.clone(), key.clone(), task_key.clone());
+                    tokio::task::spawn_blocking(move || {
+                        recover(&shared, &task_key, key.as_deref().unwrap_or(""), position, command_id)
+                    })
+                    .await
+                    .unwrap_or_else(|error| Err(AppendError::Storage(error.to_string())))
+                    .map(|reply| (reply, false))
+                }
+                Err(error) => Err(error),
+            };
+            let outcome = match outcome {
+                Ok((mut reply, fresh)) => {
+                    reply.replayed = !fresh;
+                    if let Some(key) = key {
+                        let (shared, first, (aggregate_type, id)) =
+                            (shared.clone(), reply.clone(), task_key.clone());
+                        let recorded = tokio::task::spawn_blocking(move || {
+                            shared.keys.put(&aggregate_type, &id, &key, &first)
+                        })
+                        .await;
+                        if !matches!(recorded, Ok(Ok(()))) {
+                            // The derived event ids still make a resend harmless.
+                            tracing::warn!(stream_id = %task_key.1, "recording an idempotency key failed");
+                        }
+                    }
+                    Ok(Finished::Appended { reply, fresh })
+                }
+                Err(error) => Err(error),
+            };
+            let _ = sender.send(Message::Done(Done {
+                key: task_key,
+                outcome,
+            }));
+        });
+    }
+
+    /// Polls the append of aggregate `key`, finishing the command once it is stored (or
+    /// refused). Wakes for an append that is gone are ignored.
+    fn poll_append(&mut self, key: &Key) {
+        let Some(inflight) = self.inflight.get_mut(key) else {
+            return;
+        };
+        let Some(pending) = inflight.pending.as_mut() else {
+            return;
+        };
+        let waker = pending.waker.clone();
+        let result = match pending
+            .future
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+        {
+            Poll::Pending => return,
+            Poll::Ready(result) => result,
+        };
+        let pending = inflight.pending.take().expect("polled above");
+        let outcome = result.map(|appended| {
+            let command_id = inflight.job.command_id;
+            let mut reply = stored_reply(command_id, &key.1, &pending.proposed, &appended);
+            let fresh = !appended.already_stored;
+            reply.replayed = !fresh;
+            Finished::Appended { reply, fresh }
+        });
+        self.finish(Done {
+            key: key.clone(),
+            outcome,
+        });
+    }
+
+    /// A command's append (or record) finished: answer it, update the cached state, and go on
+    /// with the commands that waited for it.
+    fn finish(&mut self, done: Done) {
+        let Some(mut inflight) = self.inflight.remove(&done.key) else {
+            return;
+        };
+        let max_retries = self.shared.config.max_retries;
+        let state = inflight.state.take();
+        let generation = inflight.generation;
+        let job = inflight.job;
+        match done.outcome {
+            Ok(Finished::Recorded(reply)) => job.answer(Ok(reply)),
+            Ok(Finished::Appended { reply, fresh }) => {
+                match state {
+                    Some(state) if fresh => self.apply_stored(&done.key, generation, state, &reply),
+                    Some(state) => self.discard(&done.key.0, generation, state),
+                    None => {}
+                }
+                job.answer(Ok(reply));
+            }
+            Err(AppendError::Conflict {
+                stream_id,
+                expected,
+                actual,
+            }) => {
+                if let Some(state) = state {
+                    self.discard(&done.key.0, generation, state);
+                }
+                if job.options.expected_version.is_some() || job.attempt > max_retries {
+                    let attempts = job.attempt;
+                    job.answer(Err(CommandError::Conflict {
+                        stream_id,
+                        expected,
+                        actual,
+                        attempts,
+                    }));
+                } else {
+                    // Decide again on the state as it now is, before the commands that came
+                    // after it.
+                    let mut job = job;
+                    job.attempt += 1;
+                    Counters::bump(&self.shared.counters.retries);
+                    inflight.waiting.push_front(job);
+                }
+            }
+            Err(error) => {
+                if let Some(state) = state {
+                    self.discard(&done.key.0, generation, state);
+                }
+                job.answer(Err(CommandError::Append(error)));
+            }
+        }
+        let mut waiting = inflight.waiting;
+        while let Some(job) = waiting.pop_front() {
+            self.decide(job);
+            if let Some(next) = self.inflight.get_mut(&done.key) {
+                next.waiting.extend(waiting.drain(..));
+                break;
+            }
+        }
+    }
+
+    /// Applies a command's stored events to the state it was decided on, snapshots it when due,
+    /// and caches it.
+    fn apply_stored(&mut self, key: &Key, generation: u64, state: Cached, reply: &CommandReply) {
+        let shared = self.shared.clone();
+        let Some(slot) = self.slots.get_mut(&key.0) else {
+            return;
+        };
+        if slot.registered.generation != generation {
+            return;
+        }
+        if slot.instance.unpark(state.parked).is_err() {
+            return;
+        }
+        let events: Vec<Event> = reply
+            .events()
+            .iter()
+            .map(|event| Event {
+                position: event.position,
+                stream_id: key.1.clone(),
+                stream_version: event.stream_version,
+                event_id: event.event_id.to_string(),
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                recorded_at: event.recorded_at,
+                data: event.data.clone(),
+                metadata: event.metadata.clone(),
+                subject_id: event.subject_id.clone(),
+                personal_data: event.personal_data.clone(),
+                shredded: false,
+            })
+            .collect();
+        if let Err(error) = slot.instance.apply(&events) {
+            tracing::warn!(stream_id = %key.1, %error, "applying stored events failed; the state will be rebuilt");
+            // Whatever is current is not the state after these events.
+            if let Some(parked) = slot.instance.park() {
+                slot.instance.discard(parked);
+            }
+            return;
+        }
+        let mut since_snapshot = state.since_snapshot + events.len() as u64;
+        let every = slot.registered.config.snapshot_every;
+        if every > 0 && since_snapshot >= every {
+            match slot.instance.snapshot() {
+                Ok(bytes) => {
+                    let last = events.last().expect("an append stores events");
+                    let snapshot = Snapshot {
+                        plugin_hash: slot.registered.plugin.info().content_hash.clone(),
+                        version: reply.stream_version,
+                        position: last.position,
+                        recorded_at: last.recorded_at,
+                        state: bytes,
+                    };
+                    let (aggregate_type, id) = key.clone();
+                    let writer = shared.clone();
+                    shared.tokio.spawn_blocking(move || {
+                        if let Err(error) =
+                            writer.put_snapshot(&aggregate_type, &id, generation, &snapshot)
+                        {
+                            tracing::warn!(%aggregate_type, %id, %error, "storing a snapshot failed");
+                        }
+                    });
+                    since_snapshot = 0;
+                    Counters::bump(&shared.counters.snapshots);
+                }
+                Err(error) => {
+                    tracing::warn!(stream_id = %key.1, %error, "snapshot failed");
+                    return;
+                }
+            }
+        }
+        slot.park(&key.1, reply.stream_version, since_snapshot);
+    }
+
+    fn discard(&mut self, aggregate_type: &str, generation: u64, state: Cached) {
+        if let Some(slot) = self.slots.get_mut(aggregate_type)
+            && slot.registered.generation == generation
+        {
+            slot.discard(state);
+        }
+    }
+}
+
+/// Makes aggregate `id` current in the slot's instance: from the cache, else rebuilt. Returns
+/// its version and the events applied since its last snapshot.
+fn current_state(
+    slot: &mut Slot,
+    upcasting: &mut Upcasting,
+    shared: &Shared,
+    id: &str,
+) -> Result<(u64, u64), StateError> {
+    if let Some(cached) = slot.cache.take(id) {
+        let (version, since) = (cached.version, cached.since_snapshot);
+        if slot.instance.unpark(cached.parked).is_ok() {
+            Counters::bump(&shared.counters.cache_hits);
+            return Ok((version, since));
+        }
+    }
+    rebuild_state(slot, upcasting, shared, id)
+}
+
+fn rebuild_state(
+    slot: &mut Slot,
+    upcasting: &mut Upcasting,
+    shared: &Shared,
+    id: &str,
+) -> Result<(u64, u64), StateError> {
+    if let Some(stale) = slot.instance.park() {
+        slot.instance.discard(stale);
+    }
+    Counters::bump(&shared.counters.rebuilds);
+    let mut build = |slot: &mut Slot| {
+        rebuild::build(
+            &mut slot.instance,
+            upcasting,
+            shared.store.as_ref(),
+            Some(&shared.snapshots),
+            &slot.registered.plugin.info().name,
+            id,
+            At::Latest,
+            shared.config.apply_batch,
+        )
+    };
+    let built = match build(slot) {
+        // The instance holds the whole cache, so its memory limit is the cache's byte bound:
+        // a fault (typically that limit) wiped the cache; the aggregate may fit now.
+        Err(StateError::Plugin(_) | StateError::Apply(ApplyError::Plugin(_)))
+            if slot.cache.len() > 0 =>
+        {
+            tracing::warn!(stream_id = %id, "plugin fault while loading; cache dropped, loading again");
+            drop(slot.cache.drain());
+            build(slot)?
+        }
+        other => other?,
+    };
+    Ok((
+        built.version,
+        built.version - built.snapshot_version.unwrap_or(0),
+    ))
+}
+
+/// The metadata of a command and of the events it emits.
+fn metadata(job: &Job, plugin: &str, plugin_version: &str, plugin_hash: &str) -> String {
+    let options = &job.options;
+    let mut map: Map<String, Value> = options.metadata.clone();
+    let command_id = job.command_id.to_string();
+    map.insert("command_id".into(), Value::from(command_id.clone()));
+    map.insert(
+        "correlation_id".into(),
+        Value::from(
+            options
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| command_id.clone()),
+        ),
+    );
+    map.insert(
+        "causation_id".into(),
+        Value::from(options.causation_id.clone().unwrap_or(command_id)),
+    );
+    match &options.user {
+        Some(user) => map.insert("user".into(), Value::from(user.clone())),
+        None => map.remove("user"),
+    };
+    map.insert("aggregate_type".into(), Value::from(plugin));
+    map.insert("plugin_version".into(), Value::from(plugin_version));
+    map.insert("plugin_hash".into(), Value::from(plugin_hash));
+    Value::Object(map).to_string()
+}
+
+/// The reply for events stored by `appended` (one append: contiguous positions).
+fn stored_reply(
+    command_id: Uuid,
+    stream_id: &str,
+    proposed: &[ProposedEvent],
+    appended: &Appended,
+) -> CommandReply {
+    let events = proposed
+        .iter()
+        .enumerate()
+        .map(|(index, event)| EmittedEvent {
+            event_id: event.event_id,
+            position: appended.first_position + index as u64,
+            stream_version: appended.first_version + index as u64,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            data: event.data.clone(),
+            metadata: event.metadata.clone(),
+            recorded_at: appended.recorded_at,
+            subject_id: event.subject_id.clone(),
+            personal_data: event.personal_data.clone(),
+        })
+        .collect();
+    CommandReply {
+        command_id,
+        stream_id: stream_id.to_owned(),
+        stream_version: appended.stream_version,
+        decision: Decision::Accepted { events },
+        replayed: false,
+    }
+}
+
+/// The reply to the first send of an idempotency key whose events are stored from
+/// `position` on: the events with the ids derived from the key.
+fn recover(
+    shared: &Shared,
+    key: &Key,
+    idempotency_key: &str,
+    position: u64,
+    command_id: Uuid,
+) -> Result<CommandReply, AppendError> {
+    let mut read = AllRead::from(position);
+    read.limit = 10_000;
+    let mut events = Vec::new();
+    shared
+        .store
+        .visit_all(&read, &mut |event| {
+            let expected = idempotency::event_id(&key.0, &key.1, idempotency_key, events.len());
+            if event.event_id != expected {
+                return std::ops::ControlFlow::Break(());
+            }
+            events.push(EmittedEvent {
+                event_id: event.event_id,
+                position: event.position,
+                stream_version: event.stream_version,
+                event_type: event.event_type.to_owned(),
+                schema_version: event.schema_version,
+                data: event.data.to_owned(),
+                metadata: event.metadata.to_owned(),
+                recorded_at: event.recorded_at,
+                subject_id: event.subject_id.map(str::to_owned),
+                personal_data: match shared.store.reveal(&event) {
+                    Personal::Data(text) => Some(text),
+                    _ => None,
+                },
+            });
+            std::ops::ControlFlow::Continue(())
+        })
+        .map_err(|error| AppendError::Storage(error.to_string()))?;
+    let first_command = events
+        .first()
+        .and_then(|event| serde_json::from_str::<Map<String, Value>>(&event.metadata).ok())
+        .and_then(|metadata| metadata.get("command_id")?.as_str()?.parse().ok())
+        .unwrap_or(command_id);
+    Ok(CommandReply {
+        command_id: first_command,
+        stream_id: key.1.clone(),
+        stream_version: events.last().map_or(0, |event| event.stream_version),
+        decision: Decision::Accepted { events },
+        replayed: true,
+    })
+}

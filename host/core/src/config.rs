@@ -1,0 +1,429 @@
+//! `eshost.toml`: what `eshost run` serves. Unknown keys are refused; relative paths resolve
+//! against the config file's folder.
+//!
+//! ```toml
+//! store = "data"                 # the store directory (events.redb, views.redb, keys.eshk)
+//! keys = "/secure/keys.eshk"      # optional: the personal-data key file, elsewhere
+//! listen = "127.0.0.1:7070"
+//! max_body_bytes = 4194304       # request bodies (plugin uploads: max_plugin_bytes)
+//! watch_plugins = true           # hot-swap a plugin when its file changes
+//!
+//! [limits]                       # sandbox limits for every plugin call
+//! time_ms = 1000
+//! memory_mb = 128
+//!
+//! [[aggregates]]
+//! name = "bank-account"
+//! plugin = "plugins/bank_account.wasm"
+//! snapshot_every = 100
+//!
+//! [[upcasters]]
+//! name = "deposit-currency"
+//! plugin = "plugins/deposit_currency.wasm"
+//!
+//! [[projections]]
+//! name = "balances"
+//! plugin = "plugins/balances.wasm"
+//! batch = 2000
+//! on_failure = "stop"            # or "dead_letter"
+//! attempts = 5
+//!
+//! [[tokens]]                     # none: open, loopback only
+//! token = "s3cret"
+//! role = "admin"                 # read (GETs), write (+ commands, appends), admin (+ plugins,
+//!                                # projection control)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use eshost_runtime::Limits;
+
+/// The default listen address (and the CLI's default server).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// A loaded config; paths are absolute (resolved against the file's folder).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The store directory.
+    pub store: PathBuf,
+    /// The key store file; `None`: `keys.eshk` in the store directory.
+    pub keys: Option<PathBuf>,
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// The largest request body, except plugin uploads.
+    pub max_body_bytes: usize,
+    /// The largest plugin upload (`PUT /plugins/{name}`).
+    pub max_plugin_bytes: usize,
+    /// Hot-swap a plugin when its file changes.
+    pub watch_plugins: bool,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Aggregate plugins.
+    pub aggregates: Vec<AggregateEntry>,
+    /// Upcaster plugins, in chain order.
+    pub upcasters: Vec<UpcasterEntry>,
+    /// Projection plugins.
+    pub projections: Vec<ProjectionEntry>,
+    /// Bearer tokens; empty: no auth (loopback only).
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// `[[aggregates]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateEntry {
+    /// The aggregate type; the plugin must describe itself with it.
+    pub name: String,
+    /// The component file.
+    pub plugin: PathBuf,
+    /// Snapshot every N events (0: never).
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+}
+
+/// `[[upcasters]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpcasterEntry {
+    /// The upcaster's name; the plugin must describe itself with it.
+    pub name: String,
+    /// The component file.
+    pub plugin: PathBuf,
+}
+
+/// What a projection does with an event that keeps failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Stop at the event with the error visible (the default).
+    #[default]
+    Stop,
+    /// Park it in the dead-letter table and go on.
+    DeadLetter,
+}
+
+/// `[[projections]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionEntry {
+    /// The projection's name; the plugin must describe itself with it.
+    pub name: String,
+    /// The component file.
+    pub plugin: PathBuf,
+    /// Events per `handle` call.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Tries of a failing event before the failure policy applies.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// What happens then.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+}
+
+/// What a token may do. Each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// GETs: state, streams, `$all`, subscriptions, projections, plugins, metrics.
+    Read,
+    /// Also commands and appends.
+    Write,
+    /// Also plugin swaps and projection control.
+    Admin,
+}
+
+impl Role {
+    /// `read`, `write`, `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// `[[tokens]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// The bearer token.
+    pub token: String,
+    /// What it may do.
+    pub role: Role,
+    /// Who it is (recorded as the `user` of commands); default: the role.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whether reads with this token show events' decrypted personal data (default: no;
+    /// the `subject_id` and whether it was shredded are shown either way).
+    #[serde(default)]
+    pub personal_data: bool,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsEntry {
+    time_ms: Option<u64>,
+    memory_mb: Option<usize>,
+    output_mb: Option<usize>,
+    log_kb: Option<usize>,
+    scan_entries: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: PathBuf,
+    #[serde(default)]
+    keys: Option<PathBuf>,
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    max_plugin_bytes: Option<usize>,
+    #[serde(default)]
+    watch_plugins: Option<bool>,
+    #[serde(default)]
+    limits: Option<LimitsEntry>,
+    #[serde(default)]
+    aggregates: Vec<AggregateEntry>,
+    #[serde(default)]
+    upcasters: Vec<UpcasterEntry>,
+    #[serde(default)]
+    projections: Vec<ProjectionEntry>,
+    #[serde(default)]
+    tokens: Vec<TokenEntry>,
+}
+
+fn default_snapshot_every() -> u64 {
+    1_000
+}
+
+fn default_batch() -> usize {
+    2_000
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+
+/// Why a config could not be loaded. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, a wrong type.
+    #[error("config file {file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A value is wrong (a missing plugin file, a duplicate name...).
+    #[error("config file {file}: `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The key, e.g. `aggregates[0].plugin`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks `file`. Plugin files must exist; their kinds are checked when the host
+    /// loads them.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+        Config::parse(&text, &file)
+    }
+
+    /// Parses `text` as if read from `file`.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            file: file.to_owned(),
+            message: error.to_string().trim_end().to_owned(),
+        })?;
+        let base = file.parent().unwrap_or(Path::new(".")).to_owned();
+        let resolve = |path: &Path| {
+            if path.is_absolute() {
+                path.to_owned()
+            } else {
+                base.join(path)
+            }
+        };
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key,
+            message,
+        };
+        let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen".into(),
+                format!("{listen_text:?} is not an address like 127.0.0.1:7070"),
+            )
+        })?;
+        let mut limits = Limits::default();
+        if let Some(entry) = raw.limits {
+            if let Some(ms) = entry.time_ms {
+                limits.time = Duration::from_millis(ms);
+            }
+            if let Some(mb) = entry.memory_mb {
+                limits.memory_bytes = mb * 1024 * 1024;
+            }
+            if let Some(mb) = entry.output_mb {
+                limits.output_bytes = mb * 1024 * 1024;
+            }
+            if let Some(kb) = entry.log_kb {
+                limits.log_bytes = kb * 1024;
+            }
+            if let Some(entries) = entry.scan_entries {
+                limits.scan_entries = entries;
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut check_plugin = |section: &str, index: usize, name: &str, path: &Path| {
+            if name.is_empty() {
+                return Err(invalid(
+                    format!("{section}[{index}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            if !names.insert(name.to_owned()) {
+                return Err(invalid(
+                    format!("{section}[{index}].name"),
+                    format!("{name:?} is configured twice (plugin names are unique)"),
+                ));
+            }
+            if !path.is_file() {
+                return Err(invalid(
+                    format!("{section}[{index}].plugin"),
+                    format!("plugin file {} does not exist", path.display()),
+                ));
+            }
+            Ok(())
+        };
+        let mut aggregates = raw.aggregates;
+        for (index, entry) in aggregates.iter_mut().enumerate() {
+            entry.plugin = resolve(&entry.plugin);
+            check_plugin("aggregates", index, &entry.name, &entry.plugin)?;
+        }
+        let mut upcasters = raw.upcasters;
+        for (index, entry) in upcasters.iter_mut().enumerate() {
+            entry.plugin = resolve(&entry.plugin);
+            check_plugin("upcasters", index, &entry.name, &entry.plugin)?;
+        }
+        let mut projections = raw.projections;
+        for (index, entry) in projections.iter_mut().enumerate() {
+            entry.plugin = resolve(&entry.plugin);
+            check_plugin("projections", index, &entry.name, &entry.plugin)?;
+            if entry.batch == 0 || entry.attempts == 0 {
+                return Err(invalid(
+                    format!("projections[{index}]"),
+                    "batch and attempts must be positive".into(),
+                ));
+            }
+        }
+        for (index, token) in raw.tokens.iter().enumerate() {
+            if token.token.len() < 8 {
+                return Err(invalid(
+                    format!("tokens[{index}].token"),
+                    "must be at least 8 characters".into(),
+                ));
+            }
+        }
+        Ok(Config {
+            file: file.to_owned(),
+            store: resolve(&raw.store),
+            keys: raw.keys.as_deref().map(resolve),
+            listen,
+            max_body_bytes: raw.max_body_bytes.unwrap_or(4 * 1024 * 1024),
+            max_plugin_bytes: raw.max_plugin_bytes.unwrap_or(64 * 1024 * 1024),
+            watch_plugins: raw.watch_plugins.unwrap_or(true),
+            limits,
+            aggregates,
+            upcasters,
+            projections,
+            tokens: raw.tokens,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with_plugin() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(dir.path().join("plugins/a.wasm"), b"not checked here").unwrap();
+        let file = dir.path().join("eshost.toml");
+        (dir, file)
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let (dir, file) = dir_with_plugin();
+        let config = Config::parse(
+            "store = \"data\"\n[[aggregates]]\nname = \"a\"\nplugin = \"plugins/a.wasm\"\n",
+            &file,
+        )
+        .unwrap();
+        assert_eq!(config.store, dir.path().join("data"));
+        assert_eq!(
+            config.aggregates[0].plugin,
+            dir.path().join("plugins/a.wasm")
+        );
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_the_key_and_file() {
+        let (_dir, file) = dir_with_plugin();
+        let error = Config::parse("store = \"data\"\nlisten_on = \"x\"\n", &file).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("listen_on"), "{message}");
+        assert!(message.contains("eshost.toml"), "{message}");
+        let error = Config::parse(
+            "store = \"d\"\n[[projections]]\nname = \"p\"\nplugin = \"plugins/a.wasm\"\nbatchsize = 3\n",
+            &file,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("batchsize"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_plugin_file_is_refused_naming_the_key() {
+        let (_dir, file) = dir_with_plugin();
+        let error = Config::parse(
+            "store = \"d\"\n[[projections]]\nname = \"p\"\nplugin = \"nope.wasm\"\n",
+            &file,
+        )
+        .unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("projections[0].plugin"), "{message}");
+        assert!(message.contains("nope.wasm"), "{message}");
+    }
+}

@@ -1,0 +1,24 @@
+//! The eshost core: everything between the store and the edges (HTTP, CLI).
+//!
+//! - [`upcast`]: the upcaster chain every read path applies;
+//! - [`aggregate`]: the command pipeline (per-id workers, cached state, snapshots,
+//!   idempotency keys, temporal state and history, hot swap);
+//! - [`projection`]: projection runners, queries, dead letters, shadow rebuilds, replay;
+//! - [`views`]: `views.redb`, everything derived from the log;
+//! - [`privacy`]: forgetting a data subject and purging what was derived from it;
+//! - [`config`] and [`host`]: the composition root that builds a running [`Host`] from an
+//!   `eshost.toml`.
+//!
+//! Architecture invariant: nothing here speaks HTTP; the server and the CLI are clients of
+//! this crate.
+
+pub mod aggregate;
+pub mod config;
+pub mod host;
+pub mod privacy;
+pub mod projection;
+pub mod upcast;
+pub mod views;
+
+pub use config::Config;
+pub use host::Host;

@@ -1,0 +1,716 @@
+//! Projections: a runner per projection that feeds `$all` through its plugin and keeps its
+//! read model in `views.redb`; queries over a consistent committed state; rebuilds into a
+//! shadow namespace and a one-transaction switch; hot swap of the plugin; offline replay.
+//!
+//! Each projection has a runner thread. It reads `$all` from its checkpoint in batches,
+//! upcasts them (one call), passes the events the plugin handles to `handle`, and commits the
+//! plugin's writes with the new checkpoint in one `views.redb` transaction: a batch takes
+//! effect exactly once, whatever crashes. It sleeps on the store's head watch.
+//!
+//! A projection's data lives in a *generation* (namespace). A rebuild or a new version builds
+//! a new generation from position 0 beside the active one, which keeps serving; when the new
+//! one has caught up with the head, one transaction makes it active and drops the old one.
+//! The code of every live generation is kept in `views.redb`, so a restart serves the data
+//! with the code that built it.
+
+mod read_model;
+pub mod replay;
+mod runner;
+mod schema;
+mod upcast;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redb::ReadableDatabase;
+use serde::Serialize;
+
+use crate::views::Views;
+use eshost_runtime::{LoadError, ProjectionInstance, ProjectionPlugin, QueryError, Runtime};
+use eshost_store::EventStore;
+
+pub use schema::DeadLetter;
+pub use upcast::{Upcast, UpcastFailure, UpcasterChain};
+pub use watch::{PluginWatcher, WatchedPlugin};
+
+use read_model::{Snapshot, SnapshotModel};
+use runner::{Control, Runner};
+
+/// How one projection runs.
+#[derive(Debug, Clone)]
+pub struct ProjectionConfig {
+    /// The projection's name; the plugin must describe itself with it.
+    pub name: String,
+    /// The component file.
+    pub plugin: PathBuf,
+    /// The most events passed to one `handle` call (and committed in one transaction).
+    pub batch: usize,
+    /// How many times a failing event is tried before the projection stops (or parks it).
+    pub attempts: u32,
+    /// The wait before the first retry; it doubles per attempt.
+    pub backoff: Duration,
+    /// The longest wait between retries.
+    pub max_backoff: Duration,
+    /// Park an event that keeps failing in the dead-letter table and go on, instead of
+    /// stopping at it.
+    pub dead_letter: bool,
+}
+
+impl ProjectionConfig {
+    /// Defaults: batches of 2,000 events, 5 attempts from 100 ms backoff (at most 10 s),
+    /// stop at a failing event.
+    pub fn new(name: impl Into<String>, plugin: impl Into<PathBuf>) -> Self {
+        ProjectionConfig {
+            name: name.into(),
+            plugin: plugin.into(),
+            batch: 2000,
+            attempts: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            dead_letter: false,
+        }
+    }
+}
+
+/// What a projection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectionState {
+    /// Following the log.
+    Running,
+    /// Paused by an operator.
+    Paused,
+    /// Stopped at an event that kept failing; see `last_error`.
+    Failed,
+    /// A new generation is being built beside the active one.
+    Rebuilding,
+}
+
+/// One generation of a projection, as the status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerationStatus {
+    /// The generation number.
+    pub generation: u64,
+    /// The plugin's own version.
+    pub version: String,
+    /// The plugin's content hash.
+    pub hash: String,
+    /// The last position whose effects are committed.
+    pub position: u64,
+    /// `head - position`.
+    pub lag: u64,
+    /// Set when this generation stopped at a failing event.
+    pub failed: Option<String>,
+}
+
+/// The status of a projection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectionStatus {
+    /// The projection.
+    pub name: String,
+    /// What it is doing.
+    pub state: ProjectionState,
+    /// The active generation's checkpoint.
+    pub position: u64,
+    /// The store's head when the status was taken.
+    pub head: u64,
+    /// `head - position`.
+    pub lag: u64,
+    /// Positions processed per second, recently (active and shadow together).
+    pub events_per_sec: f64,
+    /// The last error of any event, upcast, read-model or swap failure (kept after recovery).
+    pub last_error: Option<String>,
+    /// The generation queries read.
+    pub active: GenerationStatus,
+    /// The generation being rebuilt, if any.
+    pub rebuild: Option<GenerationStatus>,
+    /// Events parked in the active generation's dead-letter table.
+    pub dead_letters: u64,
+}
+
+/// How [`Projections::swap`] brings in a new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SwapMode {
+    /// Build a new generation from position 0 while the old one serves; switch when it has
+    /// caught up (the default: the new code may read history differently).
+    #[default]
+    Rebuild,
+    /// Keep the active read model and checkpoint and go on with the new code from there: for
+    /// a fix to an event the old version failed on.
+    Continue,
+}
+
+/// What a swap did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapOutcome {
+    /// The new version is rebuilding in this generation.
+    Rebuilding {
+        /// The new generation.
+        generation: u64,
+    },
+    /// The new code took over the active generation.
+    Continued,
+    /// The file is the version already running (same content hash): nothing changed.
+    Unchanged,
+}
+
+/// Why a projection could not be started, swapped or controlled.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionHostError {
+    /// No projection of that name is configured.
+    #[error("no projection named {0:?}")]
+    Unknown(String),
+    /// A projection of that name is already running.
+    #[error("projection {0:?} is already running")]
+    AlreadyRunning(String),
+    /// The plugin file could not be read.
+    #[error("cannot read plugin file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The plugin could not be loaded (not a component, another world, traps in describe...).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The plugin describes itself with another name.
+    #[error("plugin file {file} is projection {found:?}, not {expected:?}")]
+    WrongName {
+        /// The file or label.
+        file: String,
+        /// The configured name.
+        expected: String,
+        /// What it says it is.
+        found: String,
+    },
+    /// `views.redb` failed.
+    #[error("projection {name:?}: views database: {message}")]
+    Views {
+        /// The projection.
+        name: String,
+        /// The error.
+        message: String,
+    },
+    /// The runner has stopped.
+    #[error("projection {0:?} is not running")]
+    Stopped(String),
+}
+
+/// Why a query could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryFailure {
+    /// No projection of that name.
+    #[error("no projection named {0:?}")]
+    Unknown(String),
+    /// The plugin answered with an error or failed.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// `views.redb` failed.
+    #[error("views database: {0}")]
+    Views(String),
+}
+
+/// What the runner shares with callers: its status and the plugins queries use.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) status: Mutex<ProjectionStatus>,
+    /// Generation number → its plugin and idle query instances.
+    pub(crate) plugins: Mutex<HashMap<u64, QueryPool>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct QueryPool {
+    pub(crate) plugin: ProjectionPlugin,
+    idle: Vec<ProjectionInstance<SnapshotModel>>,
+}
+
+impl QueryPool {
+    pub(crate) fn new(plugin: ProjectionPlugin) -> Self {
+        QueryPool {
+            plugin,
+            idle: Vec::new(),
+        }
+    }
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    control: tokio::sync::mpsc::UnboundedSender<Control>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    config: ProjectionConfig,
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    views: Views,
+    runtime: Runtime,
+    upcasters: UpcasterChain,
+    projections: Mutex<HashMap<String, Handle>>,
+}
+
+/// The projections of one host. Cheap to clone; runners stop when [`Projections::shutdown`]
+/// is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct Projections {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Projections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.names();
+        f.debug_struct("Projections")
+            .field("projections", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let handles: Vec<Handle> = self
+            .projections
+            .get_mut()
+            .map(|map| map.drain().map(|(_, h)| h).collect())
+            .unwrap_or_default();
+        stop_all(handles);
+    }
+}
+
+fn stop_all(handles: Vec<Handle>) {
+    for handle in &handles {
+        let _ = handle.control.send(Control::Stop);
+    }
+    for mut handle in handles {
+        if let Some(thread) = handle.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Projections {
+    /// A host for projections over `store`, keeping their data in `views`.
+    pub fn new(store: Arc<dyn EventStore>, views: Views, runtime: Runtime) -> Self {
+        Projections {
+            inner: Arc::new(Inner {
+                store,
+                views,
+                runtime,
+                upcasters: UpcasterChain::empty(),
+                projections: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The same, upcasting every event through `upcasters` before a projection sees it.
+    pub fn with_upcasters(
+        store: Arc<dyn EventStore>,
+        views: Views,
+        runtime: Runtime,
+        upcasters: UpcasterChain,
+    ) -> Self {
+        Projections {
+            inner: Arc::new(Inner {
+                store,
+                views,
+                runtime,
+                upcasters,
+                projections: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Loads the plugin and starts the projection's runner. A projection that ran before
+    /// resumes from its checkpoint with the code that built its data; if the configured file
+    /// is another version, that version rebuilds beside it.
+    pub fn add(&self, config: ProjectionConfig) -> Result<(), ProjectionHostError> {
+        let mut map = self.inner.projections.lock().expect("not poisoned");
+        if map.contains_key(&config.name) {
+            return Err(ProjectionHostError::AlreadyRunning(config.name));
+        }
+        let (bytes, plugin) = self.load(&config.name, &config.plugin)?;
+        let upcast: Option<Box<dyn Upcast>> = if self.inner.upcasters.is_empty() {
+            None
+        } else {
+            Some(Box::new(self.inner.upcasters.instantiate()))
+        };
+        let (control, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (runner, shared) = Runner::open(
+            config.clone(),
+            self.inner.store.clone(),
+            self.inner.views.db().clone(),
+            self.inner.runtime.clone(),
+            plugin,
+            bytes,
+            upcast,
+            receiver,
+        )?;
+        let thread = std::thread::Builder::new()
+            .name(format!("projection-{}", config.name))
+            .spawn(move || runner.run())
+            .map_err(|e| ProjectionHostError::Views {
+                name: config.name.clone(),
+                message: format!("cannot start the runner thread: {e}"),
+            })?;
+        map.insert(
+            config.name.clone(),
+            Handle {
+                shared,
+                control,
+                thread: Some(thread),
+                config,
+            },
+        );
+        Ok(())
+    }
+
+    /// Reads, compiles and checks a plugin file for projection `name`.
+    fn load(
+        &self,
+        name: &str,
+        path: &Path,
+    ) -> Result<(Vec<u8>, ProjectionPlugin), ProjectionHostError> {
+        let bytes = std::fs::read(path).map_err(|source| ProjectionHostError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let plugin = self.check(name, &bytes, &path.display().to_string())?;
+        Ok((bytes, plugin))
+    }
+
+    fn check(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        label: &str,
+    ) -> Result<ProjectionPlugin, ProjectionHostError> {
+        let plugin = match self.inner.runtime.load_bytes(
+            bytes,
+            label,
+            eshost_runtime::PluginKind::Projection,
+        )? {
+            eshost_runtime::LoadedPlugin::Projection(plugin) => plugin,
+            _ => unreachable!("load_bytes checks the kind"),
+        };
+        if plugin.info().name != name {
+            return Err(ProjectionHostError::WrongName {
+                file: label.to_owned(),
+                expected: name.to_owned(),
+                found: plugin.info().name.clone(),
+            });
+        }
+        Ok(plugin)
+    }
+
+    /// The configured projections' names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .projections
+            .lock()
+            .expect("not poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The configuration of `name`.
+    pub fn config(&self, name: &str) -> Option<ProjectionConfig> {
+        let map = self.inner.projections.lock().expect("not poisoned");
+        map.get(name).map(|h| h.config.clone())
+    }
+
+    fn shared(&self, name: &str) -> Option<Arc<Shared>> {
+        let map = self.inner.projections.lock().expect("not poisoned");
+        map.get(name).map(|h| h.shared.clone())
+    }
+
+    fn send(&self, name: &str, control: Control) -> Result<(), ProjectionHostError> {
+        let map = self.inner.projections.lock().expect("not poisoned");
+        let handle = map
+            .get(name)
+            .ok_or_else(|| ProjectionHostError::Unknown(name.to_owned()))?;
+        handle
+            .control
+            .send(control)
+            .map_err(|_| ProjectionHostError::Stopped(name.to_owned()))
+    }
+
+    /// The status of `name`.
+    pub fn status(&self, name: &str) -> Option<ProjectionStatus> {
+        let shared = self.shared(name)?;
+        let mut status = shared.status.lock().expect("not poisoned").clone();
+        let head = self.inner.store.head();
+        status.head = status.head.max(head);
+        status.lag = status.head.saturating_sub(status.position);
+        if let Some(rebuild) = &mut status.rebuild {
+            rebuild.lag = status.head.saturating_sub(rebuild.position);
+        }
+        status.active.lag = status.lag;
+        Some(status)
+    }
+
+    /// The status of every projection, by name.
+    pub fn statuses(&self) -> Vec<ProjectionStatus> {
+        self.names()
+            .iter()
+            .filter_map(|name| self.status(name))
+            .collect()
+    }
+
+    /// Waits until the status of `name` satisfies `done`, up to `timeout`; returns the last
+    /// status seen. For tools and tests; the runner itself never polls.
+    pub fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&ProjectionStatus) -> bool,
+    ) -> Option<ProjectionStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(name)?;
+            if done(&status) || Instant::now() >= deadline {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until `name` runs its active generation at the head with no rebuild pending.
+    pub fn wait_caught_up(&self, name: &str, timeout: Duration) -> Option<ProjectionStatus> {
+        self.wait_for(name, timeout, |s| {
+            s.rebuild.is_none() && s.position >= s.head && s.state == ProjectionState::Running
+        })
+    }
+
+    /// Pauses `name` (queries keep answering).
+    pub fn pause(&self, name: &str) -> Result<(), ProjectionHostError> {
+        self.send(name, Control::Pause)
+    }
+
+    /// Resumes `name` after a pause or a failure: a failed event is tried again.
+    pub fn resume(&self, name: &str) -> Result<(), ProjectionHostError> {
+        self.send(name, Control::Resume)
+    }
+
+    /// Rebuilds `name` from position 0 with its current code, beside the active generation.
+    pub fn rebuild(&self, name: &str) -> Result<u64, ProjectionHostError> {
+        let (ack, answer) = std::sync::mpsc::channel();
+        self.send(name, Control::Rebuild { ack })?;
+        answer
+            .recv()
+            .map_err(|_| ProjectionHostError::Stopped(name.to_owned()))?
+    }
+
+    /// Rebuilds, from position 0, every projection that handles any of `event_types` (the
+    /// types that carried a forgotten subject's personal data), so rows derived from that
+    /// data are replaced by rows built from the now shredded events. Returns the projections
+    /// rebuilding; [`wait_caught_up`](Self::wait_caught_up) tells when each has switched.
+    pub fn purge(&self, event_types: &[String]) -> Result<Vec<String>, ProjectionHostError> {
+        let affected: Vec<String> = {
+            let map = self.inner.projections.lock().expect("not poisoned");
+            map.iter()
+                .filter(|(_, handle)| {
+                    let plugins = handle.shared.plugins.lock().expect("not poisoned");
+                    plugins.values().any(|pool| {
+                        let info = pool.plugin.info();
+                        event_types.iter().any(|t| info.handles_event(t))
+                    })
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        for name in &affected {
+            let (ack, answer) = std::sync::mpsc::channel();
+            self.send(name, Control::Purge { ack })?;
+            answer
+                .recv()
+                .map_err(|_| ProjectionHostError::Stopped(name.clone()))??;
+        }
+        Ok(affected)
+    }
+
+    /// Drops a rebuild in progress (or failed); the active generation is untouched.
+    pub fn abort_rebuild(&self, name: &str) -> Result<(), ProjectionHostError> {
+        self.send(name, Control::AbortRebuild)
+    }
+
+    /// Swaps in the plugin file at `path` for `name` (see [`swap_bytes`](Self::swap_bytes)).
+    pub fn swap(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+        mode: SwapMode,
+    ) -> Result<SwapOutcome, ProjectionHostError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| ProjectionHostError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.swap_bytes(name, bytes, &path.display().to_string(), mode)
+    }
+
+    /// Swaps in a new version of `name`. The component is compiled and checked (a projection,
+    /// describing itself as `name`) before anything changes: a bad one is refused and the
+    /// running version keeps serving. Then, by `mode`, the new version rebuilds beside the
+    /// old one (switching when caught up) or continues the active generation.
+    pub fn swap_bytes(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        label: &str,
+        mode: SwapMode,
+    ) -> Result<SwapOutcome, ProjectionHostError> {
+        let shared = self
+            .shared(name)
+            .ok_or_else(|| ProjectionHostError::Unknown(name.to_owned()))?;
+        let plugin = match self.check(name, &bytes, label) {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                shared.status.lock().expect("not poisoned").last_error =
+                    Some(format!("swap refused: {error}"));
+                return Err(error);
+            }
+        };
+        let (ack, answer) = std::sync::mpsc::channel();
+        self.send(
+            name,
+            Control::Swap {
+                plugin,
+                bytes,
+                mode,
+                ack,
+            },
+        )?;
+        answer
+            .recv()
+            .map_err(|_| ProjectionHostError::Stopped(name.to_owned()))?
+    }
+
+    /// Runs `query` with `args` (JSON) on the active generation of `name`, read-only, on one
+    /// committed state. Blocking: call from a worker thread or `spawn_blocking`.
+    pub fn query(&self, name: &str, query: &str, args: &str) -> Result<String, QueryFailure> {
+        let shared = self
+            .shared(name)
+            .ok_or_else(|| QueryFailure::Unknown(name.to_owned()))?;
+        // A switch between reading the record and finding the plugin retires the old
+        // generation's plugin: take a fresh snapshot, which names the new one.
+        for _ in 0..3 {
+            if let Some(answer) = self.query_once(&shared, name, query, args)? {
+                return Ok(answer?);
+            }
+        }
+        Err(QueryFailure::Views(format!(
+            "projection {name:?} kept switching generations during the query"
+        )))
+    }
+
+    fn query_once(
+        &self,
+        shared: &Shared,
+        name: &str,
+        query: &str,
+        args: &str,
+    ) -> Result<Option<Result<String, QueryError>>, QueryFailure> {
+        let db = self.inner.views.db();
+        let views = |e: redb::Error| QueryFailure::Views(e.to_string());
+        let txn = db.begin_read().map_err(|e| views(e.into()))?;
+        let meta = schema::read_meta_in(&txn, name)
+            .map_err(views)?
+            .ok_or_else(|| QueryFailure::Unknown(name.to_owned()))?;
+        let generation = meta.active.number;
+        let namespace = schema::namespace(name, generation);
+        let table = match txn.open_table(schema::data_table(&namespace)) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(views(e.into())),
+        };
+        let (plugin, idle) = {
+            let mut plugins = shared.plugins.lock().expect("not poisoned");
+            let Some(pool) = plugins.get_mut(&generation) else {
+                return Ok(None);
+            };
+            (pool.plugin.clone(), pool.idle.pop())
+        };
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => plugin
+                .instantiate(SnapshotModel::default())
+                .map_err(|e| QueryFailure::Query(e.into()))?,
+        };
+        *instance.read_model_mut() = SnapshotModel(Snapshot::new(table));
+        let result = instance.query(query, args);
+        // Release the read transaction before pooling the instance.
+        *instance.read_model_mut() = SnapshotModel::default();
+        drop(txn);
+        let mut plugins = shared.plugins.lock().expect("not poisoned");
+        if let Some(pool) = plugins.get_mut(&generation)
+            && pool.idle.len() < 8
+            && pool.plugin.info().content_hash == instance.info().content_hash
+        {
+            pool.idle.push(instance);
+        }
+        Ok(Some(result))
+    }
+
+    /// The events `name` parked in its active generation.
+    pub fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, ProjectionHostError> {
+        let db = self.inner.views.db();
+        let views = |e: redb::Error| ProjectionHostError::Views {
+            name: name.to_owned(),
+            message: e.to_string(),
+        };
+        let meta = schema::read_meta(db, name)
+            .map_err(views)?
+            .ok_or_else(|| ProjectionHostError::Unknown(name.to_owned()))?;
+        schema::dead_letters(db, &schema::namespace(name, meta.active.number)).map_err(views)
+    }
+
+    /// Watches every configured projection's plugin file and swaps (rebuilding) when one
+    /// changes. A refused file is logged and shown as the projection's last error.
+    pub fn watch_files(&self) -> Result<PluginWatcher, notify::Error> {
+        let plugins: Vec<WatchedPlugin> = {
+            let map = self.inner.projections.lock().expect("not poisoned");
+            map.values()
+                .map(|h| WatchedPlugin {
+                    kind: eshost_runtime::PluginKind::Projection,
+                    name: h.config.name.clone(),
+                    path: h.config.plugin.clone(),
+                })
+                .collect()
+        };
+        let weak = Arc::downgrade(&self.inner);
+        PluginWatcher::new(plugins, move |plugin| {
+            let Some(inner) = weak.upgrade() else { return };
+            let projections = Projections { inner };
+            match projections.swap(&plugin.name, &plugin.path, SwapMode::Rebuild) {
+                Ok(outcome) => {
+                    tracing::info!(projection = %plugin.name, ?outcome, "plugin file changed")
+                }
+                Err(error) => tracing::warn!(
+                    projection = %plugin.name,
+                    "plugin file changed but was refused: {error}"
+                ),
+            }
+        })
+    }
+
+    /// Stops every runner (each finishes its batch in flight) and waits for them.
+    pub fn shutdown(&self) {
+        let handles: Vec<Handle> = self
+            .inner
+            .projections
+            .lock()
+            .expect("not poisoned")
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        stop_all(handles);
+    }
+}

@@ -1,0 +1,481 @@
+//! The HTTP API in-process (no socket): every route, its success and its error answers.
+
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use crate::server_support::{bank_host, call, caught_up, get, post};
+use tower::ServiceExt;
+
+async fn open_and_fund(router: &axum::Router, id: &str, deposit: u64) {
+    let (status, body) = post(
+        router,
+        &format!("/aggregates/bank-account/{id}"),
+        json!({"type": "Open", "owner": "Ann"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = post(
+        router,
+        &format!("/aggregates/bank-account/{id}"),
+        json!({"type": "Deposit", "amount": deposit}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_accepted_rejected_refused_and_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, router) = bank_host(dir.path(), "");
+    let (status, body) = post(
+        &router,
+        "/aggregates/bank-account/account-1",
+        json!({"type": "Open", "owner": "Ann"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stream_version"], 1);
+    assert_eq!(body["events"][0]["event_type"], "AccountOpened");
+    let (status, body) = post(
+        &router,
+        "/aggregates/bank-account/account-1",
+        json!({"type": "Deposit", "amount": 100}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stream_version"], 2);
+
+    // A business rule: 422 with the plugin's message.
+    let (status, body) = post(
+        &router,
+        "/aggregates/bank-account/account-1",
+        json!({"type": "Withdraw", "amount": 500}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "rejected");
+    assert!(
+        body["message"].as_str().unwrap().contains("insufficient"),
+        "{body}"
+    );
+
+    // Not a command the plugin knows: 400.
+    let (status, body) = post(
+        &router,
+        "/aggregates/bank-account/account-1",
+        json!({"type": "Teleport"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_command");
+
+    // Malformed JSON: 400.
+    let (status, body) = call(
+        &router,
+        Method::POST,
+        "/aggregates/bank-account/account-1",
+        None,
+        Some(Body::from("{\"type\":")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("malformed JSON"),
+        "{body}"
+    );
+
+    // Unknown aggregate type: 404.
+    let (status, body) = post(&router, "/aggregates/nope/x-1", json!({"type": "Open"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "not_found");
+
+    // A stale expected version: 409 with the actual version.
+    let (status, body) = post(
+        &router,
+        "/aggregates/bank-account/account-1?expected_version=1",
+        json!({"type": "Deposit", "amount": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["actual_version"], 2);
+
+    // Too large a body: 413.
+    let big = json!({"type": "Open", "owner": "x".repeat(100_000)});
+    let (status, body) = post(&router, "/aggregates/bank-account/account-9", big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"], "too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_as_of_a_version_or_time_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, router) = bank_host(dir.path(), "");
+    open_and_fund(&router, "account-1", 500).await;
+    let (_, body) = get(&router, "/aggregates/bank-account/account-1").await;
+    let before = body["recorded_at"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    post(
+        &router,
+        "/aggregates/bank-account/account-1",
+        json!({"type": "Withdraw", "amount": 200}),
+    )
+    .await;
+
+    let (status, body) = get(&router, "/aggregates/bank-account/account-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 3);
+    assert_eq!(body["state"]["balance"], 300, "{body}");
+    let (_, body) = get(&router, "/aggregates/bank-account/account-1?version=2").await;
+    assert_eq!(body["state"]["balance"], 500, "{body}");
+    let (_, body) = get(
+        &router,
+        &format!("/aggregates/bank-account/account-1?at={before}"),
+    )
+    .await;
+    assert_eq!(body["version"], 2, "{body}");
+
+    let (status, body) = get(&router, "/aggregates/bank-account/account-1/history").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let history = body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[2]["event"]["event_type"], "FundsWithdrawn");
+    assert_eq!(history[2]["state"]["balance"], 300);
+
+    for uri in [
+        "/aggregates/bank-account/account-404",
+        "/aggregates/bank-account/account-404/history",
+        "/aggregates/nope/account-1",
+        "/aggregates/nope/account-1/history",
+    ] {
+        let (status, body) = get(&router, uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+    }
+    let (status, body) = get(&router, "/aggregates/bank-account/account-1?version=abc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = get(&router, "/aggregates/bank-account/account-1?version=1&at=5").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_append_read_and_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, router) = bank_host(dir.path(), "");
+    let events = json!({"expected": "no_stream", "events": [
+        {"type": "Ticked", "data": {"n": 1}},
+        {"type": "Tocked", "data": {"n": 2}, "metadata": {"user": "t"}},
+    ]});
+    let (status, body) = post(&router, "/streams/clock-1", events).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["stream_version"], 2);
+
+    let (status, body) = post(
+        &router,
+        "/streams/clock-1",
+        json!({"expected": 1, "events": [{"type": "Ticked"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["actual_version"], 2);
+    let (status, body) = post(
+        &router,
+        "/streams/clock%01bad",
+        json!({"events": [{"type": "Ticked"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = post(&router, "/streams/clock-1", json!({"events": "no"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = post(
+        &router,
+        "/streams/clock-1",
+        json!({"expected": "sometimes", "events": []}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let (status, body) = get(&router, "/streams/clock-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["events"].as_array().unwrap().len(), 2);
+    assert_eq!(body["events"][1]["data"]["n"], 2);
+    let (_, body) = get(&router, "/streams/clock-1?backward=true&limit=1").await;
+    assert_eq!(body["events"][0]["event_type"], "Tocked");
+    let (status, body) = get(&router, "/streams/clock-404").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = get(&router, "/streams/clock-1?limit=-1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    post(
+        &router,
+        "/streams/clock-2",
+        json!({"events": [{"type": "Ticked"}]}),
+    )
+    .await;
+    let (status, body) = get(&router, "/all?from=2").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["head"], 3);
+    assert_eq!(body["events"].as_array().unwrap().len(), 2);
+    let (_, body) = get(&router, "/all?types=Ticked").await;
+    assert_eq!(body["events"].as_array().unwrap().len(), 2);
+    let (status, _) = get(&router, "/all?from=x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_status_query_and_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, router) = bank_host(dir.path(), "");
+    open_and_fund(&router, "account-1", 700).await;
+    caught_up(&host, "balances");
+
+    let (status, body) = get(&router, "/projections").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["projections"].as_array().unwrap().len(), 2);
+    let (status, body) = get(&router, "/projections/balances").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "running");
+    let (status, body) = get(
+        &router,
+        "/projections/balances/query/balance?account=account-1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["balance"], 700, "{body}");
+    let args = "%7B%22account%22%3A%22account-1%22%7D";
+    let (_, body) = get(
+        &router,
+        &format!("/projections/balances/query/balance?args={args}"),
+    )
+    .await;
+    assert_eq!(body["balance"], 700, "{body}");
+
+    let (status, _) = get(&router, "/projections/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&router, "/projections/nope/query/total").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = get(&router, "/projections/balances/query/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = get(&router, "/projections/balances/query/balance").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    for action in ["pause", "resume", "rebuild"] {
+        let (status, body) = post(
+            &router,
+            &format!("/projections/balances/{action}"),
+            json!(null),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{action}: {body}");
+        // The answer shows the state after the runner acted, not the one before.
+        match action {
+            "pause" => assert_eq!(body["status"]["state"], "paused", "{body}"),
+            "resume" => assert_ne!(body["status"]["state"], "paused", "{body}"),
+            _ => {}
+        }
+        let (status, body) =
+            post(&router, &format!("/projections/nope/{action}"), json!(null)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{action}: {body}");
+    }
+    caught_up(&host, "balances");
+    let (_, body) = get(
+        &router,
+        "/projections/balances/query/balance?account=account-1",
+    )
+    .await;
+    assert_eq!(body["balance"], 700, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_list_and_swap_by_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, router) = bank_host(dir.path(), "");
+    let (status, body) = get(&router, "/plugins").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let names: Vec<&str> = body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["bank-account", "deposit-currency", "balances", "statement"]
+    );
+
+    let put = |name: &str, bytes: Vec<u8>| {
+        let uri = format!("/plugins/{name}");
+        let router = router.clone();
+        async move { call(&router, Method::PUT, &uri, None, Some(Body::from(bytes))).await }
+    };
+    let statement = std::fs::read(eshost_tests::STATEMENT).unwrap();
+    let (status, body) = put("statement", statement.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["outcome"], "unchanged");
+    // New bytes (a custom section appended): a new identity, rebuilt beside the old.
+    let (status, body) = put("statement", with_custom_section(statement)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(body["outcome"]["rebuilding"].is_object(), "{body}");
+    caught_up(&host, "statement");
+
+    let (status, body) = put(
+        "bank-account",
+        std::fs::read(eshost_tests::BANK_ACCOUNT).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], "unchanged");
+    let (status, body) = put(
+        "bank-account",
+        std::fs::read(eshost_tests::BALANCES).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = put("balances", b"not wasm".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = put("deposit-currency", b"x".to_vec()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = put("nope", b"x".to_vec()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+/// A component with one more custom section: the same code under another content hash.
+pub fn with_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
+    let name = b"eshost-test";
+    let payload = b"v2";
+    bytes.push(0);
+    bytes.push((1 + name.len() + payload.len()) as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_openapi_and_unknown_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, router) = bank_host(dir.path(), "");
+    open_and_fund(&router, "account-1", 5).await;
+    post(
+        &router,
+        "/aggregates/bank-account/account-1",
+        json!({"type": "Withdraw", "amount": 50}),
+    )
+    .await;
+    let (status, body) = get(&router, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    let (status, body) = get(&router, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    for line in [
+        "eshost_commands_total{result=\"accepted\"} 2",
+        "eshost_commands_total{result=\"rejected\"} 1",
+        "eshost_command_seconds_count 3",
+        "eshost_store_head_position 2",
+        "eshost_projection_lag{projection=\"balances\"}",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+    let (status, body) = get(&router, "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["openapi"], "3.1.0");
+    let (status, body) = get(&router, "/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "not_found");
+    let (status, body) = call(&router, Method::DELETE, "/health", None, None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+}
+
+async fn next_sse_event(
+    body: &mut (impl futures_util::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
+    buffer: &mut String,
+) -> (u64, Value) {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let id = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .map(|v| v.parse().unwrap());
+            let data = frame.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(id), Some(data)) = (id, data) {
+                return (id, serde_json::from_str(data).unwrap());
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("an SSE event in time")
+            .unwrap()
+            .unwrap();
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_streams_live_events_filters_and_resumes_from_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, router) = bank_host(dir.path(), "");
+    post(
+        &router,
+        "/streams/clock-1",
+        json!({"events": [{"type": "Ticked"}, {"type": "Tocked"}]}),
+    )
+    .await;
+    post(
+        &router,
+        "/streams/other-1",
+        json!({"events": [{"type": "Ticked"}]}),
+    )
+    .await;
+
+    let request = axum::http::Request::get("/subscribe?stream_prefix=clock-")
+        .header("last-event-id", "1")
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut buffer = String::new();
+    let (id, event) = next_sse_event(&mut body, &mut buffer).await;
+    assert_eq!((id, event["event_type"].as_str()), (2, Some("Tocked")));
+    // Live: an event appended after the subscription started arrives; other streams do not.
+    post(
+        &router,
+        "/streams/other-1",
+        json!({"events": [{"type": "Ticked"}]}),
+    )
+    .await;
+    post(
+        &router,
+        "/streams/clock-1",
+        json!({"events": [{"type": "Ticked", "data": {"live": true}}]}),
+    )
+    .await;
+    let (id, event) = next_sse_event(&mut body, &mut buffer).await;
+    assert_eq!(id, 5);
+    assert_eq!(event["data"]["live"], true);
+
+    let request = axum::http::Request::get("/subscribe?from=2&types=Ticked")
+        .body(Body::empty())
+        .unwrap();
+    let mut body = router
+        .clone()
+        .oneshot(request)
+        .await
+        .unwrap()
+        .into_body()
+        .into_data_stream();
+    let mut buffer = String::new();
+    assert_eq!(next_sse_event(&mut body, &mut buffer).await.0, 3);
+
+    let request = axum::http::Request::get("/subscribe")
+        .header("last-event-id", "x")
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}

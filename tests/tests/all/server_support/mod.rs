@@ -1,0 +1,83 @@
+//! Support for the server tests: a bank host over the test-built plugins, and requests sent
+//! to its router in-process.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use eshost_core::config::Config;
+use eshost_server::Server as Host;
+use eshost_tests::{BALANCES, BANK_ACCOUNT, DEPOSIT_CURRENCY, STATEMENT};
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The bank config over the test-built plugins, with `extra` TOML appended (tokens...).
+pub fn bank_config(dir: &Path, extra: &str) -> Config {
+    let text = format!(
+        "store = \"data\"\nlisten = \"127.0.0.1:0\"\nwatch_plugins = false\nmax_body_bytes = 65536\n\
+         [[aggregates]]\nname = \"bank-account\"\nplugin = {BANK_ACCOUNT:?}\nsnapshot_every = 5\n\
+         [[upcasters]]\nname = \"deposit-currency\"\nplugin = {DEPOSIT_CURRENCY:?}\n\
+         [[projections]]\nname = \"balances\"\nplugin = {BALANCES:?}\n\
+         [[projections]]\nname = \"statement\"\nplugin = {STATEMENT:?}\n{extra}"
+    );
+    let file = dir.join("eshost.toml");
+    std::fs::write(&file, text).unwrap();
+    Config::load(&file).unwrap()
+}
+
+/// A started bank host and its router.
+pub fn bank_host(dir: &Path, extra: &str) -> (Host, Router) {
+    let host = Host::start(&bank_config(dir, extra)).unwrap();
+    let router = host.router();
+    (host, router)
+}
+
+/// Sends one request; returns the status and the body as JSON (a string if it is not JSON).
+pub async fn call(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Body>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request = request.header("content-type", "application/json");
+    let request = request.body(body.unwrap_or_else(Body::empty)).unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, value)
+}
+
+pub async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
+    call(router, Method::GET, uri, None, None).await
+}
+
+pub async fn post(router: &Router, uri: &str, body: Value) -> (StatusCode, Value) {
+    call(
+        router,
+        Method::POST,
+        uri,
+        None,
+        Some(Body::from(body.to_string())),
+    )
+    .await
+}
+
+/// Waits (blocking this worker) until `name` has caught up.
+pub fn caught_up(host: &Host, name: &str) {
+    tokio::task::block_in_place(|| host.projections().wait_caught_up(name, WAIT).unwrap());
+}
