@@ -28,6 +28,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use std::sync::mpsc;
 
 use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
 
 pub use error::{AppendError, OpenError, ReadError, ValidationError};
 pub use event::{
@@ -69,6 +70,9 @@ pub trait EventStore: Send + Sync {
     ) -> Result<(), ReadError>;
     /// What the store knows about one stream (`None` if it has no events).
     fn stream_info(&self, stream_id: &str) -> Result<Option<StreamInfo>, ReadError>;
+    /// The position of the stored event with id `event_id`, if there is one. Callers rely on
+    /// it to find what a command with a derived event id already wrote.
+    fn event_position(&self, event_id: Uuid) -> Result<Option<u64>, ReadError>;
     /// Streams whose id starts with `prefix`, in id order, after `after`.
     fn streams(
         &self,
@@ -476,6 +480,16 @@ impl EventStore for Store {
         let row = recent.row(stream_id);
         drop(recent);
         reader::stream_info(&txn, stream_id, row)
+    }
+
+    fn event_position(&self, event_id: Uuid) -> Result<Option<u64>, ReadError> {
+        let id = event_id.as_u128();
+        let (recent, txn) = self.begin_read_indexed()?;
+        if let Some(position) = recent.ids.get(&id) {
+            return Ok(Some(*position));
+        }
+        drop(recent);
+        reader::indexed_event_position(&txn, id)
     }
 
     fn streams(
