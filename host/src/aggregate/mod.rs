@@ -7,7 +7,10 @@
 //! appended with the expected version the state was built at. The worker does not wait for
 //! the durable append: it goes on with other aggregates while the store's group commit
 //! gathers many appends, and only commands for the same aggregate queue behind it. On a
-//! conflict the state is rebuilt and the command retried, a bounded number of times.
+//! conflict the state is rebuilt and the command retried, a bounded number of times. A
+//! refusal writes nothing, so no append checks its state: one decided on a cached state is
+//! confirmed against the stream's version, and decided again on the rebuilt state if the
+//! stream moved (events appended outside the pipeline).
 //!
 //! Queries ([`Aggregates::state`], [`Aggregates::history`]) build state on a blocking
 //! thread with a fresh instance, without the cache.

@@ -274,41 +274,18 @@ impl Worker {
 
     fn decide_in_slot(&mut self, job: Job) {
         let shared = self.shared.clone();
-        Counters::bump(&shared.counters.decisions);
         let Worker {
             slots, upcasting, ..
         } = self;
         let slot = slots.get_mut(&job.aggregate_type).expect("slot exists");
-        let (mut version, mut since_snapshot) =
-            match current_state(slot, upcasting, &shared, &job.id) {
-                Ok(state) => state,
-                Err(source) => {
-                    let stream_id = job.id.clone();
-                    return job.answer(Err(CommandError::State { stream_id, source }));
-                }
-            };
-        if let Some(expected) = job.options.expected_version
-            && expected != version
-        {
-            // The cache could lag behind appends made outside this pipeline: look again.
-            match rebuild_state(slot, upcasting, &shared, &job.id) {
-                Ok(state) => (version, since_snapshot) = state,
-                Err(source) => {
-                    let stream_id = job.id.clone();
-                    return job.answer(Err(CommandError::State { stream_id, source }));
-                }
-            }
-            if expected != version {
-                slot.park(&job.id, version, since_snapshot);
-                let error = CommandError::Conflict {
-                    stream_id: job.id.clone(),
-                    expected: ExpectedVersion::Exact(expected),
-                    actual: version,
-                    attempts: 0,
-                };
-                return job.answer(Err(error));
-            }
-        }
+        let state_error = |job: Job, source: StateError| {
+            let stream_id = job.id.clone();
+            job.answer(Err(CommandError::State { stream_id, source }));
+        };
+        let mut loaded = match current_state(slot, upcasting, &shared, &job.id) {
+            Ok(loaded) => loaded,
+            Err(source) => return state_error(job, source),
+        };
         let registered = slot.registered.clone();
         let info = registered.plugin.info();
         let metadata = metadata(&job, &info.name, &info.version, &info.content_hash);
@@ -317,33 +294,80 @@ impl Worker {
             metadata: metadata.clone(),
             issued_at: job.issued_at,
         };
-        let decision = match slot.instance.handle(&command) {
-            Ok(events) if events.is_empty() => Decision::Accepted { events: Vec::new() },
-            Ok(events) => {
-                let state = slot.instance.park().map(|parked| Cached {
-                    parked,
-                    version,
-                    since_snapshot,
-                });
-                let generation = slot.registered.generation;
-                return self.append(job, events, &metadata, version, state, generation);
-            }
-            Err(HandleError::Rejected(reason)) => Decision::Rejected { reason },
-            Err(HandleError::Invalid(reason)) => Decision::Invalid { reason },
-            Err(HandleError::Plugin(error)) => {
-                // The instance is gone and every aggregate parked in it: they are rebuilt on
-                // next use. Other types and workers are untouched.
-                for stale in slot.cache.drain() {
-                    drop(stale);
+        // At most twice: a second decision is on a state just built from the store.
+        let decision = loop {
+            Counters::bump(&shared.counters.decisions);
+            if let Some(expected) = job.options.expected_version
+                && expected != loaded.version
+            {
+                // The cache could lag behind appends made outside this pipeline: look again.
+                if loaded.cached {
+                    loaded = match rebuild_state(slot, upcasting, &shared, &job.id) {
+                        Ok(loaded) => loaded,
+                        Err(source) => return state_error(job, source),
+                    };
                 }
-                return job.answer(Err(CommandError::Plugin(error)));
+                if expected != loaded.version {
+                    slot.park(&job.id, loaded.version, loaded.since_snapshot);
+                    let error = CommandError::Conflict {
+                        stream_id: job.id.clone(),
+                        expected: ExpectedVersion::Exact(expected),
+                        actual: loaded.version,
+                        attempts: 0,
+                    };
+                    return job.answer(Err(error));
+                }
+            }
+            let decision = match slot.instance.handle(&command) {
+                Ok(events) if events.is_empty() => Decision::Accepted { events: Vec::new() },
+                Ok(events) => {
+                    let state = slot.instance.park().map(|parked| Cached {
+                        parked,
+                        version: loaded.version,
+                        since_snapshot: loaded.since_snapshot,
+                    });
+                    let generation = slot.registered.generation;
+                    return self.append(job, events, &metadata, loaded.version, state, generation);
+                }
+                Err(HandleError::Rejected(reason)) => Decision::Rejected { reason },
+                Err(HandleError::Invalid(reason)) => Decision::Invalid { reason },
+                Err(HandleError::Plugin(error)) => {
+                    // The instance is gone and every aggregate parked in it: they are rebuilt
+                    // on next use. Other types and workers are untouched.
+                    for stale in slot.cache.drain() {
+                        drop(stale);
+                    }
+                    return job.answer(Err(CommandError::Plugin(error)));
+                }
+            };
+            // An acceptance is checked by its append's expected version; a refusal (or a
+            // no-op) writes nothing, so nothing checks the state it was decided on. A cached
+            // state lags behind appends made outside this pipeline (raw appends): confirm it
+            // against the stream, and decide again on the state as it is if it moved.
+            if !loaded.cached {
+                break decision;
+            }
+            match shared.store.stream_info(&job.id) {
+                Ok(info) if info.map_or(0, |info| info.version) == loaded.version => {
+                    break decision;
+                }
+                Ok(_) => {
+                    loaded = match rebuild_state(slot, upcasting, &shared, &job.id) {
+                        Ok(loaded) => loaded,
+                        Err(source) => return state_error(job, source),
+                    };
+                }
+                Err(error) => {
+                    slot.park(&job.id, loaded.version, loaded.since_snapshot);
+                    return state_error(job, StateError::Read(error));
+                }
             }
         };
-        slot.park(&job.id, version, since_snapshot);
+        slot.park(&job.id, loaded.version, loaded.since_snapshot);
         let reply = CommandReply {
             command_id: job.command_id,
             stream_id: job.id.clone(),
-            stream_version: version,
+            stream_version: loaded.version,
             decision,
             replayed: false,
         };
@@ -672,19 +696,34 @@ impl Worker {
     }
 }
 
-/// Makes aggregate `id` current in the slot's instance: from the cache, else rebuilt. Returns
-/// its version and the events applied since its last snapshot.
+/// The aggregate state current in a slot's instance.
+#[derive(Debug, Clone, Copy)]
+struct Loaded {
+    /// The stream version it covers.
+    version: u64,
+    /// Events applied since its last snapshot.
+    since_snapshot: u64,
+    /// Taken from the cache rather than built from the store just now: it may lag behind
+    /// appends made outside this pipeline.
+    cached: bool,
+}
+
+/// Makes aggregate `id` current in the slot's instance: from the cache, else rebuilt.
 fn current_state(
     slot: &mut Slot,
     upcasting: &mut Upcasting,
     shared: &Shared,
     id: &str,
-) -> Result<(u64, u64), StateError> {
+) -> Result<Loaded, StateError> {
     if let Some(cached) = slot.cache.take(id) {
-        let (version, since) = (cached.version, cached.since_snapshot);
+        let (version, since_snapshot) = (cached.version, cached.since_snapshot);
         if slot.instance.unpark(cached.parked).is_ok() {
             Counters::bump(&shared.counters.cache_hits);
-            return Ok((version, since));
+            return Ok(Loaded {
+                version,
+                since_snapshot,
+                cached: true,
+            });
         }
     }
     rebuild_state(slot, upcasting, shared, id)
@@ -695,7 +734,7 @@ fn rebuild_state(
     upcasting: &mut Upcasting,
     shared: &Shared,
     id: &str,
-) -> Result<(u64, u64), StateError> {
+) -> Result<Loaded, StateError> {
     if let Some(stale) = slot.instance.park() {
         slot.instance.discard(stale);
     }
@@ -724,10 +763,11 @@ fn rebuild_state(
         }
         other => other?,
     };
-    Ok((
-        built.version,
-        built.version - built.snapshot_version.unwrap_or(0),
-    ))
+    Ok(Loaded {
+        version: built.version,
+        since_snapshot: built.version - built.snapshot_version.unwrap_or(0),
+        cached: false,
+    })
 }
 
 /// The metadata of a command and of the events it emits.
