@@ -37,8 +37,7 @@ use crate::runtime::{
     AggregateInstance, ApplyError, Command, Event, HandleError, NewEvent, Parked,
 };
 use crate::store::{
-    AllRead, AppendError, AppendRequest, Appended, BoxFuture, ExpectedVersion, Personal,
-    ProposedEvent,
+    AppendError, AppendRequest, Appended, BoxFuture, ExpectedVersion, ProposedEvent,
 };
 use crate::upcast::Upcasting;
 
@@ -256,14 +255,32 @@ impl Worker {
 
     /// Decides `job` against the aggregate's state: answers it, or starts its append.
     fn decide(&mut self, job: Job) {
-        if let Some(key) = &job.options.idempotency_key {
-            match self.shared.keys.get(&job.aggregate_type, &job.id, key) {
+        if let Some(key) = job.options.idempotency_key.clone() {
+            match self.shared.keys.get(&job.aggregate_type, &job.id, &key) {
                 Ok(Some(mut first)) => {
                     first.replayed = true;
                     return job.answer(Ok(first));
                 }
                 Ok(None) => {}
                 Err(error) => return job.answer(Err(CommandError::Idempotency(error))),
+            }
+            // The record is derived and may be gone (the host died before writing it, or
+            // views.redb was deleted); the events are not. Deciding again would run the
+            // command on a state that already holds its own effect.
+            let stored = idempotency::stored_position(
+                self.shared.store.as_ref(),
+                &job.aggregate_type,
+                &job.id,
+                &key,
+            );
+            match stored {
+                Ok(Some(position)) => return self.answer_from_log(job, key, position),
+                Ok(None) => {}
+                Err(error) => {
+                    let error =
+                        format!("looking up the events of idempotency key {key:?}: {error}");
+                    return job.answer(Err(CommandError::Idempotency(error)));
+                }
             }
         }
         if let Err(error) = self.slot(&job.aggregate_type) {
@@ -377,13 +394,10 @@ impl Worker {
         }
     }
 
-    /// Records a refusal under its idempotency key before answering; later commands for the
-    /// aggregate wait, so a resend of the key sees the record.
-    fn record(&mut self, job: Job, key: String, reply: CommandReply) {
+    /// Holds `job` in flight while a blocking task finishes it; later commands for the
+    /// aggregate wait behind it. Returns its key.
+    fn hold(&mut self, job: Job) -> Key {
         let task_key = (job.aggregate_type.clone(), job.id.clone());
-        let shared = self.shared.clone();
-        let sender = self.sender.clone();
-        let (aggregate_type, id) = task_key.clone();
         self.inflight.insert(
             task_key.clone(),
             InFlight {
@@ -394,6 +408,16 @@ impl Worker {
                 pending: None,
             },
         );
+        task_key
+    }
+
+    /// Records a refusal under its idempotency key before answering; later commands for the
+    /// aggregate wait, so a resend of the key sees the record.
+    fn record(&mut self, job: Job, key: String, reply: CommandReply) {
+        let task_key = self.hold(job);
+        let shared = self.shared.clone();
+        let sender = self.sender.clone();
+        let (aggregate_type, id) = task_key.clone();
         self.shared.tokio.spawn_blocking(move || {
             if let Err(error) = shared.keys.put(&aggregate_type, &id, &key, &reply) {
                 tracing::warn!(%error, "recording an idempotency key failed");
@@ -401,6 +425,32 @@ impl Worker {
             let _ = sender.send(Message::Done(Done {
                 key: task_key,
                 outcome: Ok(Finished::Recorded(reply)),
+            }));
+        });
+    }
+
+    /// Answers a keyed command whose events are stored from `position` on but whose reply is
+    /// not recorded: with the first reply, rebuilt from those events, and records it.
+    fn answer_from_log(&mut self, job: Job, key: String, position: u64) {
+        let command_id = job.command_id;
+        let task_key = self.hold(job);
+        let shared = self.shared.clone();
+        let sender = self.sender.clone();
+        let (aggregate_type, id) = task_key.clone();
+        self.shared.tokio.spawn_blocking(move || {
+            let store = shared.store.as_ref();
+            let outcome =
+                idempotency::recover(store, &aggregate_type, &id, &key, position, command_id)
+                    .map_err(|error| AppendError::Storage(error.to_string()))
+                    .map(|first| {
+                        if let Err(error) = shared.keys.put(&aggregate_type, &id, &key, &first) {
+                            tracing::warn!(%error, "recording an idempotency key failed");
+                        }
+                        Finished::Recorded(first)
+                    });
+            let _ = sender.send(Message::Done(Done {
+                key: task_key,
+                outcome,
             }));
         });
     }
@@ -484,9 +534,12 @@ impl Worker {
                 // Only derived ids collide this way: the key's events are stored already
                 // (sent before a crash, decided differently now). The first ones answer.
                 Err(AppendError::DuplicateEventId { position, .. }) if key.is_some() => {
-                    let (shared, key, task_key) = (shared.clone(), key.clone(), task_key.clone());
+                    let (shared, key, (aggregate_type, id)) =
+                        (shared.clone(), key.clone().unwrap_or_default(), task_key.clone());
                     tokio::task::spawn_blocking(move || {
-                        recover(&shared, &task_key, key.as_deref().unwrap_or(""), position, command_id)
+                        let store = shared.store.as_ref();
+                        idempotency::recover(store, &aggregate_type, &id, &key, position, command_id)
+                            .map_err(|error| AppendError::Storage(error.to_string()))
                     })
                     .await
                     .unwrap_or_else(|error| Err(AppendError::Storage(error.to_string())))
@@ -498,6 +551,10 @@ impl Worker {
                 Ok((mut reply, fresh)) => {
                     reply.replayed = !fresh;
                     if let Some(key) = key {
+                        if fresh && shared.abort_after_keyed_append {
+                            tracing::error!(stream_id = %task_key.1, "test fault: aborting after a keyed append, before its record");
+                            std::process::abort();
+                        }
                         let (shared, first, (aggregate_type, id)) =
                             (shared.clone(), reply.clone(), task_key.clone());
                         let recorded = tokio::task::spawn_blocking(move || {
@@ -829,55 +886,4 @@ fn stored_reply(
         decision: Decision::Accepted { events },
         replayed: false,
     }
-}
-
-/// The reply to the first send of an idempotency key whose events are stored from
-/// `position` on: the events with the ids derived from the key.
-fn recover(
-    shared: &Shared,
-    key: &Key,
-    idempotency_key: &str,
-    position: u64,
-    command_id: Uuid,
-) -> Result<CommandReply, AppendError> {
-    let mut read = AllRead::from(position);
-    read.limit = 10_000;
-    let mut events = Vec::new();
-    shared
-        .store
-        .visit_all(&read, &mut |event| {
-            let expected = idempotency::event_id(&key.0, &key.1, idempotency_key, events.len());
-            if event.event_id != expected {
-                return std::ops::ControlFlow::Break(());
-            }
-            events.push(EmittedEvent {
-                event_id: event.event_id,
-                position: event.position,
-                stream_version: event.stream_version,
-                event_type: event.event_type.to_owned(),
-                schema_version: event.schema_version,
-                data: event.data.to_owned(),
-                metadata: event.metadata.to_owned(),
-                recorded_at: event.recorded_at,
-                subject_id: event.subject_id.map(str::to_owned),
-                personal_data: match shared.store.reveal(&event) {
-                    Personal::Data(text) => Some(text),
-                    _ => None,
-                },
-            });
-            std::ops::ControlFlow::Continue(())
-        })
-        .map_err(|error| AppendError::Storage(error.to_string()))?;
-    let first_command = events
-        .first()
-        .and_then(|event| serde_json::from_str::<Map<String, Value>>(&event.metadata).ok())
-        .and_then(|metadata| metadata.get("command_id")?.as_str()?.parse().ok())
-        .unwrap_or(command_id);
-    Ok(CommandReply {
-        command_id: first_command,
-        stream_id: key.1.clone(),
-        stream_version: events.last().map_or(0, |event| event.stream_version),
-        decision: Decision::Accepted { events },
-        replayed: true,
-    })
 }
