@@ -61,6 +61,9 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(), ReadError>;
     /// What the store knows about one stream (`None` if it has no events).
     fn stream_info(&self, stream_id: &str) -> Result<Option<StreamInfo>, ReadError>;
+    /// The position of the stored event with id `event_id`, if there is one. Callers rely on
+    /// it to find what a command with a derived event id already wrote.
+    fn event_position(&self, event_id: uuid::Uuid) -> Result<Option<u64>, ReadError>;
     /// Streams whose id starts with `prefix`, in id order, after `after`.
     fn streams(
         &self,

@@ -3,6 +3,7 @@
 //! components they load.
 
 mod aggregate_commands;
+mod aggregate_idempotency;
 mod aggregate_state;
 mod aggregate_support;
 mod plugin_determinism;

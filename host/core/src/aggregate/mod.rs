@@ -7,7 +7,10 @@
 //! appended with the expected version the state was built at. The worker does not wait for
 //! the durable append: it goes on with other aggregates while the store's group commit
 //! gathers many appends, and only commands for the same aggregate queue behind it. On a
-//! conflict the state is rebuilt and the command retried, a bounded number of times.
+//! conflict the state is rebuilt and the command retried, a bounded number of times. A
+//! refusal writes nothing, so no append checks its state: one decided on a cached state is
+//! confirmed against the stream's version, and decided again on the rebuilt state if the
+//! stream moved (events appended outside the pipeline).
 //!
 //! Queries ([`Aggregates::state`], [`Aggregates::history`]) build state on a blocking
 //! thread with a fresh instance, without the cache.
@@ -99,7 +102,8 @@ pub struct CommandOptions {
     /// Who sent it.
     #[serde(default)]
     pub user: Option<String>,
-    /// A repeated key gets the first reply back and writes nothing.
+    /// A repeated key gets the first reply back and writes nothing (for an accepted command,
+    /// rebuilt from its events when the record in `views.redb` is gone).
     #[serde(default)]
     pub idempotency_key: Option<String>,
     /// Further metadata keys for the events (the host's own keys win).
@@ -380,6 +384,8 @@ pub(crate) struct Shared {
     /// Held while a snapshot is written and while a purge changes generations, so a snapshot
     /// of a state from before a purge never lands after it.
     pub(crate) snapshot_fence: Mutex<()>,
+    /// The test hook of `idempotency::abort_after_append_requested`.
+    pub(crate) abort_after_keyed_append: bool,
 }
 
 impl Shared {
@@ -473,6 +479,7 @@ impl Aggregates {
             tokio,
             counters: Counters::default(),
             snapshot_fence: Mutex::new(()),
+            abort_after_keyed_append: idempotency::abort_after_append_requested(),
         });
         let mut workers = Vec::new();
         let mut threads = Vec::new();

@@ -38,8 +38,7 @@ use eshost_runtime::{
     AggregateInstance, ApplyError, Command, Event, HandleError, NewEvent, Parked,
 };
 use eshost_store::{
-    AllRead, AppendError, AppendRequest, Appended, BoxFuture, ExpectedVersion, Personal,
-    ProposedEvent,
+    AppendError, AppendRequest, Appended, BoxFuture, ExpectedVersion, ProposedEvent,
 };
 
 /// What a worker is asked to do.
@@ -256,14 +255,32 @@ impl Worker {
 
     /// Decides `job` against the aggregate's state: answers it, or starts its append.
     fn decide(&mut self, job: Job) {
-        if let Some(key) = &job.options.idempotency_key {
-            match self.shared.keys.get(&job.aggregate_type, &job.id, key) {
+        if let Some(key) = job.options.idempotency_key.clone() {
+            match self.shared.keys.get(&job.aggregate_type, &job.id, &key) {
                 Ok(Some(mut first)) => {
                     first.replayed = true;
                     return job.answer(Ok(first));
                 }
                 Ok(None) => {}
                 Err(error) => return job.answer(Err(CommandError::Idempotency(error))),
+            }
+            // The record is derived and may be gone (the host died before writing it, or
+            // views.redb was deleted); the events are not. Deciding again would run the
+            // command on a state that already holds its own effect.
+            let stored = idempotency::stored_position(
+                self.shared.store.as_ref(),
+                &job.aggregate_type,
+                &job.id,
+                &key,
+            );
+            match stored {
+                Ok(Some(position)) => return self.answer_from_log(job, key, position),
+                Ok(None) => {}
+                Err(error) => {
+                    let error =
+                        format!("looking up the events of idempotency key {key:?}: {error}");
+                    return job.answer(Err(CommandError::Idempotency(error)));
+                }
             }
         }
         if let Err(error) = self.slot(&job.aggregate_type) {
@@ -274,41 +291,18 @@ impl Worker {
 
     fn decide_in_slot(&mut self, job: Job) {
         let shared = self.shared.clone();
-        Counters::bump(&shared.counters.decisions);
         let Worker {
             slots, upcasting, ..
         } = self;
         let slot = slots.get_mut(&job.aggregate_type).expect("slot exists");
-        let (mut version, mut since_snapshot) =
-            match current_state(slot, upcasting, &shared, &job.id) {
-                Ok(state) => state,
-                Err(source) => {
-                    let stream_id = job.id.clone();
-                    return job.answer(Err(CommandError::State { stream_id, source }));
-                }
-            };
-        if let Some(expected) = job.options.expected_version
-            && expected != version
-        {
-            // The cache could lag behind appends made outside this pipeline: look again.
-            match rebuild_state(slot, upcasting, &shared, &job.id) {
-                Ok(state) => (version, since_snapshot) = state,
-                Err(source) => {
-                    let stream_id = job.id.clone();
-                    return job.answer(Err(CommandError::State { stream_id, source }));
-                }
-            }
-            if expected != version {
-                slot.park(&job.id, version, since_snapshot);
-                let error = CommandError::Conflict {
-                    stream_id: job.id.clone(),
-                    expected: ExpectedVersion::Exact(expected),
-                    actual: version,
-                    attempts: 0,
-                };
-                return job.answer(Err(error));
-            }
-        }
+        let state_error = |job: Job, source: StateError| {
+            let stream_id = job.id.clone();
+            job.answer(Err(CommandError::State { stream_id, source }));
+        };
+        let mut loaded = match current_state(slot, upcasting, &shared, &job.id) {
+            Ok(loaded) => loaded,
+            Err(source) => return state_error(job, source),
+        };
         let registered = slot.registered.clone();
         let info = registered.plugin.info();
         let metadata = metadata(&job, &info.name, &info.version, &info.content_hash);
@@ -317,33 +311,80 @@ impl Worker {
             metadata: metadata.clone(),
             issued_at: job.issued_at,
         };
-        let decision = match slot.instance.handle(&command) {
-            Ok(events) if events.is_empty() => Decision::Accepted { events: Vec::new() },
-            Ok(events) => {
-                let state = slot.instance.park().map(|parked| Cached {
-                    parked,
-                    version,
-                    since_snapshot,
-                });
-                let generation = slot.registered.generation;
-                return self.append(job, events, &metadata, version, state, generation);
-            }
-            Err(HandleError::Rejected(reason)) => Decision::Rejected { reason },
-            Err(HandleError::Invalid(reason)) => Decision::Invalid { reason },
-            Err(HandleError::Plugin(error)) => {
-                // The instance is gone and every aggregate parked in it: they are rebuilt on
-                // next use. Other types and workers are untouched.
-                for stale in slot.cache.drain() {
-                    drop(stale);
+        // At most twice: a second decision is on a state just built from the store.
+        let decision = loop {
+            Counters::bump(&shared.counters.decisions);
+            if let Some(expected) = job.options.expected_version
+                && expected != loaded.version
+            {
+                // The cache could lag behind appends made outside this pipeline: look again.
+                if loaded.cached {
+                    loaded = match rebuild_state(slot, upcasting, &shared, &job.id) {
+                        Ok(loaded) => loaded,
+                        Err(source) => return state_error(job, source),
+                    };
                 }
-                return job.answer(Err(CommandError::Plugin(error)));
+                if expected != loaded.version {
+                    slot.park(&job.id, loaded.version, loaded.since_snapshot);
+                    let error = CommandError::Conflict {
+                        stream_id: job.id.clone(),
+                        expected: ExpectedVersion::Exact(expected),
+                        actual: loaded.version,
+                        attempts: 0,
+                    };
+                    return job.answer(Err(error));
+                }
+            }
+            let decision = match slot.instance.handle(&command) {
+                Ok(events) if events.is_empty() => Decision::Accepted { events: Vec::new() },
+                Ok(events) => {
+                    let state = slot.instance.park().map(|parked| Cached {
+                        parked,
+                        version: loaded.version,
+                        since_snapshot: loaded.since_snapshot,
+                    });
+                    let generation = slot.registered.generation;
+                    return self.append(job, events, &metadata, loaded.version, state, generation);
+                }
+                Err(HandleError::Rejected(reason)) => Decision::Rejected { reason },
+                Err(HandleError::Invalid(reason)) => Decision::Invalid { reason },
+                Err(HandleError::Plugin(error)) => {
+                    // The instance is gone and every aggregate parked in it: they are rebuilt
+                    // on next use. Other types and workers are untouched.
+                    for stale in slot.cache.drain() {
+                        drop(stale);
+                    }
+                    return job.answer(Err(CommandError::Plugin(error)));
+                }
+            };
+            // An acceptance is checked by its append's expected version; a refusal (or a
+            // no-op) writes nothing, so nothing checks the state it was decided on. A cached
+            // state lags behind appends made outside this pipeline (raw appends): confirm it
+            // against the stream, and decide again on the state as it is if it moved.
+            if !loaded.cached {
+                break decision;
+            }
+            match shared.store.stream_info(&job.id) {
+                Ok(info) if info.map_or(0, |info| info.version) == loaded.version => {
+                    break decision;
+                }
+                Ok(_) => {
+                    loaded = match rebuild_state(slot, upcasting, &shared, &job.id) {
+                        Ok(loaded) => loaded,
+                        Err(source) => return state_error(job, source),
+                    };
+                }
+                Err(error) => {
+                    slot.park(&job.id, loaded.version, loaded.since_snapshot);
+                    return state_error(job, StateError::Read(error));
+                }
             }
         };
-        slot.park(&job.id, version, since_snapshot);
+        slot.park(&job.id, loaded.version, loaded.since_snapshot);
         let reply = CommandReply {
             command_id: job.command_id,
             stream_id: job.id.clone(),
-            stream_version: version,
+            stream_version: loaded.version,
             decision,
             replayed: false,
         };
@@ -353,13 +394,10 @@ impl Worker {
         }
     }
 
-    /// Records a refusal under its idempotency key before answering; later commands for the
-    /// aggregate wait, so a resend of the key sees the record.
-    fn record(&mut self, job: Job, key: String, reply: CommandReply) {
+    /// Holds `job` in flight while a blocking task finishes it; later commands for the
+    /// aggregate wait behind it. Returns its key.
+    fn hold(&mut self, job: Job) -> Key {
         let task_key = (job.aggregate_type.clone(), job.id.clone());
-        let shared = self.shared.clone();
-        let sender = self.sender.clone();
-        let (aggregate_type, id) = task_key.clone();
         self.inflight.insert(
             task_key.clone(),
             InFlight {
@@ -370,6 +408,16 @@ impl Worker {
                 pending: None,
             },
         );
+        task_key
+    }
+
+    /// Records a refusal under its idempotency key before answering; later commands for the
+    /// aggregate wait, so a resend of the key sees the record.
+    fn record(&mut self, job: Job, key: String, reply: CommandReply) {
+        let task_key = self.hold(job);
+        let shared = self.shared.clone();
+        let sender = self.sender.clone();
+        let (aggregate_type, id) = task_key.clone();
         self.shared.tokio.spawn_blocking(move || {
             if let Err(error) = shared.keys.put(&aggregate_type, &id, &key, &reply) {
                 tracing::warn!(%error, "recording an idempotency key failed");
@@ -377,6 +425,32 @@ impl Worker {
             let _ = sender.send(Message::Done(Done {
                 key: task_key,
                 outcome: Ok(Finished::Recorded(reply)),
+            }));
+        });
+    }
+
+    /// Answers a keyed command whose events are stored from `position` on but whose reply is
+    /// not recorded: with the first reply, rebuilt from those events, and records it.
+    fn answer_from_log(&mut self, job: Job, key: String, position: u64) {
+        let command_id = job.command_id;
+        let task_key = self.hold(job);
+        let shared = self.shared.clone();
+        let sender = self.sender.clone();
+        let (aggregate_type, id) = task_key.clone();
+        self.shared.tokio.spawn_blocking(move || {
+            let store = shared.store.as_ref();
+            let outcome =
+                idempotency::recover(store, &aggregate_type, &id, &key, position, command_id)
+                    .map_err(|error| AppendError::Storage(error.to_string()))
+                    .map(|first| {
+                        if let Err(error) = shared.keys.put(&aggregate_type, &id, &key, &first) {
+                            tracing::warn!(%error, "recording an idempotency key failed");
+                        }
+                        Finished::Recorded(first)
+                    });
+            let _ = sender.send(Message::Done(Done {
+                key: task_key,
+                outcome,
             }));
         });
     }
@@ -460,9 +534,12 @@ impl Worker {
                 // Only derived ids collide this way: the key's events are stored already
                 // (sent before a crash, decided differently now). The first ones answer.
                 Err(AppendError::DuplicateEventId { position, .. }) if key.is_some() => {
-                    let (shared, key, task_key) = (shared.clone(), key.clone(), task_key.clone());
+                    let (shared, key, (aggregate_type, id)) =
+                        (shared.clone(), key.clone().unwrap_or_default(), task_key.clone());
                     tokio::task::spawn_blocking(move || {
-                        recover(&shared, &task_key, key.as_deref().unwrap_or(""), position, command_id)
+                        let store = shared.store.as_ref();
+                        idempotency::recover(store, &aggregate_type, &id, &key, position, command_id)
+                            .map_err(|error| AppendError::Storage(error.to_string()))
                     })
                     .await
                     .unwrap_or_else(|error| Err(AppendError::Storage(error.to_string())))
@@ -474,6 +551,10 @@ impl Worker {
                 Ok((mut reply, fresh)) => {
                     reply.replayed = !fresh;
                     if let Some(key) = key {
+                        if fresh && shared.abort_after_keyed_append {
+                            tracing::error!(stream_id = %task_key.1, "test fault: aborting after a keyed append, before its record");
+                            std::process::abort();
+                        }
                         let (shared, first, (aggregate_type, id)) =
                             (shared.clone(), reply.clone(), task_key.clone());
                         let recorded = tokio::task::spawn_blocking(move || {
@@ -672,19 +753,34 @@ impl Worker {
     }
 }
 
-/// Makes aggregate `id` current in the slot's instance: from the cache, else rebuilt. Returns
-/// its version and the events applied since its last snapshot.
+/// The aggregate state current in a slot's instance.
+#[derive(Debug, Clone, Copy)]
+struct Loaded {
+    /// The stream version it covers.
+    version: u64,
+    /// Events applied since its last snapshot.
+    since_snapshot: u64,
+    /// Taken from the cache rather than built from the store just now: it may lag behind
+    /// appends made outside this pipeline.
+    cached: bool,
+}
+
+/// Makes aggregate `id` current in the slot's instance: from the cache, else rebuilt.
 fn current_state(
     slot: &mut Slot,
     upcasting: &mut Upcasting,
     shared: &Shared,
     id: &str,
-) -> Result<(u64, u64), StateError> {
+) -> Result<Loaded, StateError> {
     if let Some(cached) = slot.cache.take(id) {
-        let (version, since) = (cached.version, cached.since_snapshot);
+        let (version, since_snapshot) = (cached.version, cached.since_snapshot);
         if slot.instance.unpark(cached.parked).is_ok() {
             Counters::bump(&shared.counters.cache_hits);
-            return Ok((version, since));
+            return Ok(Loaded {
+                version,
+                since_snapshot,
+                cached: true,
+            });
         }
     }
     rebuild_state(slot, upcasting, shared, id)
@@ -695,7 +791,7 @@ fn rebuild_state(
     upcasting: &mut Upcasting,
     shared: &Shared,
     id: &str,
-) -> Result<(u64, u64), StateError> {
+) -> Result<Loaded, StateError> {
     if let Some(stale) = slot.instance.park() {
         slot.instance.discard(stale);
     }
@@ -724,10 +820,11 @@ fn rebuild_state(
         }
         other => other?,
     };
-    Ok((
-        built.version,
-        built.version - built.snapshot_version.unwrap_or(0),
-    ))
+    Ok(Loaded {
+        version: built.version,
+        since_snapshot: built.version - built.snapshot_version.unwrap_or(0),
+        cached: false,
+    })
 }
 
 /// The metadata of a command and of the events it emits.
@@ -789,55 +886,4 @@ fn stored_reply(
         decision: Decision::Accepted { events },
         replayed: false,
     }
-}
-
-/// The reply to the first send of an idempotency key whose events are stored from
-/// `position` on: the events with the ids derived from the key.
-fn recover(
-    shared: &Shared,
-    key: &Key,
-    idempotency_key: &str,
-    position: u64,
-    command_id: Uuid,
-) -> Result<CommandReply, AppendError> {
-    let mut read = AllRead::from(position);
-    read.limit = 10_000;
-    let mut events = Vec::new();
-    shared
-        .store
-        .visit_all(&read, &mut |event| {
-            let expected = idempotency::event_id(&key.0, &key.1, idempotency_key, events.len());
-            if event.event_id != expected {
-                return std::ops::ControlFlow::Break(());
-            }
-            events.push(EmittedEvent {
-                event_id: event.event_id,
-                position: event.position,
-                stream_version: event.stream_version,
-                event_type: event.event_type.to_owned(),
-                schema_version: event.schema_version,
-                data: event.data.to_owned(),
-                metadata: event.metadata.to_owned(),
-                recorded_at: event.recorded_at,
-                subject_id: event.subject_id.map(str::to_owned),
-                personal_data: match shared.store.reveal(&event) {
-                    Personal::Data(text) => Some(text),
-                    _ => None,
-                },
-            });
-            std::ops::ControlFlow::Continue(())
-        })
-        .map_err(|error| AppendError::Storage(error.to_string()))?;
-    let first_command = events
-        .first()
-        .and_then(|event| serde_json::from_str::<Map<String, Value>>(&event.metadata).ok())
-        .and_then(|metadata| metadata.get("command_id")?.as_str()?.parse().ok())
-        .unwrap_or(command_id);
-    Ok(CommandReply {
-        command_id: first_command,
-        stream_id: key.1.clone(),
-        stream_version: events.last().map_or(0, |event| event.stream_version),
-        decision: Decision::Accepted { events },
-        replayed: true,
-    })
 }

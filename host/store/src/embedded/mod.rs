@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
 
 pub use writer::{Durability, Gather, WriterStats, now_ms};
 
@@ -386,6 +387,16 @@ impl EventStore for Store {
         let row = recent.row(stream_id);
         drop(recent);
         reader::stream_info(&txn, stream_id, row)
+    }
+
+    fn event_position(&self, event_id: Uuid) -> Result<Option<u64>, ReadError> {
+        let id = event_id.as_u128();
+        let (recent, txn) = self.begin_read_indexed()?;
+        if let Some(position) = recent.ids.get(&id) {
+            return Ok(Some(*position));
+        }
+        drop(recent);
+        reader::indexed_event_position(&txn, id)
     }
 
     fn streams(

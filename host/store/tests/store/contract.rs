@@ -718,6 +718,13 @@ fn index_flushes_and_recovery_keep_reads_whole() {
                 let ids: Vec<_> = read.iter().map(|e| e.event_id).collect();
                 let want: Vec<_> = events.iter().map(|e| e.event_id).collect();
                 assert_eq!(ids, want, "stream {stream}");
+                // Found by id whether its index entry is recent, flushed or recovered.
+                for stored in &read {
+                    assert_eq!(
+                        store.event_position(stored.event_id).unwrap(),
+                        Some(stored.position)
+                    );
+                }
                 let backward = store.read_stream(stream, &StreamRead::backward()).unwrap();
                 assert_eq!(backward.len(), events.len());
                 assert_eq!(backward.first().map(|e| e.event_id), want.last().copied());
@@ -739,6 +746,7 @@ fn index_flushes_and_recovery_keep_reads_whole() {
                     events.len() as u64
                 );
             }
+            assert_eq!(store.event_position(Uuid::now_v7()).unwrap(), None);
             let listed = store.streams("s-", None, 100).unwrap();
             assert_eq!(listed.len(), expected.len());
             assert!(store.verify().unwrap().is_ok());
