@@ -26,3 +26,4 @@ mod server_cli;
 mod server_e2e;
 mod server_router;
 mod server_support;
+mod subscription;
