@@ -21,7 +21,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let bytes = RawBody::from_request(request, state).await?.0;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
-            .map_err(|error| ApiError::bad_request(format!("malformed JSON body: {error}")))
+            .map_err(body_error)
     }
 }
 
@@ -39,7 +39,17 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
         }
         serde_json::from_slice(&bytes)
             .map(OptionalJsonBody)
-            .map_err(|error| ApiError::bad_request(format!("malformed JSON body: {error}")))
+            .map_err(body_error)
+    }
+}
+
+/// Malformed JSON, or JSON of the wrong shape (a missing or unknown field, a wrong type).
+fn body_error(error: serde_json::Error) -> ApiError {
+    match error.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::bad_request(format!("the JSON body does not fit this route: {error}"))
+        }
+        _ => ApiError::bad_request(format!("malformed JSON body: {error}")),
     }
 }
 

@@ -77,7 +77,7 @@ pub fn router(state: AppState, max_body_bytes: usize, max_plugin_bytes: usize) -
     let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
     for route in ROUTES {
         let mut handler = route.handler();
-        if route.path == "/plugins/{name}" {
+        if matches!(route.body, Body::Wasm) {
             handler = handler.layer(DefaultBodyLimit::max(max_plugin_bytes));
         }
         match by_path.iter_mut().find(|(path, _)| *path == route.path) {
