@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use eshost_api::{self as api, ExpectedVersion};
 use eshost_store::{
-    AllRead, AppendRequest, Direction, EventStore, ExpectedVersion, ProposedEvent, RecordedEvent,
-    Store, StoreConfig, StreamRead, Until,
+    AllRead, AppendRequest, Direction, EventStore, ProposedEvent, RecordedEvent, Store,
+    StoreConfig, StreamRead, Until,
 };
 use reqwest::Method;
 
@@ -206,8 +207,13 @@ pub(crate) fn append(args: AppendArgs) -> anyhow::Result<()> {
     if let Some(id) = args.id {
         event = event.with_id(id);
     }
-    let appended =
-        store.append_blocking(AppendRequest::new(args.stream, args.expected, vec![event]))?;
+    let expected = match args.expected {
+        ExpectedVersion::Any => eshost_store::ExpectedVersion::Any,
+        ExpectedVersion::NoStream => eshost_store::ExpectedVersion::NoStream,
+        ExpectedVersion::StreamExists => eshost_store::ExpectedVersion::StreamExists,
+        ExpectedVersion::Exact(version) => eshost_store::ExpectedVersion::Exact(version),
+    };
+    let appended = store.append_blocking(AppendRequest::new(args.stream, expected, vec![event]))?;
     print_json(&appended)
 }
 
@@ -217,48 +223,33 @@ fn append_online(args: AppendArgs) -> anyhow::Result<()> {
         serde_json::from_str(text)
             .with_context(|| format!("the event's {what} is not JSON: {text}"))
     };
-    let expected = match args.expected {
-        ExpectedVersion::Any => serde_json::json!("any"),
-        ExpectedVersion::NoStream => serde_json::json!("no_stream"),
-        ExpectedVersion::StreamExists => serde_json::json!("stream_exists"),
-        ExpectedVersion::Exact(version) => serde_json::json!(version),
+    let event = api::NewEvent {
+        metadata: Some(json(&args.metadata, "metadata")?),
+        id: args.id,
+        schema_version: Some(args.schema_version),
+        ..api::NewEvent::new(args.event_type, json(&args.data, "data")?)
     };
-    let mut event = serde_json::json!({
-        "type": args.event_type,
-        "data": json(&args.data, "data")?,
-        "metadata": json(&args.metadata, "metadata")?,
-        "schema_version": args.schema_version,
-    });
-    if let Some(id) = args.id {
-        event["id"] = serde_json::json!(id);
-    }
+    let body = api::AppendRequest {
+        expected: args.expected,
+        events: vec![event],
+    };
     let client = args.server.client()?;
     let url = client.url(&["streams", &args.stream]);
-    let body = serde_json::json!({ "expected": expected, "events": [event] });
-    online(client.print(client.request(Method::POST, url).json(&body)))
+    online(client.print::<api::Appended>(client.request(Method::POST, url).json(&body)))
 }
 
 /// `GET /streams/{id}` on a running host.
 fn read_online(args: ReadArgs) -> anyhow::Result<()> {
     let client = args.server.client()?;
     let url = client.url(&["streams", &args.stream]);
-    let mut query: Vec<(&str, String)> = Vec::new();
-    if let Some(from) = args.from {
-        query.push(("from", from.to_string()));
-    }
-    if args.backward {
-        query.push(("backward", "true".into()));
-    }
-    if let Some(limit) = args.limit {
-        query.push(("limit", limit.to_string()));
-    }
-    if let Some(position) = args.until.until_position {
-        query.push(("until_position", position.to_string()));
-    }
-    if let Some(time) = args.until.until_time {
-        query.push(("until_time", time.to_string()));
-    }
-    online(client.print(client.request(Method::GET, url).query(&query)))
+    let query = api::ReadStreamQuery {
+        from: args.from,
+        backward: args.backward,
+        limit: args.limit.map(|limit| limit as u64),
+        until_position: args.until.until_position,
+        until_time: args.until.until_time,
+    };
+    online(client.print::<api::StreamEvents>(client.request(Method::GET, url).query(&query)))
 }
 
 pub(crate) fn read(args: ReadArgs) -> anyhow::Result<()> {
@@ -333,8 +324,11 @@ pub(crate) fn forget(args: ForgetArgs) -> anyhow::Result<()> {
     if args.server.named() {
         let client = args.server.client()?;
         let url = client.url(&["subjects", &args.subject, "forget"]);
-        let body = serde_json::json!({ "reason": args.reason });
-        return online(client.print(client.request(Method::POST, url).json(&body)));
+        let body = api::ForgetRequest {
+            reason: args.reason,
+        };
+        let request = client.request(Method::POST, url).json(&body);
+        return online(client.print::<api::ForgetReport>(request));
     }
     let store = open(&args.store)?;
     let views = eshost_core::views::Views::open(&args.store.store)?;

@@ -6,6 +6,7 @@
 //! - [`projection`]: projection runners, queries, dead letters, shadow rebuilds, replay;
 //! - [`views`]: `views.redb`, everything derived from the log;
 //! - [`privacy`]: forgetting a data subject and purging what was derived from it;
+//! - [`subscription`]: `$all` from a position, caught up and then followed live;
 //! - [`config`] and [`host`]: the composition root that builds a running [`Host`] from an
 //!   `eshost.toml`.
 //!
@@ -17,6 +18,7 @@ pub mod config;
 pub mod host;
 pub mod privacy;
 pub mod projection;
+pub mod subscription;
 pub mod upcast;
 pub mod views;
 
