@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eshost::projection::{ProjectionConfig, Projections, replay};
+use eshost::projection::{ProjectionConfig, Projections, UpcasterChain, replay};
 use eshost::store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent};
 use eshost::views::Views;
 use eshost_tests::BALANCES;
@@ -136,7 +136,9 @@ fn the_read_model_survives_sigkill_exactly_once() {
         projections.shutdown();
     }
     let plugin = runtime().load_projection(BALANCES).unwrap();
-    let (model, handled) = replay::replay_into_memory(&store, &plugin, 1000, None, |_| {}).unwrap();
+    let upcasters = UpcasterChain::empty();
+    let (model, handled) =
+        replay::replay_into_memory(&store, &plugin, 1000, &upcasters, |_| {}).unwrap();
     assert_eq!(handled, head);
     let diff = replay::diff(dir.path(), "balances", &model, 5).unwrap();
     assert_eq!(diff.live_position, head);

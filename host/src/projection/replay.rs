@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use super::runner::to_event;
 use super::schema;
-use super::upcast::Upcast;
 use crate::runtime::{Event, MemoryReadModel, Runtime, RuntimeConfig};
 use crate::store::{AllRead, EventStore, Store, StoreConfig};
+use crate::upcast::UpcasterChain;
 use crate::views::Views;
 
 /// What to replay.
@@ -143,16 +143,19 @@ impl std::fmt::Display for ReplayReport {
 }
 
 /// Feeds every event of `store` up to its head through a fresh instance of the plugin into
-/// a memory read model. `on_progress` gets the position reached after each batch.
+/// a memory read model, upcast through `upcasters` exactly as the live runner does (only the
+/// events relevant to the plugin; then those it handles). `on_progress` gets the position
+/// reached after each batch.
 pub fn replay_into_memory(
     store: &dyn EventStore,
     plugin: &crate::runtime::ProjectionPlugin,
     batch: usize,
-    mut upcast: Option<&mut dyn Upcast>,
+    upcasters: &UpcasterChain,
     mut on_progress: impl FnMut(u64),
 ) -> anyhow::Result<(MemoryReadModel, u64)> {
     let head = store.head();
-    let info = plugin.info().clone();
+    let relevance = upcasters.relevance(&plugin.info().handles);
+    let mut upcasting = upcasters.instantiate();
     let mut instance = plugin.instantiate(MemoryReadModel::new())?;
     let mut from = 1;
     let mut handled = 0u64;
@@ -165,10 +168,9 @@ pub fn replay_into_memory(
             until: Some(crate::store::Until::Position(head)),
             ..AllRead::from(from)
         };
-        let filter_late = upcast.is_some();
         store.visit_all(&read, &mut |event| {
             last = event.position;
-            if filter_late || info.handles_event(event.event_type) {
+            if relevance.is_relevant(event.event_type, event.schema_version) {
                 events.push(to_event(&event, store));
             }
             if events.len() >= batch || last - from >= 16 * batch as u64 {
@@ -180,12 +182,7 @@ pub fn replay_into_memory(
         if last < from {
             break;
         }
-        if let Some(upcast) = upcast.as_deref_mut() {
-            upcast
-                .upcast(&mut events)
-                .map_err(|f| anyhow::anyhow!("upcasting position {}: {}", f.position, f.message))?;
-            events.retain(|e| info.handles_event(&e.event_type));
-        }
+        upcasting.for_plugin(&relevance, &mut events)?;
         if !events.is_empty() {
             instance.handle(&events)?;
             handled += events.len() as u64;
@@ -219,11 +216,13 @@ pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         None
     };
     let started = Instant::now();
-    let (model, handled) = replay_into_memory(&store, &plugin, options.batch, None, |position| {
-        if let Some(bar) = &bar {
-            bar.set_position(position);
-        }
-    })?;
+    let upcasters = UpcasterChain::empty();
+    let (model, handled) =
+        replay_into_memory(&store, &plugin, options.batch, &upcasters, |position| {
+            if let Some(bar) = &bar {
+                bar.set_position(position);
+            }
+        })?;
     let seconds = started.elapsed().as_secs_f64();
     if let Some(bar) = bar {
         bar.finish_and_clear();
