@@ -1,5 +1,7 @@
 //! `eshost replay`: runs a projection plugin over the whole history of a stopped store into a
-//! temporary read model, and optionally compares it key by key with a live projection.
+//! temporary read model, and optionally compares it key by key with a live projection. Events
+//! go through the same upcaster chain as in the live host (given as files, in chain order), so
+//! a difference is the plugin's, not the replay's.
 
 use std::io::IsTerminal;
 use std::ops::ControlFlow;
@@ -12,7 +14,7 @@ use serde::Serialize;
 
 use super::runner::to_event;
 use super::schema;
-use crate::runtime::{Event, MemoryReadModel, Runtime, RuntimeConfig};
+use crate::runtime::{Event, Limits, MemoryReadModel, Runtime, RuntimeConfig};
 use crate::store::{AllRead, EventStore, Store, StoreConfig};
 use crate::upcast::UpcasterChain;
 use crate::views::Views;
@@ -22,8 +24,14 @@ use crate::views::Views;
 pub struct ReplayOptions {
     /// The store directory (stopped: replay opens its files).
     pub store: PathBuf,
+    /// The personal-data key file; `None`: `keys.eshk` in the store directory.
+    pub keys: Option<PathBuf>,
     /// The projection component.
     pub plugin: PathBuf,
+    /// The upcaster components, in chain order: the live host's `[[upcasters]]`.
+    pub upcasters: Vec<PathBuf>,
+    /// The sandbox limits of every plugin call (the live host's `[limits]`).
+    pub limits: Limits,
     /// Compare with the live projection of this name.
     pub diff: Option<String>,
     /// Events per `handle` call.
@@ -81,6 +89,8 @@ pub struct ReplayReport {
     pub version: String,
     /// Its content hash.
     pub hash: String,
+    /// The upcasters the events went through, in chain order.
+    pub upcasters: Vec<String>,
     /// The last position replayed.
     pub head: u64,
     /// Events passed to the plugin.
@@ -107,6 +117,11 @@ impl std::fmt::Display for ReplayReport {
             self.version,
             &self.hash[..12.min(self.hash.len())]
         )?;
+        let upcasters = match self.upcasters.as_slice() {
+            [] => "none".to_owned(),
+            names => names.join(", "),
+        };
+        writeln!(f, "  {:<20} {:>12}", "upcasters", upcasters)?;
         writeln!(f, "  {:<20} {:>12}", "head", self.head)?;
         writeln!(f, "  {:<20} {:>12}", "events handled", self.handled)?;
         writeln!(f, "  {:<20} {:>12.0}", "events/s", self.events_per_sec)?;
@@ -195,12 +210,25 @@ pub fn replay_into_memory(
 
 /// Runs the replay (and the diff) on a stopped store.
 pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
-    let store = Store::open(StoreConfig::new(&options.store))
+    let mut store_config = StoreConfig::new(&options.store);
+    store_config.keys = options.keys.clone();
+    let store = Store::open(store_config)
         .with_context(|| format!("opening store {}", options.store.display()))?;
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let runtime = Runtime::new(RuntimeConfig {
+        limits: options.limits.clone(),
+        ..RuntimeConfig::default()
+    })?;
     let plugin = runtime
         .load_projection(&options.plugin)
         .with_context(|| format!("loading {}", options.plugin.display()))?;
+    let mut upcasters = Vec::with_capacity(options.upcasters.len());
+    for file in &options.upcasters {
+        let upcaster = runtime
+            .load_upcaster(file)
+            .with_context(|| format!("loading upcaster {}", file.display()))?;
+        upcasters.push(upcaster);
+    }
+    let upcasters = UpcasterChain::new(upcasters)?;
     let head = store.head();
     let bar = if options.progress && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(head);
@@ -216,17 +244,16 @@ pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         None
     };
     let started = Instant::now();
-    let upcasters = UpcasterChain::empty();
-    let (model, handled) =
-        replay_into_memory(&store, &plugin, options.batch, &upcasters, |position| {
-            if let Some(bar) = &bar {
-                bar.set_position(position);
-            }
-        })?;
+    let replayed = replay_into_memory(&store, &plugin, options.batch, &upcasters, |position| {
+        if let Some(bar) = &bar {
+            bar.set_position(position);
+        }
+    });
     let seconds = started.elapsed().as_secs_f64();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let (model, handled) = replayed?;
     let diff = match &options.diff {
         Some(name) => Some(diff(&options.store, name, &model, options.samples)?),
         None => None,
@@ -235,6 +262,11 @@ pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         plugin: plugin.info().name.clone(),
         version: plugin.info().version.clone(),
         hash: plugin.info().content_hash.clone(),
+        upcasters: upcasters
+            .plugins()
+            .iter()
+            .map(|p| p.info().name.clone())
+            .collect(),
         head,
         handled,
         seconds,
