@@ -130,6 +130,8 @@ pub(crate) struct Runner {
     paused: bool,
     last_error: Option<String>,
     last_durable: Instant,
+    /// A commit since `last_durable` is not on disk yet.
+    unsynced: bool,
     /// (when, positions processed so far), for the rate.
     samples: VecDeque<(Instant, u64)>,
     processed: u64,
@@ -273,6 +275,7 @@ impl Runner {
             paused: false,
             last_error: None,
             last_durable: Instant::now(),
+            unsynced: false,
             samples: VecDeque::new(),
             processed: 0,
             reader: None,
@@ -321,8 +324,16 @@ impl Runner {
         &self.config.name
     }
 
-    /// The loop: apply control messages, feed the lanes, sleep on the head watch.
+    /// Runs until stopped, then makes the last commits durable: a clean stop leaves the read
+    /// model at the checkpoint it reached, not at the last periodic sync.
     pub(crate) fn run(mut self) {
+        self.follow();
+        self.sync();
+    }
+
+    /// The loop: apply control messages, feed the lanes, sleep on the head watch. Returns when
+    /// asked to stop (after the batch in hand) or when the host is gone.
+    fn follow(&mut self) {
         let waiter = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -567,7 +578,7 @@ impl Runner {
         schema::write_meta(&txn, &name, &meta)?;
         schema::collect_code(&txn)?;
         txn.commit().map_err(redb_error)?;
-        self.last_durable = Instant::now();
+        self.synced();
         let shadow = self.shadow.take().expect("checked above");
         let old = std::mem::replace(&mut self.active, shadow);
         self.shared
@@ -776,7 +787,9 @@ impl Runner {
         match result {
             Ok(()) => {
                 if durable {
-                    self.last_durable = Instant::now();
+                    self.synced();
+                } else {
+                    self.unsynced = true;
                 }
                 self.processed += last - lane.checkpoint;
                 lane.checkpoint = last;
@@ -877,8 +890,35 @@ impl Runner {
         txn.open_table(schema::CHECKPOINTS)?
             .insert(lane.namespace.as_str(), letter.position)?;
         txn.commit().map_err(redb_error)?;
-        self.last_durable = Instant::now();
+        self.synced();
         Ok(())
+    }
+
+    /// A durable commit just made every earlier one durable too.
+    fn synced(&mut self) {
+        self.last_durable = Instant::now();
+        self.unsynced = false;
+    }
+
+    /// Makes the commits made without waiting for the disk durable (an empty durable commit
+    /// carries them).
+    fn sync(&mut self) {
+        if !self.unsynced {
+            return;
+        }
+        let result = (|| -> Result<(), redb::Error> {
+            let mut txn = self.db.begin_write().map_err(redb_error)?;
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            txn.commit().map_err(redb_error)
+        })();
+        match result {
+            Ok(()) => self.synced(),
+            Err(error) => tracing::warn!(
+                projection = %self.config.name,
+                "making the last commits durable: {error}; the next start redoes them"
+            ),
+        }
     }
 
     /// Publishes the status for callers.
