@@ -411,7 +411,7 @@ impl Runner {
             Control::Rebuild { ack } => {
                 let plugin = self.active.plugin.clone();
                 let result = self.start_shadow(plugin, None);
-                let _ = ack.send(result);
+                self.answer(ack, result);
             }
             Control::Purge { ack } => {
                 let plugin = match &self.shadow {
@@ -419,7 +419,7 @@ impl Runner {
                     None => self.active.plugin.clone(),
                 };
                 let result = self.start_shadow(plugin, None);
-                let _ = ack.send(result);
+                self.answer(ack, result);
             }
             Control::AbortRebuild => {
                 if let Err(error) = self.drop_shadow() {
@@ -436,10 +436,18 @@ impl Runner {
                 if let Err(error) = &result {
                     self.last_error = Some(format!("swap failed: {error}"));
                 }
-                let _ = ack.send(result);
+                self.answer(ack, result);
             }
         }
         true
+    }
+
+    /// Answers a caller once the status shows what was done: whoever gets the answer and then
+    /// asks for the status sees the rebuild it started.
+    fn answer<T>(&mut self, ack: Sender<T>, result: T) {
+        let head = *self.head.borrow();
+        self.publish(head);
+        let _ = ack.send(result);
     }
 
     fn swap(
