@@ -420,9 +420,11 @@ pub mod __private {
         }
     }
 
-    /// `describe` of an upcaster: it handles the types it upcasts.
+    /// `describe` of an upcaster: it handles (may give) the types it upcasts and those it
+    /// renames to.
     pub fn upcaster_info<U: Upcaster>(version: &'static str) -> Info {
         let mut handles: Vec<&'static str> = U::UPCASTS.iter().map(|(t, _)| *t).collect();
+        handles.extend_from_slice(U::RENAMES_TO);
         handles.sort_unstable();
         handles.dedup();
         Info {

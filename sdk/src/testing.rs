@@ -538,7 +538,8 @@ fn describe(result: &Result<Vec<EncodedEvent>, Rejection>) -> String {
 }
 
 /// Runs an upcaster on one event given in stored form. `Ok(None)` means unchanged. Checks,
-/// like the host, that an upcast raises the schema version.
+/// like the host, that an upcast raises the schema version and gives a type the upcaster
+/// declares (`UPCASTS` or `RENAMES_TO`).
 pub fn upcast<U: Upcaster>(
     event_type: &str,
     schema_version: u32,

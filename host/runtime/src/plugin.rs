@@ -113,6 +113,12 @@ impl PluginInfo {
             .iter()
             .any(|v| v.event_type == event_type && v.schema_version == schema_version)
     }
+
+    /// Upcasters: whether `upcast` may give an event of `event_type`: one of the types it
+    /// declares in `handles` or upcasts, or any type when `handles` is empty.
+    pub fn may_produce(&self, event_type: &str) -> bool {
+        self.handles_event(event_type) || self.upcasts.iter().any(|v| v.event_type == event_type)
+    }
 }
 
 /// How a plugin was loaded.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::projection_support::{WAIT, open_store, runtime};
-use eshost_core::projection::{ProjectionConfig, Projections, replay};
+use eshost_core::projection::{ProjectionConfig, Projections, UpcasterChain, replay};
 use eshost_core::views::Views;
 use eshost_store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent};
 use eshost_tests::BALANCES;
@@ -134,7 +134,9 @@ fn the_read_model_survives_sigkill_exactly_once() {
         projections.shutdown();
     }
     let plugin = runtime().load_projection(BALANCES).unwrap();
-    let (model, handled) = replay::replay_into_memory(&store, &plugin, 1000, None, |_| {}).unwrap();
+    let upcasters = UpcasterChain::empty();
+    let (model, handled) =
+        replay::replay_into_memory(&store, &plugin, 1000, &upcasters, |_| {}).unwrap();
     assert_eq!(handled, head);
     let diff = replay::diff(dir.path(), "balances", &model, 5).unwrap();
     assert_eq!(diff.live_position, head);

@@ -684,7 +684,7 @@ impl Worker {
         if slot.instance.unpark(state.parked).is_err() {
             return;
         }
-        let events: Vec<Event> = reply
+        let mut events: Vec<Event> = reply
             .events()
             .iter()
             .map(|event| Event {
@@ -702,7 +702,14 @@ impl Worker {
                 shredded: false,
             })
             .collect();
-        if let Err(error) = slot.instance.apply(&events) {
+        let stored = events.len() as u64;
+        let last = events
+            .last()
+            .map(|event| (event.position, event.recorded_at));
+        // Only the events it handles, upcast: what it sees of them when rebuilt.
+        if let Err(error) =
+            rebuild::apply_batch(&mut slot.instance, &mut self.upcasting, &mut events)
+        {
             tracing::warn!(stream_id = %key.1, %error, "applying stored events failed; the state will be rebuilt");
             // Whatever is current is not the state after these events.
             if let Some(parked) = slot.instance.park() {
@@ -710,17 +717,17 @@ impl Worker {
             }
             return;
         }
-        let mut since_snapshot = state.since_snapshot + events.len() as u64;
+        let mut since_snapshot = state.since_snapshot + stored;
         let every = slot.registered.config.snapshot_every;
         if every > 0 && since_snapshot >= every {
             match slot.instance.snapshot() {
                 Ok(bytes) => {
-                    let last = events.last().expect("an append stores events");
+                    let (position, recorded_at) = last.expect("an append stores events");
                     let snapshot = Snapshot {
                         plugin_hash: slot.registered.plugin.info().content_hash.clone(),
                         version: reply.stream_version,
-                        position: last.position,
-                        recorded_at: last.recorded_at,
+                        position,
+                        recorded_at,
                         state: bytes,
                     };
                     let (aggregate_type, id) = key.clone();

@@ -2,8 +2,9 @@
 //! read model in `views.redb`; queries over a consistent committed state; rebuilds into a
 //! shadow namespace and a one-transaction switch; hot swap of the plugin; offline replay.
 //!
-//! Each projection has a runner thread. It reads `$all` from its checkpoint in batches,
-//! upcasts them (one call), passes the events the plugin handles to `handle`, and commits the
+//! Each projection has a runner thread. It reads `$all` from its checkpoint in batches (only
+//! the events relevant to its plugin: of a type it handles, or that the upcaster chain may turn
+//! into one), upcasts them, passes those it handles to `handle`, and commits the
 //! plugin's writes with the new checkpoint in one `views.redb` transaction: a batch takes
 //! effect exactly once, whatever crashes. It sleeps on the store's head watch.
 //!
@@ -17,7 +18,6 @@ mod read_model;
 pub mod replay;
 mod runner;
 mod schema;
-mod upcast;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -32,8 +32,8 @@ use crate::views::Views;
 use eshost_runtime::{LoadError, ProjectionInstance, ProjectionPlugin, QueryError, Runtime};
 use eshost_store::EventStore;
 
+pub use crate::upcast::{UpcastFailure, UpcasterChain};
 pub use schema::DeadLetter;
-pub use upcast::{Upcast, UpcastFailure, UpcasterChain};
 pub use watch::{PluginWatcher, WatchedPlugin};
 
 use read_model::{Snapshot, SnapshotModel};
@@ -306,7 +306,8 @@ impl Projections {
         }
     }
 
-    /// The same, upcasting every event through `upcasters` before a projection sees it.
+    /// The same, upcasting through `upcasters` the events each projection may see, before it
+    /// sees them.
     pub fn with_upcasters(
         store: Arc<dyn EventStore>,
         views: Views,
@@ -333,11 +334,6 @@ impl Projections {
             return Err(ProjectionHostError::AlreadyRunning(config.name));
         }
         let (bytes, plugin) = self.load(&config.name, &config.plugin)?;
-        let upcast: Option<Box<dyn Upcast>> = if self.inner.upcasters.is_empty() {
-            None
-        } else {
-            Some(Box::new(self.inner.upcasters.instantiate()))
-        };
         let (control, receiver) = tokio::sync::mpsc::unbounded_channel();
         let (runner, shared) = Runner::open(
             config.clone(),
@@ -346,7 +342,7 @@ impl Projections {
             self.inner.runtime.clone(),
             plugin,
             bytes,
-            upcast,
+            self.inner.upcasters.clone(),
             receiver,
         )?;
         let thread = std::thread::Builder::new()

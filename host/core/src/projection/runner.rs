@@ -16,8 +16,9 @@ use super::read_model::{BatchModel, Snapshot};
 use super::schema::{self, DeadLetter, Generation, Meta};
 use super::{
     GenerationStatus, ProjectionConfig, ProjectionHostError, ProjectionState, ProjectionStatus,
-    QueryPool, Shared, SwapMode, SwapOutcome, Upcast,
+    QueryPool, Shared, SwapMode, SwapOutcome,
 };
+use crate::upcast::{Relevance, UpcasterChain, Upcasting};
 use eshost_runtime::{Event, ProjectionError, ProjectionInstance, ProjectionPlugin, Runtime};
 use eshost_store::{AllRead, Direction, EventRef, EventStore, Until, now_ms};
 
@@ -53,6 +54,8 @@ struct Lane {
     generation: Generation,
     namespace: String,
     plugin: ProjectionPlugin,
+    /// Which events the plugin sees, through the host's upcasters.
+    relevance: Arc<Relevance>,
     instance: Option<ProjectionInstance<BatchModel>>,
     checkpoint: u64,
     /// After a failed batch: handle one event per call up to here, to find the culprit.
@@ -69,10 +72,17 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(name: &str, generation: Generation, plugin: ProjectionPlugin, checkpoint: u64) -> Lane {
+    fn new(
+        name: &str,
+        generation: Generation,
+        plugin: ProjectionPlugin,
+        upcasters: &UpcasterChain,
+        checkpoint: u64,
+    ) -> Lane {
         Lane {
             namespace: schema::namespace(name, generation.number),
             generation,
+            relevance: upcasters.relevance(&plugin.info().handles),
             plugin,
             instance: None,
             checkpoint,
@@ -114,12 +124,14 @@ pub(crate) struct Runner {
     shared: Arc<Shared>,
     control: mpsc::UnboundedReceiver<Control>,
     head: watch::Receiver<u64>,
-    upcast: Option<Box<dyn Upcast>>,
+    upcasting: Upcasting,
     active: Lane,
     shadow: Option<Lane>,
     paused: bool,
     last_error: Option<String>,
     last_durable: Instant,
+    /// A commit since `last_durable` is not on disk yet.
+    unsynced: bool,
     /// (when, positions processed so far), for the rate.
     samples: VecDeque<(Instant, u64)>,
     processed: u64,
@@ -151,7 +163,7 @@ impl Runner {
         runtime: Runtime,
         plugin: ProjectionPlugin,
         bytes: Vec<u8>,
-        upcast: Option<Box<dyn Upcast>>,
+        upcasters: UpcasterChain,
         control: mpsc::UnboundedReceiver<Control>,
     ) -> Result<(Runner, Arc<Shared>), ProjectionHostError> {
         let name = config.name.clone();
@@ -211,6 +223,7 @@ impl Runner {
             &name,
             meta.active.clone(),
             active_plugin.clone(),
+            &upcasters,
             active_checkpoint,
         );
         let mut plugins = std::collections::HashMap::new();
@@ -225,6 +238,7 @@ impl Runner {
                     &name,
                     generation.clone(),
                     shadow_plugin,
+                    &upcasters,
                     checkpoint,
                 ))
             }
@@ -255,12 +269,13 @@ impl Runner {
             shared: shared.clone(),
             control,
             head,
-            upcast,
+            upcasting: upcasters.instantiate(),
             active,
             shadow,
             paused: false,
             last_error: None,
             last_durable: Instant::now(),
+            unsynced: false,
             samples: VecDeque::new(),
             processed: 0,
             reader: None,
@@ -309,8 +324,16 @@ impl Runner {
         &self.config.name
     }
 
-    /// The loop: apply control messages, feed the lanes, sleep on the head watch.
+    /// Runs until stopped, then makes the last commits durable: a clean stop leaves the read
+    /// model at the checkpoint it reached, not at the last periodic sync.
     pub(crate) fn run(mut self) {
+        self.follow();
+        self.sync();
+    }
+
+    /// The loop: apply control messages, feed the lanes, sleep on the head watch. Returns when
+    /// asked to stop (after the batch in hand) or when the host is gone.
+    fn follow(&mut self) {
         let waiter = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -388,7 +411,7 @@ impl Runner {
             Control::Rebuild { ack } => {
                 let plugin = self.active.plugin.clone();
                 let result = self.start_shadow(plugin, None);
-                let _ = ack.send(result);
+                self.answer(ack, result);
             }
             Control::Purge { ack } => {
                 let plugin = match &self.shadow {
@@ -396,7 +419,7 @@ impl Runner {
                     None => self.active.plugin.clone(),
                 };
                 let result = self.start_shadow(plugin, None);
-                let _ = ack.send(result);
+                self.answer(ack, result);
             }
             Control::AbortRebuild => {
                 if let Err(error) = self.drop_shadow() {
@@ -413,10 +436,18 @@ impl Runner {
                 if let Err(error) = &result {
                     self.last_error = Some(format!("swap failed: {error}"));
                 }
-                let _ = ack.send(result);
+                self.answer(ack, result);
             }
         }
         true
+    }
+
+    /// Answers a caller once the status shows what was done: whoever gets the answer and then
+    /// asks for the status sees the rebuild it started.
+    fn answer<T>(&mut self, ack: Sender<T>, result: T) {
+        let head = *self.head.borrow();
+        self.publish(head);
+        let _ = ack.send(result);
     }
 
     fn swap(
@@ -456,6 +487,7 @@ impl Runner {
                 };
                 commit().map_err(&err)?;
                 self.active.generation = meta.active;
+                self.active.relevance = self.upcasting.chain().relevance(&plugin.info().handles);
                 self.active.plugin = plugin.clone();
                 self.active.instance = None;
                 self.active.clear_failure();
@@ -512,7 +544,8 @@ impl Runner {
         plugins.insert(generation.number, QueryPool::new(plugin.clone()));
         drop(plugins);
         tracing::info!(projection = %name, generation = generation.number, "rebuild started");
-        self.shadow = Some(Lane::new(&name, generation.clone(), plugin, 0));
+        let upcasters = self.upcasting.chain().clone();
+        self.shadow = Some(Lane::new(&name, generation.clone(), plugin, &upcasters, 0));
         Ok(generation.number)
     }
 
@@ -553,7 +586,7 @@ impl Runner {
         schema::write_meta(&txn, &name, &meta)?;
         schema::collect_code(&txn)?;
         txn.commit().map_err(redb_error)?;
-        self.last_durable = Instant::now();
+        self.synced();
         let shadow = self.shadow.take().expect("checked above");
         let old = std::mem::replace(&mut self.active, shadow);
         self.shared
@@ -611,7 +644,6 @@ impl Runner {
             from: lane.checkpoint + 1,
             bound,
             limit: if careful { 1 } else { self.config.batch.max(1) },
-            keep_all: self.upcast.is_some(),
             hash: lane.plugin.info().content_hash.clone(),
         };
         let ahead = lane.ahead.take().filter(|(ahead, _)| ahead.serves(&spec));
@@ -619,7 +651,7 @@ impl Runner {
             Some(batch) => batch,
             None => {
                 let spare = std::mem::take(&mut self.spare);
-                read_batch(&*self.store, &spec, lane.plugin.info(), spare)
+                read_batch(&*self.store, &spec, &lane.relevance, spare)
             }
         };
         let ReadBatch {
@@ -637,7 +669,7 @@ impl Runner {
                 from: last + 1,
                 ..spec
             };
-            lane.ahead = self.read_ahead(next, &lane.plugin);
+            lane.ahead = self.read_ahead(next, lane.relevance.clone());
         }
         self.handle(lane, &mut events, last);
         self.spare = events;
@@ -647,7 +679,7 @@ impl Runner {
     fn read_ahead(
         &mut self,
         spec: ReadSpec,
-        plugin: &ProjectionPlugin,
+        relevance: Arc<Relevance>,
     ) -> Option<(ReadSpec, std::sync::mpsc::Receiver<ReadBatch>)> {
         if self.reader.is_none() {
             self.reader = spawn_reader(&self.config.name, self.store.clone());
@@ -656,7 +688,7 @@ impl Runner {
         let (reply, batch) = std::sync::mpsc::sync_channel(1);
         let job = ReadJob {
             spec: spec.clone(),
-            plugin: plugin.clone(),
+            relevance,
             spare: std::mem::take(&mut self.spare),
             reply,
         };
@@ -671,15 +703,17 @@ impl Runner {
     }
 
     /// Upcasts, handles and commits a batch read up to `last`, or deals with its failure.
+    /// The batch holds only events relevant to the plugin; those it handles once upcast go to
+    /// it.
     fn handle(&mut self, lane: &mut Lane, events: &mut Vec<Event>, last: u64) {
-        if let Some(upcast) = &mut self.upcast {
-            if let Err(failure) = upcast.upcast(events) {
-                let message = format!("upcasting: {}", failure.message);
+        if !self.upcasting.chain().is_empty() {
+            if let Err(failure) = self.upcasting.upcast_all(events) {
+                let message = format!("upcasting: {}", failure.error);
                 self.failed_batch(lane, events, Some(failure.position), message);
                 return;
             }
-            let info = lane.plugin.info();
-            events.retain(|event| info.handles_event(&event.event_type));
+            let relevance = &lane.relevance;
+            events.retain(|event| relevance.is_handled(&event.event_type));
         }
         if events.is_empty() {
             self.commit(lane, Default::default(), last);
@@ -761,7 +795,9 @@ impl Runner {
         match result {
             Ok(()) => {
                 if durable {
-                    self.last_durable = Instant::now();
+                    self.synced();
+                } else {
+                    self.unsynced = true;
                 }
                 self.processed += last - lane.checkpoint;
                 lane.checkpoint = last;
@@ -862,8 +898,35 @@ impl Runner {
         txn.open_table(schema::CHECKPOINTS)?
             .insert(lane.namespace.as_str(), letter.position)?;
         txn.commit().map_err(redb_error)?;
-        self.last_durable = Instant::now();
+        self.synced();
         Ok(())
+    }
+
+    /// A durable commit just made every earlier one durable too.
+    fn synced(&mut self) {
+        self.last_durable = Instant::now();
+        self.unsynced = false;
+    }
+
+    /// Makes the commits made without waiting for the disk durable (an empty durable commit
+    /// carries them).
+    fn sync(&mut self) {
+        if !self.unsynced {
+            return;
+        }
+        let result = (|| -> Result<(), redb::Error> {
+            let mut txn = self.db.begin_write().map_err(redb_error)?;
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            txn.commit().map_err(redb_error)
+        })();
+        match result {
+            Ok(()) => self.synced(),
+            Err(error) => tracing::warn!(
+                projection = %self.config.name,
+                "making the last commits durable: {error}; the next start redoes them"
+            ),
+        }
     }
 
     /// Publishes the status for callers.
@@ -924,6 +987,7 @@ fn placeholder(lane: &Lane) -> Lane {
         generation: lane.generation.clone(),
         namespace: String::new(),
         plugin: lane.plugin.clone(),
+        relevance: lane.relevance.clone(),
         instance: None,
         checkpoint: lane.checkpoint,
         careful_until: 0,
@@ -944,10 +1008,7 @@ struct ReadSpec {
     bound: u64,
     /// Events to collect at most.
     limit: usize,
-    /// Keep every event (they are upcast before they are filtered), not only the types the
-    /// plugin handles.
-    keep_all: bool,
-    /// The plugin whose `handles` filters the events.
+    /// The plugin whose relevance filters the events.
     hash: String,
 }
 
@@ -957,7 +1018,6 @@ impl ReadSpec {
     fn serves(&self, now: &ReadSpec) -> bool {
         self.from == now.from
             && self.limit == now.limit
-            && self.keep_all == now.keep_all
             && self.hash == now.hash
             && self.bound <= now.bound
     }
@@ -974,7 +1034,7 @@ struct ReadBatch {
 /// A read for the reader thread.
 struct ReadJob {
     spec: ReadSpec,
-    plugin: ProjectionPlugin,
+    relevance: Arc<Relevance>,
     /// A handled batch whose strings to reuse.
     spare: Vec<Event>,
     reply: std::sync::mpsc::SyncSender<ReadBatch>,
@@ -988,7 +1048,7 @@ fn spawn_reader(name: &str, store: Arc<dyn EventStore>) -> Option<Sender<ReadJob
         .name(format!("read-{name}"))
         .spawn(move || {
             for job in inbox {
-                let batch = read_batch(&*store, &job.spec, job.plugin.info(), job.spare);
+                let batch = read_batch(&*store, &job.spec, &job.relevance, job.spare);
                 // The runner may have moved on (a failure, a swap): then nobody waits.
                 let _ = job.reply.send(batch);
             }
@@ -1002,13 +1062,13 @@ fn spawn_reader(name: &str, store: Arc<dyn EventStore>) -> Option<Sender<ReadJob
     }
 }
 
-/// Reads the batch `spec` from the log, reusing the strings of `events`: the events `info`
-/// handles (or all, with `keep_all`), up to `limit` of them, and through at most a bounded
-/// number of positions so a sparse projection still checkpoints as it goes.
+/// Reads the batch `spec` from the log, reusing the strings of `events`: the events relevant
+/// to the plugin, up to `limit` of them, and through at most a bounded number of positions so
+/// a sparse projection still checkpoints as it goes.
 fn read_batch(
     store: &dyn EventStore,
     spec: &ReadSpec,
-    info: &eshost_runtime::PluginInfo,
+    relevance: &Relevance,
     mut events: Vec<Event>,
 ) -> ReadBatch {
     let scan_limit = spec.limit.saturating_mul(16).max(10_000);
@@ -1025,7 +1085,7 @@ fn read_batch(
     let result = store.visit_all(&read, &mut |event| {
         last = event.position;
         scanned += 1;
-        if spec.keep_all || info.handles_event(event.event_type) {
+        if relevance.is_relevant(event.event_type, event.schema_version) {
             match events.get_mut(count) {
                 Some(reused) => fill_event(reused, &event, store),
                 None => events.push(to_event(&event, store)),
