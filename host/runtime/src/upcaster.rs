@@ -151,7 +151,7 @@ fn output_problem(info: &PluginInfo, old: &Event, new: &UpcastedEvent) -> Option
     if event_type.is_empty() {
         return Some("gave an empty event type".into());
     }
-    if event_type.len() > crate::store::validate::MAX_EVENT_TYPE_BYTES
+    if event_type.len() > eshost_store::validate::MAX_EVENT_TYPE_BYTES
         || event_type.chars().any(char::is_control)
     {
         return Some(format!(

@@ -542,7 +542,12 @@ async fn a_small_cache_evicts_and_rebuilds_without_changing_answers() {
 
 /// Appends `event_type` with `data` to `account` behind the pipeline's back, as
 /// `POST /streams/{id}` does.
-async fn raw_append(host: &crate::aggregate_support::Host, account: &str, event_type: &str, data: &str) {
+async fn raw_append(
+    host: &crate::aggregate_support::Host,
+    account: &str,
+    event_type: &str,
+    data: &str,
+) {
     let event = ProposedEvent::new(event_type, data);
     let request = AppendRequest::new(account, ExpectedVersion::Any, vec![event]);
     host.store.append(request).await.expect("raw append");

@@ -6,7 +6,6 @@
 //! and a Close (two events). The end-to-end tests need `target/release/eshost` (built by
 //! `cargo test --release --workspace`).
 
-
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};

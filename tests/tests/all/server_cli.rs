@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use eshost::store::{AppendRequest, ExpectedVersion, ProposedEvent, Store, StoreConfig};
+use eshost_store::{AppendRequest, ExpectedVersion, ProposedEvent, Store, StoreConfig};
 use serde_json::{Value, json};
 
 /// Kills the server when the test ends, passing or not.

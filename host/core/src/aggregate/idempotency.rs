@@ -26,8 +26,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{CommandReply, Decision, EmittedEvent};
-use eshost_store::{AllRead, EventStore, Personal, ReadError};
 use crate::views::Views;
+use eshost_store::{AllRead, EventStore, Personal, ReadError};
 
 /// The environment variable of the test hook [`abort_after_append_requested`].
 pub(crate) const TEST_FAULT_VAR: &str = "ESHOST_TEST_FAULT";
