@@ -28,7 +28,6 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 
 use tokio::sync::watch;
-use uuid::Uuid;
 
 pub use embedded::{Durability, EVENTS_FILE, Gather, Store, StoreConfig, WriterStats, now_ms};
 pub use error::{AppendError, OpenError, ReadError, ValidationError};
@@ -78,8 +77,6 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     fn head(&self) -> u64;
     /// A watch of the head position that changes on every commit.
     fn watch_head(&self) -> watch::Receiver<u64>;
-    /// The position of the event stored with `event_id`, if there is one.
-    fn event_position(&self, event_id: Uuid) -> Result<Option<u64>, ReadError>;
     /// Restore exported events exactly as they were (positions, ids, times, hashes); they
     /// must continue the log. Resolves once durable. See [`transfer`] for the NDJSON form.
     fn import_events(

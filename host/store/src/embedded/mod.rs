@@ -428,18 +428,6 @@ impl EventStore for Store {
         self.inner.head.clone()
     }
 
-    fn event_position(&self, event_id: Uuid) -> Result<Option<u64>, ReadError> {
-        let (recent, txn) = self.begin_read_indexed()?;
-        if let Some(position) = recent.ids.get(&event_id.as_u128()) {
-            return Ok(Some(*position));
-        }
-        drop(recent);
-        let ids = txn.open_table(EVENT_IDS)?;
-        Ok(ids
-            .get(event_id.as_u128())?
-            .map(|position| position.value()))
-    }
-
     fn import_events(
         &self,
         events: Vec<RecordedEvent>,
