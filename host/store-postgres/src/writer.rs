@@ -225,10 +225,10 @@ impl Writer {
 
     /// End the open transaction without writing; a broken connection is dropped.
     async fn rollback(&mut self) {
-        if let Some(conn) = &self.conn {
-            if conn.client.batch_execute("ROLLBACK").await.is_err() {
-                self.conn = None;
-            }
+        if let Some(conn) = &self.conn
+            && conn.client.batch_execute("ROLLBACK").await.is_err()
+        {
+            self.conn = None;
         }
     }
 

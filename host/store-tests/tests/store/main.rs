@@ -26,6 +26,8 @@ macro_rules! conformance {
     };
 }
 
+mod between;
 mod contract;
 mod personal;
+mod postgres;
 mod transfer;
