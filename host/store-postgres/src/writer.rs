@@ -300,13 +300,17 @@ async fn read_known(
     // Sent together; the server runs them in order, the reads after the lock is granted.
     let streams_param: [&(dyn ToSql + Sync); 1] = [&streams];
     let ids_param: [&(dyn ToSql + Sync); 1] = [&ids];
-    let ((), head, stream_rows, stored, forgotten) = tokio::try_join!(
+    // The first failure in statement order is the cause (later ones only say the
+    // transaction is aborted).
+    let (begun, head, stream_rows, stored, forgotten) = tokio::join!(
         client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
         client.query_one(&lock_head, &[]),
         client.query(&stream_rows, &streams_param),
         client.query(&events_by_id, &ids_param),
         forgotten,
-    )?;
+    );
+    begun?;
+    let (head, stream_rows, stored, forgotten) = (head?, stream_rows?, stored?, forgotten?);
     Ok(Known {
         head: head_of(&head),
         streams: stream_rows
@@ -375,14 +379,20 @@ async fn write(
     let head_params: [&(dyn ToSql + Sync); 3] = [&position, &hash, &recorded_at];
     let channel: [&(dyn ToSql + Sync); 1] = [&sql.channel];
     let client = &conn.client;
-    let written = tokio::try_join!(
+    let (events, streams, head, notified, committed) = tokio::join!(
         client.execute(&insert_events, &event_params),
         client.execute(&upsert_streams, &stream_params),
         client.execute(&update_head, &head_params),
         client.execute(&notify, &channel),
         client.batch_execute("COMMIT"),
     );
-    written.map(|_| ()).map_err(|error| classify(&error, true))
+    // The first failure in statement order is the cause.
+    events
+        .and(streams)
+        .and(head)
+        .and(notified)
+        .and(committed)
+        .map_err(|error| classify(&error, true))
 }
 
 /// A server error means the transaction was rolled back; a broken connection after `COMMIT`

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,8 @@ use uuid::Uuid;
 use super::wait_until;
 
 const APPENDERS: usize = 8;
-const ACKS_PER_APPENDER: usize = 40;
+/// Acknowledged appends to wait for before the restart, and again after it.
+const ACKS_AROUND_RESTART: usize = 200;
 
 /// A cluster of this test's own, stopped and removed when dropped.
 struct Cluster {
@@ -82,13 +84,18 @@ fn postgres_restarted_under_load_loses_nothing_acknowledged() {
     let reader = PgStore::open(config()).unwrap();
     let acked: Arc<Mutex<Vec<(Uuid, u64)>>> = Arc::default();
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
     let runtime = runtime();
     let deadline = Instant::now() + Duration::from_secs(180);
     let appenders: Vec<_> = (0..APPENDERS)
         .map(|appender| {
-            let (store, acked, errors) = (store.clone(), acked.clone(), errors.clone());
+            let (store, acked, errors, stop) =
+                (store.clone(), acked.clone(), errors.clone(), stop.clone());
             runtime.spawn(async move {
-                for n in 0..ACKS_PER_APPENDER {
+                for n in 0u64.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     // Retried with the same event id until acknowledged.
                     let event = ProposedEvent::new("Loaded", format!("{n}"));
                     let request = AppendRequest::new(
@@ -117,19 +124,34 @@ fn postgres_restarted_under_load_loses_nothing_acknowledged() {
         })
         .collect();
 
+    let acks = || acked.lock().unwrap().len();
     wait_until(Duration::from_secs(60), "appends are under way", || {
-        acked.lock().unwrap().len() >= APPENDERS * 5
+        acks() >= ACKS_AROUND_RESTART
     });
+    let started_at = || {
+        eshost_store_tests::on_connection(&cluster.url, async |client| {
+            let row = client
+                .query_one("SELECT pg_postmaster_start_time()::text", &[])
+                .await?;
+            Ok(row.get::<_, String>(0))
+        })
+        .unwrap()
+    };
+    let before = started_at();
     cluster.restart();
+    assert_ne!(started_at(), before, "the server restarted");
+    let after_restart = acks();
+    wait_until(Duration::from_secs(120), "appends recover", || {
+        acks() >= after_restart + ACKS_AROUND_RESTART
+    });
+    stop.store(true, Ordering::SeqCst);
     for appender in appenders {
         runtime.block_on(appender).unwrap();
     }
 
+    // Appends in flight either failed with a clear error and were retried, or the writer
+    // rode out the restart (it re-checks a commit whose reply was lost once it reconnects).
     let errors = errors.lock().unwrap().clone();
-    assert!(
-        !errors.is_empty(),
-        "the restart went unnoticed: the test did not exercise it"
-    );
     for error in &errors {
         assert!(
             error.contains("postgres"),
@@ -137,8 +159,7 @@ fn postgres_restarted_under_load_loses_nothing_acknowledged() {
         );
     }
     let acked = acked.lock().unwrap().clone();
-    let total = APPENDERS * ACKS_PER_APPENDER;
-    assert_eq!(acked.len(), total);
+    let total = acked.len();
     let all = store.read_all(&AllRead::from(1)).unwrap();
     assert_eq!(
         all.len(),
