@@ -12,7 +12,7 @@
 pub mod aggregate {
     wasmtime::component::bindgen!({
         world: "aggregate-plugin",
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
     });
 }
@@ -22,7 +22,7 @@ pub mod aggregate {
 pub mod upcaster {
     wasmtime::component::bindgen!({
         world: "upcaster-plugin",
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         with: { "eshost:plugin/types": super::aggregate::eshost::plugin::types },
     });
 }
@@ -32,7 +32,7 @@ pub mod upcaster {
 pub mod projection {
     wasmtime::component::bindgen!({
         world: "projection-plugin",
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         with: { "eshost:plugin/types": super::aggregate::eshost::plugin::types },
         imports: { default: trappable },
     });
