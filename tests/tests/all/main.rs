@@ -5,6 +5,8 @@
 mod aggregate_commands;
 mod aggregate_state;
 mod aggregate_support;
+mod compat_fixtures;
+mod compat_patch;
 mod plugin_determinism;
 mod plugin_first_party;
 mod plugin_loading;
