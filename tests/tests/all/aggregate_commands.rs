@@ -1,7 +1,6 @@
 //! The command pipeline: concurrency without lost updates, refusals and faults as answers,
 //! event metadata, idempotency keys and explicit expected versions.
 
-
 use std::collections::HashMap;
 
 use crate::aggregate_support::{BANK, balance, host, pipeline, send};

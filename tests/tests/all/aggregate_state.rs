@@ -1,7 +1,6 @@
 //! Building state: snapshots change nothing but speed, bad snapshots fall back to replay, old
 //! events are upcast on read, state as of a version or a time, audit history, hot swap.
 
-
 use std::time::Duration;
 
 use crate::aggregate_support::{BANK, balance, host, pipeline, send};

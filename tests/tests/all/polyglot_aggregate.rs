@@ -3,12 +3,11 @@
 //! command the Rust plugin cannot understand is invalid in the others too), from the same
 //! histories, and its state survives a snapshot.
 
-
+use crate::polyglot_support::{Lcg, component, generated_history, json, runtime};
 use eshost_runtime::{
     AggregateInstance, AggregatePlugin, Event, HandleError, NewEvent, UpcasterInstance,
 };
 use eshost_tests::{BANK_ACCOUNT, DEPOSIT_CURRENCY, command, event};
-use crate::polyglot_support::{Lcg, component, generated_history, json, runtime};
 use serde_json::{Value, json};
 
 fn upcast_all(upcaster: &mut UpcasterInstance, events: &[Event]) -> Vec<Event> {

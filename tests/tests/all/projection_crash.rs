@@ -3,17 +3,16 @@
 //! end the read model equals a from-scratch replay of the whole history, key by key: no batch
 //! was applied twice or lost.
 
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::projection_support::{WAIT, open_store, runtime};
 use eshost_core::projection::{ProjectionConfig, Projections, replay};
 use eshost_core::views::Views;
 use eshost_store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent};
 use eshost_tests::BALANCES;
-use crate::projection_support::{WAIT, open_store, runtime};
 
 const CHILD_ENV: &str = "ESHOST_PROJECTION_CRASH_CHILD_STORE";
 

@@ -2,10 +2,9 @@
 //! (never skipped), or parked in the dead-letter table when so configured; a fixed version
 //! swapped in completes the projection. The guest is `tests/guests/tally-*`.
 
-
+use crate::projection_support::{WAIT, append, host, open_store, summary, tally, ticks};
 use eshost_core::projection::{ProjectionState, SwapMode, SwapOutcome};
 use eshost_tests::{TALLY_V1, TALLY_V2};
-use crate::projection_support::{WAIT, append, host, open_store, summary, tally, ticks};
 
 /// 10 ticks, a `Poison` at position 11, 10 more ticks.
 fn poisoned_store(dir: &std::path::Path) -> eshost_store::Store {

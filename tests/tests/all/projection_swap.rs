@@ -3,14 +3,13 @@
 //! projection untouched; a bad file is refused and the running version keeps serving; a
 //! changed file is swapped in by the watcher. The guest is `tests/guests/tally-*`.
 
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::projection_support::{WAIT, append, host, open_store, summary, tally, ticks};
 use eshost_core::projection::{ProjectionHostError, ProjectionState, SwapMode, SwapOutcome};
 use eshost_tests::{BANK_ACCOUNT, COUNTER, TALLY_BAD, TALLY_V1, TALLY_V2};
-use crate::projection_support::{WAIT, append, host, open_store, summary, tally, ticks};
 
 #[test]
 fn queries_answer_from_the_old_version_until_the_switch_then_from_the_new() {

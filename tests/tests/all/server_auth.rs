@@ -1,14 +1,13 @@
 //! Auth and the route table: with tokens configured every route but `/health` refuses a
 //! missing, unknown or too-weak token; the OpenAPI document lists exactly the routes served.
 
-
 use std::collections::BTreeSet;
 
+use crate::server_support::{bank_host, call};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use eshost_core::config::Role;
 use eshost_server::{Access, ROUTES};
-use crate::server_support::{bank_host, call};
 
 const TOKENS: &str = "[[tokens]]\ntoken = \"reader-token\"\nrole = \"read\"\n\
                       [[tokens]]\ntoken = \"writer-token\"\nrole = \"write\"\n\
