@@ -23,7 +23,8 @@ use super::wit::{self, AggregatePre, ProjectionPre, UpcasterPre};
 /// How to build a [`Runtime`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
-    /// Limits for every plugin (a plugin can get its own with `with_limits`).
+    /// Limits for every plugin (a plugin can get its own: [`Runtime::with_limits`],
+    /// [`Runtime::load_with_limits`]).
     pub limits: Limits,
     /// Where compiled components are cached; `None` disables the cache. Default:
     /// `$ESHOST_CACHE_DIR`, else `$XDG_CACHE_HOME/eshost/components`, else
@@ -81,6 +82,8 @@ impl LoadedPlugin {
 #[derive(Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
+    /// What plugins load under (the config's, or a view's: [`with_limits`](Self::with_limits)).
+    limits: Limits,
 }
 
 struct Shared {
@@ -97,6 +100,7 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("config", &self.shared.config)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +122,7 @@ impl Runtime {
         let mut projection_linker = sandbox::new_linker(&engine).map_err(linker_error)?;
         wit::link_read_model(&mut projection_linker).map_err(linker_error)?;
         Ok(Runtime {
+            limits: config.limits.clone(),
             shared: Arc::new(Shared {
                 engine,
                 cache,
@@ -131,6 +136,23 @@ impl Runtime {
     /// The configuration the runtime was built with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.shared.config
+    }
+
+    /// The same runtime (engine, cache, linkers), loading plugins under `limits` instead: every
+    /// `load*` of the view runs the load-time `describe()` and every instance of the plugins
+    /// it loads under them. For the plugins a config gives limits of their own, e.g. a Python
+    /// or JavaScript interpreter that needs more memory.
+    pub fn with_limits(&self, limits: Limits) -> Runtime {
+        Runtime {
+            shared: self.shared.clone(),
+            limits,
+        }
+    }
+
+    /// The limits plugins loaded by this runtime run under (the config's, unless this is a
+    /// [`with_limits`](Self::with_limits) view).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The wasmtime engine (for embedding code that needs it, e.g. benchmarks).
@@ -217,8 +239,7 @@ impl Runtime {
         label: &str,
         expected: Option<PluginKind>,
     ) -> Result<(LoadedPlugin, Component), LoadError> {
-        let limits = self.shared.config.limits.clone();
-        self.load_limited(bytes, label, expected, limits)
+        self.load_limited(bytes, label, expected, self.limits.clone())
     }
 
     /// [`load_inner`](Self::load_inner) with the plugin's own limits.

@@ -15,6 +15,7 @@ mod plugin_projection;
 mod plugin_sandbox;
 mod plugin_upcaster;
 mod polyglot_aggregate;
+mod polyglot_config;
 mod polyglot_projection;
 mod polyglot_sandbox;
 mod polyglot_support;

@@ -29,7 +29,9 @@ use redb::ReadableDatabase;
 use serde::Serialize;
 
 use crate::views::Views;
-use eshost_runtime::{LoadError, ProjectionInstance, ProjectionPlugin, QueryError, Runtime};
+use eshost_runtime::{
+    Limits, LoadError, ProjectionInstance, ProjectionPlugin, QueryError, Runtime,
+};
 use eshost_store::EventStore;
 
 pub use schema::DeadLetter;
@@ -57,20 +59,30 @@ pub struct ProjectionConfig {
     /// Park an event that keeps failing in the dead-letter table and go on, instead of
     /// stopping at it.
     pub dead_letter: bool,
+    /// The plugin's own sandbox limits (every version of it, loaded and run under them);
+    /// `None`: the runtime's.
+    pub limits: Option<Limits>,
 }
 
 impl ProjectionConfig {
-    /// Defaults: batches of 2,000 events, 5 attempts from 100 ms backoff (at most 10 s),
-    /// stop at a failing event.
+    /// `batch` unless configured.
+    pub const DEFAULT_BATCH: usize = 2_000;
+    /// `attempts` unless configured.
+    pub const DEFAULT_ATTEMPTS: u32 = 5;
+
+    /// Defaults: batches of [`DEFAULT_BATCH`](Self::DEFAULT_BATCH) events,
+    /// [`DEFAULT_ATTEMPTS`](Self::DEFAULT_ATTEMPTS) attempts from 100 ms backoff (at most
+    /// 10 s), stop at a failing event, the runtime's limits.
     pub fn new(name: impl Into<String>, plugin: impl Into<PathBuf>) -> Self {
         ProjectionConfig {
             name: name.into(),
             plugin: plugin.into(),
-            batch: 2000,
-            attempts: 5,
+            batch: Self::DEFAULT_BATCH,
+            attempts: Self::DEFAULT_ATTEMPTS,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             dead_letter: false,
+            limits: None,
         }
     }
 }
@@ -332,7 +344,8 @@ impl Projections {
         if map.contains_key(&config.name) {
             return Err(ProjectionHostError::AlreadyRunning(config.name));
         }
-        let (bytes, plugin) = self.load(&config.name, &config.plugin)?;
+        let runtime = self.runtime_for(config.limits.as_ref());
+        let (bytes, plugin) = self.load(&runtime, &config.name, &config.plugin)?;
         let upcast: Option<Box<dyn Upcast>> = if self.inner.upcasters.is_empty() {
             None
         } else {
@@ -343,7 +356,7 @@ impl Projections {
             config.clone(),
             self.inner.store.clone(),
             self.inner.views.db().clone(),
-            self.inner.runtime.clone(),
+            runtime,
             plugin,
             bytes,
             upcast,
@@ -368,9 +381,19 @@ impl Projections {
         Ok(())
     }
 
+    /// The runtime a projection's plugins load under: the host's, or a view with the
+    /// projection's own limits.
+    fn runtime_for(&self, limits: Option<&Limits>) -> Runtime {
+        match limits {
+            Some(limits) => self.inner.runtime.with_limits(limits.clone()),
+            None => self.inner.runtime.clone(),
+        }
+    }
+
     /// Reads, compiles and checks a plugin file for projection `name`.
     fn load(
         &self,
+        runtime: &Runtime,
         name: &str,
         path: &Path,
     ) -> Result<(Vec<u8>, ProjectionPlugin), ProjectionHostError> {
@@ -378,24 +401,22 @@ impl Projections {
             path: path.to_owned(),
             source,
         })?;
-        let plugin = self.check(name, &bytes, &path.display().to_string())?;
+        let plugin = self.check(runtime, name, &bytes, &path.display().to_string())?;
         Ok((bytes, plugin))
     }
 
     fn check(
         &self,
+        runtime: &Runtime,
         name: &str,
         bytes: &[u8],
         label: &str,
     ) -> Result<ProjectionPlugin, ProjectionHostError> {
-        let plugin = match self.inner.runtime.load_bytes(
-            bytes,
-            label,
-            eshost_runtime::PluginKind::Projection,
-        )? {
-            eshost_runtime::LoadedPlugin::Projection(plugin) => plugin,
-            _ => unreachable!("load_bytes checks the kind"),
-        };
+        let plugin =
+            match runtime.load_bytes(bytes, label, eshost_runtime::PluginKind::Projection)? {
+                eshost_runtime::LoadedPlugin::Projection(plugin) => plugin,
+                _ => unreachable!("load_bytes checks the kind"),
+            };
         if plugin.info().name != name {
             return Err(ProjectionHostError::WrongName {
                 file: label.to_owned(),
@@ -570,7 +591,13 @@ impl Projections {
         let shared = self
             .shared(name)
             .ok_or_else(|| ProjectionHostError::Unknown(name.to_owned()))?;
-        let plugin = match self.check(name, &bytes, label) {
+        let limits = {
+            let map = self.inner.projections.lock().expect("not poisoned");
+            map.get(name)
+                .and_then(|handle| handle.config.limits.clone())
+        };
+        let runtime = self.runtime_for(limits.as_ref());
+        let plugin = match self.check(&runtime, name, &bytes, label) {
             Ok(plugin) => plugin,
             Err(error) => {
                 shared.status.lock().expect("not poisoned").last_error =
