@@ -99,7 +99,9 @@ impl GuestInstance for Counter {
             Some("Add") => {
                 let amount = number(&command.payload, "amount")
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| CommandError::Invalid("amount must be a positive number".into()))?;
+                    .ok_or_else(|| {
+                        CommandError::Invalid("amount must be a positive number".into())
+                    })?;
                 let total = self.total.get();
                 if total + amount > LIMIT {
                     return Err(CommandError::Rejected(format!(

@@ -60,8 +60,9 @@ impl ProjectionGuest for Plugin {
     fn query(name: String, args: String) -> Result<String, QueryError> {
         match name.as_str() {
             "total" => {
-                let stream = field(&args, "stream")
-                    .ok_or_else(|| QueryError::InvalidArgs("expected {\"stream\":\"<id>\"}".into()))?;
+                let stream = field(&args, "stream").ok_or_else(|| {
+                    QueryError::InvalidArgs("expected {\"stream\":\"<id>\"}".into())
+                })?;
                 let total = stored(&format!("total/{stream}"));
                 Ok(format!("{{\"stream\":\"{stream}\",\"total\":{total}}}"))
             }
