@@ -41,7 +41,8 @@ pub(crate) async fn swap_plugin(
         .iter()
         .any(|t| t.name == name)
     {
-        let runtime = inner.host.runtime().clone();
+        // Under the limits the config gives this aggregate, like the version it replaces.
+        let runtime = inner.host.runtime_for(&name);
         let loaded = tokio::task::spawn_blocking(move || {
             runtime.load_bytes(&bytes, &label, PluginKind::Aggregate)
         })
