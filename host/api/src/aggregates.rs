@@ -101,6 +101,13 @@ pub struct AggregateState {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// The first stream version of the page (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+    /// The most entries (default 1000, at most 10000); a page also ends at the host's
+    /// `max_response_bytes`: ask again from the version after the last entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
     /// Only events at or before this global position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_position: Option<u64>,

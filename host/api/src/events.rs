@@ -141,7 +141,8 @@ pub struct ReadStreamQuery {
     /// Newest first.
     #[serde(default)]
     pub backward: bool,
-    /// The most events (default 1000, at most 10000).
+    /// The most events (default 1000, at most 10000); a page also ends at the host's
+    /// `max_response_bytes` (after at least one event): read on from the last event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
     /// Only events at or before this global position.
@@ -171,7 +172,8 @@ pub struct AllQuery {
     /// First position (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
-    /// The most events (default 1000, at most 10000).
+    /// The most events (default 1000, at most 10000); a page also ends at the host's
+    /// `max_response_bytes` (after at least one event): read on from the last event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
     /// Only these event types, comma-separated.

@@ -86,6 +86,9 @@ pub struct ClientHistoryArgs {
     id: String,
 }
 
+/// The most history pages `eshost history` reads (each up to the server's page size).
+const MAX_HISTORY_PAGES: usize = 100_000;
+
 /// `eshost subscribe`.
 #[derive(Debug, Args)]
 pub struct ClientSubscribeArgs {
@@ -198,7 +201,30 @@ pub(crate) fn state(args: ClientStateArgs) -> anyhow::Result<()> {
 pub(crate) fn history(args: ClientHistoryArgs) -> anyhow::Result<()> {
     let client = args.server.client()?;
     let url = client.url(&["aggregates", &args.aggregate_type, &args.id, "history"]);
-    online(client.print::<api::History>(client.request(Method::GET, url)))
+    // The server answers in pages bounded in count and bytes: read on to the end and print
+    // the whole history as one answer, as before pages existed.
+    online(async {
+        let mut whole: Option<api::History> = None;
+        for _ in 0..MAX_HISTORY_PAGES {
+            let from = whole
+                .as_ref()
+                .and_then(|h| h.history.last())
+                .map_or(1, |entry| entry.event.stream_version + 1);
+            let request = client
+                .request(Method::GET, url.clone())
+                .query(&[("from", from)]);
+            let (page, _) = client.send::<api::History>(request).await?;
+            let done = page.history.is_empty();
+            match &mut whole {
+                None => whole = Some(page),
+                Some(whole) => whole.history.extend(page.history),
+            }
+            if done {
+                break;
+            }
+        }
+        crate::output::print_json(&whole)
+    })
 }
 
 pub(crate) fn plugin_list(args: ServerArgs) -> anyhow::Result<()> {

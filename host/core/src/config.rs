@@ -10,6 +10,7 @@
 //! # data = "data"                          # this node's derived state (views.redb)
 //! listen = "127.0.0.1:7070"
 //! max_body_bytes = 4194304       # request bodies (plugin uploads: max_plugin_bytes)
+//! max_response_bytes = 8388608   # event bytes in one page of /all, /streams, history
 //! watch_plugins = true           # hot-swap a plugin when its file changes
 //!
 //! [limits]                       # sandbox limits for every plugin call
@@ -60,6 +61,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// The default `max_plugin_bytes`: 64 MiB.
 pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 64 * 1024 * 1024;
+/// The default `max_response_bytes`: 8 MiB of event data and metadata per page.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// The default `watch_plugins`: on.
 pub const DEFAULT_WATCH_PLUGINS: bool = true;
 
@@ -82,6 +85,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The largest plugin upload (`PUT /plugins/{name}`).
     pub max_plugin_bytes: usize,
+    /// The event bytes (data, metadata, personal part) one page of events may hold: a read
+    /// of `$all`, a stream or a history ends its page there (after at least one event).
+    pub max_response_bytes: usize,
     /// Hot-swap a plugin when its file changes.
     pub watch_plugins: bool,
     /// Sandbox limits of every plugin without limits of its own ([`Config::plugin_limits`]).
@@ -275,6 +281,8 @@ struct RawConfig {
     listen: Option<String>,
     #[serde(default)]
     max_body_bytes: Option<usize>,
+    #[serde(default)]
+    max_response_bytes: Option<usize>,
     #[serde(default)]
     max_plugin_bytes: Option<usize>,
     #[serde(default)]
@@ -482,6 +490,7 @@ impl Config {
             postgres,
             listen,
             max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            max_response_bytes: raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
             max_plugin_bytes: raw.max_plugin_bytes.unwrap_or(DEFAULT_MAX_PLUGIN_BYTES),
             watch_plugins: raw.watch_plugins.unwrap_or(DEFAULT_WATCH_PLUGINS),
             limits,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::aggregate_support::{BANK, balance, host, pipeline, send};
-use eshost_core::aggregate::{AggregateConfig, At, CommandOptions, Snapshot};
+use eshost_core::aggregate::{AggregateConfig, At, CommandOptions, HistoryPage, Snapshot};
 use eshost_store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent, Until};
 use serde_json::{Value, json};
 
@@ -283,7 +283,7 @@ async fn temporal_state_and_history_match_a_hand_computed_account() {
 
     let history = host
         .aggregates
-        .history(BANK, "account-1", None)
+        .history(BANK, "account-1", None, HistoryPage::all())
         .await
         .unwrap();
     let steps: Vec<(&str, u64)> = history
@@ -307,7 +307,12 @@ async fn temporal_state_and_history_match_a_hand_computed_account() {
     assert_eq!(history[3].event.stream_version, 4);
     let until = host
         .aggregates
-        .history(BANK, "account-1", Some(Until::Time(between)))
+        .history(
+            BANK,
+            "account-1",
+            Some(Until::Time(between)),
+            HistoryPage::all(),
+        )
         .await
         .unwrap();
     assert_eq!(until.len(), 3);
@@ -541,7 +546,7 @@ async fn a_foreign_event_in_the_stream_leaves_commands_and_state_working() {
     // History lists every event of the stream; the note leaves the state as it was.
     let history = host
         .aggregates
-        .history(BANK, "account-1", None)
+        .history(BANK, "account-1", None, HistoryPage::all())
         .await
         .unwrap();
     let steps: Vec<(&str, u64)> = history

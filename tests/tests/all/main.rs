@@ -26,6 +26,7 @@ mod projection_failures;
 mod projection_support;
 mod projection_swap;
 mod server_auth;
+mod server_budgets;
 mod server_cli;
 mod server_contract;
 mod server_drain;

@@ -41,8 +41,11 @@ pub use rebuild::{At, StateError};
 pub use snapshot::{Snapshot, SnapshotError, Snapshots};
 pub use types::{
     AggregateConfig, AggregateState, CommandError, CommandOptions, CommandReply, Decision,
-    EmittedEvent, EngineConfig, EngineError, HistoryEntry, PipelineStats, QueryError,
+    EmittedEvent, EngineConfig, EngineError, HistoryEntry, HistoryPage, PipelineStats, QueryError,
 };
+
+/// Events read from the store at a time while building a history page.
+const HISTORY_CHUNK: usize = 64;
 
 use idempotency::IdempotencyKeys;
 use worker::{Job, Message};
@@ -343,17 +346,21 @@ impl Aggregates {
         })
     }
 
-    /// The audit history of an aggregate: every event of its stream (up to `until`, if
-    /// given) with the state right after it.
+    /// A page of the audit history of an aggregate: the events of its stream from
+    /// `page.from_version` on (up to `until`, if given), each with the state right after it.
+    /// The page ends after `page.limit` entries or once the entries' events and states hold
+    /// `page.max_bytes` (after at least one entry); the caller asks again from the version
+    /// after the last entry.
     pub async fn history(
         &self,
         aggregate_type: &str,
         id: &str,
         until: Option<Until>,
+        page: HistoryPage,
     ) -> Result<Vec<HistoryEntry>, QueryError> {
         let this = self.clone();
         let (aggregate_type, id) = (aggregate_type.to_owned(), id.to_owned());
-        blocking(move || this.history_blocking(&aggregate_type, &id, until)).await
+        blocking(move || this.history_blocking(&aggregate_type, &id, until, page)).await
     }
 
     fn history_blocking(
@@ -361,33 +368,59 @@ impl Aggregates {
         aggregate_type: &str,
         id: &str,
         until: Option<Until>,
+        page: HistoryPage,
     ) -> Result<Vec<HistoryEntry>, QueryError> {
         let shared = &self.engine.shared;
         let registered = self.registered(aggregate_type)?;
         let mut instance = registered.plugin.instantiate().map_err(StateError::from)?;
         let mut upcasting = shared.upcasters.instantiate();
-        instance.new(id).map_err(StateError::from)?;
-        let mut read = StreamRead::forward();
-        read.until = until;
-        let mut stored = Vec::new();
-        shared
-            .store
-            .visit_stream(id, &read, &mut |event| {
-                stored.push((
-                    shared.store.revealed(&event),
-                    crate::upcast::plugin_event(&event, &*shared.store),
-                ));
-                std::ops::ControlFlow::Continue(())
-            })
-            .map_err(StateError::from)?;
-        let mut history = Vec::with_capacity(stored.len());
-        for (event, plugin_event) in stored {
-            rebuild::apply_batch(&mut instance, &mut upcasting, &mut vec![plugin_event])?;
-            let json = instance.state().map_err(StateError::from)?;
-            history.push(HistoryEntry {
-                event,
-                state: parse_state(&registered, &json)?,
-            });
+        let from_version = page.from_version.max(1);
+        // The state before the page: replayed, not kept.
+        let built = rebuild::build(
+            &mut instance,
+            &mut upcasting,
+            shared.store.as_ref(),
+            None,
+            aggregate_type,
+            id,
+            At::Version(from_version - 1),
+            shared.config.apply_batch,
+        )?;
+        let mut history = Vec::new();
+        let mut bytes = 0usize;
+        let mut next_version = built.version + 1;
+        while history.len() < page.limit {
+            let mut read = StreamRead::forward();
+            read.from_version = next_version;
+            read.until = until;
+            read.limit = (page.limit - history.len()).min(HISTORY_CHUNK);
+            let chunk = shared
+                .store
+                .read_stream(id, &read)
+                .map_err(StateError::from)?;
+            let Some(last) = chunk.last() else { break };
+            next_version = last.stream_version + 1;
+            let complete = chunk.len() < read.limit;
+            for stored in chunk {
+                let plugin_event = crate::upcast::plugin_event(&stored.as_ref(), &*shared.store);
+                rebuild::apply_batch(&mut instance, &mut upcasting, &mut vec![plugin_event])?;
+                let json = instance.state().map_err(StateError::from)?;
+                let size = stored.data.len()
+                    + stored.metadata.len()
+                    + stored.sealed.as_ref().map_or(0, Vec::len)
+                    + json.len();
+                if !history.is_empty() && bytes + size > page.max_bytes {
+                    return Ok(history);
+                }
+                bytes += size;
+                history.push(HistoryEntry {
+                    event: shared.store.revealed(&stored.as_ref()),
+                    state: parse_state(&registered, &json)?,
+                });
+            }
+            if complete {
+                break;
+            }
         }
         Ok(history)
     }

@@ -301,6 +301,28 @@ pub struct HistoryEntry {
     pub state: serde_json::Value,
 }
 
+/// Which part of an aggregate's history to answer ([`Aggregates::history`](super::Aggregates::history)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The first stream version (1: from the start).
+    pub from_version: u64,
+    /// The most entries.
+    pub limit: usize,
+    /// The bytes of events and states after which the page ends (after at least one entry).
+    pub max_bytes: usize,
+}
+
+impl HistoryPage {
+    /// The whole history, unbounded: for tools that read a stopped store.
+    pub fn all() -> HistoryPage {
+        HistoryPage {
+            from_version: 1,
+            limit: usize::MAX,
+            max_bytes: usize::MAX,
+        }
+    }
+}
+
 /// Counters of the pipeline since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PipelineStats {

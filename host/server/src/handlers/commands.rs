@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use eshost_api::{self as api, ErrorCode, ExpectedVersion};
-use eshost_core::aggregate::{At, CommandError, CommandOptions, Decision};
+use eshost_core::aggregate::{At, CommandError, CommandOptions, Decision, HistoryPage};
 use eshost_store::Until;
 
 use super::{discloses, header_string};
@@ -137,6 +137,11 @@ pub(crate) async fn history(
             &aggregate_type,
             &id,
             until(params.until_position, params.until_time),
+            HistoryPage {
+                from_version: params.from.unwrap_or(1),
+                limit: super::streams::limit(params.limit),
+                max_bytes: inner.host.config().max_response_bytes,
+            },
         )
         .await?;
     if history.is_empty() && inner.host.store().stream_info(&id)?.is_none() {

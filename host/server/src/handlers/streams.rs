@@ -11,6 +11,7 @@ use eshost_store::{AllRead, AppendRequest, Direction, ProposedEvent, StreamRead}
 use serde_json::{Map, Value};
 
 use super::commands::until;
+use super::paging::read_page;
 use super::{disclose, discloses, joined};
 use crate::extract::{JsonBody, Params, PathParams};
 use crate::{ApiError, AppState, Caller, wire};
@@ -18,7 +19,8 @@ use crate::{ApiError, AppState, Caller, wire};
 const DEFAULT_LIMIT: usize = 1_000;
 const MAX_LIMIT: usize = 10_000;
 
-fn limit(asked: Option<u64>) -> usize {
+/// A page's count: the asked one, else the default, at most [`MAX_LIMIT`].
+pub(super) fn limit(asked: Option<u64>) -> usize {
     asked.map_or(DEFAULT_LIMIT, |n| {
         usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)
     })
@@ -95,6 +97,7 @@ pub(crate) async fn read_stream(
 ) -> Result<Json<api::StreamEvents>, ApiError> {
     let allowed = discloses(&caller);
     let store = state.inner.host.store().clone();
+    let max_bytes = state.inner.host.config().max_response_bytes;
     let answer = tokio::task::spawn_blocking(move || -> Result<api::StreamEvents, ApiError> {
         let Some(info) = store.stream_info(&stream_id)? else {
             return Err(ApiError::not_found(format!(
@@ -109,9 +112,22 @@ pub(crate) async fn read_stream(
         if let Some(from) = params.from {
             read.from_version = from;
         }
-        read.limit = limit(params.limit);
         read.until = until(params.until_position, params.until_time);
-        let mut events = store.read_stream(&stream_id, &read)?;
+        let backward = params.backward;
+        let mut events = read_page(limit(params.limit), max_bytes, |after, n| {
+            if let Some(last) = after {
+                if backward && last.stream_version <= 1 {
+                    return Ok(Vec::new());
+                }
+                read.from_version = if backward {
+                    last.stream_version - 1
+                } else {
+                    last.stream_version + 1
+                };
+            }
+            read.limit = n;
+            store.read_stream(&stream_id, &read)
+        })?;
         disclose(store.as_ref(), &mut events, allowed);
         Ok(api::StreamEvents {
             stream_id,
@@ -131,16 +147,23 @@ pub(crate) async fn read_all(
 ) -> Result<Json<api::AllEvents>, ApiError> {
     let allowed = discloses(&caller);
     let store = state.inner.host.store().clone();
+    let max_bytes = state.inner.host.config().max_response_bytes;
     let answer = tokio::task::spawn_blocking(move || -> Result<api::AllEvents, ApiError> {
-        let read = AllRead {
+        let mut read = AllRead {
             from_position: params.from.unwrap_or(1).max(1),
             direction: Direction::Forward,
-            limit: limit(params.limit),
+            limit: 0,
             event_types: api::split_types(params.types.as_deref()),
             until: None,
         };
         let head = store.head();
-        let mut events = store.read_all(&read)?;
+        let mut events = read_page(limit(params.limit), max_bytes, |after, n| {
+            if let Some(last) = after {
+                read.from_position = last.position + 1;
+            }
+            read.limit = n;
+            store.read_all(&read)
+        })?;
         disclose(store.as_ref(), &mut events, allowed);
         Ok(api::AllEvents {
             head,
