@@ -28,6 +28,9 @@ pub const META_HEAD: &str = "head";
 /// Key in `META` of how far the redb indexes are complete: (position u64 LE, next stream
 /// number u64 LE). See `index`.
 pub const META_INDEXED: &str = "indexed";
+/// Key in `META` of the write-ahead log's epoch (u32 LE): frames of other epochs are stale.
+/// See `wal`.
+pub const META_WAL_EPOCH: &str = "wal_epoch";
 /// The store format this build reads and writes.
 pub const STORE_FORMAT: u32 = 1;
 
