@@ -1,5 +1,12 @@
 //! `eshost-bench append`: concurrent single-event appends through the group-committing
-//! writer, against a baseline of raw redb inserts of the same records in large commits.
+//! writer, against the limit the disk sets for that concurrency and, as before, a baseline of
+//! raw redb inserts of the same records in large commits.
+//!
+//! The limit: with `appenders` callers each holding one append in flight, at most
+//! `appenders` events can become durable per `fdatasync`; so the machine allows at most
+//! `appenders / t` events per second, where `t` is the time of one write-and-sync round of
+//! that many events' bytes. The benchmark measures `t` in the same run, in the same
+//! directory, writing into space written with zeros once (as the store's log does).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -88,6 +95,24 @@ pub struct AppendBenchReport {
     pub baseline_batch: usize,
     /// `events_per_sec / baseline_events_per_sec`.
     pub ratio: f64,
+    /// Bytes of one fsync round in the limit: `appenders` events as the log stores them.
+    pub fsync_batch_bytes: u64,
+    /// Mean time of one write + `fdatasync` round of `fsync_batch_bytes`, microseconds.
+    pub fsync_round_us: f64,
+    /// Median round, microseconds.
+    pub fsync_round_p50_us: u64,
+    /// `appenders` events per fsync round: what the disk allows at this concurrency.
+    pub fsync_limit_events_per_sec: f64,
+    /// `events_per_sec / fsync_limit_events_per_sec`.
+    pub limit_ratio: f64,
+    /// Checkpoints of the log into redb during the store phase.
+    pub checkpoints: u64,
+    /// Mean checkpoint time, milliseconds.
+    pub checkpoint_ms: f64,
+    /// Time the log waited for a checkpoint to free space, milliseconds in total.
+    pub stall_ms: f64,
+    /// Load averages (1, 5, 15 minutes) at the end of the run.
+    pub load_average: Option<[f64; 3]>,
 }
 
 impl std::fmt::Display for AppendBenchReport {
@@ -131,7 +156,37 @@ impl std::fmt::Display for AppendBenchReport {
             format!("baseline raw redb ({}/commit)", self.baseline_batch),
             self.baseline_events_per_sec
         )?;
-        write!(f, "  {:<28} {:>14.2}", "ratio to baseline", self.ratio)
+        writeln!(f, "  {:<28} {:>14.2}", "ratio to baseline", self.ratio)?;
+        writeln!(
+            f,
+            "  {:<28} {:>14}",
+            "fsync round (mean/p50 us)",
+            format!(
+                "{:.0}/{} ({} B)",
+                self.fsync_round_us, self.fsync_round_p50_us, self.fsync_batch_bytes
+            )
+        )?;
+        writeln!(
+            f,
+            "  {:<28} {:>14.0}",
+            "fsync limit (events/s)", self.fsync_limit_events_per_sec
+        )?;
+        writeln!(f, "  {:<28} {:>14.2}", "ratio to limit", self.limit_ratio)?;
+        writeln!(
+            f,
+            "  {:<28} {:>14}",
+            "checkpoints (mean ms/stall)",
+            format!(
+                "{} ({:.1}/{:.0} ms)",
+                self.checkpoints, self.checkpoint_ms, self.stall_ms
+            )
+        )?;
+        write!(
+            f,
+            "  {:<28} {:>14}",
+            "load average",
+            super::load_text(self.load_average)
+        )
     }
 }
 
@@ -198,7 +253,21 @@ pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
         per_commit(&stats.stage_nanos),
         per_commit(&stats.commit_nanos),
     );
+    let checkpoints = stats.checkpoints.load(Ordering::Relaxed);
+    let checkpoint_ms =
+        stats.checkpoint_nanos.load(Ordering::Relaxed) as f64 / 1e6 / checkpoints.max(1) as f64;
+    let stall_ms = stats.stall_nanos.load(Ordering::Relaxed) as f64 / 1e6;
+    let bytes_per_event =
+        stats.wal_bytes.load(Ordering::Relaxed) / stats.events.load(Ordering::Relaxed).max(1);
     drop(store);
+
+    let fsync_batch_bytes = bytes_per_event * options.appenders as u64;
+    let rounds = fsync_rounds(
+        scratch.path(),
+        fsync_batch_bytes as usize,
+        options.duration,
+        options.durability,
+    )?;
 
     let baseline_events_per_sec = baseline(
         &scratch.path().join("baseline.redb"),
@@ -208,6 +277,7 @@ pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
         options.durability,
     )?;
     let events_per_sec = events as f64 / seconds;
+    let fsync_limit_events_per_sec = options.appenders as f64 / (rounds.mean_us / 1e6);
     Ok(AppendBenchReport {
         appenders: options.appenders,
         event_bytes: options.event_bytes,
@@ -231,6 +301,71 @@ pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
         baseline_events_per_sec,
         baseline_batch: options.baseline_batch,
         ratio: events_per_sec / baseline_events_per_sec,
+        fsync_batch_bytes,
+        fsync_round_us: rounds.mean_us,
+        fsync_round_p50_us: rounds.p50_us,
+        fsync_limit_events_per_sec,
+        limit_ratio: events_per_sec / fsync_limit_events_per_sec,
+        checkpoints,
+        checkpoint_ms,
+        stall_ms,
+        load_average: super::load_average(),
+    })
+}
+
+/// Write-and-sync rounds, back to back.
+struct Rounds {
+    mean_us: f64,
+    p50_us: u64,
+}
+
+/// `write` + `fdatasync` of `bytes` at a time into a file in `dir` that was written with
+/// zeros first (so that no round allocates blocks), for `duration`. With durability `none`
+/// the rounds only write, as the store does.
+fn fsync_rounds(
+    dir: &std::path::Path,
+    bytes: usize,
+    duration: Duration,
+    durability: Durability,
+) -> anyhow::Result<Rounds> {
+    use std::os::unix::fs::FileExt;
+    const FILE_BYTES: u64 = 8 * 1024 * 1024;
+    let path = dir.join("fsync-limit.bin");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let zeros = vec![0u8; 1 << 20];
+    for chunk in 0..FILE_BYTES / zeros.len() as u64 {
+        file.write_all_at(&zeros, chunk * zeros.len() as u64)?;
+    }
+    file.sync_all()?;
+    let batch = vec![0x5a_u8; bytes.max(1)];
+    let mut offset = 0u64;
+    let mut rounds = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        if offset + batch.len() as u64 > FILE_BYTES {
+            offset = 0;
+        }
+        let round = Instant::now();
+        file.write_all_at(&batch, offset)?;
+        if durability == Durability::Immediate {
+            file.sync_data()?;
+        }
+        rounds.push(round.elapsed().as_micros() as u64);
+        offset += batch.len() as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let count = rounds.len().max(1);
+    rounds.sort_unstable();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(Rounds {
+        mean_us: seconds * 1e6 / count as f64,
+        p50_us: percentile(&rounds, 0.5),
     })
 }
 
