@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::schema::Head;
 use crate::codec;
@@ -32,6 +32,8 @@ use crate::codec;
 pub const WAL_FILES: [&str; 2] = ["events.wal0", "events.wal1"];
 /// Bytes before each record.
 pub const FRAME_HEADER: usize = 24;
+/// No record is larger (events are limited to far less): a larger length is garbage.
+const MAX_FRAME: u64 = 1 << 28;
 /// Zero-filling writes this much at a time.
 const ZERO_CHUNK: usize = 1 << 20;
 
@@ -165,16 +167,13 @@ fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
 pub fn recover(dir: &Path, epoch: u32, head: &Head) -> io::Result<Vec<(u64, Vec<u8>)>> {
     let mut found: HashMap<u64, Vec<u8>> = HashMap::new();
     for name in WAL_FILES {
-        let path: PathBuf = dir.join(name);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let file = match File::open(dir.join(name)) {
+            Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(error),
         };
-        for (position, record) in frames(&bytes, epoch) {
-            if position > head.position {
-                found.insert(position, record.to_vec());
-            }
+        for (position, record) in live_frames(io::BufReader::with_capacity(ZERO_CHUNK, file), epoch, head.position)? {
+            found.insert(position, record);
         }
     }
     let mut records = Vec::new();
@@ -194,27 +193,53 @@ pub fn recover(dir: &Path, epoch: u32, head: &Head) -> io::Result<Vec<(u64, Vec<
     Ok(records)
 }
 
-/// The well-formed frames of `epoch` at the start of one file's bytes, until the first that
-/// is not (zeros, a torn write, an older epoch, or stale bytes behind the last write).
-fn frames(bytes: &[u8], epoch: u32) -> impl Iterator<Item = (u64, &[u8])> {
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        let header = bytes.get(at..at + FRAME_HEADER)?;
-        let len = u32::from_le_bytes(header[..4].try_into().ok()?);
-        let frame_epoch = u32::from_le_bytes(header[4..8].try_into().ok()?);
-        let position = u64::from_le_bytes(header[8..16].try_into().ok()?);
-        let check = u64::from_le_bytes(header[16..].try_into().ok()?);
-        if len < 32 || frame_epoch != epoch {
-            return None;
+/// The frames of one file's live generation: from its start, well-formed frames of `epoch`
+/// at consecutive positions after `head`. A file whose first frame is at or before `head`
+/// holds a checkpointed generation and yields nothing; reading stops at the first frame that
+/// is not well-formed (zeros, a torn write, an older epoch) or not consecutive (stale frames
+/// behind the last write), so a clean start reads a few bytes.
+fn live_frames(
+    mut file: impl io::Read,
+    epoch: u32,
+    head: u64,
+) -> io::Result<Vec<(u64, Vec<u8>)>> {
+    let mut frames = Vec::new();
+    let mut header = [0u8; FRAME_HEADER];
+    let mut expected = None;
+    loop {
+        match file.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(error) => return Err(error),
         }
-        let start = at + FRAME_HEADER;
-        let record = bytes.get(start..start + len as usize)?;
-        if frame_check(len, epoch, position, &record[record.len() - 32..]) != check {
-            return None;
+        let field = |range: std::ops::Range<usize>| {
+            let mut bytes = [0u8; 8];
+            bytes[..range.len()].copy_from_slice(&header[range]);
+            u64::from_le_bytes(bytes)
+        };
+        let (len, frame_epoch, position, check) =
+            (field(0..4), field(4..8) as u32, field(8..16), field(16..24));
+        if !(32..=MAX_FRAME).contains(&len) || frame_epoch != epoch {
+            break;
         }
-        at = start + len as usize;
-        Some((position, record))
-    })
+        if expected.is_some_and(|expected| position != expected)
+            || (expected.is_none() && position <= head)
+        {
+            break;
+        }
+        let mut record = vec![0u8; len as usize];
+        match file.read_exact(&mut record) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(error) => return Err(error),
+        }
+        if frame_check(len as u32, epoch, position, &record[record.len() - 32..]) != check {
+            break;
+        }
+        expected = Some(position + 1);
+        frames.push((position, record));
+    }
+    Ok(frames)
 }
 
 #[cfg(test)]
@@ -262,9 +287,12 @@ mod tests {
         wal.append(&frames, true).unwrap();
         let all = recover(dir.path(), 3, &Head::EMPTY).unwrap();
         assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-        // Only what follows redb's head, and nothing of another epoch.
-        let after = recover(dir.path(), 3, &head_after(hashes[3], 3)).unwrap();
-        assert_eq!(after.iter().map(|r| r.0).collect::<Vec<_>>(), [4, 5]);
+        // A file whose generation redb holds yields nothing; nor do frames of another epoch.
+        assert!(
+            recover(dir.path(), 3, &head_after(hashes[5], 5))
+                .unwrap()
+                .is_empty()
+        );
         assert!(recover(dir.path(), 4, &Head::EMPTY).unwrap().is_empty());
         // A head whose hash the frames do not continue (another log) takes nothing.
         assert!(
@@ -313,6 +341,26 @@ mod tests {
         assert_eq!(
             recovered.iter().map(|r| r.0).collect::<Vec<_>>(),
             [9, 10]
+        );
+        // Redb holding 1..=4 (the first file's old generation): 5..=10 follow, across files.
+        let mut hash = GENESIS_HASH;
+        let mut frames = Vec::new();
+        for position in 1..=4 {
+            hash = record(position, &hash, &mut frames, 2);
+        }
+        let at_four = head_after(hash, 4);
+        let mut wal = Wal::open(dir.path(), 64 * 1024).unwrap();
+        wal.append(&frames, true).unwrap();
+        wal.switch();
+        let mut frames = Vec::new();
+        for position in 5..=7 {
+            hash = record(position, &hash, &mut frames, 2);
+        }
+        wal.append(&frames, true).unwrap();
+        let recovered = recover(dir.path(), 2, &at_four).unwrap();
+        assert_eq!(
+            recovered.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [5, 6, 7]
         );
     }
 
