@@ -98,7 +98,10 @@ pub(crate) fn checkpoint(db: &Database, generation: &Generation) -> Result<(), r
 }
 
 /// Write `generation`'s events, their indexes and its head into `txn`.
-pub(crate) fn write_generation(txn: &WriteTransaction, generation: &Generation) -> Result<(), redb::Error> {
+pub(crate) fn write_generation(
+    txn: &WriteTransaction,
+    generation: &Generation,
+) -> Result<(), redb::Error> {
     {
         let mut events = txn.open_table(EVENTS)?;
         for batch in &generation.batches {

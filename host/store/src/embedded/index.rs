@@ -133,7 +133,8 @@ impl RecentIndex {
         for (stream, entry) in &batch.streams {
             self.record(stream, entry.row, &entry.positions);
         }
-        self.ids.extend(batch.ids.iter().map(|(id, position)| (*id, *position)));
+        self.ids
+            .extend(batch.ids.iter().map(|(id, position)| (*id, *position)));
         self.next_stream_number = batch.next_stream_number;
     }
 

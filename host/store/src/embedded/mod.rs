@@ -170,12 +170,11 @@ impl Store {
             );
         }
         let wal_bytes = config.wal_bytes.max(64 * 1024);
-        let wal = wal::Wal::open(&config.dir, wal_bytes).map_err(|source| {
-            OpenError::Directory {
+        let wal =
+            wal::Wal::open(&config.dir, wal_bytes).map_err(|source| OpenError::Directory {
                 path: config.dir.join(wal::WAL_FILES[0]),
                 source,
-            }
-        })?;
+            })?;
         // Opened after the events file, whose lock makes this store's key file ours too.
         let keys_path = config
             .keys

@@ -139,7 +139,8 @@ fn recovered_generation(
     {
         let streams = txn.open_table(STREAMS).map_err(|e| failed(e.into()))?;
         for (position, record) in &records {
-            generation.index
+            generation
+                .index
                 .index_record(&streams, *position, record)
                 .map_err(Initialise::Database)?;
             let start = batch.frames.len() as u32;

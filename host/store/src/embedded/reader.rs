@@ -10,7 +10,7 @@ use crate::event::{EventRef, StreamInfo};
 use crate::read::{AllRead, Direction, StreamRead};
 
 use super::schema::{EVENTS, STREAM_EVENTS, STREAMS, StreamRow};
-use super::tail::TailView;
+use super::tail::{StreamTail, TailView};
 
 fn corrupt(position: u64) -> impl FnOnce(String) -> ReadError {
     move |reason| ReadError::Corrupt { position, reason }
@@ -26,7 +26,7 @@ pub fn visit_stream(
     txn: &ReadTransaction,
     base: u64,
     stream: &str,
-    tail: Option<(StreamRow, Vec<(u64, u64)>, TailView)>,
+    tail: Option<StreamTail>,
     read: &StreamRead,
     max_position: u64,
     visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,

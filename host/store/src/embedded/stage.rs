@@ -107,6 +107,13 @@ impl Stager {
 
     /// Take the open batch (to sync it) and start the next one.
     pub fn take_open(&mut self) -> Open {
+        // A stale snapshot would keep redb from reusing the pages checkpoints free.
+        if let Some(view) = &self.view {
+            let trims = self.tail.read().unwrap_or_else(|e| e.into_inner()).trims;
+            if view.trims != trims {
+                self.view = None;
+            }
+        }
         self.open.index.next_stream_number = self.next_stream_number;
         let mut next = Open::default();
         next.batch.first = self.head.position + 1;
@@ -274,11 +281,7 @@ impl Stager {
             return refuse(self.head.position + 1, "the import is empty".into());
         };
         for event in events {
-            self.stage_record(
-                &body_of(event),
-                event.event_id.as_u128(),
-                event.recorded_at,
-            );
+            self.stage_record(&body_of(event), event.event_id.as_u128(), event.recorded_at);
             let stream = event.stream_id.as_str();
             let row = match self.open.index.row(stream).or(rows[stream]) {
                 Some((number, _, first_in_stream, _, created, _)) => (
@@ -344,9 +347,8 @@ impl Stager {
                     "event id index points at missing position {position}"
                 ))
             })?;
-            let decoded = codec::decode(*position, &record).map_err(|reason| {
-                AppendError::Storage(format!("position {position}: {reason}"))
-            })?;
+            let decoded = codec::decode(*position, &record)
+                .map_err(|reason| AppendError::Storage(format!("position {position}: {reason}")))?;
             let duplicate = |reason| {
                 Ok(Some(Err(AppendError::DuplicateEventId {
                     event_id: event.event_id,
@@ -357,8 +359,7 @@ impl Stager {
             if !same_content(event, *sealed, &request.stream_id, &decoded.event) {
                 return duplicate("with different content");
             }
-            if *position != first_position + index as u64 || stored.len() != request.events.len()
-            {
+            if *position != first_position + index as u64 || stored.len() != request.events.len() {
                 return duplicate("as part of another append");
             }
             if index == 0 {
@@ -412,7 +413,11 @@ impl Stager {
         if let Some(record) = self.open.batch.record(position) {
             return Ok(Some(record.to_vec()));
         }
-        if let Some(record) = self.inflight.as_ref().and_then(|f| f.batch.record(position)) {
+        if let Some(record) = self
+            .inflight
+            .as_ref()
+            .and_then(|f| f.batch.record(position))
+        {
             return Ok(Some(record.to_vec()));
         }
         let view = {
@@ -422,7 +427,10 @@ impl Stager {
             }
             fresh_view(&mut self.view, &self.db, &tail)?
         };
-        Ok(view.events.get(position)?.map(|record| record.value().to_vec()))
+        Ok(view
+            .events
+            .get(position)?
+            .map(|record| record.value().to_vec()))
     }
 }
 

@@ -64,13 +64,11 @@ impl Syncer {
         }
         if !batch.records.is_empty() {
             let started = Instant::now();
-            let written = self
-                .make_room(batch.frames.len() as u64)
-                .and_then(|()| {
-                    self.wal
-                        .append(&batch.frames, self.durable)
-                        .map_err(|error| AppendError::Storage(format!("write-ahead log: {error}")))
-                });
+            let written = self.make_room(batch.frames.len() as u64).and_then(|()| {
+                self.wal
+                    .append(&batch.frames, self.durable)
+                    .map_err(|error| AppendError::Storage(format!("write-ahead log: {error}")))
+            });
             if let Err(error) = written {
                 tracing::error!(%error, "event store sync failed");
                 let error = self.shared.fail(error);

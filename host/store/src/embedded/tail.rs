@@ -42,12 +42,15 @@ impl Batch {
 
     /// Every record, with its position.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &[u8])> {
-        self.records.iter().enumerate().map(|(index, (start, len))| {
-            (
-                self.first + index as u64,
-                &self.frames[*start as usize..(*start + *len) as usize],
-            )
-        })
+        self.records
+            .iter()
+            .enumerate()
+            .map(|(index, (start, len))| {
+                (
+                    self.first + index as u64,
+                    &self.frames[*start as usize..(*start + *len) as usize],
+                )
+            })
     }
 }
 
@@ -93,6 +96,10 @@ impl Generation {
     }
 }
 
+/// A stream's current row, the (version, position) of its events in the tail, and the batches
+/// holding them.
+pub(crate) type StreamTail = (StreamRow, Vec<(u64, u64)>, TailView);
+
 /// The events after `base`, in memory.
 #[derive(Debug)]
 pub(crate) struct Tail {
@@ -129,22 +136,26 @@ impl Tail {
 
     /// The current row of `stream`, if it has events in the tail.
     pub fn row(&self, stream: &str) -> Option<StreamRow> {
-        self.gens().rev().find_map(|generation| generation.index.row(stream))
+        self.gens()
+            .rev()
+            .find_map(|generation| generation.index.row(stream))
     }
 
     /// The position of event `id`, if it is in the tail.
     pub fn position_of(&self, id: u128) -> Option<u64> {
-        self.gens().find_map(|generation| generation.index.position_of(id))
+        self.gens()
+            .find_map(|generation| generation.index.position_of(id))
     }
 
     /// The batch holding `position`, if the tail does.
     pub fn batch_holding(&self, position: u64) -> Option<&Arc<Batch>> {
-        self.gens().find_map(|generation| generation.batch_holding(position))
+        self.gens()
+            .find_map(|generation| generation.batch_holding(position))
     }
 
     /// The stream's current row and the (version, position) of its events in the tail, if it
     /// has any there; with the batches that hold them.
-    pub fn stream(&self, stream: &str) -> Option<(StreamRow, Vec<(u64, u64)>, TailView)> {
+    pub fn stream(&self, stream: &str) -> Option<StreamTail> {
         let row = self.row(stream)?;
         let entries: Vec<(u64, u64)> = self
             .gens()
@@ -153,7 +164,10 @@ impl Tail {
             .collect();
         let mut batches: Vec<Arc<Batch>> = Vec::new();
         for (_, position) in &entries {
-            if batches.last().is_some_and(|batch| batch.last() >= *position) {
+            if batches
+                .last()
+                .is_some_and(|batch| batch.last() >= *position)
+            {
                 continue;
             }
             if let Some(batch) = self.batch_holding(*position) {
@@ -168,7 +182,9 @@ impl Tail {
         let mut batches = Vec::new();
         let mut events = 0usize;
         for generation in self.gens() {
-            let start = generation.batches.partition_point(|batch| batch.last() < from);
+            let start = generation
+                .batches
+                .partition_point(|batch| batch.last() < from);
             for batch in &generation.batches[start..] {
                 if events >= limit {
                     return TailView { batches };
@@ -190,7 +206,9 @@ impl Tail {
                 }
             }
         }
-        rows.into_iter().map(|(id, row)| (id.to_owned(), row)).collect()
+        rows.into_iter()
+            .map(|(id, row)| (id.to_owned(), row))
+            .collect()
     }
 }
 
@@ -260,10 +278,18 @@ mod tests {
         assert!(tail.batch_holding(10).is_none());
         let view = tail.view_from(5, 2);
         let positions: Vec<u64> = view.from(5).map(|(p, _)| p).collect();
-        assert_eq!(positions, [5, 6, 7, 8, 9], "whole batches, until the limit is covered");
+        assert_eq!(
+            positions,
+            [5, 6, 7, 8, 9],
+            "whole batches, until the limit is covered"
+        );
         assert_eq!(view.record(7), Some(7u64.to_le_bytes().as_slice()));
         assert_eq!(view.record(3), None);
-        let all: Vec<u64> = tail.view_from(1, usize::MAX).from(1).map(|(p, _)| p).collect();
+        let all: Vec<u64> = tail
+            .view_from(1, usize::MAX)
+            .from(1)
+            .map(|(p, _)| p)
+            .collect();
         assert_eq!(all, (1..=9).collect::<Vec<_>>());
     }
 }

@@ -62,7 +62,11 @@ fn frame_check(len: u32, epoch: u32, position: u64, record_hash: &[u8]) -> u64 {
     hasher.update(&epoch.to_le_bytes());
     hasher.update(&position.to_le_bytes());
     hasher.update(record_hash);
-    u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().unwrap_or_default())
+    u64::from_le_bytes(
+        hasher.finalize().as_bytes()[..8]
+            .try_into()
+            .unwrap_or_default(),
+    )
 }
 
 /// The WAL files, as the syncer writes them.
@@ -172,7 +176,11 @@ pub fn recover(dir: &Path, epoch: u32, head: &Head) -> io::Result<Vec<(u64, Vec<
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(error),
         };
-        for (position, record) in live_frames(io::BufReader::with_capacity(ZERO_CHUNK, file), epoch, head.position)? {
+        for (position, record) in live_frames(
+            io::BufReader::with_capacity(ZERO_CHUNK, file),
+            epoch,
+            head.position,
+        )? {
             found.insert(position, record);
         }
     }
@@ -198,11 +206,7 @@ pub fn recover(dir: &Path, epoch: u32, head: &Head) -> io::Result<Vec<(u64, Vec<
 /// holds a checkpointed generation and yields nothing; reading stops at the first frame that
 /// is not well-formed (zeros, a torn write, an older epoch) or not consecutive (stale frames
 /// behind the last write), so a clean start reads a few bytes.
-fn live_frames(
-    mut file: impl io::Read,
-    epoch: u32,
-    head: u64,
-) -> io::Result<Vec<(u64, Vec<u8>)>> {
+fn live_frames(mut file: impl io::Read, epoch: u32, head: u64) -> io::Result<Vec<(u64, Vec<u8>)>> {
     let mut frames = Vec::new();
     let mut header = [0u8; FRAME_HEADER];
     let mut expected = None;
@@ -338,10 +342,7 @@ mod tests {
         // 1..=2 were overwritten by 9..=10: the chain from genesis stops there.
         assert!(from_start.is_empty());
         let recovered = recover(dir.path(), 1, &checkpointed).unwrap();
-        assert_eq!(
-            recovered.iter().map(|r| r.0).collect::<Vec<_>>(),
-            [9, 10]
-        );
+        assert_eq!(recovered.iter().map(|r| r.0).collect::<Vec<_>>(), [9, 10]);
         // Redb holding 1..=4 (the first file's old generation): 5..=10 follow, across files.
         let mut hash = GENESIS_HASH;
         let mut frames = Vec::new();
@@ -358,10 +359,7 @@ mod tests {
         }
         wal.append(&frames, true).unwrap();
         let recovered = recover(dir.path(), 2, &at_four).unwrap();
-        assert_eq!(
-            recovered.iter().map(|r| r.0).collect::<Vec<_>>(),
-            [5, 6, 7]
-        );
+        assert_eq!(recovered.iter().map(|r| r.0).collect::<Vec<_>>(), [5, 6, 7]);
     }
 
     #[test]
@@ -373,7 +371,9 @@ mod tests {
         assert!(wal.room() >= 10_000);
         wal.append(&[1; 10_000], true).unwrap();
         assert_eq!(
-            std::fs::metadata(dir.path().join(WAL_FILES[0])).unwrap().len(),
+            std::fs::metadata(dir.path().join(WAL_FILES[0]))
+                .unwrap()
+                .len(),
             10_000
         );
     }

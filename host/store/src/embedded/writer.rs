@@ -294,9 +294,9 @@ impl Writer {
         };
         if let Err(staged) = sent {
             // The syncer is gone (it panicked): nothing can become durable any more.
-            let error = self
-                .shared
-                .fail(AppendError::Storage("the event store's syncer stopped".into()));
+            let error = self.shared.fail(AppendError::Storage(
+                "the event store's syncer stopped".into(),
+            ));
             for (reply, _) in staged.answers {
                 let _ = reply.send(Err(error.clone()));
             }

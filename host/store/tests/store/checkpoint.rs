@@ -35,7 +35,11 @@ async fn reads_racing_checkpoints_see_every_acknowledged_event_once() {
                 let event = ProposedEvent::new("E", format!(r#"{{"a":{appender},"n":{n}}}"#));
                 let id = event.event_id;
                 let appended = store
-                    .append(AppendRequest::new(&stream, ExpectedVersion::Any, vec![event]))
+                    .append(AppendRequest::new(
+                        &stream,
+                        ExpectedVersion::Any,
+                        vec![event],
+                    ))
                     .await
                     .unwrap();
                 // Read your write, at once: by stream, by position, and in the stream's info.
@@ -172,6 +176,9 @@ fn reads_as_of_a_time_cover_events_not_yet_checkpointed() {
             until: Some(eshost_store::Until::Time(*time)),
             ..StreamRead::forward()
         };
-        assert_eq!(store.read_stream("clock", &read).unwrap().len() as u64, last);
+        assert_eq!(
+            store.read_stream("clock", &read).unwrap().len() as u64,
+            last
+        );
     }
 }
