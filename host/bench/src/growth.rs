@@ -26,15 +26,17 @@ pub struct GrowthBenchOptions {
     pub stages: Vec<u64>,
     /// Accounts (streams) the events are spread over, round robin.
     pub streams: u64,
-    /// Seconds of durable appends per stage.
+    /// Seconds of durable appends per stage and kind.
     pub append_seconds: f64,
+    /// Accounts in the hot set the first kind of appends goes to (the same at every stage).
+    pub hot_accounts: u64,
     /// Concurrent appenders, each with one append in flight, to random accounts.
     pub appenders: usize,
     /// Stream reads (whole random accounts) per stage.
     pub stream_reads: usize,
     /// Cold aggregate loads (random accounts) per stage.
     pub cold_loads: usize,
-    /// Events of `$all` scanned per stage (from position 1).
+    /// Events of `$all` scanned per stage (one pass from position 1, first thing after open).
     pub scan_events: u64,
     /// Whether to time a start-up after a SIGKILL with the write-ahead log full.
     pub crash_startup: bool,
@@ -53,19 +55,24 @@ pub struct StageReport {
     pub startup_ms: f64,
     /// `Store::open` after a SIGKILL with up to a checkpoint's worth of events only in the log.
     pub crash_startup_ms: Option<f64>,
-    /// Durable appends per second (single events to random accounts).
+    /// Durable appends per second, single events to random accounts of the hot set.
     pub append_events_per_sec: f64,
     /// Append latency p50, microseconds.
     pub append_p50_us: u64,
     /// Append latency p99, microseconds.
     pub append_p99_us: u64,
+    /// Durable appends per second, single events to accounts drawn from all of them: each
+    /// event touches another part of the stream index.
+    pub uniform_append_events_per_sec: f64,
+    /// Its latency p99, microseconds.
+    pub uniform_append_p99_us: u64,
     /// Mean time to read one whole account, microseconds.
     pub stream_read_us: f64,
     /// Mean events per account read.
     pub stream_read_events: f64,
     /// Mean cold aggregate load (fresh instance, read, apply, state), microseconds.
     pub cold_load_us: f64,
-    /// `$all` read rate, events per second.
+    /// `$all` read rate, events per second: one pass from position 1 right after the open.
     pub all_scan_events_per_sec: f64,
     /// Size of `events.redb`.
     pub events_file_bytes: u64,
@@ -90,8 +97,12 @@ pub struct GrowthBenchReport {
     pub checkpoint_events: usize,
     /// Each stage.
     pub stages: Vec<StageReport>,
-    /// Last stage over first: appends/s.
+    /// Accounts in the hot set.
+    pub hot_accounts: u64,
+    /// Last stage over first: appends/s to the hot set.
     pub append_ratio: f64,
+    /// Last stage over first: appends/s drawn from all accounts.
+    pub uniform_append_ratio: f64,
     /// Last stage over first: stream reads per second.
     pub stream_read_ratio: f64,
     /// Last stage over first: cold loads per second.
@@ -124,13 +135,23 @@ impl std::fmt::Display for GrowthBenchReport {
         row(f, "events in store", each(&|s| s.events.to_string()))?;
         row(
             f,
-            "appends/s (durable)",
+            &format!("appends/s, {} hot accounts", self.hot_accounts),
             each(&|s| format!("{:.0}", s.append_events_per_sec)),
         )?;
         row(
             f,
-            "append p50/p99 (us)",
+            "  p50/p99 (us)",
             each(&|s| format!("{}/{}", s.append_p50_us, s.append_p99_us)),
+        )?;
+        row(
+            f,
+            "appends/s, all accounts",
+            each(&|s| format!("{:.0}", s.uniform_append_events_per_sec)),
+        )?;
+        row(
+            f,
+            "  p99 (us)",
+            each(&|s| s.uniform_append_p99_us.to_string()),
         )?;
         row(
             f,
@@ -195,8 +216,13 @@ impl std::fmt::Display for GrowthBenchReport {
         )?;
         writeln!(
             f,
-            "  last/first: appends {:.2}, stream reads {:.2}, cold loads {:.2}, $all scan {:.2}",
-            self.append_ratio, self.stream_read_ratio, self.cold_load_ratio, self.all_scan_ratio
+            "  last/first: appends {:.2} (all accounts {:.2}), stream reads {:.2}, cold loads {:.2}, \
+             $all scan {:.2}",
+            self.append_ratio,
+            self.uniform_append_ratio,
+            self.stream_read_ratio,
+            self.cold_load_ratio,
+            self.all_scan_ratio
         )?;
         write!(
             f,
@@ -244,7 +270,10 @@ pub fn run(options: &GrowthBenchOptions) -> anyhow::Result<GrowthBenchReport> {
         streams: options.streams,
         cache_bytes: config.cache_bytes,
         checkpoint_events: config.index_flush_events,
+        hot_accounts: options.hot_accounts,
         append_ratio: last.append_events_per_sec / first.append_events_per_sec,
+        uniform_append_ratio: last.uniform_append_events_per_sec
+            / first.uniform_append_events_per_sec,
         stream_read_ratio: first.stream_read_us / last.stream_read_us,
         cold_load_ratio: first.cold_load_us / last.cold_load_us,
         all_scan_ratio: last.all_scan_events_per_sec / first.all_scan_events_per_sec,
@@ -264,12 +293,9 @@ fn measure_stage(
     let store = Store::open(config.clone()).context("open the grown store")?;
     let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
     let events = store.head();
-    let appends = measure::appends(
-        &store,
-        fill,
-        options.appenders,
-        Duration::from_secs_f64(options.append_seconds),
-    )?;
+    // Reads first, on the store as it was filled and reopened (redb's cache cold, every
+    // event in redb); then the appends.
+    let all_scan_events_per_sec = measure::scan(&store, options.scan_events)?;
     let reads = measure::stream_reads(&store, fill, options.stream_reads)?;
     let cold_load_us = measure::cold_loads(
         &store,
@@ -278,7 +304,15 @@ fn measure_stage(
         fill,
         options.cold_loads,
     )?;
-    let all_scan_events_per_sec = measure::scan(&store, options.scan_events)?;
+    let seconds = Duration::from_secs_f64(options.append_seconds);
+    let appends = measure::appends(
+        &store,
+        fill,
+        options.hot_accounts,
+        options.appenders,
+        seconds,
+    )?;
+    let uniform = measure::appends(&store, fill, options.streams, options.appenders, seconds)?;
     drop(store);
     let crash_startup_ms = if options.crash_startup {
         Some(measure::crash_startup(config)?)
@@ -295,6 +329,8 @@ fn measure_stage(
         append_events_per_sec: appends.events_per_sec,
         append_p50_us: appends.p50_us,
         append_p99_us: appends.p99_us,
+        uniform_append_events_per_sec: uniform.events_per_sec,
+        uniform_append_p99_us: uniform.p99_us,
         stream_read_us: reads.0,
         stream_read_events: reads.1,
         cold_load_us,

@@ -202,18 +202,20 @@ pub struct Appends {
     pub p99_us: u64,
 }
 
-/// `appenders` callers, each with one single-event deposit in flight to a random account,
-/// for `duration`. The accounts' new versions go back into `fill`.
+/// `appenders` callers, each with one single-event deposit in flight to a random account
+/// among the first `accounts`, for `duration`. The accounts' new versions go back into
+/// `fill`.
 pub fn appends(
     store: &Store,
     fill: &mut Fill,
+    accounts: u64,
     appenders: usize,
     duration: Duration,
 ) -> anyhow::Result<Appends> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let streams = fill.streams;
+    let streams = accounts.clamp(1, fill.streams);
     let started = Instant::now();
     let deadline = started + duration;
     let results = runtime.block_on(async {
@@ -313,25 +315,20 @@ pub fn cold_loads(
     Ok(started.elapsed().as_secs_f64() * 1e6 / loads.max(1) as f64)
 }
 
-/// `$all` read rate from position 1 over up to `events` events, repeated for at least half a
-/// second; events per second.
+/// `$all` read rate: one pass from position 1 over up to `events` events; events per second.
 pub fn scan(store: &Store, events: u64) -> anyhow::Result<f64> {
-    let mut seen = 0u64;
+    let read = AllRead {
+        limit: events as usize,
+        ..AllRead::from(1)
+    };
+    let mut count = 0u64;
     let started = Instant::now();
-    while seen == 0 || started.elapsed() < Duration::from_millis(500) {
-        let read = AllRead {
-            limit: events as usize,
-            ..AllRead::from(1)
-        };
-        let mut count = 0u64;
-        store.visit_all(&read, &mut |event| {
-            count += u64::from(!event.data.is_empty());
-            ControlFlow::Continue(())
-        })?;
-        anyhow::ensure!(count > 0, "nothing to scan");
-        seen += count;
-    }
-    Ok(seen as f64 / started.elapsed().as_secs_f64())
+    store.visit_all(&read, &mut |event| {
+        count += u64::from(event.position > 0);
+        ControlFlow::Continue(())
+    })?;
+    anyhow::ensure!(count > 0, "nothing to scan");
+    Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Kill a child that appends durably until a checkpoint's worth of events is only in the

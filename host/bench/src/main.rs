@@ -97,9 +97,12 @@ pub struct BenchGrowthArgs {
     /// Accounts (streams) the events are spread over.
     #[arg(long, default_value_t = 1_000_000)]
     streams: u64,
-    /// Seconds of durable appends per stage (at most 600).
+    /// Seconds of durable appends per stage and kind (at most 600).
     #[arg(long, default_value_t = 3.0)]
     append_seconds: f64,
+    /// Accounts in the hot set that the first kind of appends goes to.
+    #[arg(long, default_value_t = 1_000)]
+    hot_accounts: u64,
     /// Concurrent appenders.
     #[arg(long, default_value_t = 64)]
     appenders: usize,
@@ -349,6 +352,7 @@ fn bench_growth(args: BenchGrowthArgs) -> anyhow::Result<()> {
         stages: args.stages,
         streams: args.streams,
         append_seconds: args.append_seconds,
+        hot_accounts: args.hot_accounts,
         appenders: args.appenders,
         stream_reads: args.stream_reads,
         cold_loads: args.cold_loads,
