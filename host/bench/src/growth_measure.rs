@@ -89,8 +89,8 @@ impl Fill {
     /// Import events round robin over the accounts until the store holds `target`, then the
     /// probe accounts of a new stage; without waiting for the disk (one checkpoint at the
     /// close makes it all durable).
-    pub fn fill_to(&mut self, dir: &Path, target: u64) -> anyhow::Result<()> {
-        let mut config = StoreConfig::new(dir);
+    pub fn fill_to(&mut self, config: &StoreConfig, target: u64) -> anyhow::Result<()> {
+        let mut config = config.clone();
         config.durability = Durability::None;
         let store = Store::open(config).context("open the store to fill it")?;
         let last = store.read_all(&AllRead {

@@ -115,6 +115,9 @@ pub struct BenchGrowthArgs {
     /// Events of `$all` scanned per stage, from position 1.
     #[arg(long, default_value_t = 1_000_000)]
     scan_events: u64,
+    /// redb's page cache, MiB (default: the store's, 256).
+    #[arg(long)]
+    cache_mib: Option<usize>,
     /// Skip the start-up after a SIGKILL.
     #[arg(long)]
     no_crash: bool,
@@ -357,6 +360,7 @@ fn bench_growth(args: BenchGrowthArgs) -> anyhow::Result<()> {
         stream_reads: args.stream_reads,
         cold_loads: args.cold_loads,
         scan_events: args.scan_events,
+        cache_mib: args.cache_mib,
         crash_startup: !args.no_crash,
         dir: args.dir,
     };
