@@ -20,6 +20,11 @@ pub trait Upcaster: 'static {
     /// [`Upcaster::upcast`] only for events that match one of them.
     const UPCASTS: &'static [(&'static str, u32)];
 
+    /// The event types [`Upcast::renamed`] may give, beside those in `UPCASTS`. The host
+    /// refuses an upcast to any other type, and decides from this list which plugins an event
+    /// can reach: an event is upcast only for plugins that handle what it may become.
+    const RENAMES_TO: &'static [&'static str] = &[];
+
     /// Rewrites `event`, or says it is already current.
     fn upcast(event: &StoredEvent<'_>) -> Result<Upcast, Error>;
 }
@@ -64,18 +69,35 @@ impl Upcast {
     }
 }
 
-/// Runs the upcaster on one event and checks that it moved the schema version forward.
+/// Runs the upcaster on one event and checks that it moved the schema version forward, to a
+/// type it declares.
 pub(crate) fn upcast_stored<U: Upcaster>(event: &StoredEvent<'_>) -> Result<Upcast, String> {
     let result = U::upcast(event).map_err(|e| e.to_string())?;
-    if let Upcast::Upcasted { schema_version, .. } = &result
-        && *schema_version <= event.schema_version
+    if let Upcast::Upcasted {
+        event_type,
+        schema_version,
+        ..
+    } = &result
     {
-        return Err(format!(
-            "upcaster {} turned {} version {} into version {schema_version}; it must raise the version",
-            U::NAME,
-            event.event_type,
-            event.schema_version
-        ));
+        if *schema_version <= event.schema_version {
+            return Err(format!(
+                "upcaster {} turned {} version {} into version {schema_version}; it must raise the version",
+                U::NAME,
+                event.event_type,
+                event.schema_version
+            ));
+        }
+        let declared = U::UPCASTS.iter().any(|(t, _)| t == event_type)
+            || U::RENAMES_TO.contains(&event_type.as_str());
+        if !declared {
+            return Err(format!(
+                "upcaster {} renamed {} version {} to {event_type:?}, which is not in its \
+                 UPCASTS or RENAMES_TO",
+                U::NAME,
+                event.event_type,
+                event.schema_version
+            ));
+        }
     }
     Ok(result)
 }

@@ -267,6 +267,50 @@ fn upcasts_raise_the_version() {
     );
 }
 
+/// `Credited` v1 becomes `Deposited` v2, a rename it declares.
+struct Retype;
+
+impl Upcaster for Retype {
+    const NAME: &'static str = "retype";
+    const UPCASTS: &'static [(&'static str, u32)] = &[("Credited", 1)];
+    const RENAMES_TO: &'static [&'static str] = &["Deposited"];
+
+    fn upcast(event: &StoredEvent<'_>) -> Result<Upcast, Error> {
+        Upcast::renamed("Deposited", 2, &event.data_as::<Value>()?)
+    }
+}
+
+/// The same rename, undeclared.
+struct UndeclaredRetype;
+
+impl Upcaster for UndeclaredRetype {
+    const NAME: &'static str = "undeclared-retype";
+    const UPCASTS: &'static [(&'static str, u32)] = &[("Credited", 1)];
+
+    fn upcast(event: &StoredEvent<'_>) -> Result<Upcast, Error> {
+        Retype::upcast(event)
+    }
+}
+
+#[test]
+fn renames_must_be_declared() {
+    let renamed = upcast::<Retype>("Credited", 1, json!({"amount": 5})).unwrap();
+    assert_eq!(renamed.unwrap().event_type, "Deposited");
+    let info = eshost_sdk::__private::upcaster_info::<Retype>("1.0.0");
+    assert_eq!(
+        info.handles,
+        ["Credited", "Deposited"],
+        "describe() declares it"
+    );
+
+    let err = upcast::<UndeclaredRetype>("Credited", 1, json!({"amount": 5})).unwrap_err();
+    assert_eq!(
+        err,
+        "upcaster undeclared-retype renamed Credited version 1 to \"Deposited\", which is not \
+         in its UPCASTS or RENAMES_TO"
+    );
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 enum NewEvent {
     Deposited { amount: u64, currency: String },

@@ -112,6 +112,11 @@ pub fn eshost_binary() -> PathBuf {
 /// first-party plugins copied into `dir`. Returns the process (stdout consumed up to the
 /// listening line) and the base URL. The caller stops it.
 pub fn start_bank_host(dir: &Path) -> (std::process::Child, String) {
+    start_bank_host_with_env(dir, &[])
+}
+
+/// [`start_bank_host`] with extra environment variables for the host (test hooks).
+pub fn start_bank_host_with_env(dir: &Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
@@ -136,6 +141,7 @@ pub fn start_bank_host(dir: &Path) -> (std::process::Child, String) {
         .args(["run", "--config"])
         .arg(dir.join("eshost.toml"))
         .args(["--listen", "127.0.0.1:0"])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

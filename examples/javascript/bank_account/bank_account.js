@@ -3,7 +3,8 @@
 //
 // Amounts are integers in cents; an account holds one currency, fixed when it is opened.
 // They are BigInts here: JSON numbers are parsed with their source text, so cents up to
-// 2^64 - 1 stay exact, as in Rust.
+// 2^64 - 1 stay exact, as in Rust. Amounts and balances the rules accept stay within
+// 0..=2^53 - 1 (MAX_CENTS), as in the Rust plugin.
 //
 // Commands (the `payload` JSON of a command):
 //   {"type":"Open","owner":"Ann","initial_deposit":100,"currency":"USD"}  (last two optional)
@@ -11,6 +12,7 @@
 //   {"type":"Withdraw","amount":50}
 //   {"type":"Freeze","reason":"..."}
 //   {"type":"Unfreeze"}
+//   {"type":"Close"}                         (pays out the balance, then closes: two events)
 //
 // Events (type, schema version, data), exactly as the Rust plugin stores them:
 //   AccountOpened   1  {"owner":"Ann","initial_deposit":100,"currency":"USD"}  (no initial_deposit
@@ -19,18 +21,28 @@
 //   FundsWithdrawn  1  {"amount":50}
 //   AccountFrozen   1  {"reason":"..."}
 //   AccountUnfrozen 1  {}
+//   AccountClosed   1  {}
 //
-// Built with componentize-js against wit/plugin.wit, world `aggregate-plugin`:
+// Built with componentize-js against wit/v0.1.0/plugin.wit, world `aggregate-plugin`:
 //   componentize-js --wit wit --world-name aggregate-plugin \
 //     --disable http fetch-event -o bank-account-js.wasm examples/javascript/bank_account/bank_account.js
 
 const DEFAULT_CURRENCY = 'USD';
 const U64_MAX = 2n ** 64n - 1n;
+// The largest amount and balance, in cents: exact as a JSON number in every language.
+const MAX_CENTS = 2n ** 53n - 1n;
 const I64_MIN = -(2n ** 63n);
 const I64_MAX = 2n ** 63n - 1n;
-const EVENT_TYPES = ['AccountOpened', 'FundsDeposited', 'FundsWithdrawn', 'AccountFrozen', 'AccountUnfrozen'];
+const EVENT_TYPES = [
+  'AccountOpened',
+  'FundsDeposited',
+  'FundsWithdrawn',
+  'AccountFrozen',
+  'AccountUnfrozen',
+  'AccountClosed',
+];
 const SCHEMA_VERSIONS = { FundsDeposited: 2 };
-const COMMANDS = ['Open', 'Deposit', 'Withdraw', 'Freeze', 'Unfreeze'];
+const COMMANDS = ['Open', 'Deposit', 'Withdraw', 'Freeze', 'Unfreeze', 'Close'];
 // Each command's fields: [name, 'str' or 'i64', required].
 const COMMAND_FIELDS = {
   Open: [['owner', 'str', true], ['initial_deposit', 'i64', false], ['currency', 'str', false]],
@@ -38,6 +50,7 @@ const COMMAND_FIELDS = {
   Withdraw: [['amount', 'i64', true]],
   Freeze: [['reason', 'str', true]],
   Unfreeze: [],
+  Close: [],
 };
 // What Rust's `str::trim` strips (Unicode White_Space).
 const WHITE_SPACE = new Set(
@@ -132,6 +145,7 @@ function decodeCommand(text) {
 
 function positive(amount) {
   if (amount <= 0n) throw new Rejected(`amount must be a positive number of cents, got ${amount}`);
+  if (amount > MAX_CENTS) throw new Rejected(`amount must be at most ${MAX_CENTS} cents, got ${amount}`);
   return amount;
 }
 
@@ -152,10 +166,21 @@ function newEvent(eventType, data) {
 }
 
 function initialState(id) {
-  return { id, owner: null, balance: 0n, currency: null, frozen: false, open: false };
+  return { id, owner: null, balance: 0n, currency: null, frozen: false, open: false, closed: false };
 }
 
+/** The events for the decoded command `type` with fields `c`, or `Rejected`. */
 function decide(s, type, c) {
+  if (s.closed) throw new Rejected(`account ${s.id} is closed`);
+  if (type !== 'Close') return [decideOne(s, type, c)];
+  if (!s.open) throw new Rejected(`account ${s.id} is not open`);
+  if (s.frozen) throw new Rejected(`account ${s.id} is frozen`);
+  const payout = s.balance > 0n ? [newEvent('FundsWithdrawn', { amount: s.balance })] : [];
+  return [...payout, newEvent('AccountClosed', {})];
+}
+
+/** The one event of a command other than Close. */
+function decideOne(s, type, c) {
   const currencyOf = () => s.currency ?? DEFAULT_CURRENCY;
   const ensureMovable = () => {
     if (s.frozen) throw new Rejected(`account ${s.id} is frozen`);
@@ -177,7 +202,9 @@ function decide(s, type, c) {
       if (currency !== currencyOf()) {
         throw new Rejected(`currency mismatch: account ${s.id} holds ${currencyOf()}, deposit is in ${currency}`);
       }
-      if (s.balance + amount > U64_MAX) throw new Rejected(`deposit of ${amount} would overflow the balance ${s.balance}`);
+      if (s.balance + amount > MAX_CENTS) {
+        throw new Rejected(`deposit of ${amount} would take the balance ${s.balance} over ${MAX_CENTS} cents`);
+      }
       return newEvent('FundsDeposited', { amount, currency });
     }
     case 'Withdraw': {
@@ -236,6 +263,9 @@ function applyEvent(s, type, data) {
     case 'AccountUnfrozen':
       s.frozen = false;
       break;
+    case 'AccountClosed':
+      s.closed = true;
+      break;
     default:
       throw new Error(`cannot decode ${type} event: unknown event type`);
   }
@@ -276,7 +306,7 @@ class Instance {
   handle(command) {
     try {
       const [type, fields] = decodeCommand(command.payload);
-      return [decide(this.s, type, fields)];
+      return decide(this.s, type, fields);
     } catch (e) {
       if (e instanceof Invalid) throw fail({ tag: 'invalid', val: e.message });
       if (e instanceof Rejected) throw fail({ tag: 'rejected', val: e.message });
@@ -289,8 +319,8 @@ class Instance {
   }
 
   state() {
-    const { id, owner, balance, currency, frozen, open } = this.s;
-    return dumps({ id, owner, balance, currency, frozen, open });
+    const { id, owner, balance, currency, frozen, open, closed } = this.s;
+    return dumps({ id, owner, balance, currency, frozen, open, closed });
   }
 }
 

@@ -1,6 +1,7 @@
 """The bank account: one `Instance` per account id, its state kept in the guest.
 
 Amounts are integers in cents; an account holds one currency, fixed when it is opened.
+Every amount and balance stays within 0..=2^53 - 1 cents (MAX_CENTS), as in the Rust plugin.
 
 Commands (the `payload` JSON of a command):
   {"type":"Open","owner":"Ann","initial_deposit":100,"currency":"USD"}  (last two optional)
@@ -8,6 +9,7 @@ Commands (the `payload` JSON of a command):
   {"type":"Withdraw","amount":50}
   {"type":"Freeze","reason":"..."}
   {"type":"Unfreeze"}
+  {"type":"Close"}                         (pays out the balance, then closes: two events)
 
 Events (type, schema version, data), exactly as the Rust plugin stores them:
   AccountOpened   1  {"owner":"Ann","initial_deposit":100,"currency":"USD"}  (no initial_deposit
@@ -16,6 +18,7 @@ Events (type, schema version, data), exactly as the Rust plugin stores them:
   FundsWithdrawn  1  {"amount":50}
   AccountFrozen   1  {"reason":"..."}
   AccountUnfrozen 1  {}
+  AccountClosed   1  {}
 
 A command that cannot be understood is `invalid`; one that breaks a business rule is
 `rejected` with the same message as the Rust plugin.
@@ -34,6 +37,8 @@ from wit_world.imports.types import (
 
 DEFAULT_CURRENCY = "USD"
 U64_MAX = 2**64 - 1
+# The largest amount and balance, in cents: exact as a JSON number in every language.
+MAX_CENTS = 2**53 - 1
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 EVENT_TYPES = (
     "AccountOpened",
@@ -41,9 +46,10 @@ EVENT_TYPES = (
     "FundsWithdrawn",
     "AccountFrozen",
     "AccountUnfrozen",
+    "AccountClosed",
 )
 SCHEMA_VERSIONS = {"FundsDeposited": 2}
-COMMANDS = ("Open", "Deposit", "Withdraw", "Freeze", "Unfreeze")
+COMMANDS = ("Open", "Deposit", "Withdraw", "Freeze", "Unfreeze", "Close")
 # What Rust's `str::trim` strips (Unicode White_Space); Python's `str.strip()` strips more.
 WHITE_SPACE = (
     "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
@@ -56,6 +62,7 @@ COMMAND_FIELDS = {
     "Withdraw": [("amount", "i64", True)],
     "Freeze": [("reason", "str", True)],
     "Unfreeze": [],
+    "Close": [],
 }
 
 
@@ -140,6 +147,8 @@ def decode_command(text: str):
 def positive(amount: int) -> int:
     if amount <= 0:
         raise Rejected(f"amount must be a positive number of cents, got {amount}")
+    if amount > MAX_CENTS:
+        raise Rejected(f"amount must be at most {MAX_CENTS} cents, got {amount}")
     return amount
 
 
@@ -172,6 +181,7 @@ class Account:
         self.currency = None
         self.frozen = False
         self.open = False
+        self.closed = False
 
     def to_json(self) -> dict:
         return {
@@ -181,6 +191,7 @@ class Account:
             "currency": self.currency,
             "frozen": self.frozen,
             "open": self.open,
+            "closed": self.closed,
         }
 
     @classmethod
@@ -191,6 +202,7 @@ class Account:
         account.currency = value["currency"]
         account.frozen = value["frozen"]
         account.open = value["open"]
+        account.closed = value.get("closed", False)
         return account
 
     def account_currency(self) -> str:
@@ -200,8 +212,20 @@ class Account:
         if self.frozen:
             raise Rejected(f"account {self.id} is frozen")
 
-    def decide(self, kind: str, c: dict) -> NewEvent:
-        """The event for the decoded command `kind` with fields `c`, or `Rejected`."""
+    def decide(self, kind: str, c: dict) -> list:
+        """The events for the decoded command `kind` with fields `c`, or `Rejected`."""
+        if self.closed:
+            raise Rejected(f"account {self.id} is closed")
+        if kind == "Close":
+            if not self.open:
+                raise Rejected(f"account {self.id} is not open")
+            self.ensure_movable()
+            payout = [new_event("FundsWithdrawn", {"amount": self.balance})] if self.balance > 0 else []
+            return payout + [new_event("AccountClosed", {})]
+        return [self.decide_one(kind, c)]
+
+    def decide_one(self, kind: str, c: dict) -> NewEvent:
+        """The one event of a command other than Close."""
         if not self.open and kind != "Open":
             raise Rejected(f"account {self.id} is not open")
         if kind == "Open":
@@ -226,8 +250,11 @@ class Account:
                     f"currency mismatch: account {self.id} holds {self.account_currency()}, "
                     f"deposit is in {currency}"
                 )
-            if self.balance + amount > U64_MAX:
-                raise Rejected(f"deposit of {amount} would overflow the balance {self.balance}")
+            if self.balance + amount > MAX_CENTS:
+                raise Rejected(
+                    f"deposit of {amount} would take the balance {self.balance} "
+                    f"over {MAX_CENTS} cents"
+                )
             return new_event("FundsDeposited", {"amount": amount, "currency": currency})
         if kind == "Withdraw":
             amount = positive(c["amount"])
@@ -287,6 +314,8 @@ class Account:
             self.frozen = True
         elif event_type == "AccountUnfrozen":
             self.frozen = False
+        elif event_type == "AccountClosed":
+            self.closed = True
         else:
             raise ValueError(f"cannot decode {event_type} event: unknown event type")
 
@@ -321,7 +350,7 @@ class Instance(InstanceResource):
     def handle(self, command) -> list:
         try:
             kind, fields = decode_command(command.payload)
-            return [self.account.decide(kind, fields)]
+            return self.account.decide(kind, fields)
         except Invalid as e:
             raise Err(CommandError_Invalid(str(e))) from None
         except Rejected as e:

@@ -1,6 +1,8 @@
 //! `eshost-bench append`: concurrent single-event appends through the group-committing
 //! writer, against the limit the disk sets for that concurrency and, as before, a baseline of
-//! raw redb inserts of the same records in large commits.
+//! raw redb inserts of the same records in large commits; with `--store postgres://...`,
+//! through the PostgreSQL store against raw batched INSERTs on the same database
+//! (`append_pg`).
 //!
 //! The limit: with `appenders` callers each holding one append in flight, at most
 //! `appenders` events can become durable per `fdatasync`; so the machine allows at most
@@ -9,6 +11,7 @@
 //! directory, writing into space written with zeros once (as the store's log does).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,7 @@ use super::percentile;
 use eshost_store::codec::{GENESIS_HASH, RecordBody};
 use eshost_store::{
     AppendRequest, Durability, EventStore, ExpectedVersion, ProposedEvent, Store, StoreConfig,
+    WriterStats,
 };
 
 /// What to run.
@@ -38,6 +42,9 @@ pub struct AppendBenchOptions {
     pub dir: Option<PathBuf>,
     /// Bytes of personal data per event (0: none), sealed under one subject per appender.
     pub personal_bytes: usize,
+    /// A `postgres://` URL: run against the PostgreSQL store there (in a schema of its own,
+    /// dropped afterwards) instead of the embedded one.
+    pub store: Option<String>,
 }
 
 impl Default for AppendBenchOptions {
@@ -50,6 +57,7 @@ impl Default for AppendBenchOptions {
             durability: Durability::Immediate,
             baseline_batch: 1000,
             dir: None,
+            store: None,
         }
     }
 }
@@ -57,6 +65,11 @@ impl Default for AppendBenchOptions {
 /// What it measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppendBenchReport {
+    /// `redb` or `postgres`.
+    pub backend: &'static str,
+    /// PostgreSQL only: the server's settings and the latency of one durable commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<super::append_pg::ServerProfile>,
     /// Concurrent appenders.
     pub appenders: usize,
     /// Bytes of JSON data per event.
@@ -95,6 +108,17 @@ pub struct AppendBenchReport {
     pub baseline_batch: usize,
     /// `events_per_sec / baseline_events_per_sec`.
     pub ratio: f64,
+    /// The embedded store only: the disk's limit for this concurrency, and the checkpoints.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitProfile>,
+    /// Load averages (1, 5, 15 minutes) at the end of the run.
+    pub load_average: Option<[f64; 3]>,
+}
+
+/// What bounds the embedded store's appends: one write + `fdatasync` round of the log per
+/// batch; and what its checkpoints cost beside them.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitProfile {
     /// Bytes of one fsync round in the limit: `appenders` events as the log stores them.
     pub fsync_batch_bytes: u64,
     /// Mean time of one write + `fdatasync` round of `fsync_batch_bytes`, microseconds.
@@ -111,16 +135,14 @@ pub struct AppendBenchReport {
     pub checkpoint_ms: f64,
     /// Time the log waited for a checkpoint to free space, milliseconds in total.
     pub stall_ms: f64,
-    /// Load averages (1, 5, 15 minutes) at the end of the run.
-    pub load_average: Option<[f64; 3]>,
 }
 
 impl std::fmt::Display for AppendBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "append: {} appenders, {} B events, durability {}, {:.1} s",
-            self.appenders, self.event_bytes, self.durability, self.seconds
+            "append ({}): {} appenders, {} B events, durability {}, {:.1} s",
+            self.backend, self.appenders, self.event_bytes, self.durability, self.seconds
         )?;
         writeln!(f, "  {:<28} {:>14.0}", "events/s", self.events_per_sec)?;
         writeln!(f, "  {:<28} {:>14}", "events", self.events)?;
@@ -150,37 +172,57 @@ impl std::fmt::Display for AppendBenchReport {
                 self.writer_gather_us, self.writer_stage_us, self.writer_commit_us
             )
         )?;
+        if let Some(server) = &self.server {
+            writeln!(
+                f,
+                "  {:<28} {:>14}",
+                "server fsync/sync commit",
+                format!("{}/{}", server.fsync, server.synchronous_commit)
+            )?;
+            writeln!(
+                f,
+                "  {:<28} {:>14}",
+                "1-row commit p50/p99 (us)",
+                format!("{}/{}", server.commit_p50_us, server.commit_p99_us)
+            )?;
+        }
+        let baseline = match self.backend {
+            "postgres" => "INSERTs",
+            _ => "redb",
+        };
         writeln!(
             f,
             "  {:<28} {:>14.0}",
-            format!("baseline raw redb ({}/commit)", self.baseline_batch),
+            format!("baseline raw {baseline} ({}/commit)", self.baseline_batch),
             self.baseline_events_per_sec
         )?;
         writeln!(f, "  {:<28} {:>14.2}", "ratio to baseline", self.ratio)?;
-        writeln!(
-            f,
-            "  {:<28} {:>14}",
-            "fsync round (mean/p50 us)",
-            format!(
-                "{:.0}/{} ({} B)",
-                self.fsync_round_us, self.fsync_round_p50_us, self.fsync_batch_bytes
-            )
-        )?;
-        writeln!(
-            f,
-            "  {:<28} {:>14.0}",
-            "fsync limit (events/s)", self.fsync_limit_events_per_sec
-        )?;
-        writeln!(f, "  {:<28} {:>14.2}", "ratio to limit", self.limit_ratio)?;
-        writeln!(
-            f,
-            "  {:<28} {:>14}",
-            "checkpoints (mean ms/stall)",
-            format!(
-                "{} ({:.1}/{:.0} ms)",
-                self.checkpoints, self.checkpoint_ms, self.stall_ms
-            )
-        )?;
+        if let Some(limit) = &self.limit {
+            writeln!(
+                f,
+                "  {:<28} {:>14}",
+                "fsync round (mean/p50 us)",
+                format!(
+                    "{:.0}/{} ({} B)",
+                    limit.fsync_round_us, limit.fsync_round_p50_us, limit.fsync_batch_bytes
+                )
+            )?;
+            writeln!(
+                f,
+                "  {:<28} {:>14.0}",
+                "fsync limit (events/s)", limit.fsync_limit_events_per_sec
+            )?;
+            writeln!(f, "  {:<28} {:>14.2}", "ratio to limit", limit.limit_ratio)?;
+            writeln!(
+                f,
+                "  {:<28} {:>14}",
+                "checkpoints (mean ms/stall)",
+                format!(
+                    "{} ({:.1}/{:.0} ms)",
+                    limit.checkpoints, limit.checkpoint_ms, limit.stall_ms
+                )
+            )?;
+        }
         write!(
             f,
             "  {:<28} {:>14}",
@@ -190,18 +232,137 @@ impl std::fmt::Display for AppendBenchReport {
     }
 }
 
-/// Run the benchmark: the store phase, then the baseline, in scratch directories.
+/// Run the benchmark: the store phase, then the baseline, in scratch directories (or in a
+/// scratch schema of the PostgreSQL database `options.store` names).
 pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
+    if let Some(url) = &options.store {
+        return super::append_pg::run(options, url);
+    }
     let scratch = match &options.dir {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,
     };
-    let personal = (options.personal_bytes > 0).then(|| payload(options.personal_bytes));
-    let payload = payload(options.event_bytes);
     let mut config = StoreConfig::new(scratch.path().join("store"));
     config.durability = options.durability;
     let store = Store::open(config)?;
+    let (latencies, seconds) = drive(Arc::new(store.clone()), options)?;
+    let stats = Measured::of(store.writer_stats(), latencies, seconds);
+    let log = store.writer_stats();
+    let checkpoints = log.checkpoints.load(Ordering::Relaxed);
+    let checkpoint_ms =
+        log.checkpoint_nanos.load(Ordering::Relaxed) as f64 / 1e6 / checkpoints.max(1) as f64;
+    let stall_ms = log.stall_nanos.load(Ordering::Relaxed) as f64 / 1e6;
+    let bytes_per_event =
+        log.wal_bytes.load(Ordering::Relaxed) / log.events.load(Ordering::Relaxed).max(1);
+    drop(store);
 
+    let fsync_batch_bytes = bytes_per_event * options.appenders as u64;
+    let rounds = fsync_rounds(
+        scratch.path(),
+        fsync_batch_bytes as usize,
+        options.duration,
+        options.durability,
+    )?;
+    let baseline_events_per_sec = baseline(
+        &scratch.path().join("baseline.redb"),
+        &payload(options.event_bytes),
+        options.baseline_batch,
+        options.duration,
+        options.durability,
+    )?;
+    let mut report = stats.report(options, "redb", None, baseline_events_per_sec);
+    let fsync_limit_events_per_sec = options.appenders as f64 / (rounds.mean_us / 1e6);
+    report.limit = Some(LimitProfile {
+        fsync_batch_bytes,
+        fsync_round_us: rounds.mean_us,
+        fsync_round_p50_us: rounds.p50_us,
+        fsync_limit_events_per_sec,
+        limit_ratio: report.events_per_sec / fsync_limit_events_per_sec,
+        checkpoints,
+        checkpoint_ms,
+        stall_ms,
+    });
+    Ok(report)
+}
+
+/// What the store phase measured.
+pub(crate) struct Measured {
+    latencies: Vec<u64>,
+    seconds: f64,
+    commits: u64,
+    appends: u64,
+    gather_us: f64,
+    stage_us: f64,
+    commit_us: f64,
+}
+
+impl Measured {
+    pub(crate) fn of(stats: &WriterStats, mut latencies: Vec<u64>, seconds: f64) -> Measured {
+        latencies.sort_unstable();
+        let commits = stats.commits.load(Ordering::Relaxed);
+        let per_commit = |nanos: &std::sync::atomic::AtomicU64| {
+            nanos.load(Ordering::Relaxed) as f64 / 1000.0 / commits.max(1) as f64
+        };
+        Measured {
+            latencies,
+            seconds,
+            commits,
+            appends: stats.appends.load(Ordering::Relaxed),
+            gather_us: per_commit(&stats.gather_nanos),
+            stage_us: per_commit(&stats.stage_nanos),
+            commit_us: per_commit(&stats.commit_nanos),
+        }
+    }
+
+    pub(crate) fn report(
+        self,
+        options: &AppendBenchOptions,
+        backend: &'static str,
+        server: Option<super::append_pg::ServerProfile>,
+        baseline_events_per_sec: f64,
+    ) -> AppendBenchReport {
+        let latencies = &self.latencies;
+        let events = latencies.len() as u64;
+        let events_per_sec = events as f64 / self.seconds;
+        AppendBenchReport {
+            backend,
+            server,
+            appenders: options.appenders,
+            event_bytes: options.event_bytes,
+            durability: match options.durability {
+                Durability::Immediate => "immediate",
+                Durability::None => "none",
+            },
+            seconds: self.seconds,
+            events,
+            events_per_sec,
+            p50_us: percentile(latencies, 0.50),
+            p90_us: percentile(latencies, 0.90),
+            p99_us: percentile(latencies, 0.99),
+            p999_us: percentile(latencies, 0.999),
+            max_us: latencies.last().copied().unwrap_or(0),
+            commits: self.commits,
+            appends_per_commit: self.appends as f64 / self.commits.max(1) as f64,
+            writer_gather_us: self.gather_us,
+            writer_stage_us: self.stage_us,
+            writer_commit_us: self.commit_us,
+            baseline_events_per_sec,
+            baseline_batch: options.baseline_batch,
+            ratio: events_per_sec / baseline_events_per_sec,
+            limit: None,
+            load_average: super::load_average(),
+        }
+    }
+}
+
+/// The workload: `appenders` tasks, each appending one event at a time to its own stream
+/// until `duration` has passed. Every append's latency, and the seconds it ran.
+pub(crate) fn drive(
+    store: Arc<dyn EventStore>,
+    options: &AppendBenchOptions,
+) -> anyhow::Result<(Vec<u64>, f64)> {
+    let personal = (options.personal_bytes > 0).then(|| payload(options.personal_bytes));
+    let payload = payload(options.event_bytes);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -238,79 +399,7 @@ pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
         }
         anyhow::Ok(all)
     })?;
-    let seconds = started.elapsed().as_secs_f64();
-    let mut latencies = latencies;
-    latencies.sort_unstable();
-    let stats = store.writer_stats();
-    let commits = stats.commits.load(Ordering::Relaxed);
-    let appends = stats.appends.load(Ordering::Relaxed);
-    let events = latencies.len() as u64;
-    let per_commit = |nanos: &std::sync::atomic::AtomicU64| {
-        nanos.load(Ordering::Relaxed) as f64 / 1000.0 / commits.max(1) as f64
-    };
-    let (writer_gather_us, writer_stage_us, writer_commit_us) = (
-        per_commit(&stats.gather_nanos),
-        per_commit(&stats.stage_nanos),
-        per_commit(&stats.commit_nanos),
-    );
-    let checkpoints = stats.checkpoints.load(Ordering::Relaxed);
-    let checkpoint_ms =
-        stats.checkpoint_nanos.load(Ordering::Relaxed) as f64 / 1e6 / checkpoints.max(1) as f64;
-    let stall_ms = stats.stall_nanos.load(Ordering::Relaxed) as f64 / 1e6;
-    let bytes_per_event =
-        stats.wal_bytes.load(Ordering::Relaxed) / stats.events.load(Ordering::Relaxed).max(1);
-    drop(store);
-
-    let fsync_batch_bytes = bytes_per_event * options.appenders as u64;
-    let rounds = fsync_rounds(
-        scratch.path(),
-        fsync_batch_bytes as usize,
-        options.duration,
-        options.durability,
-    )?;
-
-    let baseline_events_per_sec = baseline(
-        &scratch.path().join("baseline.redb"),
-        &payload,
-        options.baseline_batch,
-        options.duration,
-        options.durability,
-    )?;
-    let events_per_sec = events as f64 / seconds;
-    let fsync_limit_events_per_sec = options.appenders as f64 / (rounds.mean_us / 1e6);
-    Ok(AppendBenchReport {
-        appenders: options.appenders,
-        event_bytes: options.event_bytes,
-        durability: match options.durability {
-            Durability::Immediate => "immediate",
-            Durability::None => "none",
-        },
-        seconds,
-        events,
-        events_per_sec,
-        p50_us: percentile(&latencies, 0.50),
-        p90_us: percentile(&latencies, 0.90),
-        p99_us: percentile(&latencies, 0.99),
-        p999_us: percentile(&latencies, 0.999),
-        max_us: latencies.last().copied().unwrap_or(0),
-        commits,
-        appends_per_commit: appends as f64 / commits.max(1) as f64,
-        writer_gather_us,
-        writer_stage_us,
-        writer_commit_us,
-        baseline_events_per_sec,
-        baseline_batch: options.baseline_batch,
-        ratio: events_per_sec / baseline_events_per_sec,
-        fsync_batch_bytes,
-        fsync_round_us: rounds.mean_us,
-        fsync_round_p50_us: rounds.p50_us,
-        fsync_limit_events_per_sec,
-        limit_ratio: events_per_sec / fsync_limit_events_per_sec,
-        checkpoints,
-        checkpoint_ms,
-        stall_ms,
-        load_average: super::load_average(),
-    })
+    Ok((latencies, started.elapsed().as_secs_f64()))
 }
 
 /// Write-and-sync rounds, back to back.
@@ -416,7 +505,7 @@ fn baseline(
 }
 
 /// A JSON object of about `bytes` bytes.
-fn payload(bytes: usize) -> String {
+pub(crate) fn payload(bytes: usize) -> String {
     let base = r#"{"account":"account-17","amount":12345,"note":""}"#;
     let padding = bytes.saturating_sub(base.len());
     format!(

@@ -1,8 +1,10 @@
 //! The command line's HTTP client: the verbs that talk to a running `eshost run`
 //! (`command`, `state`, `history`, `subscribe`, `projection ...`, `plugin list|swap`).
 //!
-//! Responses are printed as one JSON line each. An HTTP error becomes an error whose text is
-//! the server's `message` (the binary prints it as `eshost: <message>` and exits non-zero).
+//! Requests are the wire contract's types ([`eshost_api`]); every answer is parsed into its
+//! type to check it, then printed as the server sent it, one JSON line each. An HTTP error
+//! becomes an error whose text is the server's `message` (the binary prints it as
+//! `eshost: <message>` and exits non-zero).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -10,8 +12,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use eshost_api::{ErrorBody, Event};
 use futures_util::StreamExt;
 use reqwest::{Method, Url};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// A connection to one server.
@@ -96,9 +101,12 @@ impl Client {
         }
     }
 
-    /// Sends `request` (timing out after 60 s) and returns the JSON answer, or the server's
-    /// error as an [`HttpError`].
-    pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    /// Sends `request` (timing out after 60 s) and returns the answer as a `T` and as the
+    /// JSON it came as, or the server's error as an [`HttpError`].
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(T, Value)> {
         let response = request
             .timeout(Duration::from_secs(60))
             .send()
@@ -106,15 +114,19 @@ impl Client {
             .with_context(|| format!("cannot reach {}", self.base))?;
         let response = check(response).await?;
         let body = response.bytes().await.context("reading the answer")?;
-        if body.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&body).context("the server's answer is not JSON")
+        let value: Value =
+            serde_json::from_slice(&body).context("the server's answer is not JSON")?;
+        let typed = T::deserialize(&value)
+            .with_context(|| format!("the server's answer does not follow the API: {value}"))?;
+        Ok((typed, value))
     }
 
-    /// Prints the JSON answer to `request` as one line.
-    pub async fn print(&self, request: reqwest::RequestBuilder) -> anyhow::Result<()> {
-        let value = self.send(request).await?;
+    /// Prints the answer to `request`, checked to be a `T`, as one line.
+    pub async fn print<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<()> {
+        let (_, value) = self.send::<T>(request).await?;
         let mut out = std::io::stdout().lock();
         serde_json::to_writer(&mut out, &value)?;
         writeln!(out)?;
@@ -125,7 +137,7 @@ impl Client {
     /// each, until the server ends the stream or `limit` events were printed.
     pub async fn subscribe(
         &self,
-        query: &[(&str, String)],
+        query: &eshost_api::SubscribeQuery,
         limit: Option<u64>,
     ) -> anyhow::Result<()> {
         if limit == Some(0) {
@@ -156,6 +168,9 @@ impl Client {
                     }
                     let event: Value = serde_json::from_str(&data)
                         .with_context(|| format!("an event that is not JSON: {data}"))?;
+                    Event::deserialize(&event).with_context(|| {
+                        format!("the server sent something else than an event: {data}")
+                    })?;
                     data.clear();
                     serde_json::to_writer(&mut out, &event)?;
                     writeln!(out)?;
@@ -185,6 +200,15 @@ async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response>
         return Ok(response);
     }
     let body = response.text().await.unwrap_or_default();
+    if let Ok(error) = serde_json::from_str::<ErrorBody>(&body) {
+        return Err(HttpError {
+            status: status.as_u16(),
+            error: error.error.to_string(),
+            message: error.message,
+        }
+        .into());
+    }
+    // Not the contract's error (a proxy's page, a newer server's code): whatever it says.
     let parsed: Option<Value> = serde_json::from_str(&body).ok();
     let field = |name: &str| {
         parsed

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use eshost_api::{self as api, ExpectedVersion};
 use reqwest::Method;
 
 /// Which running host the client verbs talk to.
@@ -48,9 +49,9 @@ pub struct ClientCommandArgs {
     id: String,
     /// The command, a JSON object, e.g. '{"type":"Deposit","amount":5}'.
     json: String,
-    /// Only if the aggregate is at this version (else HTTP 409).
+    /// Only if the aggregate is at this version (a number, or no_stream) (else HTTP 409).
     #[arg(long)]
-    expected_version: Option<u64>,
+    expected_version: Option<ExpectedVersion>,
     /// Re-sending a command with the same key returns the first answer instead of running it
     /// again.
     #[arg(long)]
@@ -164,101 +165,104 @@ pub(crate) fn online(future: impl Future<Output = anyhow::Result<()>>) -> anyhow
 }
 
 pub(crate) fn command(args: ClientCommandArgs) -> anyhow::Result<()> {
-    let command: serde_json::Value = serde_json::from_str(&args.json)
-        .with_context(|| format!("the command is not JSON: {}", args.json))?;
+    let command = api::Command(
+        serde_json::from_str(&args.json)
+            .with_context(|| format!("the command is not JSON: {}", args.json))?,
+    );
     let client = args.server.client()?;
     let url = client.url(&["aggregates", &args.aggregate_type, &args.id]);
-    let mut request = client.request(Method::POST, url).json(&command);
-    if let Some(version) = args.expected_version {
-        request = request.query(&[("expected_version", version)]);
-    }
+    let query = api::CommandQuery {
+        expected_version: args.expected_version,
+    };
+    let mut request = client
+        .request(Method::POST, url)
+        .query(&query)
+        .json(&command);
     if let Some(key) = &args.idempotency_key {
-        request = request.header("idempotency-key", key);
+        request = request.header(api::IDEMPOTENCY_KEY, key);
     }
-    online(client.print(request))
+    online(client.print::<api::CommandAccepted>(request))
 }
 
 pub(crate) fn state(args: ClientStateArgs) -> anyhow::Result<()> {
     let client = args.server.client()?;
     let url = client.url(&["aggregates", &args.aggregate_type, &args.id]);
-    let mut request = client.request(Method::GET, url);
-    if let Some(version) = args.version {
-        request = request.query(&[("version", version)]);
-    }
-    if let Some(at) = args.at {
-        request = request.query(&[("at", at)]);
-    }
-    online(client.print(request))
+    let query = api::StateQuery {
+        version: args.version,
+        at: args.at,
+    };
+    let request = client.request(Method::GET, url).query(&query);
+    online(client.print::<api::AggregateState>(request))
 }
 
 pub(crate) fn history(args: ClientHistoryArgs) -> anyhow::Result<()> {
     let client = args.server.client()?;
     let url = client.url(&["aggregates", &args.aggregate_type, &args.id, "history"]);
-    online(client.print(client.request(Method::GET, url)))
+    online(client.print::<api::History>(client.request(Method::GET, url)))
 }
 
 pub(crate) fn plugin_list(args: ServerArgs) -> anyhow::Result<()> {
     let client = args.client()?;
-    online(client.print(client.request(Method::GET, client.url(&["plugins"]))))
+    let request = client.request(Method::GET, client.url(&["plugins"]));
+    online(client.print::<api::PluginList>(request))
 }
 
 pub(crate) fn subscribe(args: ClientSubscribeArgs) -> anyhow::Result<()> {
     let client = args.server.client()?;
-    let mut query = Vec::new();
-    if let Some(from) = args.from {
-        query.push(("from", from.to_string()));
-    }
-    if let Some(prefix) = args.stream_prefix {
-        query.push(("stream_prefix", prefix));
-    }
-    if !args.types.is_empty() {
-        query.push(("types", args.types.join(",")));
-    }
+    let query = api::SubscribeQuery {
+        from: args.from,
+        stream_prefix: args.stream_prefix,
+        types: (!args.types.is_empty()).then(|| args.types.join(",")),
+    };
     online(client.subscribe(&query, args.limit))
 }
 
 pub(crate) fn projection(command: ProjectionCommand) -> anyhow::Result<()> {
-    let (server, method, segments, args) = match &command {
-        ProjectionCommand::List(server) => (server, Method::GET, vec!["projections"], None),
-        ProjectionCommand::Status(a) => (
-            &a.server,
-            Method::GET,
-            vec!["projections", a.name.as_str()],
-            None,
-        ),
-        ProjectionCommand::Query(a) => (
-            &a.server,
-            Method::GET,
-            vec!["projections", a.name.as_str(), "query", a.query.as_str()],
-            a.args.as_deref(),
-        ),
-        ProjectionCommand::Pause(a) => (
-            &a.server,
-            Method::POST,
-            vec!["projections", a.name.as_str(), "pause"],
-            None,
-        ),
-        ProjectionCommand::Resume(a) => (
-            &a.server,
-            Method::POST,
-            vec!["projections", a.name.as_str(), "resume"],
-            None,
-        ),
-        ProjectionCommand::Rebuild(a) => (
-            &a.server,
-            Method::POST,
-            vec!["projections", a.name.as_str(), "rebuild"],
-            None,
-        ),
-    };
-    let client = server.client()?;
-    let mut request = client.request(method, client.url(&segments));
-    if let Some(args) = args {
-        serde_json::from_str::<serde_json::Value>(args)
-            .with_context(|| format!("ARGS_JSON is not JSON: {args}"))?;
-        request = request.query(&[("args", args)]);
+    match command {
+        ProjectionCommand::List(server) => {
+            let client = server.client()?;
+            let request = client.request(Method::GET, client.url(&["projections"]));
+            online(client.print::<api::ProjectionList>(request))
+        }
+        ProjectionCommand::Status(a) => {
+            let client = a.server.client()?;
+            let request = client.request(Method::GET, client.url(&["projections", &a.name]));
+            online(client.print::<api::ProjectionStatus>(request))
+        }
+        ProjectionCommand::Query(a) => {
+            let client = a.server.client()?;
+            let url = client.url(&["projections", &a.name, "query", &a.query]);
+            if let Some(args) = &a.args {
+                serde_json::from_str::<serde_json::Value>(args)
+                    .with_context(|| format!("ARGS_JSON is not JSON: {args}"))?;
+            }
+            let query = api::QueryArgs { args: a.args };
+            let request = client.request(Method::GET, url).query(&query);
+            online(client.print::<api::QueryAnswer>(request))
+        }
+        ProjectionCommand::Pause(a) => {
+            let client = a.server.client()?;
+            let request =
+                client.request(Method::POST, client.url(&["projections", &a.name, "pause"]));
+            online(client.print::<api::ProjectionPaused>(request))
+        }
+        ProjectionCommand::Resume(a) => {
+            let client = a.server.client()?;
+            let request = client.request(
+                Method::POST,
+                client.url(&["projections", &a.name, "resume"]),
+            );
+            online(client.print::<api::ProjectionResumed>(request))
+        }
+        ProjectionCommand::Rebuild(a) => {
+            let client = a.server.client()?;
+            let request = client.request(
+                Method::POST,
+                client.url(&["projections", &a.name, "rebuild"]),
+            );
+            online(client.print::<api::ProjectionRebuilding>(request))
+        }
     }
-    online(client.print(request))
 }
 
 pub(crate) fn plugin_swap(args: PluginSwapArgs) -> anyhow::Result<()> {
@@ -269,5 +273,5 @@ pub(crate) fn plugin_swap(args: PluginSwapArgs) -> anyhow::Result<()> {
         .request(Method::PUT, client.url(&["plugins", &args.name]))
         .header("content-type", "application/wasm")
         .body(bytes);
-    online(client.print(request))
+    online(client.print::<api::PluginSwapped>(request))
 }

@@ -6,7 +6,6 @@ use clap::{Args, Subcommand};
 
 use crate::client_verbs::{PluginSwapArgs, ServerArgs};
 use crate::output::print_json;
-use crate::store::StoreArgs;
 
 /// `eshost plugin ...`.
 #[derive(Debug, Subcommand)]
@@ -20,11 +19,27 @@ pub enum PluginCommand {
     Swap(PluginSwapArgs),
 }
 
-/// `eshost replay`.
+/// `eshost replay`. Events go through the live host's upcasters: those of `--config`, or the
+/// `--upcaster` files. Flags given beside `--config` win over it: `--store`/`--keys` over its
+/// `store`/`keys`, and any `--upcaster` replaces its whole `[[upcasters]]` chain.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    #[command(flatten)]
-    store: StoreArgs,
+    /// The live host's config file: replay its store, with its key file, sandbox limits and
+    /// `[[upcasters]]` chain.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The store directory (holds events.redb) [default: the config's `store`, else
+    /// eshost-data].
+    #[arg(long, env = "ESHOST_STORE")]
+    store: Option<PathBuf>,
+    /// The personal-data key file [default: the config's `keys`, else keys.eshk in the store
+    /// directory].
+    #[arg(long, env = "ESHOST_KEYS")]
+    keys: Option<PathBuf>,
+    /// An upcaster component; repeat the flag for a chain, in chain order. Replaces the
+    /// config's `[[upcasters]]`.
+    #[arg(long = "upcaster", value_name = "FILE")]
+    upcasters: Vec<PathBuf>,
     /// The projection component to replay.
     #[arg(long)]
     plugin: PathBuf,
@@ -53,9 +68,36 @@ pub struct PluginInspectArgs {
 }
 
 pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(file) => Some(eshost_core::config::Config::load(file)?),
+        None => None,
+    };
+    if config
+        .as_ref()
+        .is_some_and(|config| config.postgres.is_some())
+    {
+        anyhow::bail!(
+            "`eshost replay` runs on a directory store, and this config names a postgres store"
+        );
+    }
+    let store = args
+        .store
+        .or_else(|| config.as_ref().map(|c| c.store.clone()))
+        .unwrap_or_else(|| PathBuf::from("eshost-data"));
+    let keys = args
+        .keys
+        .or_else(|| config.as_ref().and_then(|c| c.keys.clone()));
+    let upcasters = match (args.upcasters.is_empty(), &config) {
+        (true, Some(config)) => config.upcasters.iter().map(|u| u.plugin.clone()).collect(),
+        _ => args.upcasters,
+    };
+    let limits = config.map(|c| c.limits).unwrap_or_default();
     let options = eshost_core::projection::replay::ReplayOptions {
-        store: args.store.store,
+        store,
+        keys,
         plugin: args.plugin,
+        upcasters,
+        limits,
         diff: args.diff,
         batch: args.batch.max(1),
         progress: !args.json,

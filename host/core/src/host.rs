@@ -2,12 +2,14 @@
 //! plugins it lists, the command pipeline, the projections, the plugin watchers and the
 //! erasure steps. The server, the CLI and the benchmarks all start a host this one way.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use eshost_runtime::{LoadedPlugin, PluginKind, Runtime, RuntimeConfig};
 use eshost_store::{EventStore, Store, StoreConfig};
+use eshost_store_postgres::{KekSource, PgConfig, PgStore};
 
 use crate::aggregate::{AggregateConfig, Aggregates, EngineConfig};
 use crate::config::{Config, FailurePolicy};
@@ -109,15 +111,34 @@ fn resume_erasures(forgetting: &Forgetting) {
     }
 }
 
+/// The store the config names: the embedded one in its directory, or PostgreSQL.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
+    match &config.postgres {
+        Some(postgres) => {
+            let pg = PgConfig::new(
+                &postgres.url,
+                KekSource::parse(&postgres.key_encryption_key),
+            )
+            .with_context(|| format!("config file {}: `store`", config.file.display()))?;
+            let url = pg.display_url();
+            Ok(Arc::new(
+                PgStore::open(pg).with_context(|| format!("opening store {url}"))?,
+            ))
+        }
+        None => {
+            let mut store_config = StoreConfig::new(&config.store);
+            store_config.keys = config.keys.clone();
+            Ok(Arc::new(Store::open(store_config).with_context(|| {
+                format!("opening store {}", config.store.display())
+            })?))
+        }
+    }
+}
+
 impl Host {
     /// Opens the store and loads every plugin the config names. Call inside a tokio runtime.
     pub fn start(config: &Config) -> anyhow::Result<Host> {
-        let mut store_config = StoreConfig::new(&config.store);
-        store_config.keys = config.keys.clone();
-        let store: Arc<dyn EventStore> = Arc::new(
-            Store::open(store_config)
-                .with_context(|| format!("opening store {}", config.store.display()))?,
-        );
+        let store = open_store(config)?;
         let views = Views::open(&config.store)?;
         let runtime = Runtime::new(RuntimeConfig {
             limits: config.limits.clone(),
@@ -126,6 +147,7 @@ impl Host {
         let mut upcasters = Vec::new();
         for (index, entry) in config.upcasters.iter().enumerate() {
             let key = format!("upcasters[{index}].plugin");
+            let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
             match load_kind(
                 &runtime,
                 config,
@@ -148,6 +170,7 @@ impl Host {
         )?;
         for (index, entry) in config.aggregates.iter().enumerate() {
             let key = format!("aggregates[{index}].plugin");
+            let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
             let LoadedPlugin::Aggregate(plugin) = load_kind(
                 &runtime,
                 config,
@@ -174,8 +197,9 @@ impl Host {
         );
         for (index, entry) in config.projections.iter().enumerate() {
             let key = format!("projections[{index}].plugin");
+            let limits = config.plugin_limits(&entry.name);
             load_kind(
-                &runtime,
+                &runtime.with_limits(limits.clone()),
                 config,
                 &key,
                 &entry.name,
@@ -186,6 +210,7 @@ impl Host {
             projection.batch = entry.batch;
             projection.attempts = entry.attempts;
             projection.dead_letter = entry.on_failure == FailurePolicy::DeadLetter;
+            projection.limits = Some(limits);
             projections
                 .add(projection)
                 .with_context(|| format!("config file {}: `{key}`", config.file.display()))?;
@@ -239,6 +264,14 @@ impl Host {
         &self.parts.runtime
     }
 
+    /// The runtime plugin `name` loads under: a view of [`runtime`](Self::runtime) with the
+    /// limits the config gives that plugin (its own `limits` over `[limits]`). Load a new
+    /// version of a configured plugin (an upload) through it, so it keeps its limits.
+    pub fn runtime_for(&self, name: &str) -> Runtime {
+        let limits = self.parts.config.plugin_limits(name);
+        self.parts.runtime.with_limits(limits)
+    }
+
     /// The command pipeline.
     pub fn aggregates(&self) -> &Aggregates {
         &self.parts.aggregates
@@ -290,8 +323,20 @@ fn watch_aggregates(
             path: entry.plugin.clone(),
         })
         .collect();
-    let (runtime, aggregates) = (runtime.clone(), aggregates.clone());
+    // Each aggregate reloads under its own limits.
+    let runtimes: HashMap<String, Runtime> = config
+        .aggregates
+        .iter()
+        .map(|entry| {
+            let limits = config.plugin_limits(&entry.name);
+            (entry.name.clone(), runtime.with_limits(limits))
+        })
+        .collect();
+    let aggregates = aggregates.clone();
     Ok(PluginWatcher::new(plugins, move |plugin| {
+        let Some(runtime) = runtimes.get(&plugin.name) else {
+            return;
+        };
         match runtime.load_aggregate(&plugin.path) {
             Ok(loaded) if loaded.info().name == plugin.name => {
                 match aggregates.swap(loaded, None) {

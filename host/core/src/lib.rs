@@ -6,17 +6,21 @@
 //! - [`projection`]: projection runners, queries, dead letters, shadow rebuilds, replay;
 //! - [`views`]: `views.redb`, everything derived from the log;
 //! - [`privacy`]: forgetting a data subject and purging what was derived from it;
+//! - [`subscription`]: `$all` from a position, caught up and then followed live;
 //! - [`config`] and [`host`]: the composition root that builds a running [`Host`] from an
 //!   `eshost.toml`.
 //!
 //! Architecture invariant: nothing here speaks HTTP; the server and the CLI are clients of
 //! this crate.
 
+#![deny(missing_docs)]
+
 pub mod aggregate;
 pub mod config;
 pub mod host;
 pub mod privacy;
 pub mod projection;
+pub mod subscription;
 pub mod upcast;
 pub mod views;
 

@@ -3,15 +3,21 @@
 //!
 //! An [`UpcasterChain`] is built once from the loaded upcaster plugins; each (event type,
 //! schema version) pair belongs to at most one upcaster. A reader thread makes its own
-//! [`Upcasting`] (sandboxed instances, created on first use) and passes every event through
-//! it: the event goes to the upcaster that claims its (type, version), then again with the new
-//! (type, version), until no upcaster claims it.
+//! [`Upcasting`] (sandboxed instances, created on first use) and passes events through it: an
+//! event goes to the upcaster that claims its (type, version), then again with the new (type,
+//! version), until no upcaster claims it.
+//!
+//! A plugin sees only the events it handles (WIT `plugin-info.handles`), so only those that
+//! may become such events are upcast for it: the [`Relevance`] of each event to each plugin.
+//! An event of another type, however malformed, can therefore never stop a plugin.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use eshost_runtime::{Event, PluginError, UpcastError, UpcasterInstance, UpcasterPlugin};
+use eshost_runtime::{
+    Event, PluginError, PluginInfo, UpcastError, UpcasterInstance, UpcasterPlugin,
+};
 use eshost_store::{EventRef, EventStore};
 
 /// The upcasters of a host, keyed by the (event type, schema version) each one raises.
@@ -24,7 +30,117 @@ pub struct UpcasterChain {
 #[derive(Default)]
 struct Chain {
     plugins: Vec<UpcasterPlugin>,
-    by_type: HashMap<(String, u32), usize>,
+    claims: Claims,
+    /// The relevance for each `handles` list asked about, computed once.
+    relevance: Mutex<HashMap<Vec<String>, Arc<Relevance>>>,
+}
+
+/// What the chain knows from the upcasters' declarations, without running one: which
+/// upcaster raises which (type, version), and which types each may give.
+#[derive(Debug, Default)]
+struct Claims {
+    /// Event type → the schema versions of it that are claimed, each with its upcaster's
+    /// index. Keyed by type alone so that a look-up borrows the event's `&str`.
+    by_type: HashMap<String, Vec<(u32, usize)>>,
+    /// How many (type, version) pairs are claimed.
+    count: usize,
+    /// Per upcaster: the types it may give (WIT `handles` plus the types it upcasts); `None`:
+    /// any type (its `handles` is empty).
+    outputs: Vec<Option<Vec<String>>>,
+}
+
+impl Claims {
+    fn new<'a>(upcasters: impl IntoIterator<Item = &'a PluginInfo>) -> Result<Self, ChainError> {
+        let mut claims = Claims::default();
+        let mut names: Vec<&str> = Vec::new();
+        for info in upcasters {
+            let index = claims.outputs.len();
+            for claim in &info.upcasts {
+                let (event_type, schema_version) = (&claim.event_type, claim.schema_version);
+                if let Some(other) = claims.claimant(event_type, schema_version) {
+                    return Err(ChainError::Ambiguous {
+                        event_type: event_type.clone(),
+                        schema_version,
+                        first: names[other].to_owned(),
+                        second: info.name.clone(),
+                    });
+                }
+                claims
+                    .by_type
+                    .entry(event_type.clone())
+                    .or_default()
+                    .push((schema_version, index));
+                claims.count += 1;
+            }
+            let outputs = (!info.handles.is_empty()).then(|| {
+                let upcast = info.upcasts.iter().map(|claim| &claim.event_type);
+                info.handles.iter().chain(upcast).cloned().collect()
+            });
+            claims.outputs.push(outputs);
+            names.push(&info.name);
+        }
+        Ok(claims)
+    }
+
+    /// The index of the upcaster that raises this type and version.
+    fn claimant(&self, event_type: &str, schema_version: u32) -> Option<usize> {
+        self.by_type
+            .get(event_type)?
+            .iter()
+            .find(|(version, _)| *version == schema_version)
+            .map(|&(_, index)| index)
+    }
+
+    fn relevance(&self, handles: &[String]) -> Relevance {
+        if handles.is_empty() {
+            return Relevance::default();
+        }
+        let handled: HashSet<&str> = handles.iter().map(String::as_str).collect();
+        let mut upcast_into_handled = Vec::new();
+        for (event_type, claims) in &self.by_type {
+            if handled.contains(event_type.as_str()) {
+                continue;
+            }
+            for &(version, index) in claims {
+                if self.may_become(index, &handled) {
+                    upcast_into_handled.push((event_type.clone(), version));
+                }
+            }
+        }
+        upcast_into_handled.sort_unstable();
+        let mut handles = handles.to_vec();
+        handles.sort_unstable();
+        handles.dedup();
+        Relevance {
+            handles: Some(handles),
+            upcast_into_handled,
+        }
+    }
+
+    /// Whether an event raised by upcaster `start` may come out of the chain as one of
+    /// `targets`. By types alone (any version of a type it gives may be claimed again), which
+    /// can only answer yes too often, never no.
+    fn may_become(&self, start: usize, targets: &HashSet<&str>) -> bool {
+        let mut visited = vec![false; self.outputs.len()];
+        visited[start] = true;
+        let mut pending = vec![start];
+        while let Some(index) = pending.pop() {
+            let Some(outputs) = &self.outputs[index] else {
+                return true;
+            };
+            for output in outputs {
+                if targets.contains(output.as_str()) {
+                    return true;
+                }
+                for &(_, next) in self.by_type.get(output).into_iter().flatten() {
+                    if !std::mem::replace(&mut visited[next], true) {
+                        pending.push(next);
+                    }
+                }
+            }
+        }
+        false
+    }
 }
 
 impl fmt::Debug for UpcasterChain {
@@ -56,25 +172,14 @@ pub enum ChainError {
 impl UpcasterChain {
     /// A chain of `plugins`, each claiming the (type, version) pairs its `describe()` lists.
     pub fn new(plugins: impl IntoIterator<Item = UpcasterPlugin>) -> Result<Self, ChainError> {
-        let mut chain = Chain::default();
-        for plugin in plugins {
-            let index = chain.plugins.len();
-            for claim in &plugin.info().upcasts {
-                let key = (claim.event_type.clone(), claim.schema_version);
-                if let Some(&other) = chain.by_type.get(&key) {
-                    return Err(ChainError::Ambiguous {
-                        event_type: key.0,
-                        schema_version: key.1,
-                        first: chain.plugins[other].info().name.clone(),
-                        second: plugin.info().name.clone(),
-                    });
-                }
-                chain.by_type.insert(key, index);
-            }
-            chain.plugins.push(plugin);
-        }
+        let plugins: Vec<UpcasterPlugin> = plugins.into_iter().collect();
+        let claims = Claims::new(plugins.iter().map(UpcasterPlugin::info))?;
         Ok(UpcasterChain {
-            inner: Arc::new(chain),
+            inner: Arc::new(Chain {
+                plugins,
+                claims,
+                relevance: Mutex::default(),
+            }),
         })
     }
 
@@ -85,7 +190,7 @@ impl UpcasterChain {
 
     /// True when no upcaster is configured.
     pub fn is_empty(&self) -> bool {
-        self.inner.by_type.is_empty()
+        self.inner.claims.count == 0
     }
 
     /// The upcasters, in the order given.
@@ -95,12 +200,30 @@ impl UpcasterChain {
 
     /// Whether some upcaster raises events of this type and version.
     pub fn upcasts(&self, event_type: &str, schema_version: u32) -> bool {
-        // Avoids allocating a key for the common "no upcaster at all" case.
-        !self.is_empty()
-            && self
-                .inner
-                .by_type
-                .contains_key(&(event_type.to_owned(), schema_version))
+        self.inner
+            .claims
+            .claimant(event_type, schema_version)
+            .is_some()
+    }
+
+    /// Which events matter to a plugin that handles `handles` (empty: every type), through
+    /// this chain. Computed once per list and shared.
+    pub fn relevance(&self, handles: &[String]) -> Arc<Relevance> {
+        let mut known = self
+            .inner
+            .relevance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(relevance) = known.get(handles) {
+            return relevance.clone();
+        }
+        // Plugins are few, but swaps can bring new lists for as long as the host runs.
+        if known.len() >= 64 {
+            known.clear();
+        }
+        let relevance = Arc::new(self.inner.claims.relevance(handles));
+        known.insert(handles.to_vec(), relevance.clone());
+        relevance
     }
 
     /// A per-thread runner of the chain. Its instances are created on first use.
@@ -108,8 +231,54 @@ impl UpcasterChain {
         Upcasting {
             chain: self.clone(),
             instances: (0..self.inner.plugins.len()).map(|_| None).collect(),
+            relevance: Vec::new(),
         }
     }
+}
+
+/// Which events matter to one plugin, given an [`UpcasterChain`]: those of a type it handles,
+/// and those the chain raises and may turn into such a type (as far as each upcaster declares
+/// what it may give: WIT `handles` plus the types it upcasts, any type when `handles` is
+/// empty). Get it from [`UpcasterChain::relevance`]; asking about an event allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Relevance {
+    /// The types the plugin handles, sorted; `None`: every type. Lists are short, and a
+    /// binary search over them costs less than hashing the event's type.
+    handles: Option<Vec<String>>,
+    /// (type, schema version) pairs, sorted, of types the plugin does not handle that the
+    /// chain raises and may turn into a type it handles.
+    upcast_into_handled: Vec<(String, u32)>,
+}
+
+impl Relevance {
+    /// Whether a stored event of this type and version is upcast for the plugin: it is of a
+    /// type the plugin handles, or may become one.
+    pub fn is_relevant(&self, event_type: &str, schema_version: u32) -> bool {
+        self.is_handled(event_type)
+            || self
+                .upcast_into_handled
+                .binary_search_by(|(t, v)| (t.as_str(), *v).cmp(&(event_type, schema_version)))
+                .is_ok()
+    }
+
+    /// Whether the plugin handles events of this type (after upcasting: the type it sees).
+    pub fn is_handled(&self, event_type: &str) -> bool {
+        self.handles.as_ref().is_none_or(|handles| {
+            handles
+                .binary_search_by(|h| h.as_str().cmp(event_type))
+                .is_ok()
+        })
+    }
+}
+
+/// An event the chain could not upcast.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("upcasting the event at position {position}: {error}")]
+pub struct UpcastFailure {
+    /// The event's position.
+    pub position: u64,
+    /// What went wrong (shown in the message, so not also given as its source).
+    pub error: UpcastError,
 }
 
 /// One thread's instances of an [`UpcasterChain`]. Call from a blocking context.
@@ -117,12 +286,29 @@ impl UpcasterChain {
 pub struct Upcasting {
     chain: UpcasterChain,
     instances: Vec<Option<UpcasterInstance>>,
+    /// (plugin content hash, its relevance) of the plugins this thread served lately: a
+    /// look-up here takes no lock.
+    relevance: Vec<(String, Arc<Relevance>)>,
 }
 
 impl Upcasting {
     /// The chain this runs.
     pub fn chain(&self) -> &UpcasterChain {
         &self.chain
+    }
+
+    /// The chain's [`Relevance`] for `plugin`, remembered by this thread.
+    pub fn relevance_for(&mut self, plugin: &PluginInfo) -> Arc<Relevance> {
+        let hash = &plugin.content_hash;
+        if let Some((_, relevance)) = self.relevance.iter().find(|(known, _)| known == hash) {
+            return relevance.clone();
+        }
+        let relevance = self.chain.relevance(&plugin.handles);
+        if self.relevance.len() >= 16 {
+            self.relevance.remove(0);
+        }
+        self.relevance.push((hash.clone(), relevance.clone()));
+        relevance
     }
 
     /// Raises `event` through the chain, in place. Returns whether it changed.
@@ -133,11 +319,13 @@ impl Upcasting {
         let mut changed = false;
         // Every step raises the schema version (the runtime refuses one that does not), so
         // the chain ends; the bound is a second guard against a cycle through event types.
-        for _ in 0..=self.chain.inner.by_type.len() {
-            let key = (std::mem::take(&mut event.event_type), event.schema_version);
-            let index = self.chain.inner.by_type.get(&key).copied();
-            event.event_type = key.0;
-            let Some(index) = index else {
+        for _ in 0..=self.chain.inner.claims.count {
+            let Some(index) = self
+                .chain
+                .inner
+                .claims
+                .claimant(&event.event_type, event.schema_version)
+            else {
                 return Ok(changed);
             };
             let instance = match &mut self.instances[index] {
@@ -161,13 +349,29 @@ impl Upcasting {
     }
 
     /// Raises every event of `events`, in place.
-    pub fn upcast_all(&mut self, events: &mut [Event]) -> Result<(), UpcastError> {
+    pub fn upcast_all(&mut self, events: &mut [Event]) -> Result<(), UpcastFailure> {
         if self.chain.is_empty() {
             return Ok(());
         }
         for event in events {
-            self.upcast(event)?;
+            self.upcast(event).map_err(|error| UpcastFailure {
+                position: event.position,
+                error,
+            })?;
         }
+        Ok(())
+    }
+
+    /// Makes stored events into what a plugin sees: drops those not relevant to it, raises
+    /// the rest through the chain, and keeps those of a type it handles, in order.
+    pub fn for_plugin(
+        &mut self,
+        relevance: &Relevance,
+        events: &mut Vec<Event>,
+    ) -> Result<(), UpcastFailure> {
+        events.retain(|event| relevance.is_relevant(&event.event_type, event.schema_version));
+        self.upcast_all(events)?;
+        events.retain(|event| relevance.is_handled(&event.event_type));
         Ok(())
     }
 }
@@ -204,5 +408,96 @@ fn stored_event(event: &EventRef<'_>) -> Event {
         subject_id: None,
         personal_data: None,
         shredded: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eshost_runtime::{PluginKind, VersionedType};
+
+    /// An upcaster's declarations: what it may give (`handles`), what it raises.
+    fn upcaster(name: &str, handles: &[&str], upcasts: &[(&str, u32)]) -> PluginInfo {
+        PluginInfo {
+            name: name.into(),
+            kind: PluginKind::Upcaster,
+            version: "1".into(),
+            handles: handles.iter().map(|&t| t.into()).collect(),
+            upcasts: upcasts
+                .iter()
+                .map(|&(event_type, schema_version)| VersionedType {
+                    event_type: event_type.into(),
+                    schema_version,
+                })
+                .collect(),
+            content_hash: name.into(),
+            wit_version: "0.1.0".into(),
+        }
+    }
+
+    fn handles(types: &[&str]) -> Vec<String> {
+        types.iter().map(|&t| t.into()).collect()
+    }
+
+    #[test]
+    fn an_event_is_relevant_to_the_plugins_it_may_reach() {
+        let deposits = upcaster("deposits", &["FundsDeposited"], &[("FundsDeposited", 1)]);
+        // Credited v1 → Deposited v2, then Deposited v2 → Received v3: a chain of renames.
+        let credited = upcaster("credited", &["Deposited"], &[("Credited", 1)]);
+        let deposited = upcaster("deposited", &["Received"], &[("Deposited", 2)]);
+        let claims = Claims::new([&deposits, &credited, &deposited]).unwrap();
+
+        let customers = claims.relevance(&handles(&["CustomerRegistered"]));
+        assert!(customers.is_relevant("CustomerRegistered", 1));
+        assert!(
+            !customers.is_relevant("FundsDeposited", 1),
+            "never upcast for it"
+        );
+        assert!(!customers.is_relevant("Credited", 1));
+        assert!(!customers.is_handled("FundsDeposited"));
+
+        let balances = claims.relevance(&handles(&["FundsDeposited"]));
+        assert!(balances.is_relevant("FundsDeposited", 1));
+        assert!(
+            balances.is_relevant("FundsDeposited", 7),
+            "a handled type, any version"
+        );
+        assert!(!balances.is_relevant("Credited", 1));
+
+        let receipts = claims.relevance(&handles(&["Received"]));
+        assert!(receipts.is_relevant("Credited", 1), "through two renames");
+        assert!(receipts.is_relevant("Deposited", 2));
+        assert!(
+            !receipts.is_relevant("Deposited", 3),
+            "no upcaster raises v3"
+        );
+        assert!(!receipts.is_relevant("FundsDeposited", 1));
+
+        let everything = claims.relevance(&[]);
+        assert!(everything.is_relevant("Anything", 1) && everything.is_handled("Anything"));
+    }
+
+    #[test]
+    fn an_upcaster_that_declares_no_outputs_may_give_any_type() {
+        let open = upcaster("open", &[], &[("Note", 1)]);
+        let claims = Claims::new([&open]).unwrap();
+        let relevance = claims.relevance(&handles(&["CustomerRegistered"]));
+        assert!(relevance.is_relevant("Note", 1));
+        assert!(!relevance.is_relevant("Note", 2));
+        assert!(
+            !relevance.is_handled("Note"),
+            "upcast, then kept only as a handled type"
+        );
+    }
+
+    #[test]
+    fn two_claims_of_one_type_and_version_are_ambiguous() {
+        let first = upcaster("first", &[], &[("A", 1), ("B", 1)]);
+        let second = upcaster("second", &[], &[("B", 2), ("A", 1)]);
+        let error = Claims::new([&first, &second]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "upcasters \"first\" and \"second\" both upcast A v1"
+        );
     }
 }

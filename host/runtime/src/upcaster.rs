@@ -3,17 +3,17 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::bindings::types::{Event, UpcastResult};
-use super::bindings::upcaster::UpcasterPluginPre;
 use super::error::PluginError;
-use super::plugin::{PluginCore, PluginInfo, Sandboxed};
-use super::sandbox::HostState;
+use super::plugin::{LoadStats, PluginCore, PluginInfo, Sandboxed};
+use super::sandbox::Limits;
+use super::types::{Event, UpcastResult, UpcastedEvent};
+use super::wit::UpcasterPre;
 
 /// A loaded upcaster plugin. Cheap to clone; make an [`UpcasterInstance`] per thread.
 #[derive(Clone)]
 pub struct UpcasterPlugin {
     core: Arc<PluginCore>,
-    pre: Arc<UpcasterPluginPre<HostState>>,
+    pre: Arc<UpcasterPre>,
 }
 
 impl fmt::Debug for UpcasterPlugin {
@@ -25,15 +25,8 @@ impl fmt::Debug for UpcasterPlugin {
 }
 
 impl UpcasterPlugin {
-    pub(crate) fn new(core: Arc<PluginCore>, pre: UpcasterPluginPre<HostState>) -> Self {
-        UpcasterPlugin {
-            core,
-            pre: Arc::new(pre),
-        }
-    }
-
-    pub(crate) fn core(&self) -> &PluginCore {
-        &self.core
+    pub(crate) fn new(core: Arc<PluginCore>, pre: Arc<UpcasterPre>) -> Self {
+        UpcasterPlugin { core, pre }
     }
 
     /// Who the plugin is.
@@ -42,12 +35,12 @@ impl UpcasterPlugin {
     }
 
     /// How the plugin was loaded.
-    pub fn load_stats(&self) -> super::LoadStats {
+    pub fn load_stats(&self) -> LoadStats {
         self.core.load_stats
     }
 
     /// The same plugin with other limits for the instances made from it.
-    pub fn with_limits(&self, limits: super::Limits) -> UpcasterPlugin {
+    pub fn with_limits(&self, limits: Limits) -> UpcasterPlugin {
         UpcasterPlugin {
             core: self.core.with_limits(limits),
             pre: self.pre.clone(),
@@ -66,7 +59,7 @@ impl UpcasterPlugin {
 /// fault the next call simply gets a fresh instance.
 #[derive(Debug)]
 pub struct UpcasterInstance {
-    sandbox: Sandboxed<UpcasterPluginPre<HostState>>,
+    sandbox: Sandboxed<UpcasterPre>,
 }
 
 /// Why an event could not be upcast.
@@ -94,27 +87,26 @@ impl UpcasterInstance {
     }
 
     /// Asks the plugin to raise `event` by one step. Call it only for events the plugin
-    /// [`upcasts`](PluginInfo::upcasts_event). An upcast that does not raise the schema
-    /// version is refused as a contract violation (it would loop in a chain).
+    /// [`upcasts`](PluginInfo::upcasts_event). An output that breaks the contract is refused,
+    /// naming the plugin: a schema version that is not higher (it would loop in a chain), an
+    /// empty or malformed event type, a type the plugin does not declare it may produce
+    /// ([`may_produce`](PluginInfo::may_produce): the host decides from the declarations which
+    /// plugins an event can reach), or data that is not JSON.
     pub fn upcast(&mut self, event: &Event) -> Result<UpcastResult, UpcastError> {
-        let result = self.sandbox.call_plain(0, |store, guest| {
-            guest.eshost_plugin_upcaster().call_upcast(store, event)
-        })?;
+        let result = self
+            .sandbox
+            .call_plain(0, |store, guest| guest.upcast(store, event))?;
         match result {
             Ok(UpcastResult::Unchanged) => Ok(UpcastResult::Unchanged),
             Ok(UpcastResult::Upcasted(new)) => {
                 let core = &self.sandbox.core;
                 core.check_output("upcast", new.event_type.len() + new.data.len())?;
-                if new.schema_version <= event.schema_version {
-                    return Err(core
-                        .contract(
-                            "upcast",
-                            format!(
-                                "upcasting {} v{} gave schema version {}; it must be higher",
-                                event.event_type, event.schema_version, new.schema_version
-                            ),
-                        )
-                        .into());
+                if let Some(problem) = output_problem(&core.info, event, &new) {
+                    let message = format!(
+                        "upcasting {} v{} at position {} {problem}",
+                        event.event_type, event.schema_version, event.position
+                    );
+                    return Err(core.contract("upcast", message).into());
                 }
                 Ok(UpcastResult::Upcasted(new))
             }
@@ -138,4 +130,35 @@ impl UpcasterInstance {
             }
         }
     }
+}
+
+/// What is wrong with an upcaster's output, if anything, worded to follow "upcasting X vN".
+fn output_problem(info: &PluginInfo, old: &Event, new: &UpcastedEvent) -> Option<String> {
+    let event_type = &new.event_type;
+    if new.schema_version <= old.schema_version {
+        return Some(format!(
+            "gave schema version {}; it must be higher",
+            new.schema_version
+        ));
+    }
+    if event_type.is_empty() {
+        return Some("gave an empty event type".into());
+    }
+    if event_type.len() > eshost_store::validate::MAX_EVENT_TYPE_BYTES
+        || event_type.chars().any(char::is_control)
+    {
+        return Some(format!(
+            "gave the event type {event_type:?}: at most 256 bytes, no control characters"
+        ));
+    }
+    if !info.may_produce(event_type) {
+        return Some(format!(
+            "gave the event type {event_type:?}, which it does not declare: list the types \
+             `upcast` may give in `handles` of describe()"
+        ));
+    }
+    if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(&new.data) {
+        return Some(format!("gave data that is not valid JSON: {error}"));
+    }
+    None
 }

@@ -1,70 +1,75 @@
-//! API errors: a status and a JSON body `{error, message}` (plus `actual_version` on a
-//! conflict).
+//! API errors: an [`ErrorCode`] (which fixes the status) and a message, answered as the JSON
+//! [`ErrorBody`] `{error, message}` (plus `actual_version` on a conflict).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use eshost_api::{ErrorBody, ErrorCode};
 
 use eshost_core::aggregate::{CommandError, QueryError as StateQueryError, StateError};
+use eshost_core::privacy::ForgetError;
 use eshost_core::projection::{ProjectionHostError, QueryFailure};
 use eshost_runtime::QueryError as PluginQueryError;
 use eshost_store::{AppendError, ReadError};
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// A short machine-readable code, e.g. `conflict`.
-    pub error: &'static str,
-    /// What went wrong, for people.
-    pub message: String,
-    /// On a conflict: the stream's actual version.
-    pub actual_version: Option<u64>,
-}
+pub struct ApiError(pub ErrorBody);
 
 impl ApiError {
-    /// An error with `status` and code `error`.
-    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            error,
-            message: message.into(),
-            actual_version: None,
-        }
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError(ErrorBody::new(code, message))
     }
 
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        ApiError::new(ErrorCode::BadRequest, message)
     }
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+        ApiError::new(ErrorCode::NotFound, message)
     }
 
     /// 500: a real fault of the host or a plugin.
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        ApiError::new(ErrorCode::Internal, message)
+    }
+
+    /// 413.
+    pub fn too_large() -> Self {
+        ApiError::new(
+            ErrorCode::TooLarge,
+            "the request body is larger than the host accepts",
+        )
     }
 
     fn conflict(message: String, actual: u64) -> Self {
-        ApiError {
-            actual_version: Some(actual),
-            ..ApiError::new(StatusCode::CONFLICT, "conflict", message)
-        }
+        let mut error = ApiError::new(ErrorCode::Conflict, message);
+        error.0.actual_version = Some(actual);
+        error
     }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.0.error
+    }
+
+    /// The HTTP status of the code.
+    pub fn status(&self) -> StatusCode {
+        status_of(self.0.error)
+    }
+}
+
+/// The status of an error code: [`ErrorCode::status`] decides, exhaustively.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.error, "message": self.message });
-        if let Some(actual) = self.actual_version {
-            body["actual_version"] = actual.into();
-        }
-        (self.status, Json(body)).into_response()
+        (self.status(), Json(self.0)).into_response()
     }
 }
 
@@ -73,21 +78,13 @@ impl From<AppendError> for ApiError {
         match &error {
             AppendError::Invalid(_) => ApiError::bad_request(error.to_string()),
             AppendError::Conflict { actual, .. } => ApiError::conflict(error.to_string(), *actual),
-            AppendError::DuplicateEventId { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "duplicate_event_id",
-                error.to_string(),
-            ),
-            AppendError::Closed => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                error.to_string(),
-            ),
-            AppendError::Seal(eshost_store::keys::SealError::Forgotten { .. }) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "subject_forgotten",
-                error.to_string(),
-            ),
+            AppendError::DuplicateEventId { .. } => {
+                ApiError::new(ErrorCode::DuplicateEventId, error.to_string())
+            }
+            AppendError::Closed => ApiError::new(ErrorCode::Unavailable, error.to_string()),
+            AppendError::Seal(eshost_store::keys::SealError::Forgotten { .. }) => {
+                ApiError::new(ErrorCode::SubjectForgotten, error.to_string())
+            }
             _ => ApiError::internal(error.to_string()),
         }
     }
@@ -112,11 +109,7 @@ impl From<CommandError> for ApiError {
                 source: StateError::Read(ReadError::Invalid(_)),
                 ..
             } => ApiError::bad_request(error.to_string()),
-            CommandError::Closed => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                error.to_string(),
-            ),
+            CommandError::Closed => ApiError::new(ErrorCode::Unavailable, error.to_string()),
             _ => ApiError::internal(error.to_string()),
         }
     }
@@ -139,13 +132,11 @@ impl From<ProjectionHostError> for ApiError {
         match &error {
             ProjectionHostError::Unknown(_) => ApiError::not_found(error.to_string()),
             ProjectionHostError::Load(_) | ProjectionHostError::WrongName { .. } => {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_plugin", error.to_string())
+                ApiError::new(ErrorCode::BadPlugin, error.to_string())
             }
-            ProjectionHostError::Stopped(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                error.to_string(),
-            ),
+            ProjectionHostError::Stopped(_) => {
+                ApiError::new(ErrorCode::Unavailable, error.to_string())
+            }
             _ => ApiError::internal(error.to_string()),
         }
     }
@@ -162,6 +153,27 @@ impl From<QueryFailure> for ApiError {
                 ApiError::bad_request(error.to_string())
             }
             _ => ApiError::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<ForgetError> for ApiError {
+    fn from(error: ForgetError) -> Self {
+        match error {
+            ForgetError::InvalidSubject { .. } => ApiError::bad_request(error.to_string()),
+            ForgetError::Failed { .. } => ApiError::internal(error.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_maps_to_its_own_status() {
+        for code in ErrorCode::ALL {
+            assert_eq!(status_of(code).as_u16(), code.status(), "{code:?}");
         }
     }
 }

@@ -8,9 +8,15 @@
 //! Architecture invariant: handlers translate HTTP to calls on the core and back; they hold no
 //! domain logic and never reach into store internals.
 
+#![deny(missing_docs)]
+
 mod error;
+mod extract;
 mod handlers;
 pub mod metrics;
+mod openapi;
+mod routes;
+mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,11 +26,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post, put};
-use serde_json::{Value, json};
+use axum::routing::MethodRouter;
+use eshost_api::ErrorCode;
+use serde_json::Value;
 use tokio::sync::watch;
 
 use eshost_core::Host;
@@ -33,174 +40,7 @@ use eshost_core::projection::Projections;
 
 pub use error::ApiError;
 use metrics::Metrics;
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone, even when tokens are configured (`/health`).
-    Public,
-    /// A token of at least this role.
-    Role(Role),
-}
-
-/// One route of the API.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// The method.
-    pub method: Method,
-    /// The path template, axum style (`/streams/{id}`).
-    pub path: &'static str,
-    /// Who may call it.
-    pub access: Access,
-    /// One line for the OpenAPI document.
-    pub summary: &'static str,
-    handler: fn() -> MethodRouter<AppState>,
-}
-
-const fn route(
-    method: Method,
-    path: &'static str,
-    access: Access,
-    summary: &'static str,
-    handler: fn() -> MethodRouter<AppState>,
-) -> Route {
-    Route {
-        method,
-        path,
-        access,
-        summary,
-        handler,
-    }
-}
-
-const READ: Access = Access::Role(Role::Read);
-const WRITE: Access = Access::Role(Role::Write);
-const ADMIN: Access = Access::Role(Role::Admin);
-
-/// Every route the server serves.
-pub const ROUTES: &[Route] = &[
-    route(
-        Method::POST,
-        "/aggregates/{type}/{id}",
-        WRITE,
-        "Send a command (JSON body) to an aggregate; 422 when a business rule refuses it",
-        || post(handlers::command),
-    ),
-    route(
-        Method::GET,
-        "/aggregates/{type}/{id}",
-        READ,
-        "An aggregate's state, latest or as of ?version= or ?at= (ms since the epoch)",
-        || get(handlers::state),
-    ),
-    route(
-        Method::GET,
-        "/aggregates/{type}/{id}/history",
-        READ,
-        "An aggregate's audit trail: each event with the state after it",
-        || get(handlers::history),
-    ),
-    route(
-        Method::POST,
-        "/streams/{id}",
-        WRITE,
-        "Append events to a stream: {expected, events:[{type, data, metadata, id, schema_version}]}",
-        || post(handlers::append),
-    ),
-    route(
-        Method::GET,
-        "/streams/{id}",
-        READ,
-        "Read a stream (?from=, ?backward=, ?limit=, ?until_position=, ?until_time=)",
-        || get(handlers::read_stream),
-    ),
-    route(
-        Method::GET,
-        "/all",
-        READ,
-        "Read $all from a position (?from=, ?limit=, ?types=A,B)",
-        || get(handlers::read_all),
-    ),
-    route(
-        Method::POST,
-        "/subjects/{id}/forget",
-        ADMIN,
-        "Forget a data subject: erase its key, record the erasure in $erasures, purge derived state; body {reason} optional",
-        || post(handlers::forget),
-    ),
-    route(
-        Method::GET,
-        "/subscribe",
-        READ,
-        "Server-sent events from ?from= (or Last-Event-ID), filtered by ?stream_prefix= and ?types=",
-        || get(handlers::subscribe),
-    ),
-    route(
-        Method::GET,
-        "/projections",
-        READ,
-        "Every projection's status",
-        || get(handlers::projections),
-    ),
-    route(
-        Method::GET,
-        "/projections/{name}",
-        READ,
-        "One projection's status",
-        || get(handlers::projection),
-    ),
-    route(
-        Method::GET,
-        "/projections/{name}/query/{query}",
-        READ,
-        "Ask a projection (?args=JSON, or each parameter as an argument)",
-        || get(handlers::projection_query),
-    ),
-    route(
-        Method::POST,
-        "/projections/{name}/pause",
-        ADMIN,
-        "Pause a projection",
-        || post(handlers::projection_pause),
-    ),
-    route(
-        Method::POST,
-        "/projections/{name}/resume",
-        ADMIN,
-        "Resume a projection (a failed event is tried again)",
-        || post(handlers::projection_resume),
-    ),
-    route(
-        Method::POST,
-        "/projections/{name}/rebuild",
-        ADMIN,
-        "Rebuild a projection from position 0 beside the active one",
-        || post(handlers::projection_rebuild),
-    ),
-    route(Method::GET, "/plugins", READ, "The loaded plugins", || {
-        get(handlers::plugins)
-    }),
-    route(
-        Method::PUT,
-        "/plugins/{name}",
-        ADMIN,
-        "Hot-swap an aggregate or projection plugin: the body is the component (application/wasm)",
-        || put(handlers::swap_plugin),
-    ),
-    route(Method::GET, "/health", Access::Public, "Liveness", || {
-        get(handlers::health)
-    }),
-    route(Method::GET, "/metrics", READ, "Prometheus metrics", || {
-        get(handlers::metrics)
-    }),
-    route(
-        Method::GET,
-        "/openapi.json",
-        READ,
-        "This API as OpenAPI 3.1",
-        || get(handlers::openapi),
-    ),
-];
+pub use routes::{Access, Answer, Body, Query, ROUTES, Route, Schema, access};
 
 /// A configured token's holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,8 +78,8 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState, max_body_bytes: usize, max_plugin_bytes: usize) -> Router {
     let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
     for route in ROUTES {
-        let mut handler = (route.handler)();
-        if route.path == "/plugins/{name}" {
+        let mut handler = route.handler();
+        if matches!(route.body, Body::Wasm) {
             handler = handler.layer(DefaultBodyLimit::max(max_plugin_bytes));
         }
         match by_path.iter_mut().find(|(path, _)| *path == route.path) {
@@ -262,8 +102,7 @@ pub fn router(state: AppState, max_body_bytes: usize, max_plugin_bytes: usize) -
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this route does not take that method",
             )
         })
@@ -271,12 +110,12 @@ pub fn router(state: AppState, max_body_bytes: usize, max_plugin_bytes: usize) -
         .with_state(state)
 }
 
-/// The role a route needs, from the table.
-pub fn access(method: &Method, path: &str) -> Option<Access> {
-    ROUTES
-        .iter()
-        .find(|route| route.method == method && route.path == path)
-        .map(|route| route.access)
+/// The token of an `Authorization` header: the scheme `Bearer` in any case, then the token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 async fn authorize(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
@@ -294,20 +133,17 @@ async fn authorize(State(state): State<AppState>, mut request: Request, next: Ne
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(bearer_token);
         let Some(caller) = presented.and_then(|token| tokens.get(token)) else {
             return ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "a bearer token is required (Authorization: Bearer TOKEN)",
             )
             .into_response();
         };
         if caller.role < role {
             return ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!(
                     "this route needs the {} role; the token has {}",
                     role.as_str(),
@@ -321,56 +157,10 @@ async fn authorize(State(state): State<AppState>, mut request: Request, next: Ne
     next.run(request).await
 }
 
-/// The OpenAPI 3.1 document of [`ROUTES`].
+/// The OpenAPI 3.1 document of [`ROUTES`], with the schemas of every request, answer and
+/// error ([`eshost_api`]).
 pub fn openapi() -> Value {
-    let mut paths = serde_json::Map::new();
-    for route in ROUTES {
-        let parameters: Vec<Value> = route
-            .path
-            .split('/')
-            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let mut operation = json!({
-            "summary": route.summary,
-            "parameters": parameters,
-            "responses": {
-                "200": {"description": "success"},
-                "default": {
-                    "description": "an error",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-                }
-            }
-        });
-        match route.access {
-            Access::Public => operation["security"] = json!([]),
-            Access::Role(role) => {
-                operation["security"] = json!([{"bearer": []}]);
-                operation["x-eshost-role"] = role.as_str().into();
-            }
-        }
-        let entry = paths
-            .entry(route.path.to_owned())
-            .or_insert_with(|| json!({}));
-        entry[route.method.as_str().to_ascii_lowercase()] = operation;
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "eshost", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {
-                "type": "object",
-                "required": ["error", "message"],
-                "properties": {
-                    "error": {"type": "string"},
-                    "message": {"type": "string"},
-                    "actual_version": {"type": "integer"}
-                }
-            }}
-        }
-    })
+    openapi::document()
 }
 
 /// A host behind the HTTP API: the [`Host`], the tokens of its config, metrics, and the

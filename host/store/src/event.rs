@@ -126,9 +126,10 @@ impl RecordedEvent {
     }
 }
 
-/// What the stream's version must be for an append to go ahead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What the stream's version must be for an append to go ahead. Its one wire encoding
+/// (`"any"`, `"no_stream"`, `"stream_exists"` or a number) belongs to the API
+/// (`eshost_api::ExpectedVersion`); here it is only a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpectedVersion {
     /// Append whatever the stream's version.
     Any,
@@ -159,23 +160,6 @@ impl std::fmt::Display for ExpectedVersion {
             ExpectedVersion::NoStream => f.write_str("no stream"),
             ExpectedVersion::StreamExists => f.write_str("an existing stream"),
             ExpectedVersion::Exact(version) => write!(f, "version {version}"),
-        }
-    }
-}
-
-impl std::str::FromStr for ExpectedVersion {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "any" => Ok(ExpectedVersion::Any),
-            "no_stream" | "no-stream" => Ok(ExpectedVersion::NoStream),
-            "stream_exists" | "stream-exists" => Ok(ExpectedVersion::StreamExists),
-            number => number.parse().map(ExpectedVersion::Exact).map_err(|_| {
-                format!(
-                    "expected version {number:?} is not one of any, no_stream, stream_exists or a number"
-                )
-            }),
         }
     }
 }

@@ -8,6 +8,12 @@
 //!
 //! Read-model keys: `account/<id>` (an [`Account`]), `total/<currency>` (cents), `accounts`
 //! (how many accounts).
+//!
+//! Number ranges: `bank-account` keeps every amount and balance within 0..=2^53 − 1 cents, so
+//! an account's balance (`i64`) cannot overflow on its events; the totals add up every account
+//! and are kept as `i128`, which no number of such accounts can overflow. All arithmetic is
+//! checked: an event from elsewhere (a raw append) that would overflow stops the projection
+//! at that event with a clear error, never with a wrapped number.
 
 use std::borrow::Cow;
 
@@ -96,6 +102,21 @@ fn add(a: i64, b: i64) -> Result<i64, Error> {
         .ok_or_else(|| Error::new(format!("balance overflow adding {b} to {a}")))
 }
 
+fn add_to_total(total: i128, delta: i64) -> Result<i128, Error> {
+    total
+        .checked_add(i128::from(delta))
+        .ok_or_else(|| Error::new(format!("total overflow adding {delta} to {total}")))
+}
+
+/// A total as a JSON number; beyond 64 bits serde_json has no exact form for it.
+fn total_number(total: i128) -> Result<Value, QueryError> {
+    eshost_sdk::serde_json::Number::from_i128(total)
+        .map(Value::Number)
+        .ok_or_else(|| {
+            QueryError::Failed(format!("total {total} does not fit a 64-bit JSON number"))
+        })
+}
+
 impl Projection for Balances {
     const NAME: &'static str = "balances";
     type Event = BankEvent;
@@ -135,8 +156,8 @@ impl Projection for Balances {
         let mut total_key = String::with_capacity("total/".len() + currency.len());
         total_key.push_str("total/");
         total_key.push_str(&currency);
-        model.update_json(&total_key, |total: &mut Option<i64>| {
-            *total = Some(add(total.unwrap_or(0), delta)?);
+        model.update_json(&total_key, |total: &mut Option<i128>| {
+            *total = Some(add_to_total(total.unwrap_or(0), delta)?);
             Ok(())
         })?;
 
@@ -168,14 +189,17 @@ impl Projection for Balances {
             }
             "total" => {
                 let mut by_currency = Map::new();
-                let mut total: i64 = 0;
+                let mut total: i128 = 0;
                 for (key, value) in model.scan_all("total/") {
-                    let cents: i64 = eshost_sdk::serde_json::from_str(&value)
+                    let cents: i128 = eshost_sdk::serde_json::from_str(&value)
                         .map_err(|e| QueryError::Failed(format!("read model key {key:?}: {e}")))?;
-                    total = add(total, cents)?;
-                    by_currency.insert(key["total/".len()..].to_owned(), cents.into());
+                    total = total.checked_add(cents).ok_or_else(|| {
+                        QueryError::Failed(format!("total overflow adding {cents} to {total}"))
+                    })?;
+                    by_currency.insert(key["total/".len()..].to_owned(), total_number(cents)?);
                 }
                 let accounts: u64 = model.get_json("accounts")?.unwrap_or(0);
+                let total = total_number(total)?;
                 Ok(json!({"total": total, "by_currency": by_currency, "accounts": accounts}))
             }
             "accounts" => {
@@ -332,6 +356,66 @@ mod tests {
             2
         );
         assert!(bank.read_model().contains_key("account/a%2Fb"));
+    }
+
+    /// The largest balance `bank-account` allows (2^53 − 1 cents).
+    const MAX_CENTS: u64 = (1 << 53) - 1;
+
+    #[test]
+    fn balances_at_the_aggregates_bound_never_overflow() {
+        // 1100 accounts at the largest balance: their sum is beyond i64, not beyond the totals.
+        let accounts = 1100_u64;
+        let mut bank = ProjectionTest::<Balances>::new();
+        for n in 0..accounts {
+            bank = bank.given(format!("account-{n}").as_str(), [opened(Some(MAX_CENTS))]);
+        }
+        let total = u64::try_from(u128::from(MAX_CENTS) * u128::from(accounts)).unwrap();
+        assert!(total > i64::MAX as u64);
+        assert_eq!(
+            bank.query_ok("total", json!(null)),
+            json!({"total": total, "by_currency": {"USD": total}, "accounts": accounts})
+        );
+        // Paid out and in again at the bound: exact, both ways.
+        let bank = bank
+            .given(
+                "account-0",
+                [BankEvent::FundsWithdrawn { amount: MAX_CENTS }],
+            )
+            .given("account-0", [deposited(MAX_CENTS)]);
+        assert_eq!(
+            bank.query_ok("balance", json!({"account": "account-0"}))["balance"],
+            MAX_CENTS
+        );
+        assert_eq!(bank.query_ok("total", json!(null))["total"], total);
+    }
+
+    #[test]
+    fn an_overflowing_event_from_elsewhere_is_a_clear_error() {
+        // Not something bank-account emits: a raw append of i64::MAX onto 500.
+        let mut bank = ProjectionTest::<Balances>::new().given("account-1", [opened(Some(500))]);
+        let before = bank.read_model().clone();
+        let err = bank
+            .try_given_stored(
+                "account-1",
+                "FundsDeposited",
+                2,
+                json!({"amount": i64::MAX, "currency": "USD"}),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.1,
+            format!("balance overflow adding {} to 500", i64::MAX)
+        );
+        let err = bank
+            .try_given_stored(
+                "account-1",
+                "FundsDeposited",
+                2,
+                json!({"amount": u64::MAX}),
+            )
+            .unwrap_err();
+        assert_eq!(err.1, format!("amount {} is out of range", u64::MAX));
+        assert_eq!(bank.read_model(), &before, "a failed batch writes nothing");
     }
 
     #[test]

@@ -4,13 +4,22 @@
 //! Commands (JSON): `{"type":"Open","owner":"Ann","initial_deposit":100,"currency":"USD"}`
 //! (the last two optional), `{"type":"Deposit","amount":100}` (optional `currency`, which
 //! must be the account's), `{"type":"Withdraw","amount":50}`,
-//! `{"type":"Freeze","reason":"..."}`, `{"type":"Unfreeze"}`.
+//! `{"type":"Freeze","reason":"..."}`, `{"type":"Unfreeze"}`, `{"type":"Close"}` (pays out
+//! the balance and closes the account: two events).
+//!
+//! Every amount and every balance stays within `1..=`[`MAX_CENTS`] (balances `0..=`), the
+//! range all first-party plugins share: JSON numbers that size are exact in every language
+//! (JavaScript's included), and a projection's `i64` sums of them cannot overflow.
 
 use eshost_sdk::{Aggregate, CommandContext, DomainEvent, Rejection, ensure, reject};
 use serde::{Deserialize, Serialize};
 
 /// The currency of accounts and deposits recorded before currencies existed.
 pub const DEFAULT_CURRENCY: &str = "USD";
+
+/// The largest amount, and the largest balance, in cents: 2^53 − 1, the largest integer
+/// every JSON reader holds exactly.
+pub const MAX_CENTS: u64 = (1 << 53) - 1;
 
 fn default_currency() -> String {
     DEFAULT_CURRENCY.to_owned()
@@ -49,6 +58,8 @@ pub enum BankEvent {
     },
     /// Money may move again.
     AccountUnfrozen,
+    /// The account was closed (its balance paid out just before); nothing may change any more.
+    AccountClosed,
 }
 
 impl DomainEvent for BankEvent {
@@ -91,6 +102,8 @@ pub enum BankCommand {
     },
     /// Allow money movement again.
     Unfreeze,
+    /// Pay out the whole balance and close the account.
+    Close,
 }
 
 /// The state of one account.
@@ -108,6 +121,9 @@ pub struct BankAccount {
     pub frozen: bool,
     /// Whether the account was opened.
     pub open: bool,
+    /// Whether the account was closed (`open` stays true: it was opened once).
+    #[serde(default)]
+    pub closed: bool,
 }
 
 impl BankAccount {
@@ -121,13 +137,18 @@ impl BankAccount {
     }
 }
 
-/// A command amount as positive cents.
+/// A command amount as cents within `1..=MAX_CENTS`.
 fn positive(amount: i64) -> Result<u64, Rejection> {
     ensure!(
         amount > 0,
         "amount must be a positive number of cents, got {amount}"
     );
-    Ok(amount.unsigned_abs())
+    let cents = amount.unsigned_abs();
+    ensure!(
+        cents <= MAX_CENTS,
+        "amount must be at most {MAX_CENTS} cents, got {amount}"
+    );
+    Ok(cents)
 }
 
 fn valid_currency(code: String) -> Result<String, Rejection> {
@@ -155,6 +176,9 @@ impl Aggregate for BankAccount {
         command: BankCommand,
         _ctx: &CommandContext<'_>,
     ) -> Result<Vec<BankEvent>, Rejection> {
+        if self.closed {
+            reject!("account {} is closed", self.id);
+        }
         if !self.open && !matches!(command, BankCommand::Open { .. }) {
             reject!("account {} is not open", self.id);
         }
@@ -183,8 +207,10 @@ impl Aggregate for BankAccount {
                     self.currency()
                 );
                 ensure!(
-                    self.balance.checked_add(amount).is_some(),
-                    "deposit of {amount} would overflow the balance {}",
+                    self.balance
+                        .checked_add(amount)
+                        .is_some_and(|balance| balance <= MAX_CENTS),
+                    "deposit of {amount} would take the balance {} over {MAX_CENTS} cents",
                     self.balance
                 );
                 BankEvent::FundsDeposited { amount, currency }
@@ -207,6 +233,16 @@ impl Aggregate for BankAccount {
             BankCommand::Unfreeze => {
                 ensure!(self.frozen, "account {} is not frozen", self.id);
                 BankEvent::AccountUnfrozen
+            }
+            BankCommand::Close => {
+                self.ensure_movable()?;
+                let payout = (self.balance > 0).then_some(BankEvent::FundsWithdrawn {
+                    amount: self.balance,
+                });
+                return Ok(payout
+                    .into_iter()
+                    .chain([BankEvent::AccountClosed])
+                    .collect());
             }
         };
         Ok(vec![event])
@@ -233,6 +269,7 @@ impl Aggregate for BankAccount {
             }
             BankEvent::AccountFrozen { .. } => self.frozen = true,
             BankEvent::AccountUnfrozen => self.frozen = false,
+            BankEvent::AccountClosed => self.closed = true,
         }
     }
 }
@@ -267,7 +304,7 @@ mod tests {
             .then_expect_events([opened(Some(250))])
             .then_expect_state(json!({
                 "id": "account-7", "owner": "Ann", "balance": 250,
-                "currency": "USD", "frozen": false, "open": true
+                "currency": "USD", "frozen": false, "open": true, "closed": false
             }));
     }
 
@@ -302,7 +339,7 @@ mod tests {
             .then_expect_events([BankEvent::FundsWithdrawn { amount: 250 }])
             .then_expect_state(json!({
                 "id": "test-1", "owner": "Ann", "balance": 50,
-                "currency": "USD", "frozen": false, "open": true
+                "currency": "USD", "frozen": false, "open": true, "closed": false
             }));
     }
 
@@ -377,7 +414,7 @@ mod tests {
             .then_expect_events([BankEvent::FundsWithdrawn { amount: 100 }])
             .then_expect_state(json!({
                 "id": "test-1", "owner": "Ann", "balance": 0,
-                "currency": "USD", "frozen": false, "open": true
+                "currency": "USD", "frozen": false, "open": true, "closed": false
             }));
     }
 
@@ -417,16 +454,104 @@ mod tests {
     }
 
     #[test]
-    fn deposits_cannot_overflow_the_balance() {
+    fn balances_stay_within_the_shared_range() {
+        // The overflow that stopped the balances projection: i64::MAX onto 500.
+        given::<BankAccount>([opened(Some(500))])
+            .when_json(json!({"type": "Deposit", "amount": i64::MAX}))
+            .then_expect_rejection(&format!(
+                "amount must be at most 9007199254740991 cents, got {}",
+                i64::MAX
+            ));
+        given::<BankAccount>([opened(Some(500))])
+            .when(BankCommand::Deposit {
+                amount: (MAX_CENTS - 499) as i64,
+                currency: None,
+            })
+            .then_expect_rejection(
+                "deposit of 9007199254740492 would take the balance 500 over 9007199254740991 cents",
+            );
+        // Up to the bound exactly is fine.
+        given::<BankAccount>([opened(Some(500))])
+            .when(BankCommand::Deposit {
+                amount: (MAX_CENTS - 500) as i64,
+                currency: None,
+            })
+            .then_expect_events([deposited(MAX_CENTS - 500)])
+            .then_expect_state(json!({
+                "id": "test-1", "owner": "Ann", "balance": 9_007_199_254_740_991_u64,
+                "currency": "USD", "frozen": false, "open": true, "closed": false
+            }));
+        AggregateTest::<BankAccount>::new()
+            .when_json(json!({"type": "Open", "owner": "x", "initial_deposit": MAX_CENTS + 1}))
+            .then_expect_rejection(
+                "amount must be at most 9007199254740991 cents, got 9007199254740992",
+            );
+        given::<BankAccount>([opened(Some(MAX_CENTS))])
+            .when_json(json!({"type": "Withdraw", "amount": MAX_CENTS + 1}))
+            .then_expect_rejection(
+                "amount must be at most 9007199254740991 cents, got 9007199254740992",
+            );
+        // A balance beyond the bound (events appended by hand) takes no more deposits.
         given::<BankAccount>([opened(Some(u64::MAX - 1))])
             .when(BankCommand::Deposit {
                 amount: 2,
                 currency: None,
             })
             .then_expect_rejection(&format!(
-                "deposit of 2 would overflow the balance {}",
+                "deposit of 2 would take the balance {} over 9007199254740991 cents",
                 u64::MAX - 1
             ));
+    }
+
+    #[test]
+    fn closing_pays_out_the_balance_then_closes() {
+        given::<BankAccount>([opened(Some(100)), deposited(50)])
+            .when_json(json!({"type": "Close"}))
+            .then_expect_events([
+                BankEvent::FundsWithdrawn { amount: 150 },
+                BankEvent::AccountClosed,
+            ])
+            .then_expect_state(json!({
+                "id": "test-1", "owner": "Ann", "balance": 0,
+                "currency": "USD", "frozen": false, "open": true, "closed": true
+            }));
+        // Nothing to pay out: just closed.
+        given::<BankAccount>([opened(None)])
+            .when(BankCommand::Close)
+            .then_expect_events([BankEvent::AccountClosed]);
+    }
+
+    #[test]
+    fn a_closed_account_refuses_everything() {
+        let closed = || {
+            given::<BankAccount>([
+                opened(Some(10)),
+                BankEvent::FundsWithdrawn { amount: 10 },
+                BankEvent::AccountClosed,
+            ])
+        };
+        for command in [
+            json!({"type": "Deposit", "amount": 1}),
+            json!({"type": "Withdraw", "amount": 1}),
+            json!({"type": "Open", "owner": "Ann"}),
+            json!({"type": "Freeze", "reason": "x"}),
+            json!({"type": "Close"}),
+        ] {
+            closed()
+                .when_json(command)
+                .then_expect_rejection("account test-1 is closed");
+        }
+        given::<BankAccount>([])
+            .when(BankCommand::Close)
+            .then_expect_rejection("account test-1 is not open");
+        given::<BankAccount>([
+            opened(Some(10)),
+            BankEvent::AccountFrozen {
+                reason: "audit".into(),
+            },
+        ])
+        .when(BankCommand::Close)
+        .then_expect_rejection("account test-1 is frozen");
     }
 
     #[test]
@@ -453,7 +578,7 @@ mod tests {
             )
             .then_expect_state(json!({
                 "id": "test-1", "owner": "Old", "balance": 5,
-                "currency": "USD", "frozen": false, "open": true
+                "currency": "USD", "frozen": false, "open": true, "closed": false
             }));
     }
 }

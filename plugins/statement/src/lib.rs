@@ -8,6 +8,10 @@
 //!
 //! Read-model keys: `account/<id>` (balance and currency), `line/<id>/<version, 20 digits>`
 //! (a [`Line`]; zero-padded so that key order is stream order).
+//!
+//! Number ranges: `bank-account` keeps every amount and balance within 0..=2^53 − 1 cents, so
+//! the `i64` running balance cannot overflow on its events. The arithmetic is checked: an
+//! event from elsewhere that would overflow fails with a clear error instead.
 
 use std::borrow::Cow;
 
@@ -52,6 +56,8 @@ pub enum BankEvent {
     },
     /// Money may move again.
     AccountUnfrozen,
+    /// The account was closed.
+    AccountClosed,
 }
 
 impl DomainEvent for BankEvent {
@@ -74,7 +80,7 @@ pub struct Line {
     pub position: u64,
     /// When it was recorded, ms since the Unix epoch.
     pub recorded_at: u64,
-    /// `opened`, `deposit`, `withdrawal`, `frozen` or `unfrozen`.
+    /// `opened`, `deposit`, `withdrawal`, `frozen`, `unfrozen` or `closed`.
     pub kind: String,
     /// Human-readable.
     pub description: String,
@@ -149,6 +155,7 @@ impl Projection for Statement {
                 ("frozen", format!("account frozen: {reason}"), 0)
             }
             BankEvent::AccountUnfrozen => ("unfrozen", "account unfrozen".to_owned(), 0),
+            BankEvent::AccountClosed => ("closed", "account closed".to_owned(), 0),
         };
         summary.balance = summary
             .balance
@@ -327,6 +334,82 @@ mod tests {
             .map(|l| l["balance"].as_i64().unwrap())
             .collect();
         assert_eq!(balances, (0..=11).collect::<Vec<i64>>());
+    }
+
+    /// The largest balance `bank-account` allows (2^53 − 1 cents).
+    const MAX_CENTS: u64 = (1 << 53) - 1;
+
+    #[test]
+    fn a_balance_at_the_aggregates_bound_is_exact_through_closing() {
+        let statement = ProjectionTest::<Statement>::new()
+            .given(
+                "account-1",
+                [
+                    BankEvent::AccountOpened {
+                        initial_deposit: Some(500),
+                        currency: "USD".into(),
+                    },
+                    BankEvent::FundsDeposited {
+                        amount: MAX_CENTS - 500,
+                    },
+                    // What `Close` emits: the payout, then the closing.
+                    BankEvent::FundsWithdrawn { amount: MAX_CENTS },
+                    BankEvent::AccountClosed,
+                ],
+            )
+            .query_ok("statement", json!({"account": "account-1"}));
+        let lines: Vec<(&str, i64, i64)> = statement["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["kind"].as_str().unwrap(),
+                    l["amount"].as_i64().unwrap(),
+                    l["balance"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let max = MAX_CENTS as i64;
+        assert_eq!(
+            lines,
+            [
+                ("opened", 500, 500),
+                ("deposit", max - 500, max),
+                ("withdrawal", -max, 0),
+                ("closed", 0, 0),
+            ]
+        );
+        assert_eq!(statement["lines"][3]["description"], "account closed");
+    }
+
+    #[test]
+    fn an_overflowing_event_from_elsewhere_is_a_clear_error() {
+        let mut statement = ProjectionTest::<Statement>::new().given(
+            "account-1",
+            [BankEvent::AccountOpened {
+                initial_deposit: Some(500),
+                currency: "USD".into(),
+            }],
+        );
+        let err = statement
+            .try_given_stored(
+                "account-1",
+                "FundsDeposited",
+                2,
+                json!({"amount": i64::MAX}),
+            )
+            .unwrap_err();
+        assert_eq!(err.1, "balance overflow on account account-1");
+        let err = statement
+            .try_given_stored(
+                "account-1",
+                "FundsWithdrawn",
+                1,
+                json!({"amount": u64::MAX}),
+            )
+            .unwrap_err();
+        assert_eq!(err.1, format!("amount {} is out of range", u64::MAX));
     }
 
     #[test]

@@ -1,12 +1,11 @@
 //! The command pipeline: concurrency without lost updates, refusals and faults as answers,
 //! event metadata, idempotency keys and explicit expected versions.
 
-
 use std::collections::HashMap;
 
 use crate::aggregate_support::{BANK, balance, host, pipeline, send};
 use eshost_core::aggregate::{AggregateConfig, CommandError, CommandOptions, Decision};
-use eshost_store::{EventStore, ExpectedVersion, StreamRead};
+use eshost_store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent, StreamRead};
 use eshost_tests::HOSTILE;
 use serde_json::Value;
 
@@ -539,4 +538,110 @@ async fn a_small_cache_evicts_and_rebuilds_without_changing_answers() {
     assert_eq!(stats.decisions, 5 + 30);
     assert_eq!(stats.rebuilds, 35);
     assert_eq!(stats.retries, 0);
+}
+
+/// Appends `event_type` with `data` to `account` behind the pipeline's back, as
+/// `POST /streams/{id}` does.
+async fn raw_append(
+    host: &crate::aggregate_support::Host,
+    account: &str,
+    event_type: &str,
+    data: &str,
+) {
+    let event = ProposedEvent::new(event_type, data);
+    let request = AppendRequest::new(account, ExpectedVersion::Any, vec![event]);
+    host.store.append(request).await.expect("raw append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_never_decided_on_a_stale_cached_state() {
+    // Issue 13: a raw append leaves the worker's cached state behind. An acceptance is
+    // checked by its append's expected version; a refusal was not, so a command the real
+    // state allows was refused on every retry.
+    let host = host(AggregateConfig::default());
+    let keyed = |key: &str| CommandOptions {
+        idempotency_key: Some(key.into()),
+        ..CommandOptions::default()
+    };
+    for account in ["account-1", "account-2"] {
+        let opened = send(
+            &host.aggregates,
+            account,
+            r#"{"type":"Open","owner":"Ann","initial_deposit":100}"#,
+        )
+        .await;
+        assert!(opened.accepted());
+        // Cached now at version 1, balance 100.
+    }
+    raw_append(&host, "account-1", "FundsDeposited", r#"{"amount":400}"#).await;
+    raw_append(&host, "account-2", "FundsDeposited", r#"{"amount":400}"#).await;
+
+    // Only the state after the raw append (balance 500) allows these.
+    let withdraw = r#"{"type":"Withdraw","amount":450}"#;
+    let reply = send(&host.aggregates, "account-1", withdraw).await;
+    assert!(reply.accepted(), "{reply:?}");
+    assert_eq!(reply.stream_version, 3);
+    let keyed_reply = host
+        .aggregates
+        .execute(BANK, "account-2", withdraw, keyed("w-2"))
+        .await
+        .unwrap();
+    assert!(keyed_reply.accepted(), "{keyed_reply:?}");
+    assert_eq!(keyed_reply.stream_version, 3);
+    let resent = host
+        .aggregates
+        .execute(BANK, "account-2", withdraw, keyed("w-2"))
+        .await
+        .unwrap();
+    assert!(resent.replayed);
+    assert_eq!(resent.events(), keyed_reply.events());
+    for account in ["account-1", "account-2"] {
+        assert_eq!(balance(&host.aggregates, account).await, 50, "{account}");
+    }
+
+    // The mirror: a raw append makes an allowed command refused, at the stream's version.
+    raw_append(&host, "account-1", "FundsWithdrawn", r#"{"amount":50}"#).await;
+    raw_append(&host, "account-2", "FundsWithdrawn", r#"{"amount":50}"#).await;
+    let small = r#"{"type":"Withdraw","amount":30}"#;
+    let refused = send(&host.aggregates, "account-1", small).await;
+    assert_eq!(
+        refused.decision,
+        Decision::Rejected {
+            reason: "insufficient funds: balance 0, withdrawal 30".into()
+        }
+    );
+    assert_eq!(refused.stream_version, 4);
+    let keyed_refused = host
+        .aggregates
+        .execute(BANK, "account-2", small, keyed("w-3"))
+        .await
+        .unwrap();
+    assert_eq!(keyed_refused.decision, refused.decision);
+    assert_eq!(keyed_refused.stream_version, 4);
+
+    // A refusal that stands on a stale state still answers the stream's current version and
+    // balance, not the cached ones.
+    raw_append(&host, "account-1", "FundsDeposited", r#"{"amount":7}"#).await;
+    raw_append(&host, "account-2", "FundsDeposited", r#"{"amount":7}"#).await;
+    let large = r#"{"type":"Withdraw","amount":1000}"#;
+    let refused = send(&host.aggregates, "account-1", large).await;
+    assert_eq!(
+        refused.decision,
+        Decision::Rejected {
+            reason: "insufficient funds: balance 7, withdrawal 1000".into()
+        }
+    );
+    assert_eq!(refused.stream_version, 5);
+    let keyed_refused = host
+        .aggregates
+        .execute(BANK, "account-2", large, keyed("w-4"))
+        .await
+        .unwrap();
+    assert_eq!(keyed_refused.decision, refused.decision);
+    assert_eq!(keyed_refused.stream_version, 5);
+    // Nothing was written by the refusals.
+    for account in ["account-1", "account-2"] {
+        let info = host.store.stream_info(account).unwrap().unwrap();
+        assert_eq!(info.version, 5, "{account}");
+    }
 }

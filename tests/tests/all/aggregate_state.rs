@@ -1,7 +1,6 @@
 //! Building state: snapshots change nothing but speed, bad snapshots fall back to replay, old
 //! events are upcast on read, state as of a version or a time, audit history, hot swap.
 
-
 use std::time::Duration;
 
 use crate::aggregate_support::{BANK, balance, host, pipeline, send};
@@ -459,4 +458,110 @@ fn two_upcasters_for_one_event_version_are_refused() {
         json!({"amount": 3, "currency": "USD"})
     );
     assert!(!upcasting.upcast(&mut event).unwrap());
+}
+
+/// Issue 14, item 3: an aggregate is given only the event types it handles. A foreign event
+/// appended to its stream by hand (an audit note) counts in the stream version but is never
+/// applied: commands (on a cached state and on a rebuilt one), state as of any version,
+/// snapshots and history keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_event_in_the_stream_leaves_commands_and_state_working() {
+    let config = AggregateConfig { snapshot_every: 2 };
+    let host = host(config);
+    send(
+        &host.aggregates,
+        "account-1",
+        r#"{"type":"Open","owner":"Ann","initial_deposit":100}"#,
+    )
+    .await;
+    send(
+        &host.aggregates,
+        "account-1",
+        r#"{"type":"Deposit","amount":50}"#,
+    )
+    .await;
+    host.store
+        .append(AppendRequest::new(
+            "account-1",
+            ExpectedVersion::Exact(2),
+            vec![ProposedEvent::new(
+                "AuditNote",
+                r#"{"text":"checked by Bo"}"#,
+            )],
+        ))
+        .await
+        .unwrap();
+
+    // The cached state is behind the note: the command conflicts, reloads past it, succeeds.
+    let reply = send(
+        &host.aggregates,
+        "account-1",
+        r#"{"type":"Deposit","amount":25}"#,
+    )
+    .await;
+    assert!(reply.accepted(), "{reply:?}");
+    assert_eq!(reply.stream_version, 4);
+    // A restarted pipeline rebuilds from scratch (or its snapshot) past the note.
+    let restarted = pipeline(
+        &host.store,
+        &host.views,
+        &host.runtime,
+        &host.bank,
+        config,
+        true,
+    );
+    let reply = send(&restarted, "account-1", r#"{"type":"Withdraw","amount":5}"#).await;
+    assert!(reply.accepted(), "{reply:?}");
+    assert_eq!(reply.stream_version, 5);
+    assert_eq!(balance(&restarted, "account-1").await, 170);
+    assert_eq!(balance(&host.aggregates, "account-1").await, 170);
+
+    let at_note = host
+        .aggregates
+        .state(BANK, "account-1", At::Version(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (at_note.version, &at_note.state["balance"]),
+        (3, &json!(150))
+    );
+    let snapshot = host
+        .aggregates
+        .snapshot(BANK, "account-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(snapshot.version, 5);
+    let from_scratch = host
+        .aggregates
+        .state_blocking(BANK, "account-1", At::Latest, false)
+        .unwrap();
+    assert_eq!(from_scratch.state["balance"], 170);
+
+    // History lists every event of the stream; the note leaves the state as it was.
+    let history = host
+        .aggregates
+        .history(BANK, "account-1", None)
+        .await
+        .unwrap();
+    let steps: Vec<(&str, u64)> = history
+        .iter()
+        .map(|entry| {
+            (
+                entry.event.event_type.as_str(),
+                entry.state["balance"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("AccountOpened", 100),
+            ("FundsDeposited", 150),
+            ("AuditNote", 150),
+            ("FundsDeposited", 175),
+            ("FundsWithdrawn", 170),
+        ]
+    );
+    assert_eq!(history[2].state, history[1].state);
 }

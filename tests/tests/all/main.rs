@@ -3,8 +3,11 @@
 //! components they load.
 
 mod aggregate_commands;
+mod aggregate_idempotency;
 mod aggregate_state;
 mod aggregate_support;
+mod compat_fixtures;
+mod compat_patch;
 mod plugin_determinism;
 mod plugin_first_party;
 mod plugin_loading;
@@ -13,6 +16,7 @@ mod plugin_projection;
 mod plugin_sandbox;
 mod plugin_upcaster;
 mod polyglot_aggregate;
+mod polyglot_config;
 mod polyglot_projection;
 mod polyglot_sandbox;
 mod polyglot_support;
@@ -23,6 +27,9 @@ mod projection_support;
 mod projection_swap;
 mod server_auth;
 mod server_cli;
+mod server_contract;
 mod server_e2e;
+mod server_hardening;
 mod server_router;
 mod server_support;
+mod subscription;

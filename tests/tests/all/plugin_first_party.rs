@@ -139,6 +139,7 @@ fn each_plugin_describes_itself() {
     assert_eq!(
         handles,
         [
+            "AccountClosed",
             "AccountFrozen",
             "AccountOpened",
             "AccountUnfrozen",
@@ -213,6 +214,8 @@ fn the_aggregate_agrees_with_its_crate() {
         json!({"type": "Withdraw", "amount": 1}),
         json!({"type": "Freeze", "reason": "checks"}),
         json!({"type": "Unfreeze"}),
+        json!({"type": "Close"}),
+        json!({"type": "Deposit", "amount": 9_007_199_254_740_991_i64}),
         json!({"type": "Open", "owner": "Zed"}),
         json!({"type": "Deposit", "amount": -3}),
         json!({"type": "Teleport"}),

@@ -3,12 +3,11 @@
 //! command the Rust plugin cannot understand is invalid in the others too), from the same
 //! histories, and its state survives a snapshot.
 
-
+use crate::polyglot_support::{Lcg, component, generated_history, json, runtime};
 use eshost_runtime::{
     AggregateInstance, AggregatePlugin, Event, HandleError, NewEvent, UpcasterInstance,
 };
 use eshost_tests::{BANK_ACCOUNT, DEPOSIT_CURRENCY, command, event};
-use crate::polyglot_support::{Lcg, component, generated_history, json, runtime};
 use serde_json::{Value, json};
 
 fn upcast_all(upcaster: &mut UpcasterInstance, events: &[Event]) -> Vec<Event> {
@@ -87,7 +86,7 @@ fn same_decision(
     }
 }
 
-/// Commands worth asking any account, valid and not.
+/// Commands worth asking any account, valid and not, but for `Close` (which ends a walk).
 fn commands() -> Vec<Value> {
     vec![
         json!({"type": "Open", "owner": "Zed"}),
@@ -109,6 +108,8 @@ fn commands() -> Vec<Value> {
         json!({"type": "Deposit", "amount": 1.5}),
         json!({"type": "Deposit", "amount": "10"}),
         json!({"type": "Deposit", "amount": 9_223_372_036_854_775_807_i64}),
+        json!({"type": "Deposit", "amount": 9_007_199_254_740_991_i64}),
+        json!({"type": "Deposit", "amount": 9_007_199_254_740_992_i64}),
         json!({"type": "Deposit"}),
         json!({"type": "Withdraw", "amount": 1}),
         json!({"type": "Withdraw", "amount": 100_000_000}),
@@ -175,7 +176,8 @@ fn decides_like_the_rust_one(language: &str, name: &str) {
             json(&r.state().unwrap()),
             "{language} {account}: state after the history"
         );
-        for (i, payload) in commands().iter().enumerate() {
+        let close = json!({"type": "Close"});
+        for (i, payload) in commands().iter().chain([&close]).enumerate() {
             let cmd = command(&payload.to_string(), 1_800_000_000_000 + i as u64);
             match same_decision(
                 language,
@@ -222,8 +224,18 @@ fn stay_in_step(language: &str, name: &str) {
         let mut r = given(&rust, account, &[]);
         let mut p = given(&other, account, &[]);
         let mut version = 0;
-        for i in 0..300 {
-            let payload = rng.pick(&commands).to_string();
+        // A walk, then the account is closed (twice: the second is refused) and refuses.
+        let closing = [
+            json!({"type": "Unfreeze"}),
+            json!({"type": "Close"}),
+            json!({"type": "Close"}),
+            json!({"type": "Deposit", "amount": 5}),
+        ];
+        for i in 0..300 + closing.len() as u64 {
+            let payload = match i.checked_sub(300) {
+                None => rng.pick(&commands).to_string(),
+                Some(step) => closing[step as usize].to_string(),
+            };
             let cmd = command(&payload, 1_800_000_000_000 + i);
             if let Some(events) =
                 same_decision(language, account, &payload, r.handle(&cmd), p.handle(&cmd))
@@ -255,5 +267,6 @@ fn stay_in_step(language: &str, name: &str) {
             version > 10,
             "{account}: only {version} events were accepted"
         );
+        assert_eq!(json(&r.state().unwrap())["closed"], true, "{account}");
     }
 }

@@ -2,13 +2,12 @@
 //! generated history, the same read model as the Rust one (key for key, byte for byte), and
 //! answers the same queries.
 
-
+use crate::polyglot_support::{component, generated_history, json, runtime};
 use eshost_runtime::{
     Event, MemoryReadModel, ProjectionError, ProjectionInstance, ProjectionPlugin, QueryError,
     UpcasterInstance,
 };
 use eshost_tests::{BALANCES, DEPOSIT_CURRENCY, event};
-use crate::polyglot_support::{component, generated_history, json, runtime};
 use serde_json::{Value, json};
 
 /// The history upcast on read through the Rust upcaster component, as the host does.
@@ -222,14 +221,16 @@ fn a_second_start_loads_an_interpreter_from_the_cache_in_milliseconds() {
     // A fresh cache: the first load compiles the ~15 MB interpreter component.
     let dir = tempfile::tempdir().unwrap();
     for name in ["balances-py", "balances-js"] {
-        let first = eshost_tests::runtime_in(dir.path(), crate::polyglot_support::interpreter_limits())
-            .load_projection(component(name))
-            .unwrap();
+        let first =
+            eshost_tests::runtime_in(dir.path(), crate::polyglot_support::interpreter_limits())
+                .load_projection(component(name))
+                .unwrap();
         assert!(!first.load_stats().cache_hit, "{name}");
         // A new runtime (a restart) over the same cache directory.
-        let second = eshost_tests::runtime_in(dir.path(), crate::polyglot_support::interpreter_limits())
-            .load_projection(component(name))
-            .unwrap();
+        let second =
+            eshost_tests::runtime_in(dir.path(), crate::polyglot_support::interpreter_limits())
+                .load_projection(component(name))
+                .unwrap();
         let (cold, warm) = (first.load_stats(), second.load_stats());
         assert!(warm.cache_hit, "{name}");
         assert_eq!(second.info(), first.info(), "{name}");

@@ -4,15 +4,14 @@
 //! and right after each fault the host still serves that plugin and others. The guest is
 //! `tests/polyglot-guests/hostile-py`.
 
-
 use std::time::{Duration, Instant};
 
+use crate::polyglot_support::{component, interpreter_limits, json, runtime};
 use eshost_runtime::{
     Limits, LoadedPlugin, MemoryReadModel, PluginError, PluginKind, ProjectionInstance,
     ProjectionPlugin, QueryError,
 };
 use eshost_tests::{event, runtime_in, test_limits};
-use crate::polyglot_support::{component, interpreter_limits, json, runtime};
 use serde_json::Value;
 
 /// Generous: a limit check, not a benchmark.

@@ -3,17 +3,16 @@
 //! end the read model equals a from-scratch replay of the whole history, key by key: no batch
 //! was applied twice or lost.
 
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eshost_core::projection::{ProjectionConfig, Projections, replay};
+use crate::projection_support::{WAIT, open_store, runtime};
+use eshost_core::projection::{ProjectionConfig, Projections, UpcasterChain, replay};
 use eshost_core::views::Views;
 use eshost_store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent};
 use eshost_tests::BALANCES;
-use crate::projection_support::{WAIT, open_store, runtime};
 
 const CHILD_ENV: &str = "ESHOST_PROJECTION_CRASH_CHILD_STORE";
 
@@ -135,7 +134,9 @@ fn the_read_model_survives_sigkill_exactly_once() {
         projections.shutdown();
     }
     let plugin = runtime().load_projection(BALANCES).unwrap();
-    let (model, handled) = replay::replay_into_memory(&store, &plugin, 1000, None, |_| {}).unwrap();
+    let upcasters = UpcasterChain::empty();
+    let (model, handled) =
+        replay::replay_into_memory(&store, &plugin, 1000, &upcasters, |_| {}).unwrap();
     assert_eq!(handled, head);
     let diff = replay::diff(dir.path(), "balances", &model, 5).unwrap();
     assert_eq!(diff.live_position, head);

@@ -1,11 +1,14 @@
 //! A projection that fails on an event: retried, then stopped at it with the error visible
 //! (never skipped), or parked in the dead-letter table when so configured; a fixed version
-//! swapped in completes the projection. The guest is `tests/guests/tally-*`.
+//! swapped in completes the projection; an event a projection does not handle never stops it.
+//! The guests are `tests/guests/tally-*` and the bank plugins.
 
-
+use crate::projection_support::{
+    WAIT, append, append_event, host, host_with_upcasters, open_store, quick, summary, tally, ticks,
+};
 use eshost_core::projection::{ProjectionState, SwapMode, SwapOutcome};
-use eshost_tests::{TALLY_V1, TALLY_V2};
-use crate::projection_support::{WAIT, append, host, open_store, summary, tally, ticks};
+use eshost_tests::{BALANCES, CUSTOMERS, DEPOSIT_CURRENCY, TALLY_V1, TALLY_V2};
+use serde_json::{Value, json};
 
 /// 10 ticks, a `Poison` at position 11, 10 more ticks.
 fn poisoned_store(dir: &std::path::Path) -> eshost_store::Store {
@@ -148,4 +151,72 @@ fn a_fixed_version_swapped_in_rebuilds_and_completes() {
     assert_eq!(status.position, 21, "{status:?}");
     assert_eq!(status.state, ProjectionState::Running);
     assert_eq!(summary(&projections), ("2".into(), 21, 21));
+}
+
+/// Issue 14, item 2b: events are upcast only for the projections they may reach. A
+/// `FundsDeposited` v1 whose data the upcaster refuses, in a stream of its own, stops
+/// `balances` (it handles deposits) at that event with the error visible, and not `customers`
+/// (it does not), which goes on past it.
+#[test]
+fn an_event_a_projection_does_not_handle_cannot_stop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let opened = r#"{"initial_deposit":100,"currency":"USD"}"#;
+    append_event(&store, "account-1", "AccountOpened", 1, opened);
+    let registered = |id: &str| format!(r#"{{"customer_id":"{id}","tier":"gold"}}"#);
+    append_event(
+        &store,
+        "customer-1",
+        "CustomerRegistered",
+        1,
+        &registered("customer-1"),
+    );
+    let junk = r#"{"amount":"lots","junk":[1,2]}"#;
+    let junk_at = append_event(&store, "imported-1", "FundsDeposited", 1, junk);
+    append_event(
+        &store,
+        "customer-2",
+        "CustomerRegistered",
+        1,
+        &registered("customer-2"),
+    );
+    let deposit = r#"{"amount":5,"currency":"USD"}"#;
+    let head = append_event(&store, "account-1", "FundsDeposited", 2, deposit);
+
+    let projections = host_with_upcasters(&store, dir.path(), &[DEPOSIT_CURRENCY]);
+    projections.add(quick("balances", BALANCES)).unwrap();
+    projections.add(quick("customers", CUSTOMERS)).unwrap();
+
+    let customers = projections.wait_caught_up("customers", WAIT).unwrap();
+    assert_eq!(customers.state, ProjectionState::Running, "{customers:?}");
+    assert_eq!(customers.position, head);
+    assert_eq!(customers.last_error, None);
+    let row = projections
+        .query("customers", "get", r#"{"id":"customer-2"}"#)
+        .unwrap();
+    let row: Value = serde_json::from_str(&row).unwrap();
+    assert_eq!(row["tier"], "gold", "{row}");
+
+    let balances = projections
+        .wait_for("balances", WAIT, |s| s.state == ProjectionState::Failed)
+        .unwrap();
+    assert_eq!(balances.state, ProjectionState::Failed, "{balances:?}");
+    assert_eq!(
+        balances.position,
+        junk_at - 1,
+        "stopped right before the junk"
+    );
+    let error = balances.active.failed.unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "stopped at position {junk_at}: upcasting: plugin \"deposit-currency\""
+        )),
+        "{error}"
+    );
+    assert!(error.contains("has no amount in cents"), "{error}");
+    let account = projections
+        .query("balances", "balance", r#"{"account":"account-1"}"#)
+        .unwrap();
+    let account: Value = serde_json::from_str(&account).unwrap();
+    assert_eq!(account["balance"], json!(100), "{account}");
 }

@@ -1,14 +1,13 @@
 //! Auth and the route table: with tokens configured every route but `/health` refuses a
 //! missing, unknown or too-weak token; the OpenAPI document lists exactly the routes served.
 
-
 use std::collections::BTreeSet;
 
+use crate::server_support::{bank_host, call};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use eshost_core::config::Role;
 use eshost_server::{Access, ROUTES};
-use crate::server_support::{bank_host, call};
 
 const TOKENS: &str = "[[tokens]]\ntoken = \"reader-token\"\nrole = \"read\"\n\
                       [[tokens]]\ntoken = \"writer-token\"\nrole = \"write\"\n\
@@ -134,5 +133,51 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
             status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED,
             "{method} {path}: {status}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_needs_what_the_get_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, router) = bank_host(dir.path(), TOKENS);
+    let (status, _) = call(&router, Method::HEAD, "/health", None, None).await;
+    assert_eq!(status, StatusCode::OK, "HEAD /health is public like GET");
+    let (status, _) = call(&router, Method::HEAD, "/projections", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for token in ["reader-token", "writer-token", "admin-token"] {
+        let (status, _) = call(&router, Method::HEAD, "/projections", Some(token), None).await;
+        assert_eq!(status, StatusCode::OK, "HEAD /projections as {token}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, router) = bank_host(dir.path(), TOKENS);
+    let with = |authorization: &'static str| {
+        let router = router.clone();
+        async move {
+            let request = axum::http::Request::get("/projections")
+                .header("authorization", authorization)
+                .body(Body::empty())
+                .unwrap();
+            crate::server_support::send(&router, request).await.0
+        }
+    };
+    for accepted in [
+        "Bearer reader-token",
+        "bearer reader-token",
+        "BEARER reader-token",
+        "Bearer   reader-token ",
+    ] {
+        assert_eq!(with(accepted).await, StatusCode::OK, "{accepted:?}");
+    }
+    for refused in [
+        "Basic reader-token",
+        "Bearerreader-token",
+        "reader-token",
+        "Bearer",
+    ] {
+        assert_eq!(with(refused).await, StatusCode::UNAUTHORIZED, "{refused:?}");
     }
 }

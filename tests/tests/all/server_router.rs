@@ -1,13 +1,12 @@
 //! The HTTP API in-process (no socket): every route, its success and its error answers.
 
-
 use std::time::Duration;
 
+use crate::server_support::{bank_host, call, caught_up, get, post};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use crate::server_support::{bank_host, call, caught_up, get, post};
 use tower::ServiceExt;
 
 async fn open_and_fund(router: &axum::Router, id: &str, deposit: u64) {

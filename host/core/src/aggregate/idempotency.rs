@@ -4,19 +4,46 @@
 //! Two mechanisms, because neither is enough alone:
 //! - the answer is recorded durably in `views.redb` under (type, id, key) once the command is
 //!   decided, and looked up before a command with a key is handled;
-//! - the ids of the events a keyed command emits are derived from the key, so if the host
-//!   dies after the append but before the answer is recorded, the retry's append hits the
-//!   store's event-id index (an idempotent no-op, or a duplicate-id error pointing at the
-//!   first events) instead of writing the events twice.
+//! - the ids of the events a keyed command emits are derived from the key. The record is
+//!   derived data: the host may die after the append but before the record, and `views.redb`
+//!   may be deleted. So a key without a record is looked up in the log by the id of its first
+//!   event before the command is decided; if its events are there, the first reply is rebuilt
+//!   from them (and recorded), never decided again on a state that already holds its effect.
+//!   Should the lookup miss a racing append, the append itself hits the store's event-id index
+//!   instead of writing the events twice.
+//!
+//! So an accepted keyed command answers its first reply for as long as the log lives; a
+//! refusal (which writes no event) answers its first reply for as long as `views.redb` keeps
+//! its record.
 //!
 //! Commands for one aggregate run one at a time on its worker (a keyed command waits for the
 //! one before it to be recorded), so two racing sends of one key are decided once.
 
+use std::ops::ControlFlow;
+
 use redb::{ReadableDatabase, TableDefinition};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::CommandReply;
+use super::{CommandReply, Decision, EmittedEvent};
 use crate::views::Views;
+use eshost_store::{AllRead, EventStore, Personal, ReadError};
+
+/// The environment variable of the test hook [`abort_after_append_requested`].
+pub(crate) const TEST_FAULT_VAR: &str = "ESHOST_TEST_FAULT";
+
+/// A test hook, read once when the pipeline starts: with `ESHOST_TEST_FAULT=abort-after-append`
+/// the process aborts right after a keyed command's events are durable and before its reply
+/// is recorded, the crash the log lookup exists for. Never set it in production.
+pub(crate) fn abort_after_append_requested() -> bool {
+    let requested = std::env::var(TEST_FAULT_VAR).is_ok_and(|fault| fault == "abort-after-append");
+    if requested {
+        tracing::warn!(
+            "{TEST_FAULT_VAR}=abort-after-append: the host aborts after the first keyed append (a test hook)"
+        );
+    }
+    requested
+}
 
 /// (aggregate type, aggregate id, key) → the first reply, JSON.
 const KEYS: TableDefinition<(&str, &str, &str), &[u8]> =
@@ -91,6 +118,64 @@ pub(crate) fn event_id(aggregate_type: &str, id: &str, key: &str, index: usize) 
     let hash = hasher.finalize();
     let bytes: [u8; 16] = hash.as_bytes()[..16].try_into().expect("16 bytes");
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Where the events of a command sent with idempotency `key` start in the log, if it has any.
+pub(crate) fn stored_position(
+    store: &dyn EventStore,
+    aggregate_type: &str,
+    id: &str,
+    key: &str,
+) -> Result<Option<u64>, ReadError> {
+    store.event_position(event_id(aggregate_type, id, key, 0))
+}
+
+/// The reply to the first send of idempotency `key`, whose events are stored from `position`
+/// on: the events with the ids derived from the key (one append: contiguous), marked replayed.
+pub(crate) fn recover(
+    store: &dyn EventStore,
+    aggregate_type: &str,
+    id: &str,
+    key: &str,
+    position: u64,
+    command_id: Uuid,
+) -> Result<CommandReply, ReadError> {
+    let mut read = AllRead::from(position);
+    read.limit = 10_000;
+    let mut events = Vec::new();
+    store.visit_all(&read, &mut |event| {
+        if event.event_id != event_id(aggregate_type, id, key, events.len()) {
+            return ControlFlow::Break(());
+        }
+        events.push(EmittedEvent {
+            event_id: event.event_id,
+            position: event.position,
+            stream_version: event.stream_version,
+            event_type: event.event_type.to_owned(),
+            schema_version: event.schema_version,
+            data: event.data.to_owned(),
+            metadata: event.metadata.to_owned(),
+            recorded_at: event.recorded_at,
+            subject_id: event.subject_id.map(str::to_owned),
+            personal_data: match store.reveal(&event) {
+                Personal::Data(text) => Some(text),
+                _ => None,
+            },
+        });
+        ControlFlow::Continue(())
+    })?;
+    let first_command = events
+        .first()
+        .and_then(|event| serde_json::from_str::<Map<String, Value>>(&event.metadata).ok())
+        .and_then(|metadata| metadata.get("command_id")?.as_str()?.parse().ok())
+        .unwrap_or(command_id);
+    Ok(CommandReply {
+        command_id: first_command,
+        stream_id: id.to_owned(),
+        stream_version: events.last().map_or(0, |event| event.stream_version),
+        decision: Decision::Accepted { events },
+        replayed: true,
+    })
 }
 
 #[cfg(test)]

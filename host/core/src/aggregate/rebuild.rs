@@ -1,11 +1,15 @@
 //! Building an aggregate's state: from its latest usable snapshot, else from scratch, then
 //! the later events of its stream, upcast and applied in batches. The command workers, the
 //! "as of" queries and the load benchmark all go through here.
+//!
+//! The aggregate sees only the events of its stream that it handles (WIT `handles`): others
+//! (an audit note appended to the stream by hand, say) are not upcast or applied, yet still
+//! count in the stream version the state covers.
 
 use std::ops::ControlFlow;
 
 use super::snapshot::Snapshots;
-use crate::upcast::{Upcasting, plugin_event};
+use crate::upcast::{Relevance, Upcasting, plugin_event};
 use eshost_runtime::{AggregateInstance, ApplyError, Event, PluginError, UpcastError};
 use eshost_store::{EventStore, ReadError, StreamRead, Until};
 
@@ -90,6 +94,14 @@ pub(crate) fn build(
         At::Time(time) => read.until = Some(Until::Time(time)),
     }
     let batch = batch.max(1);
+    let relevance = upcasting.relevance_for(instance.info());
+    let stream = Stream {
+        store,
+        id,
+        read: &read,
+        relevance: &relevance,
+        batch,
+    };
     // A long history is read on a second thread while this one applies: reading and
     // decoding overlap with the plugin's work instead of adding to it.
     let remaining = match at {
@@ -99,9 +111,9 @@ pub(crate) fn build(
             .map_or(0, |info| info.version.saturating_sub(built.version)),
     };
     let last = if remaining > PIPELINE_AFTER_BATCHES * batch as u64 {
-        read_beside(instance, upcasting, store, id, &read, batch)?
+        read_beside(instance, upcasting, &stream)?
     } else {
-        read_inline(instance, upcasting, store, id, &read, batch)?
+        read_inline(instance, upcasting, &stream)?
     };
     if let Some((version, position, recorded_at)) = last {
         built.version = version;
@@ -117,22 +129,39 @@ const PIPELINE_AFTER_BATCHES: u64 = 4;
 /// (version, position, recorded_at) of the last event read, if any.
 type Last = Option<(u64, u64, u64)>;
 
+/// The part of a stream to apply, and to whom.
+struct Stream<'a> {
+    store: &'a dyn EventStore,
+    id: &'a str,
+    read: &'a StreamRead,
+    /// Which events the aggregate sees; the others are read past.
+    relevance: &'a Relevance,
+    batch: usize,
+}
+
 fn read_inline(
     instance: &mut AggregateInstance,
     upcasting: &mut Upcasting,
-    store: &dyn EventStore,
-    id: &str,
-    read: &StreamRead,
-    batch: usize,
+    stream: &Stream<'_>,
 ) -> Result<Last, StateError> {
+    let Stream {
+        store,
+        id,
+        read,
+        relevance,
+        batch,
+    } = *stream;
     let mut events: Vec<Event> = Vec::with_capacity(batch.min(4096));
     let mut failure: Option<StateError> = None;
     let mut last = None;
     store.visit_stream(id, read, &mut |event| {
-        events.push(plugin_event(&event, store));
         last = Some((event.stream_version, event.position, event.recorded_at));
+        if !relevance.is_relevant(event.event_type, event.schema_version) {
+            return ControlFlow::Continue(());
+        }
+        events.push(plugin_event(&event, store));
         if events.len() >= batch
-            && let Err(error) = apply_batch(instance, upcasting, &mut events)
+            && let Err(error) = apply_relevant(instance, upcasting, relevance, &mut events)
         {
             failure = Some(error);
             return ControlFlow::Break(());
@@ -142,18 +171,22 @@ fn read_inline(
     if let Some(error) = failure {
         return Err(error);
     }
-    apply_batch(instance, upcasting, &mut events)?;
+    apply_relevant(instance, upcasting, relevance, &mut events)?;
     Ok(last)
 }
 
 fn read_beside(
     instance: &mut AggregateInstance,
     upcasting: &mut Upcasting,
-    store: &dyn EventStore,
-    id: &str,
-    read: &StreamRead,
-    batch: usize,
+    stream: &Stream<'_>,
 ) -> Result<Last, StateError> {
+    let Stream {
+        store,
+        id,
+        read,
+        relevance,
+        batch,
+    } = *stream;
     std::thread::scope(|scope| {
         let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Event>>(2);
         let reader = std::thread::Builder::new()
@@ -162,8 +195,11 @@ fn read_beside(
                 let mut events = Vec::with_capacity(batch);
                 let mut last = None;
                 store.visit_stream(id, read, &mut |event| {
-                    events.push(plugin_event(&event, store));
                     last = Some((event.stream_version, event.position, event.recorded_at));
+                    if !relevance.is_relevant(event.event_type, event.schema_version) {
+                        return ControlFlow::Continue(());
+                    }
+                    events.push(plugin_event(&event, store));
                     if events.len() >= batch {
                         let full = std::mem::replace(&mut events, Vec::with_capacity(batch));
                         // The applier stopped (it failed): stop reading.
@@ -181,11 +217,11 @@ fn read_beside(
         let reader = match reader {
             Ok(reader) => reader,
             // No thread to be had: read inline instead.
-            Err(_) => return read_inline(instance, upcasting, store, id, read, batch),
+            Err(_) => return read_inline(instance, upcasting, stream),
         };
         let mut failure = None;
         for mut events in received {
-            if let Err(error) = apply_batch(instance, upcasting, &mut events) {
+            if let Err(error) = apply_relevant(instance, upcasting, relevance, &mut events) {
                 failure = Some(error);
                 break;
             }
@@ -198,7 +234,8 @@ fn read_beside(
     })
 }
 
-/// Upcasts and applies `events`, leaving the buffer empty.
+/// Applies to `instance` the events of `events` it sees (those relevant to it, upcast, of a
+/// type it handles), leaving the buffer empty. Any stored events of its stream may be given.
 pub(crate) fn apply_batch(
     instance: &mut AggregateInstance,
     upcasting: &mut Upcasting,
@@ -207,9 +244,24 @@ pub(crate) fn apply_batch(
     if events.is_empty() {
         return Ok(());
     }
-    upcasting.upcast_all(events)?;
-    instance.apply(events)?;
-    events.clear();
+    let relevance = upcasting.relevance_for(instance.info());
+    apply_relevant(instance, upcasting, &relevance, events)
+}
+
+/// [`apply_batch`] with the instance's relevance at hand.
+fn apply_relevant(
+    instance: &mut AggregateInstance,
+    upcasting: &mut Upcasting,
+    relevance: &Relevance,
+    events: &mut Vec<Event>,
+) -> Result<(), StateError> {
+    upcasting
+        .for_plugin(relevance, events)
+        .map_err(|failure| failure.error)?;
+    if !events.is_empty() {
+        instance.apply(events)?;
+        events.clear();
+    }
     Ok(())
 }
 

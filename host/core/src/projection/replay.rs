@@ -1,5 +1,7 @@
 //! `eshost replay`: runs a projection plugin over the whole history of a stopped store into a
-//! temporary read model, and optionally compares it key by key with a live projection.
+//! temporary read model, and optionally compares it key by key with a live projection. Events
+//! go through the same upcaster chain as in the live host (given as files, in chain order), so
+//! a difference is the plugin's, not the replay's.
 
 use std::io::IsTerminal;
 use std::ops::ControlFlow;
@@ -12,9 +14,9 @@ use serde::Serialize;
 
 use super::runner::to_event;
 use super::schema;
-use super::upcast::Upcast;
+use crate::upcast::UpcasterChain;
 use crate::views::Views;
-use eshost_runtime::{Event, MemoryReadModel, Runtime, RuntimeConfig};
+use eshost_runtime::{Event, Limits, MemoryReadModel, Runtime, RuntimeConfig};
 use eshost_store::{AllRead, EventStore, Store, StoreConfig};
 
 /// What to replay.
@@ -22,8 +24,14 @@ use eshost_store::{AllRead, EventStore, Store, StoreConfig};
 pub struct ReplayOptions {
     /// The store directory (stopped: replay opens its files).
     pub store: PathBuf,
+    /// The personal-data key file; `None`: `keys.eshk` in the store directory.
+    pub keys: Option<PathBuf>,
     /// The projection component.
     pub plugin: PathBuf,
+    /// The upcaster components, in chain order: the live host's `[[upcasters]]`.
+    pub upcasters: Vec<PathBuf>,
+    /// The sandbox limits of every plugin call (the live host's `[limits]`).
+    pub limits: Limits,
     /// Compare with the live projection of this name.
     pub diff: Option<String>,
     /// Events per `handle` call.
@@ -81,6 +89,8 @@ pub struct ReplayReport {
     pub version: String,
     /// Its content hash.
     pub hash: String,
+    /// The upcasters the events went through, in chain order.
+    pub upcasters: Vec<String>,
     /// The last position replayed.
     pub head: u64,
     /// Events passed to the plugin.
@@ -107,6 +117,11 @@ impl std::fmt::Display for ReplayReport {
             self.version,
             &self.hash[..12.min(self.hash.len())]
         )?;
+        let upcasters = match self.upcasters.as_slice() {
+            [] => "none".to_owned(),
+            names => names.join(", "),
+        };
+        writeln!(f, "  {:<20} {:>12}", "upcasters", upcasters)?;
         writeln!(f, "  {:<20} {:>12}", "head", self.head)?;
         writeln!(f, "  {:<20} {:>12}", "events handled", self.handled)?;
         writeln!(f, "  {:<20} {:>12.0}", "events/s", self.events_per_sec)?;
@@ -143,16 +158,19 @@ impl std::fmt::Display for ReplayReport {
 }
 
 /// Feeds every event of `store` up to its head through a fresh instance of the plugin into
-/// a memory read model. `on_progress` gets the position reached after each batch.
+/// a memory read model, upcast through `upcasters` exactly as the live runner does (only the
+/// events relevant to the plugin; then those it handles). `on_progress` gets the position
+/// reached after each batch.
 pub fn replay_into_memory(
     store: &dyn EventStore,
     plugin: &eshost_runtime::ProjectionPlugin,
     batch: usize,
-    mut upcast: Option<&mut dyn Upcast>,
+    upcasters: &UpcasterChain,
     mut on_progress: impl FnMut(u64),
 ) -> anyhow::Result<(MemoryReadModel, u64)> {
     let head = store.head();
-    let info = plugin.info().clone();
+    let relevance = upcasters.relevance(&plugin.info().handles);
+    let mut upcasting = upcasters.instantiate();
     let mut instance = plugin.instantiate(MemoryReadModel::new())?;
     let mut from = 1;
     let mut handled = 0u64;
@@ -165,10 +183,9 @@ pub fn replay_into_memory(
             until: Some(eshost_store::Until::Position(head)),
             ..AllRead::from(from)
         };
-        let filter_late = upcast.is_some();
         store.visit_all(&read, &mut |event| {
             last = event.position;
-            if filter_late || info.handles_event(event.event_type) {
+            if relevance.is_relevant(event.event_type, event.schema_version) {
                 events.push(to_event(&event, store));
             }
             if events.len() >= batch || last - from >= 16 * batch as u64 {
@@ -180,12 +197,7 @@ pub fn replay_into_memory(
         if last < from {
             break;
         }
-        if let Some(upcast) = upcast.as_deref_mut() {
-            upcast
-                .upcast(&mut events)
-                .map_err(|f| anyhow::anyhow!("upcasting position {}: {}", f.position, f.message))?;
-            events.retain(|e| info.handles_event(&e.event_type));
-        }
+        upcasting.for_plugin(&relevance, &mut events)?;
         if !events.is_empty() {
             instance.handle(&events)?;
             handled += events.len() as u64;
@@ -198,12 +210,25 @@ pub fn replay_into_memory(
 
 /// Runs the replay (and the diff) on a stopped store.
 pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
-    let store = Store::open(StoreConfig::new(&options.store))
+    let mut store_config = StoreConfig::new(&options.store);
+    store_config.keys = options.keys.clone();
+    let store = Store::open(store_config)
         .with_context(|| format!("opening store {}", options.store.display()))?;
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let runtime = Runtime::new(RuntimeConfig {
+        limits: options.limits.clone(),
+        ..RuntimeConfig::default()
+    })?;
     let plugin = runtime
         .load_projection(&options.plugin)
         .with_context(|| format!("loading {}", options.plugin.display()))?;
+    let mut upcasters = Vec::with_capacity(options.upcasters.len());
+    for file in &options.upcasters {
+        let upcaster = runtime
+            .load_upcaster(file)
+            .with_context(|| format!("loading upcaster {}", file.display()))?;
+        upcasters.push(upcaster);
+    }
+    let upcasters = UpcasterChain::new(upcasters)?;
     let head = store.head();
     let bar = if options.progress && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(head);
@@ -219,15 +244,16 @@ pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         None
     };
     let started = Instant::now();
-    let (model, handled) = replay_into_memory(&store, &plugin, options.batch, None, |position| {
+    let replayed = replay_into_memory(&store, &plugin, options.batch, &upcasters, |position| {
         if let Some(bar) = &bar {
             bar.set_position(position);
         }
-    })?;
+    });
     let seconds = started.elapsed().as_secs_f64();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let (model, handled) = replayed?;
     let diff = match &options.diff {
         Some(name) => Some(diff(&options.store, name, &model, options.samples)?),
         None => None,
@@ -236,6 +262,11 @@ pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         plugin: plugin.info().name.clone(),
         version: plugin.info().version.clone(),
         hash: plugin.info().content_hash.clone(),
+        upcasters: upcasters
+            .plugins()
+            .iter()
+            .map(|p| p.info().name.clone())
+            .collect(),
         head,
         handled,
         seconds,

@@ -23,12 +23,13 @@ use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase};
 use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
 
 pub use writer::{Durability, Gather, WriterStats, now_ms};
 
 use crate::error::{AppendError, OpenError, ReadError, ValidationError};
 use crate::event::{AppendRequest, Appended, EventRef, RecordedEvent, StreamInfo};
-use crate::keys::{self, Forgot, KeyStore, Personal};
+use crate::keys::{self, Forgot, KeyStore, Personal, SubjectKeys};
 use crate::read::{AllRead, Direction, StreamRead, Until};
 use crate::report::VerifyReport;
 use crate::validate::{self, Limits};
@@ -444,6 +445,15 @@ impl EventStore for Store {
         reader::stream_info(&txn, stream_id, row)
     }
 
+    fn event_position(&self, event_id: Uuid) -> Result<Option<u64>, ReadError> {
+        let id = event_id.as_u128();
+        let (in_tail, _, txn) = self.begin_read(|tail| tail.position_of(id))?;
+        match in_tail {
+            Some(position) => Ok(Some(position)),
+            None => reader::indexed_event_position(&txn, id),
+        }
+    }
+
     fn streams(
         &self,
         prefix: &str,
@@ -466,6 +476,29 @@ impl EventStore for Store {
 
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.head.clone()
+    }
+
+    fn import_events(
+        &self,
+        events: Vec<RecordedEvent>,
+    ) -> BoxFuture<'static, Result<Appended, AppendError>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(WriteRequest {
+            op: WriteOp::Import(events),
+            reply,
+        });
+        Box::pin(async move {
+            sent?;
+            answer.await.map_err(|_| AppendError::Closed)?
+        })
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    fn subject_keys(&self) -> &dyn SubjectKeys {
+        self.inner.keys.as_ref()
     }
 
     fn reveal(&self, event: &EventRef<'_>) -> Personal {

@@ -9,7 +9,7 @@ use crate::error::ReadError;
 use crate::event::{EventRef, StreamInfo};
 use crate::read::{AllRead, Direction, StreamRead};
 
-use super::schema::{EVENTS, STREAM_EVENTS, STREAMS, StreamRow};
+use super::schema::{EVENT_IDS, EVENTS, STREAM_EVENTS, STREAMS, StreamRow};
 use super::tail::{StreamTail, TailView};
 
 fn corrupt(position: u64) -> impl FnOnce(String) -> ReadError {
@@ -252,6 +252,17 @@ fn stream_row(txn: &ReadTransaction, stream: &str) -> Result<Option<StreamRow>, 
         Err(error) => return Err(error.into()),
     };
     Ok(streams.get(stream)?.map(|guard| guard.value()))
+}
+
+/// The position of the event with id `id` in redb's event-id index (the entries flushed
+/// from the recent index; the caller looks there first).
+pub fn indexed_event_position(txn: &ReadTransaction, id: u128) -> Result<Option<u64>, ReadError> {
+    let ids = match txn.open_table(EVENT_IDS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    Ok(ids.get(id)?.map(|position| position.value()))
 }
 
 /// Streams whose id starts with `prefix` (a category such as `account-`), in id order,

@@ -1,8 +1,7 @@
-//! The store's integration tests, one binary: the contract, checkpoints beside appends,
-//! personal data, export/import, and crash safety.
+//! The embedded store's own tests, one binary: what only redb promises, checkpoints beside
+//! appends, and crash safety. The store contract is tested on every backend by
+//! `host/store-tests`.
 
 mod checkpoint;
-mod contract;
 mod crash;
-mod personal;
-mod transfer;
+mod embedded;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eshost_core::projection::{ProjectionConfig, Projections};
+use eshost_core::projection::{ProjectionConfig, Projections, UpcasterChain};
 use eshost_core::views::Views;
 use eshost_runtime::{Limits, Runtime};
 use eshost_store::{AppendRequest, ExpectedVersion, ProposedEvent, Store, StoreConfig};
@@ -55,6 +55,45 @@ pub fn ticks(n: usize) -> Vec<(&'static str, &'static str)> {
 pub fn host(store: &Store, dir: &Path) -> Projections {
     let views = Views::open(dir).expect("open views");
     Projections::new(Arc::new(store.clone()), views, runtime())
+}
+
+/// [`host`] with the upcaster components `upcasters`, in chain order.
+pub fn host_with_upcasters(store: &Store, dir: &Path, upcasters: &[&str]) -> Projections {
+    let views = Views::open(dir).expect("open views");
+    let runtime = runtime();
+    let chain = upcasters
+        .iter()
+        .map(|file| runtime.load_upcaster(file).expect("load an upcaster"));
+    let chain = UpcasterChain::new(chain).expect("a chain");
+    Projections::with_upcasters(Arc::new(store.clone()), views, runtime, chain)
+}
+
+/// Appends one event of `event_type` at `schema_version` with `data` (JSON) to `stream`.
+pub fn append_event(
+    store: &Store,
+    stream: &str,
+    event_type: &str,
+    schema_version: u32,
+    data: &str,
+) -> u64 {
+    let mut event = ProposedEvent::new(event_type, data);
+    event.schema_version = schema_version;
+    store
+        .append_blocking(AppendRequest::new(
+            stream,
+            ExpectedVersion::Any,
+            vec![event],
+        ))
+        .expect("append")
+        .first_position
+}
+
+/// Projection `name` from `plugin`, quick retries.
+pub fn quick(name: &str, plugin: impl AsRef<Path>) -> ProjectionConfig {
+    let mut config = ProjectionConfig::new(name, plugin.as_ref());
+    config.attempts = 3;
+    config.backoff = Duration::from_millis(5);
+    config
 }
 
 /// `tally` from `plugin`, small batches, quick retries.

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod schema;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -62,6 +64,19 @@ pub async fn call(
     (status, value)
 }
 
+/// Sends `request` as it is; returns the status and the body as JSON (a string if it is not
+/// JSON).
+pub async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, value)
+}
+
 pub async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
     call(router, Method::GET, uri, None, None).await
 }
@@ -80,4 +95,32 @@ pub async fn post(router: &Router, uri: &str, body: Value) -> (StatusCode, Value
 /// Waits (blocking this worker) until `name` has caught up.
 pub fn caught_up(host: &Host, name: &str) {
     tokio::task::block_in_place(|| host.projections().wait_caught_up(name, WAIT).unwrap());
+}
+
+/// The next server-sent event of `body` (waiting at most 10 s): its id and its data as JSON.
+pub async fn next_sse_event(
+    body: &mut (impl futures_util::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
+    buffer: &mut String,
+) -> (u64, Value) {
+    use futures_util::StreamExt;
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let id = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .map(|v| v.parse().unwrap());
+            let data = frame.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(id), Some(data)) = (id, data) {
+                return (id, serde_json::from_str(data).unwrap());
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("an SSE event in time")
+            .unwrap()
+            .unwrap();
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
 }

@@ -1,0 +1,100 @@
+//! The loaded plugins, and hot swaps by upload.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{GenerationStatus, ProjectionState};
+
+/// The kind of a plugin, one per WIT world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    /// Decides commands for one aggregate type.
+    Aggregate,
+    /// Rewrites old event shapes on read.
+    Upcaster,
+    /// Builds a read model and answers queries.
+    Projection,
+}
+
+/// An event type at one schema version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VersionedType {
+    /// The event type.
+    pub event_type: String,
+    /// Its schema version.
+    pub schema_version: u32,
+}
+
+/// A loaded plugin. Aggregates and upcasters show what they declare (`handles`, `upcasts`,
+/// `wit_version`); projections show their `state` and `rebuild`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Plugin {
+    /// The plugin's name (the aggregate type, projection or upcaster name).
+    pub name: String,
+    /// Its kind.
+    pub kind: PluginKind,
+    /// Its own version, free text.
+    pub version: String,
+    /// The blake3 hash of the component's bytes, hex: its identity.
+    pub content_hash: String,
+    /// The event types it wants to see; empty means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handles: Option<Vec<String>>,
+    /// Upcasters: the (type, schema version) pairs it rewrites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upcasts: Option<Vec<VersionedType>>,
+    /// The version of the `eshost:plugin` package it exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wit_version: Option<String>,
+    /// Projections: what it is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ProjectionState>,
+    /// Projections: the generation being rebuilt, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<GenerationStatus>,
+}
+
+/// `GET /plugins`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PluginList {
+    /// Aggregates, then upcasters (in chain order), then projections.
+    pub plugins: Vec<Plugin>,
+}
+
+/// What a swap did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapOutcome {
+    /// The upload is the version already running (same content hash): nothing changed.
+    Unchanged,
+    /// An aggregate's new code serves the next command.
+    Swapped,
+    /// A projection's new code took over the active generation.
+    Continued,
+    /// A projection's new version is rebuilding in a new generation beside the active one.
+    Rebuilding {
+        /// The new generation.
+        generation: u64,
+    },
+}
+
+/// `PUT /plugins/{name}`: 200 for an aggregate, 202 for a projection (it rebuilds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PluginSwapped {
+    /// The plugin.
+    pub name: String,
+    /// Its kind.
+    pub kind: PluginKind,
+    /// What the swap did.
+    pub outcome: SwapOutcome,
+    /// Aggregates: the content hash of the code replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_hash: Option<String>,
+    /// Aggregates: the content hash of the new code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
+    /// Aggregates: the new code's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}

@@ -1,0 +1,212 @@
+//! From the core's and the store's types to the wire contract's ([`eshost_api`]).
+
+use eshost_api as api;
+use eshost_core::aggregate::{AggregateState, EmittedEvent, HistoryEntry};
+use eshost_core::privacy::ForgetReport;
+use eshost_core::projection::{GenerationStatus, ProjectionState, ProjectionStatus, SwapOutcome};
+use eshost_runtime::{PluginInfo, PluginKind};
+use eshost_store::{Appended, Forgot, RecordedEvent, StreamInfo};
+use serde_json::Value;
+
+/// JSON text as a value; text that is not JSON (never stored, but plugins' answers may be) as
+/// a string.
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::from(text))
+}
+
+/// An event as the API shows it. `personal_data` is shown as the event holds it: the caller
+/// decides beforehand whether it is revealed.
+pub fn event(event: &RecordedEvent) -> api::Event {
+    let personal = event.subject_id.is_some();
+    api::Event {
+        position: event.position,
+        stream_id: event.stream_id.clone(),
+        stream_version: event.stream_version,
+        event_id: event.event_id,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        recorded_at: event.recorded_at,
+        data: json(&event.data),
+        metadata: json(&event.metadata),
+        subject_id: event.subject_id.clone(),
+        shredded: personal.then_some(event.shredded),
+        personal_data: event
+            .personal_data
+            .as_deref()
+            .filter(|_| personal)
+            .map(json),
+    }
+}
+
+pub fn emitted(event: &EmittedEvent) -> api::EmittedEvent {
+    api::EmittedEvent {
+        event_id: event.event_id,
+        position: event.position,
+        stream_version: event.stream_version,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        recorded_at: event.recorded_at,
+        data: json(&event.data),
+    }
+}
+
+pub fn appended(appended: Appended) -> api::Appended {
+    api::Appended {
+        first_position: appended.first_position,
+        last_position: appended.last_position,
+        first_version: appended.first_version,
+        stream_version: appended.stream_version,
+        recorded_at: appended.recorded_at,
+        already_stored: appended.already_stored,
+    }
+}
+
+pub fn stream_info(info: StreamInfo) -> api::StreamInfo {
+    api::StreamInfo {
+        version: info.version,
+        first_position: info.first_position,
+        last_position: info.last_position,
+        created_at: info.created_at,
+        updated_at: info.updated_at,
+    }
+}
+
+pub fn aggregate_state(state: AggregateState) -> api::AggregateState {
+    api::AggregateState {
+        aggregate_type: state.aggregate_type,
+        stream_id: state.stream_id,
+        version: state.version,
+        position: state.position,
+        recorded_at: state.recorded_at,
+        state: state.state,
+        from_snapshot: state.from_snapshot,
+    }
+}
+
+/// One step of a history; `disclose` false hides the decrypted personal data.
+pub fn history_entry(entry: &HistoryEntry, disclose: bool) -> api::HistoryEntry {
+    let mut shown = event(&entry.event);
+    if !disclose {
+        shown.personal_data = None;
+    }
+    api::HistoryEntry {
+        event: shown,
+        state: entry.state.clone(),
+    }
+}
+
+pub fn projection_state(state: ProjectionState) -> api::ProjectionState {
+    match state {
+        ProjectionState::Running => api::ProjectionState::Running,
+        ProjectionState::Paused => api::ProjectionState::Paused,
+        ProjectionState::Failed => api::ProjectionState::Failed,
+        ProjectionState::Rebuilding => api::ProjectionState::Rebuilding,
+    }
+}
+
+pub fn generation(status: GenerationStatus) -> api::GenerationStatus {
+    api::GenerationStatus {
+        generation: status.generation,
+        version: status.version,
+        hash: status.hash,
+        position: status.position,
+        lag: status.lag,
+        failed: status.failed,
+    }
+}
+
+pub fn projection_status(status: ProjectionStatus) -> api::ProjectionStatus {
+    api::ProjectionStatus {
+        name: status.name,
+        state: projection_state(status.state),
+        position: status.position,
+        head: status.head,
+        lag: status.lag,
+        events_per_sec: status.events_per_sec,
+        last_error: status.last_error,
+        active: generation(status.active),
+        rebuild: status.rebuild.map(generation),
+        dead_letters: status.dead_letters,
+    }
+}
+
+pub fn plugin_kind(kind: PluginKind) -> api::PluginKind {
+    match kind {
+        PluginKind::Aggregate => api::PluginKind::Aggregate,
+        PluginKind::Upcaster => api::PluginKind::Upcaster,
+        PluginKind::Projection => api::PluginKind::Projection,
+    }
+}
+
+/// An aggregate or upcaster plugin.
+pub fn plugin(info: &PluginInfo) -> api::Plugin {
+    api::Plugin {
+        name: info.name.clone(),
+        kind: plugin_kind(info.kind),
+        version: info.version.clone(),
+        content_hash: info.content_hash.clone(),
+        handles: Some(info.handles.clone()),
+        upcasts: Some(
+            info.upcasts
+                .iter()
+                .map(|v| api::VersionedType {
+                    event_type: v.event_type.clone(),
+                    schema_version: v.schema_version,
+                })
+                .collect(),
+        ),
+        wit_version: Some(info.wit_version.clone()),
+        state: None,
+        rebuild: None,
+    }
+}
+
+/// A projection plugin, from its status.
+pub fn projection_plugin(status: ProjectionStatus) -> api::Plugin {
+    api::Plugin {
+        name: status.name,
+        kind: api::PluginKind::Projection,
+        version: status.active.version,
+        content_hash: status.active.hash,
+        handles: None,
+        upcasts: None,
+        wit_version: None,
+        state: Some(projection_state(status.state)),
+        rebuild: status.rebuild.map(generation),
+    }
+}
+
+pub fn swap_outcome(outcome: SwapOutcome) -> api::SwapOutcome {
+    match outcome {
+        SwapOutcome::Rebuilding { generation } => api::SwapOutcome::Rebuilding { generation },
+        SwapOutcome::Continued => api::SwapOutcome::Continued,
+        SwapOutcome::Unchanged => api::SwapOutcome::Unchanged,
+    }
+}
+
+pub fn forget_report(report: ForgetReport) -> api::ForgetReport {
+    api::ForgetReport {
+        subject_id: report.subject_id,
+        key: match report.key {
+            Forgot::KeyErased => api::Forgot::KeyErased,
+            Forgot::AlreadyForgotten => api::Forgot::AlreadyForgotten,
+            Forgot::NoKey => api::Forgot::NoKey,
+        },
+        erasure_position: report.erasure_position,
+        streams: report.streams,
+        event_types: report.event_types,
+        snapshots_deleted: report.snapshots_deleted as u64,
+        projections_rebuilt: report.projections_rebuilt,
+        projections_pending: report.projections_pending,
+    }
+}
+
+/// The store's expected version for the contract's.
+pub fn expected_version(expected: api::ExpectedVersion) -> eshost_store::ExpectedVersion {
+    match expected {
+        api::ExpectedVersion::Any => eshost_store::ExpectedVersion::Any,
+        api::ExpectedVersion::NoStream => eshost_store::ExpectedVersion::NoStream,
+        api::ExpectedVersion::StreamExists => eshost_store::ExpectedVersion::StreamExists,
+        api::ExpectedVersion::Exact(version) => eshost_store::ExpectedVersion::Exact(version),
+    }
+}
