@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use redb::{Database, WriteTransaction};
 
-use super::schema::{EVENTS, META, META_HEAD};
+use super::schema::{EVENTS, META, META_FORMAT, META_HEAD, STORE_FORMAT};
 use super::syncer::freeze;
 use super::tail::{Generation, Tail};
 use super::writer::{Shared, WriterStats, add_elapsed};
@@ -41,6 +41,8 @@ impl Checkpointer {
                 if !state.pending {
                     // Closing, and the syncer has stopped: the active generation is the last.
                     if !freeze(&self.tail) {
+                        drop(state);
+                        self.mark_closed();
                         return;
                     }
                     state.pending = true;
@@ -84,6 +86,27 @@ impl Checkpointer {
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Checkpointer {
+    /// Everything is in redb: record the closed format, which builds without the log read.
+    /// Not after a failure: then the log may hold events redb lacks.
+    fn mark_closed(&self) {
+        if self.shared.failed.get().is_some() {
+            return;
+        }
+        let marked = (|| -> Result<(), redb::Error> {
+            let txn = self.db.begin_write()?;
+            txn.open_table(META)?
+                .insert(META_FORMAT, STORE_FORMAT.to_le_bytes().as_slice())?;
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(error) = marked {
+            // Harmless: the next open reads either format.
+            tracing::warn!(%error, "event store could not mark itself closed");
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::read::{AllRead, Direction, StreamRead, Until};
 use crate::report::VerifyReport;
 use crate::validate::{self, Limits};
 use crate::{BoxFuture, EventStore};
-use schema::STORE_FORMAT;
+use schema::OPEN_FORMAT;
 use tail::Tail;
 use writer::{Msg, WriteOp, WriteRequest, Writer};
 
@@ -157,7 +157,7 @@ impl Store {
             open::Initialise::Format(found) => OpenError::Format {
                 path: path.clone(),
                 found,
-                supported: STORE_FORMAT,
+                supported: OPEN_FORMAT,
             },
             open::Initialise::Database(reason) => OpenError::Database {
                 path: path.clone(),

@@ -10,8 +10,8 @@ use redb::{Database, ReadableTable};
 use super::checkpoint::write_generation;
 use super::index::{self, RecentIndex};
 use super::schema::{
-    EVENT_IDS, EVENTS, Head, META, META_FORMAT, META_HEAD, META_WAL_EPOCH, STORE_FORMAT,
-    STREAM_EVENTS, STREAMS,
+    EVENT_IDS, EVENTS, Head, META, META_FORMAT, META_HEAD, META_WAL_EPOCH, OPEN_FORMAT,
+    STORE_FORMAT, STREAM_EVENTS, STREAMS,
 };
 use super::tail::{Batch, Generation};
 use super::wal;
@@ -37,7 +37,8 @@ pub(crate) struct Initialised {
 
 /// Create the tables of a new store, check the format of an old one, read its head, index
 /// what an older store left unindexed, copy the events of the last run's WAL that redb does
-/// not hold yet, and start a new WAL epoch: all in one durable transaction.
+/// not hold yet, start a new WAL epoch, and mark the store open: all in one durable
+/// transaction.
 pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initialise> {
     let failed = |error: redb::Error| Initialise::Database(error.to_string());
     let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
@@ -55,13 +56,12 @@ pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initi
                     .unwrap_or(u32::MAX)
             });
         match format {
-            Some(STORE_FORMAT) => {}
+            Some(STORE_FORMAT | OPEN_FORMAT) | None => {}
             Some(other) => return Err(Initialise::Format(other)),
-            None => {
-                meta.insert(META_FORMAT, STORE_FORMAT.to_le_bytes().as_slice())
-                    .map_err(|e| failed(e.into()))?;
-            }
         }
+        // Until the clean close writes STORE_FORMAT back (see `checkpoint`).
+        meta.insert(META_FORMAT, OPEN_FORMAT.to_le_bytes().as_slice())
+            .map_err(|e| failed(e.into()))?;
         let head = match meta.get(META_HEAD).map_err(|e| failed(e.into()))? {
             Some(bytes) => Head::decode(bytes.value())
                 .ok_or_else(|| Initialise::Database("the head record is malformed".into()))?,

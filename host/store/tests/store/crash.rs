@@ -135,6 +135,13 @@ fn acknowledged_events_survive_sigkill() {
             "cycle {cycle}: the child acknowledged nothing"
         );
 
+        assert_eq!(
+            stored_format(dir.path()),
+            2,
+            "cycle {cycle}: a killed store is marked open, so that no build without the log \
+             opens it and misses the events only the log holds"
+        );
+
         let store = Store::open(config(dir.path(), cycle)).expect("reopen after SIGKILL");
         let stored: Vec<_> = store.read_all(&AllRead::from(1)).unwrap();
         assert_eq!(stored.len() as u64, store.head());
@@ -147,5 +154,21 @@ fn acknowledged_events_survive_sigkill() {
         );
         let report = store.verify().unwrap();
         assert!(report.is_ok(), "cycle {cycle}: {report}");
+        drop(store);
+        assert_eq!(
+            stored_format(dir.path()),
+            1,
+            "cycle {cycle}: a cleanly closed store has everything in redb"
+        );
     }
+}
+
+/// The format version recorded in the store's redb file.
+fn stored_format(dir: &std::path::Path) -> u32 {
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let db = redb::Database::open(dir.join(eshost_store::EVENTS_FILE)).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let format = meta.get("format").unwrap().expect("a format is recorded");
+    u32::from_le_bytes(format.value().try_into().unwrap())
 }
