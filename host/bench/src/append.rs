@@ -1,7 +1,14 @@
 //! `eshost-bench append`: concurrent single-event appends through the group-committing
-//! writer, against a baseline of raw redb inserts of the same records in large commits; with
-//! `--store postgres://...`, through the PostgreSQL store against raw batched INSERTs on the
-//! same database (`append_pg`).
+//! writer, against the limit the disk sets for that concurrency and, as before, a baseline of
+//! raw redb inserts of the same records in large commits; with `--store postgres://...`,
+//! through the PostgreSQL store against raw batched INSERTs on the same database
+//! (`append_pg`).
+//!
+//! The limit: with `appenders` callers each holding one append in flight, at most
+//! `appenders` events can become durable per `fdatasync`; so the machine allows at most
+//! `appenders / t` events per second, where `t` is the time of one write-and-sync round of
+//! that many events' bytes. The benchmark measures `t` in the same run, in the same
+//! directory, writing into space written with zeros once (as the store's log does).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,6 +108,33 @@ pub struct AppendBenchReport {
     pub baseline_batch: usize,
     /// `events_per_sec / baseline_events_per_sec`.
     pub ratio: f64,
+    /// The embedded store only: the disk's limit for this concurrency, and the checkpoints.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitProfile>,
+    /// Load averages (1, 5, 15 minutes) at the end of the run.
+    pub load_average: Option<[f64; 3]>,
+}
+
+/// What bounds the embedded store's appends: one write + `fdatasync` round of the log per
+/// batch; and what its checkpoints cost beside them.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitProfile {
+    /// Bytes of one fsync round in the limit: `appenders` events as the log stores them.
+    pub fsync_batch_bytes: u64,
+    /// Mean time of one write + `fdatasync` round of `fsync_batch_bytes`, microseconds.
+    pub fsync_round_us: f64,
+    /// Median round, microseconds.
+    pub fsync_round_p50_us: u64,
+    /// `appenders` events per fsync round: what the disk allows at this concurrency.
+    pub fsync_limit_events_per_sec: f64,
+    /// `events_per_sec / fsync_limit_events_per_sec`.
+    pub limit_ratio: f64,
+    /// Checkpoints of the log into redb during the store phase.
+    pub checkpoints: u64,
+    /// Mean checkpoint time, milliseconds.
+    pub checkpoint_ms: f64,
+    /// Time the log waited for a checkpoint to free space, milliseconds in total.
+    pub stall_ms: f64,
 }
 
 impl std::fmt::Display for AppendBenchReport {
@@ -162,7 +196,39 @@ impl std::fmt::Display for AppendBenchReport {
             format!("baseline raw {baseline} ({}/commit)", self.baseline_batch),
             self.baseline_events_per_sec
         )?;
-        write!(f, "  {:<28} {:>14.2}", "ratio to baseline", self.ratio)
+        writeln!(f, "  {:<28} {:>14.2}", "ratio to baseline", self.ratio)?;
+        if let Some(limit) = &self.limit {
+            writeln!(
+                f,
+                "  {:<28} {:>14}",
+                "fsync round (mean/p50 us)",
+                format!(
+                    "{:.0}/{} ({} B)",
+                    limit.fsync_round_us, limit.fsync_round_p50_us, limit.fsync_batch_bytes
+                )
+            )?;
+            writeln!(
+                f,
+                "  {:<28} {:>14.0}",
+                "fsync limit (events/s)", limit.fsync_limit_events_per_sec
+            )?;
+            writeln!(f, "  {:<28} {:>14.2}", "ratio to limit", limit.limit_ratio)?;
+            writeln!(
+                f,
+                "  {:<28} {:>14}",
+                "checkpoints (mean ms/stall)",
+                format!(
+                    "{} ({:.1}/{:.0} ms)",
+                    limit.checkpoints, limit.checkpoint_ms, limit.stall_ms
+                )
+            )?;
+        }
+        write!(
+            f,
+            "  {:<28} {:>14}",
+            "load average",
+            super::load_text(self.load_average)
+        )
     }
 }
 
@@ -181,7 +247,22 @@ pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
     let store = Store::open(config)?;
     let (latencies, seconds) = drive(Arc::new(store.clone()), options)?;
     let stats = Measured::of(store.writer_stats(), latencies, seconds);
+    let log = store.writer_stats();
+    let checkpoints = log.checkpoints.load(Ordering::Relaxed);
+    let checkpoint_ms =
+        log.checkpoint_nanos.load(Ordering::Relaxed) as f64 / 1e6 / checkpoints.max(1) as f64;
+    let stall_ms = log.stall_nanos.load(Ordering::Relaxed) as f64 / 1e6;
+    let bytes_per_event =
+        log.wal_bytes.load(Ordering::Relaxed) / log.events.load(Ordering::Relaxed).max(1);
     drop(store);
+
+    let fsync_batch_bytes = bytes_per_event * options.appenders as u64;
+    let rounds = fsync_rounds(
+        scratch.path(),
+        fsync_batch_bytes as usize,
+        options.duration,
+        options.durability,
+    )?;
     let baseline_events_per_sec = baseline(
         &scratch.path().join("baseline.redb"),
         &payload(options.event_bytes),
@@ -189,7 +270,19 @@ pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
         options.duration,
         options.durability,
     )?;
-    Ok(stats.report(options, "redb", None, baseline_events_per_sec))
+    let mut report = stats.report(options, "redb", None, baseline_events_per_sec);
+    let fsync_limit_events_per_sec = options.appenders as f64 / (rounds.mean_us / 1e6);
+    report.limit = Some(LimitProfile {
+        fsync_batch_bytes,
+        fsync_round_us: rounds.mean_us,
+        fsync_round_p50_us: rounds.p50_us,
+        fsync_limit_events_per_sec,
+        limit_ratio: report.events_per_sec / fsync_limit_events_per_sec,
+        checkpoints,
+        checkpoint_ms,
+        stall_ms,
+    });
+    Ok(report)
 }
 
 /// What the store phase measured.
@@ -256,6 +349,8 @@ impl Measured {
             baseline_events_per_sec,
             baseline_batch: options.baseline_batch,
             ratio: events_per_sec / baseline_events_per_sec,
+            limit: None,
+            load_average: super::load_average(),
         }
     }
 }
@@ -305,6 +400,62 @@ pub(crate) fn drive(
         anyhow::Ok(all)
     })?;
     Ok((latencies, started.elapsed().as_secs_f64()))
+}
+
+/// Write-and-sync rounds, back to back.
+struct Rounds {
+    mean_us: f64,
+    p50_us: u64,
+}
+
+/// `write` + `fdatasync` of `bytes` at a time into a file in `dir` that was written with
+/// zeros first (so that no round allocates blocks), for `duration`. With durability `none`
+/// the rounds only write, as the store does.
+fn fsync_rounds(
+    dir: &std::path::Path,
+    bytes: usize,
+    duration: Duration,
+    durability: Durability,
+) -> anyhow::Result<Rounds> {
+    use std::os::unix::fs::FileExt;
+    const FILE_BYTES: u64 = 8 * 1024 * 1024;
+    let path = dir.join("fsync-limit.bin");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let zeros = vec![0u8; 1 << 20];
+    for chunk in 0..FILE_BYTES / zeros.len() as u64 {
+        file.write_all_at(&zeros, chunk * zeros.len() as u64)?;
+    }
+    file.sync_all()?;
+    let batch = vec![0x5a_u8; bytes.max(1)];
+    let mut offset = 0u64;
+    let mut rounds = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        if offset + batch.len() as u64 > FILE_BYTES {
+            offset = 0;
+        }
+        let round = Instant::now();
+        file.write_all_at(&batch, offset)?;
+        if durability == Durability::Immediate {
+            file.sync_data()?;
+        }
+        rounds.push(round.elapsed().as_micros() as u64);
+        offset += batch.len() as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let count = rounds.len().max(1);
+    rounds.sort_unstable();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(Rounds {
+        mean_us: seconds * 1e6 / count as f64,
+        p50_us: percentile(&rounds, 0.5),
+    })
 }
 
 /// Raw redb: the same encoded records, `batch` per commit, one thread, for `duration`.

@@ -5,6 +5,8 @@
 mod append;
 mod append_pg;
 mod command;
+mod growth;
+mod growth_measure;
 mod http;
 mod load;
 mod projection;
@@ -41,6 +43,8 @@ fn main() -> ExitCode {
         BenchCommand::Load(args) => bench_load(args),
         BenchCommand::Projection(args) => bench_projection(args),
         BenchCommand::Http(args) => bench_http(args),
+        BenchCommand::Growth(args) => bench_growth(args),
+        BenchCommand::GrowthCrashChild(args) => growth::crash_child(&args.store, args.events),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,6 +73,72 @@ pub enum BenchCommand {
     /// Starts the real HTTP server in-process on a loopback port (scratch durable store,
     /// bank-account plugin) and sends deposits from concurrent keep-alive HTTP clients.
     Http(BenchHttpArgs),
+    /// Fills a store stage by stage (10M events over 1M accounts by default) and measures,
+    /// at each stage, appends, stream reads, cold loads, `$all` scans, start-up, file sizes
+    /// and memory.
+    Growth(BenchGrowthArgs),
+    /// The child process `growth` kills to time a start-up after a crash.
+    #[command(hide = true)]
+    GrowthCrashChild(GrowthCrashChildArgs),
+}
+
+/// `eshost-bench growth`.
+#[derive(Debug, Args)]
+pub struct BenchGrowthArgs {
+    /// The bank-account component (cold aggregate loads).
+    #[arg(
+        long,
+        default_value = "plugins/target/wasm32-wasip2/release/bank_account.wasm"
+    )]
+    plugin: PathBuf,
+    /// Store sizes at which to measure, comma-separated, ascending; the last is the fill
+    /// target (at most 100,000,000).
+    #[arg(long, value_delimiter = ',', default_value = "0,1000000,10000000")]
+    stages: Vec<u64>,
+    /// Accounts (streams) the events are spread over.
+    #[arg(long, default_value_t = 1_000_000)]
+    streams: u64,
+    /// Seconds of durable appends per stage and kind (at most 600).
+    #[arg(long, default_value_t = 3.0)]
+    append_seconds: f64,
+    /// Accounts in the hot set that the first kind of appends goes to.
+    #[arg(long, default_value_t = 1_000)]
+    hot_accounts: u64,
+    /// Concurrent appenders.
+    #[arg(long, default_value_t = 64)]
+    appenders: usize,
+    /// Stream reads per stage.
+    #[arg(long, default_value_t = 2_000)]
+    stream_reads: usize,
+    /// Cold aggregate loads per stage.
+    #[arg(long, default_value_t = 500)]
+    cold_loads: usize,
+    /// Events of `$all` scanned per stage, from position 1.
+    #[arg(long, default_value_t = 1_000_000)]
+    scan_events: u64,
+    /// redb's page cache, MiB (default: the store's, 256).
+    #[arg(long)]
+    cache_mib: Option<usize>,
+    /// Skip the start-up after a SIGKILL.
+    #[arg(long)]
+    no_crash: bool,
+    /// Directory for the scratch store (default: the system temp dir); removed at the end.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `eshost-bench growth-crash-child`.
+#[derive(Debug, Args)]
+pub struct GrowthCrashChildArgs {
+    /// The store directory.
+    #[arg(long)]
+    store: PathBuf,
+    /// Events to append (durably) before saying `ready`.
+    #[arg(long)]
+    events: u64,
 }
 
 /// `eshost-bench http`.
@@ -272,6 +342,36 @@ fn bench_append(args: BenchAppendArgs) -> anyhow::Result<()> {
         store: args.store,
     };
     let report = append::run(&options)?;
+    print_report(&report, args.json)
+}
+
+fn bench_growth(args: BenchGrowthArgs) -> anyhow::Result<()> {
+    require_plugin(&args.plugin)?;
+    let ascending = args.stages.windows(2).all(|pair| pair[0] < pair[1]);
+    if args.stages.is_empty() || !ascending || args.stages.last() > Some(&100_000_000) {
+        bail!("--stages must be ascending, at most 100,000,000");
+    }
+    if args.streams == 0 || args.appenders == 0 {
+        bail!("--streams and --appenders must be positive");
+    }
+    if args.append_seconds.is_nan() || args.append_seconds <= 0.0 || args.append_seconds > 600.0 {
+        bail!("--append-seconds must be positive and at most 600");
+    }
+    let options = growth::GrowthBenchOptions {
+        plugin: args.plugin,
+        stages: args.stages,
+        streams: args.streams,
+        append_seconds: args.append_seconds,
+        hot_accounts: args.hot_accounts,
+        appenders: args.appenders,
+        stream_reads: args.stream_reads,
+        cold_loads: args.cold_loads,
+        scan_events: args.scan_events,
+        cache_mib: args.cache_mib,
+        crash_startup: !args.no_crash,
+        dir: args.dir,
+    };
+    let report = growth::run(&options)?;
     print_report(&report, args.json)
 }
 

@@ -295,6 +295,11 @@ async fn a_forgotten_customer_is_gone_from_reads_states_snapshots_and_read_model
     assert!(contains(&events_file, "customer-7"));
     assert!(!contains(&events_file, NAME) && !contains(&events_file, EMAIL));
     assert!(!contains(&events_file, OTHER));
+    // Nor did the write-ahead log, which holds the same records.
+    for wal in ["events.wal0", "events.wal1"] {
+        let log = std::fs::read(store.join(wal)).unwrap();
+        assert!(!contains(&log, NAME) && !contains(&log, EMAIL) && !contains(&log, OTHER));
+    }
     let snapshots = Snapshots::new(Views::open(&store).unwrap());
     let other = snapshots.get("customer", "customer-8").unwrap().unwrap();
     assert!(contains(&other.state, OTHER));

@@ -1,31 +1,25 @@
-//! The stream and event-id indexes: recent entries in memory, older ones in redb.
+//! The stream and event-id indexes of the events held in memory, and their bulk flush to redb.
 //!
 //! Writing a stream's index entry in every commit touches one B-tree leaf per stream in the
-//! batch; with many streams, a commit wrote dozens of scattered pages and its `fdatasync`
-//! took ~1 ms. So a commit writes only the log (`EVENTS`, sequential pages) and the head; the
-//! index entries of recent events live in a [`RecentIndex`] in memory and are flushed to redb
-//! in sorted bulk every `flush_events` events. The log stays the source of truth: on open,
-//! the events after the last flush (`META_INDEXED`) are read back into memory.
+//! batch; with many streams, a commit wrote dozens of scattered pages. So appends only reach
+//! the write-ahead log; the index entries of the events in memory (see `tail`) live in a
+//! [`RecentIndex`] per generation and are written to redb in sorted bulk when a generation is
+//! checkpointed, together with its events.
 //!
-//! Readers take the recent index's read lock while they begin their redb read transaction.
-//! The writer flushes in a transaction and only resets the recent index after that commit,
-//! under the write lock. So a reader's snapshot indexes positions `1..=indexed` in redb and
-//! the recent index holds everything after `indexed` (possibly some before it, which the
-//! reader skips).
+//! `META_INDEXED` records how far redb's indexes are complete. A checkpoint moves it with the
+//! head; stores written before the write-ahead log may hold events past it, which
+//! [`RecentIndex::recover`] indexes once on open.
 
 use std::collections::HashMap;
 
-use redb::{ReadTransaction, ReadableTable, Table, TableError, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::schema::{EVENT_IDS, EVENTS, META, META_INDEXED, STREAM_EVENTS, STREAMS, StreamRow};
 use crate::codec;
-use crate::error::ReadError;
 
 /// Index entries of the events after the last flush.
 #[derive(Debug, Default)]
 pub(crate) struct RecentIndex {
-    /// Positions `1..=base` are indexed in redb.
-    pub base: u64,
     /// Streams changed since the flush: their current row and their new events' positions.
     pub streams: HashMap<String, RecentStream>,
     /// Ids of the events since the flush.
@@ -71,65 +65,82 @@ pub(crate) fn indexed(
     })
 }
 
-/// `META_INDEXED` as a reader's snapshot sees it.
-pub(crate) fn indexed_in(txn: &ReadTransaction) -> Result<u64, ReadError> {
-    match txn.open_table(META) {
-        Ok(meta) => Ok(indexed(&meta)?.0),
-        Err(TableError::TableDoesNotExist(_)) => Ok(0),
-        Err(error) => Err(error.into()),
-    }
-}
-
 impl RecentIndex {
-    /// Rebuild the recent index from the events after the last flush, up to `head`.
+    /// Index the events redb holds after `META_INDEXED`, up to `head` (stores written before
+    /// the write-ahead log flushed their indexes separately).
     pub fn recover(txn: &WriteTransaction, head: u64) -> Result<RecentIndex, String> {
         let meta = txn.open_table(META).map_err(|e| e.to_string())?;
         let (base, next_stream_number) = indexed(&meta).map_err(|e| e.to_string())?;
         let streams = txn.open_table(STREAMS).map_err(|e| e.to_string())?;
         let events = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
         let mut recent = RecentIndex {
-            base,
             next_stream_number,
             ..RecentIndex::default()
         };
         for entry in events.range(base + 1..=head).map_err(|e| e.to_string())? {
             let (key, value) = entry.map_err(|e| e.to_string())?;
-            let position = key.value();
-            let decoded = codec::decode(position, value.value())
-                .map_err(|reason| format!("position {position}: {reason}"))?;
-            let event = decoded.event;
-            let row = match recent.streams.get(event.stream_id) {
-                Some(stream) => Some(stream.row),
-                None => streams
-                    .get(event.stream_id)
-                    .map_err(|e| e.to_string())?
-                    .map(|row| row.value()),
-            };
-            let row = match row {
-                Some((number, _, first, _, created, _)) => (
-                    number,
-                    event.stream_version,
-                    first,
-                    position,
-                    created,
-                    event.recorded_at,
-                ),
-                None => {
-                    recent.next_stream_number += 1;
-                    (
-                        recent.next_stream_number - 1,
-                        event.stream_version,
-                        position,
-                        position,
-                        event.recorded_at,
-                        event.recorded_at,
-                    )
-                }
-            };
-            recent.record(event.stream_id, row, &[position]);
-            recent.ids.insert(event.event_id.as_u128(), position);
+            recent.index_record(&streams, key.value(), value.value())?;
         }
         Ok(recent)
+    }
+
+    /// Add the stored record at `position` to the index, finding streams it does not hold
+    /// yet in `streams`.
+    pub fn index_record(
+        &mut self,
+        streams: &impl ReadableTable<&'static str, StreamRow>,
+        position: u64,
+        record: &[u8],
+    ) -> Result<(), String> {
+        let decoded = codec::decode(position, record)
+            .map_err(|reason| format!("position {position}: {reason}"))?;
+        let event = decoded.event;
+        let row = match self.streams.get(event.stream_id) {
+            Some(stream) => Some(stream.row),
+            None => streams
+                .get(event.stream_id)
+                .map_err(|e| e.to_string())?
+                .map(|row| row.value()),
+        };
+        let row = match row {
+            Some((number, _, first, _, created, _)) => (
+                number,
+                event.stream_version,
+                first,
+                position,
+                created,
+                event.recorded_at,
+            ),
+            None => {
+                self.next_stream_number += 1;
+                (
+                    self.next_stream_number - 1,
+                    event.stream_version,
+                    position,
+                    position,
+                    event.recorded_at,
+                    event.recorded_at,
+                )
+            }
+        };
+        self.record(event.stream_id, row, &[position]);
+        self.ids.insert(event.event_id.as_u128(), position);
+        Ok(())
+    }
+
+    /// Add what `batch` indexes (the entries of later events) to this index.
+    pub fn merge(&mut self, batch: &RecentIndex) {
+        for (stream, entry) in &batch.streams {
+            self.record(stream, entry.row, &entry.positions);
+        }
+        self.ids
+            .extend(batch.ids.iter().map(|(id, position)| (*id, *position)));
+        self.next_stream_number = batch.next_stream_number;
+    }
+
+    /// The position of event `id`, if it is indexed here.
+    pub fn position_of(&self, id: u128) -> Option<u64> {
+        self.ids.get(&id).copied()
     }
 
     /// The current row of `stream`, if it changed since the flush.
@@ -158,7 +169,7 @@ impl RecentIndex {
     }
 
     /// Write every entry into redb's index tables, in key order, and mark them indexed
-    /// through `head`. The caller commits, then calls [`RecentIndex::reset`].
+    /// through `head`.
     pub fn flush(&self, txn: &WriteTransaction, head: u64) -> Result<(), redb::Error> {
         let mut names: Vec<_> = self.streams.iter().collect();
         names.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -195,13 +206,5 @@ impl RecentIndex {
         txn.open_table(META)?
             .insert(META_INDEXED, marker.as_slice())?;
         Ok(())
-    }
-
-    /// Forget the entries a committed flush wrote to redb.
-    pub fn reset(&mut self, base: u64) {
-        self.base = base;
-        self.streams.clear();
-        self.ids.clear();
-        self.events = 0;
     }
 }

@@ -1,20 +1,27 @@
-//! The embedded backend: the log in one redb file, `events.redb`, written by one
-//! group-committing writer thread and read on redb read transactions from any thread.
+//! The embedded backend: the log in one redb file, `events.redb`, in front of which a
+//! write-ahead log makes appends durable (see `writer` for the pipeline); read on redb read
+//! transactions plus the in-memory tail from any thread.
 
+mod checkpoint;
 mod file;
 mod index;
+mod open;
 mod reader;
 pub(crate) mod schema;
+mod stage;
+mod syncer;
+mod tail;
 mod verify;
+mod wal;
 mod writer;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
@@ -23,14 +30,13 @@ pub use writer::{Durability, Gather, WriterStats, now_ms};
 use crate::error::{AppendError, OpenError, ReadError, ValidationError};
 use crate::event::{AppendRequest, Appended, EventRef, RecordedEvent, StreamInfo};
 use crate::keys::{self, Forgot, KeyStore, Personal, SubjectKeys};
-use crate::read::{AllRead, StreamRead};
+use crate::read::{AllRead, Direction, StreamRead, Until};
 use crate::report::VerifyReport;
 use crate::validate::{self, Limits};
 use crate::{BoxFuture, EventStore};
-use schema::{
-    EVENT_IDS, EVENTS, Head, META, META_FORMAT, META_HEAD, STORE_FORMAT, STREAM_EVENTS, STREAMS,
-};
-use writer::{WriteOp, WriteRequest, Writer};
+use schema::OPEN_FORMAT;
+use tail::Tail;
+use writer::{Msg, WriteOp, WriteRequest, Writer};
 
 /// The file, inside the store directory, that holds the log.
 pub const EVENTS_FILE: &str = "events.redb";
@@ -50,8 +56,12 @@ pub struct StoreConfig {
     pub cache_bytes: usize,
     /// How long the writer waits to grow a batch.
     pub gather: Gather,
-    /// How many events the in-memory recent index holds before it is flushed to redb.
+    /// How many events the write-ahead log and memory hold before they are checkpointed into
+    /// redb (with their indexes), off the path of appends.
     pub index_flush_events: usize,
+    /// The size of each of the two write-ahead log files, written with zeros once; a
+    /// checkpoint also starts when one is half full.
+    pub wal_bytes: u64,
     /// The key store file; `None`: `keys.eshk` in the store directory.
     pub keys: Option<PathBuf>,
 }
@@ -67,6 +77,7 @@ impl StoreConfig {
             cache_bytes: 256 * 1024 * 1024,
             gather: Gather::default(),
             index_flush_events: 16 * 1024,
+            wal_bytes: 8 * 1024 * 1024,
             keys: None,
         }
     }
@@ -83,19 +94,21 @@ struct Inner {
     db: Arc<Database>,
     path: PathBuf,
     limits: Limits,
-    requests: Option<mpsc::Sender<WriteRequest>>,
+    requests: Option<mpsc::Sender<Msg>>,
     head: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
-    recent: Arc<RwLock<index::RecentIndex>>,
+    tail: Arc<RwLock<Tail>>,
     keys: Arc<KeyStore>,
     writer: Option<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the channel lets the writer finish what it holds and exit; joining it
-        // releases the file before the store is reported closed.
-        self.requests.take();
+        // The writer syncs what it holds, the checkpointer copies everything into redb, and
+        // joining them releases the file before the store is reported closed.
+        if let Some(requests) = self.requests.take() {
+            let _ = requests.send(Msg::Close);
+        }
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -140,17 +153,29 @@ impl Store {
                     reason: other.to_string(),
                 },
             })?;
-        let (head, recent) = initialise(&db).map_err(|reason| match reason {
-            Initialise::Format(found) => OpenError::Format {
+        let initialised = open::initialise(&db, &config.dir).map_err(|reason| match reason {
+            open::Initialise::Format(found) => OpenError::Format {
                 path: path.clone(),
                 found,
-                supported: STORE_FORMAT,
+                supported: OPEN_FORMAT,
             },
-            Initialise::Database(reason) => OpenError::Database {
+            open::Initialise::Database(reason) => OpenError::Database {
                 path: path.clone(),
                 reason,
             },
         })?;
+        if initialised.recovered > 0 {
+            tracing::info!(
+                events = initialised.recovered,
+                "recovered appends from the write-ahead log"
+            );
+        }
+        let wal_bytes = config.wal_bytes.max(64 * 1024);
+        let wal =
+            wal::Wal::open(&config.dir, wal_bytes).map_err(|source| OpenError::Directory {
+                path: config.dir.join(wal::WAL_FILES[0]),
+                source,
+            })?;
         // Opened after the events file, whose lock makes this store's key file ours too.
         let keys_path = config
             .keys
@@ -158,30 +183,60 @@ impl Store {
             .unwrap_or_else(|| config.dir.join(keys::KEYS_FILE));
         let keys = Arc::new(KeyStore::open(&keys_path)?);
         let db = Arc::new(db);
+        let head = initialised.head;
         let (head_tx, head_rx) = watch::channel(head.position);
         // Unbounded: every queued append has a caller awaiting it, so the queue is bounded by
         // the callers in flight, which the server limits.
         let (requests, receiver) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
-        let recent = Arc::new(RwLock::new(recent));
-        let writer = Writer {
-            recent: recent.clone(),
-            flush_events: config.index_flush_events.max(1),
-            stats: stats.clone(),
-            db: db.clone(),
-            head,
-            head_tx,
-            durability: config.durability,
-            max_batch: config.max_batch.max(1),
-            gather: config.gather,
+        let shared = Arc::new(writer::Shared::default());
+        let tail = Arc::new(RwLock::new(Tail::new(head, initialised.next_stream_number)));
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(run)
+                .map_err(|source| OpenError::Directory {
+                    path: config.dir.clone(),
+                    source,
+                })
         };
-        let writer = std::thread::Builder::new()
-            .name("eshost-writer".into())
-            .spawn(move || writer.run(receiver))
-            .map_err(|source| OpenError::Directory {
-                path: config.dir.clone(),
-                source,
-            })?;
+        let checkpointer = checkpoint::Checkpointer {
+            db: db.clone(),
+            tail: tail.clone(),
+            shared: shared.clone(),
+            stats: stats.clone(),
+        };
+        let checkpointer = spawn("eshost-checkpoint", Box::new(move || checkpointer.run()))?;
+        let (batches, batches_rx) = mpsc::channel();
+        let syncer = syncer::Syncer {
+            wal,
+            durable: config.durability == Durability::Immediate,
+            tail: tail.clone(),
+            shared: shared.clone(),
+            head_tx,
+            stats: stats.clone(),
+            freeze_events: config.index_flush_events.max(1),
+            writer: requests.clone(),
+        };
+        let syncer = spawn("eshost-sync", Box::new(move || syncer.run(batches_rx)))?;
+        let writer = Writer {
+            stager: stage::Stager::new(
+                db.clone(),
+                tail.clone(),
+                initialised.epoch,
+                head,
+                initialised.next_stream_number,
+            ),
+            stats: stats.clone(),
+            shared,
+            max_batch: config.max_batch.max(1),
+            max_batch_bytes: (wal_bytes / 4) as usize,
+            gather: config.gather,
+            syncer: Some(batches),
+            syncer_thread: Some(syncer),
+            checkpointer_thread: Some(checkpointer),
+        };
+        let writer = spawn("eshost-writer", Box::new(move || writer.run(receiver)))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -190,7 +245,7 @@ impl Store {
                 requests: Some(requests),
                 head: head_rx,
                 stats,
-                recent,
+                tail,
                 keys,
                 writer: Some(writer),
             }),
@@ -215,18 +270,14 @@ impl Store {
     /// Append from a thread that is not running async code (tools, benchmarks, tests).
     pub fn append_blocking(&self, request: AppendRequest) -> Result<Appended, AppendError> {
         let (request, answer) = self.submit_checked(request)?;
-        self.sender()?
-            .send(request)
-            .map_err(|_| AppendError::Closed)?;
+        self.send(request)?;
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
     /// [`EventStore::append_system`] from a thread that is not running async code.
     pub fn append_system_blocking(&self, request: AppendRequest) -> Result<Appended, AppendError> {
         let (request, answer) = self.submit_system(request)?;
-        self.sender()?
-            .send(request)
-            .map_err(|_| AppendError::Closed)?;
+        self.send(request)?;
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
@@ -255,12 +306,10 @@ impl Store {
     /// log. See [`transfer`] for the NDJSON form.
     pub fn import_blocking(&self, events: Vec<RecordedEvent>) -> Result<Appended, AppendError> {
         let (reply, answer) = oneshot::channel();
-        self.sender()?
-            .send(WriteRequest {
-                op: WriteOp::Import(events),
-                reply,
-            })
-            .map_err(|_| AppendError::Closed)?;
+        self.send(WriteRequest {
+            op: WriteOp::Import(events),
+            reply,
+        })?;
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
@@ -269,8 +318,13 @@ impl Store {
         self.inner.limits
     }
 
-    fn sender(&self) -> Result<&mpsc::Sender<WriteRequest>, AppendError> {
-        self.inner.requests.as_ref().ok_or(AppendError::Closed)
+    fn send(&self, request: WriteRequest) -> Result<(), AppendError> {
+        self.inner
+            .requests
+            .as_ref()
+            .ok_or(AppendError::Closed)?
+            .send(Msg::Write(request))
+            .map_err(|_| AppendError::Closed)
     }
 
     #[allow(clippy::type_complexity)]
@@ -324,33 +378,32 @@ impl Store {
         ))
     }
 
-    fn begin_read(&self) -> Result<redb::ReadTransaction, ReadError> {
-        Ok(self.inner.db.begin_read()?)
+    /// A redb read transaction begun under the tail's lock, with what `copy` takes from the
+    /// tail and the tail's base: redb holds positions up to it, the copy what follows (see
+    /// `tail`).
+    fn begin_read<T>(
+        &self,
+        copy: impl FnOnce(&Tail) -> T,
+    ) -> Result<(T, u64, redb::ReadTransaction), ReadError> {
+        let tail = self.inner.tail.read().unwrap_or_else(|e| e.into_inner());
+        let txn = self.inner.db.begin_read()?;
+        Ok((copy(&tail), tail.base, txn))
     }
 
-    /// A read transaction begun while holding the recent index, so the two agree (see
-    /// `index`). Keep the guard only as long as it takes to copy what is needed.
-    fn begin_read_indexed(
-        &self,
-    ) -> Result<
-        (
-            RwLockReadGuard<'_, index::RecentIndex>,
-            redb::ReadTransaction,
-        ),
-        ReadError,
-    > {
-        let recent = self.inner.recent.read().unwrap_or_else(|e| e.into_inner());
-        let txn = self.begin_read()?;
-        Ok((recent, txn))
+    /// The highest position a read may return under `until`.
+    fn bound(&self, until: Option<Until>) -> Result<u64, ReadError> {
+        match until {
+            None => Ok(u64::MAX),
+            Some(Until::Position(position)) => Ok(position),
+            Some(Until::Time(time)) => self.position_at(time),
+        }
     }
 }
 
 impl EventStore for Store {
     fn append(&self, request: AppendRequest) -> BoxFuture<'static, Result<Appended, AppendError>> {
         let submitted = self.submit_checked(request).and_then(|(request, answer)| {
-            self.sender()?
-                .send(request)
-                .map_err(|_| AppendError::Closed)?;
+            self.send(request)?;
             Ok(answer)
         });
         Box::pin(async move { submitted?.await.map_err(|_| AppendError::Closed)? })
@@ -363,14 +416,9 @@ impl EventStore for Store {
         visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
     ) -> Result<(), ReadError> {
         validate::stored_stream_id(stream_id)?;
-        let (recent, txn) = self.begin_read_indexed()?;
-        let indexed = index::indexed_in(&txn)?;
-        let stream = recent
-            .streams
-            .get(stream_id)
-            .map(|stream| (stream.row, stream.after(indexed)));
-        drop(recent);
-        reader::visit_stream(&txn, stream_id, stream, read, visit)
+        let max_position = self.bound(read.until)?;
+        let (tail, base, txn) = self.begin_read(|tail| tail.stream(stream_id))?;
+        reader::visit_stream(&txn, base, stream_id, tail, read, max_position, visit)
     }
 
     fn visit_all(
@@ -378,25 +426,32 @@ impl EventStore for Store {
         read: &AllRead,
         visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
     ) -> Result<(), ReadError> {
-        reader::visit_all(&self.begin_read()?, read, visit)
+        let max_position = self.bound(read.until)?;
+        let limit = if read.event_types.is_empty() {
+            read.limit
+        } else {
+            usize::MAX
+        };
+        let (tail, base, txn) = self.begin_read(|tail| match read.direction {
+            Direction::Forward => tail.view_from(read.from_position, limit),
+            Direction::Backward => tail.view_from(0, usize::MAX),
+        })?;
+        reader::visit_all(&txn, base, &tail, read, max_position, visit)
     }
 
     fn stream_info(&self, stream_id: &str) -> Result<Option<StreamInfo>, ReadError> {
         validate::stored_stream_id(stream_id)?;
-        let (recent, txn) = self.begin_read_indexed()?;
-        let row = recent.row(stream_id);
-        drop(recent);
+        let (row, _, txn) = self.begin_read(|tail| tail.row(stream_id))?;
         reader::stream_info(&txn, stream_id, row)
     }
 
     fn event_position(&self, event_id: Uuid) -> Result<Option<u64>, ReadError> {
         let id = event_id.as_u128();
-        let (recent, txn) = self.begin_read_indexed()?;
-        if let Some(position) = recent.ids.get(&id) {
-            return Ok(Some(*position));
+        let (in_tail, _, txn) = self.begin_read(|tail| tail.position_of(id))?;
+        match in_tail {
+            Some(position) => Ok(Some(position)),
+            None => reader::indexed_event_position(&txn, id),
         }
-        drop(recent);
-        reader::indexed_event_position(&txn, id)
     }
 
     fn streams(
@@ -405,19 +460,14 @@ impl EventStore for Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, StreamInfo)>, ReadError> {
-        let (recent, txn) = self.begin_read_indexed()?;
-        let rows = recent
-            .streams
-            .iter()
-            .filter(|(id, _)| id.starts_with(prefix))
-            .map(|(id, stream)| (id.clone(), stream.row))
-            .collect();
-        drop(recent);
+        let (rows, _, txn) = self.begin_read(|tail| tail.rows_with_prefix(prefix))?;
         reader::streams(&txn, prefix, after, limit, rows)
     }
 
     fn position_at(&self, time: u64) -> Result<u64, ReadError> {
-        reader::position_at(&self.begin_read()?, time)
+        let ((tail, head), base, txn) =
+            self.begin_read(|tail| (tail.view_from(0, usize::MAX), tail.head().position))?;
+        reader::position_at(&txn, base, &tail, head, time)
     }
 
     fn head(&self) -> u64 {
@@ -433,13 +483,9 @@ impl EventStore for Store {
         events: Vec<RecordedEvent>,
     ) -> BoxFuture<'static, Result<Appended, AppendError>> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.sender().and_then(|sender| {
-            sender
-                .send(WriteRequest {
-                    op: WriteOp::Import(events),
-                    reply,
-                })
-                .map_err(|_| AppendError::Closed)
+        let sent = self.send(WriteRequest {
+            op: WriteOp::Import(events),
+            reply,
         });
         Box::pin(async move {
             sent?;
@@ -469,9 +515,7 @@ impl EventStore for Store {
         request: AppendRequest,
     ) -> BoxFuture<'static, Result<Appended, AppendError>> {
         let submitted = self.submit_system(request).and_then(|(request, answer)| {
-            self.sender()?
-                .send(request)
-                .map_err(|_| AppendError::Closed)?;
+            self.send(request)?;
             Ok(answer)
         });
         Box::pin(async move { submitted?.await.map_err(|_| AppendError::Closed)? })
@@ -486,65 +530,8 @@ impl EventStore for Store {
     }
 
     fn verify(&self) -> Result<VerifyReport, ReadError> {
-        verify::verify(&self.begin_read()?)
+        let ((tail, head), base, txn) =
+            self.begin_read(|tail| (tail.view_from(0, usize::MAX), tail.head()))?;
+        verify::verify(&txn, base, &tail, head)
     }
-}
-
-enum Initialise {
-    Format(u32),
-    Database(String),
-}
-
-/// Create the tables of a new store, check the format of an old one, read its head, and
-/// rebuild the recent index from the events after the last index flush.
-fn initialise(db: &Database) -> Result<(Head, index::RecentIndex), Initialise> {
-    let failed = |error: redb::Error| Initialise::Database(error.to_string());
-    let txn = db.begin_write().map_err(|e| failed(e.into()))?;
-    let head = {
-        let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
-        let format = meta
-            .get(META_FORMAT)
-            .map_err(|e| failed(e.into()))?
-            .map(|bytes| {
-                bytes
-                    .value()
-                    .try_into()
-                    .map(u32::from_le_bytes)
-                    .unwrap_or(u32::MAX)
-            });
-        match format {
-            Some(STORE_FORMAT) => {}
-            Some(other) => return Err(Initialise::Format(other)),
-            None => {
-                meta.insert(META_FORMAT, STORE_FORMAT.to_le_bytes().as_slice())
-                    .map_err(|e| failed(e.into()))?;
-            }
-        }
-        let head = match meta.get(META_HEAD).map_err(|e| failed(e.into()))? {
-            Some(bytes) => Head::decode(bytes.value())
-                .ok_or_else(|| Initialise::Database("the head record is malformed".into()))?,
-            None => Head::EMPTY,
-        };
-        // Open every table once so readers find them even in an empty store.
-        txn.open_table(EVENTS).map_err(|e| failed(e.into()))?;
-        txn.open_table(STREAM_EVENTS)
-            .map_err(|e| failed(e.into()))?;
-        txn.open_table(STREAMS).map_err(|e| failed(e.into()))?;
-        txn.open_table(EVENT_IDS).map_err(|e| failed(e.into()))?;
-        let last = txn
-            .open_table(EVENTS)
-            .and_then(|events| Ok(events.last()?.map(|(key, _)| key.value())))
-            .map_err(|e| failed(e.into()))?;
-        if last.unwrap_or(0) != head.position {
-            return Err(Initialise::Database(format!(
-                "the log ends at position {} but its head says {}",
-                last.unwrap_or(0),
-                head.position
-            )));
-        }
-        head
-    };
-    let recent = index::RecentIndex::recover(&txn, head.position).map_err(Initialise::Database)?;
-    txn.commit().map_err(|e| failed(e.into()))?;
-    Ok((head, recent))
 }

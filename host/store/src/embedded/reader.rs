@@ -2,39 +2,42 @@
 
 use std::ops::ControlFlow;
 
-use redb::{ReadTransaction, ReadableTable, TableError};
+use redb::{ReadTransaction, TableError};
 
 use crate::codec;
 use crate::error::ReadError;
 use crate::event::{EventRef, StreamInfo};
-use crate::read::{AllRead, Direction, StreamRead, Until};
+use crate::read::{AllRead, Direction, StreamRead};
 
 use super::schema::{EVENT_IDS, EVENTS, STREAM_EVENTS, STREAMS, StreamRow};
+use super::tail::{StreamTail, TailView};
 
 fn corrupt(position: u64) -> impl FnOnce(String) -> ReadError {
     move |reason| ReadError::Corrupt { position, reason }
 }
 
-/// Visit the events of `stream` selected by `read`, stopping early when `visit` breaks.
+/// Visit the events of `stream` selected by `read`, up to `max_position` (the bound of
+/// `read.until`), stopping early when `visit` breaks.
 ///
-/// `recent` is the stream's state in the recent index, if it changed since the last index
-/// flush: its row, and the (version, position) of its events that this snapshot's redb index
-/// does not hold yet.
+/// Positions up to `base` come from redb (`txn`); `tail` is the stream's state in the tail,
+/// if it has events there: its row, the (version, position) of those events, and the batches
+/// holding them.
 pub fn visit_stream(
     txn: &ReadTransaction,
+    base: u64,
     stream: &str,
-    recent: Option<(StreamRow, Vec<(u64, u64)>)>,
+    tail: Option<StreamTail>,
     read: &StreamRead,
+    max_position: u64,
     visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), ReadError> {
-    let (number, recent) = match recent {
-        Some((row, entries)) => (row.0, entries),
+    let (number, recent, view) = match tail {
+        Some((row, entries, view)) => (row.0, entries, view),
         None => match stream_row(txn, stream)? {
-            Some(row) => (row.0, Vec::new()),
+            Some(row) => (row.0, Vec::new(), TailView::default()),
             None => return Ok(()),
         },
     };
-    let max_position = position_bound(txn, read.until)?;
     let index = txn.open_table(STREAM_EVENTS)?;
     let events = txn.open_table(EVENTS)?;
     let mut returned = 0;
@@ -50,19 +53,32 @@ pub fn visit_stream(
                 Direction::Backward => ControlFlow::Continue(()),
             });
         }
-        let record = events.get(position)?.ok_or_else(|| ReadError::Corrupt {
+        let missing = || ReadError::Corrupt {
             position,
             reason: "the stream index points at a missing event".into(),
-        })?;
-        let decoded = codec::decode(position, record.value()).map_err(corrupt(position))?;
+        };
+        let stored;
+        let record = if position <= base {
+            stored = events.get(position)?.ok_or_else(missing)?;
+            stored.value()
+        } else {
+            view.record(position).ok_or_else(missing)?
+        };
+        let decoded = codec::decode(position, record).map_err(corrupt(position))?;
         returned += 1;
         Ok(visit(decoded.event))
     };
+    // redb's index may hold entries past `base` (a checkpoint committed after the tail was
+    // copied): the tail has those, so they are skipped.
     match read.direction {
         Direction::Forward => {
             let from = read.from_version.max(1);
             for entry in index.range((number, from)..=(number, u64::MAX))? {
-                if emit(entry?.1.value())?.is_break() {
+                let position = entry?.1.value();
+                if position > base {
+                    break;
+                }
+                if emit(position)?.is_break() {
                     return Ok(());
                 }
             }
@@ -80,7 +96,11 @@ pub fn visit_stream(
                 }
             }
             for entry in index.range((number, 0)..=(number, from))?.rev() {
-                if emit(entry?.1.value())?.is_break() {
+                let position = entry?.1.value();
+                if position > base {
+                    continue;
+                }
+                if emit(position)?.is_break() {
                     return Ok(());
                 }
             }
@@ -89,13 +109,17 @@ pub fn visit_stream(
     Ok(())
 }
 
-/// Visit the events of `$all` selected by `read`, stopping early when `visit` breaks.
+/// Visit the events of `$all` selected by `read`, up to `max_position` (the bound of
+/// `read.until`), stopping early when `visit` breaks: up to `base` from redb, then from
+/// `tail`.
 pub fn visit_all(
     txn: &ReadTransaction,
+    base: u64,
+    tail: &TailView,
     read: &AllRead,
+    max_position: u64,
     visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), ReadError> {
-    let max_position = position_bound(txn, read.until)?;
     let events = match txn.open_table(EVENTS) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(()),
@@ -104,60 +128,100 @@ pub fn visit_all(
     if read.direction == Direction::Forward && read.from_position > max_position {
         return Ok(());
     }
-    let mut range = match read.direction {
-        Direction::Forward => events.range(read.from_position..=max_position)?,
-        Direction::Backward => events.range(..=read.from_position.min(max_position))?,
-    };
     let mut returned = 0;
-    while returned < read.limit {
-        let entry = match read.direction {
-            Direction::Forward => range.next(),
-            Direction::Backward => range.next_back(),
-        };
-        let Some(entry) = entry else { break };
-        let (key, value) = entry?;
-        let position = key.value();
-        let decoded = codec::decode(position, value.value()).map_err(corrupt(position))?;
+    // Visit one record; `Break` once the read is complete.
+    let mut emit = |position: u64, record: &[u8]| -> Result<ControlFlow<()>, ReadError> {
+        if returned >= read.limit {
+            return Ok(ControlFlow::Break(()));
+        }
+        let decoded = codec::decode(position, record).map_err(corrupt(position))?;
         if !read.event_types.is_empty()
             && !read
                 .event_types
                 .iter()
                 .any(|wanted| wanted == decoded.event.event_type)
         {
-            continue;
+            return Ok(ControlFlow::Continue(()));
         }
         returned += 1;
-        if visit(decoded.event).is_break() {
-            break;
+        if visit(decoded.event).is_break() || returned >= read.limit {
+            return Ok(ControlFlow::Break(()));
+        }
+        Ok(ControlFlow::Continue(()))
+    };
+    match read.direction {
+        Direction::Forward => {
+            let last_stored = max_position.min(base);
+            if read.from_position <= last_stored {
+                for entry in events.range(read.from_position..=last_stored)? {
+                    let (key, value) = entry?;
+                    if emit(key.value(), value.value())?.is_break() {
+                        return Ok(());
+                    }
+                }
+            }
+            for (position, record) in tail.from(read.from_position.max(base + 1)) {
+                if position > max_position || emit(position, record)?.is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        Direction::Backward => {
+            let from = read.from_position.min(max_position);
+            for (position, record) in tail.from(base + 1).rev() {
+                if position > from {
+                    continue;
+                }
+                if emit(position, record)?.is_break() {
+                    return Ok(());
+                }
+            }
+            for entry in events.range(..=from.min(base))?.rev() {
+                let (key, value) = entry?;
+                if emit(key.value(), value.value())?.is_break() {
+                    return Ok(());
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// The last position recorded at or before `time` (0 when none is).
+/// The last position recorded at or before `time` (0 when none is), in a log that ends at
+/// `head`: up to `base` in redb, then in `tail`.
 ///
 /// Commit times never decrease along the log, so this is a binary search over positions.
-pub fn position_at(txn: &ReadTransaction, time: u64) -> Result<u64, ReadError> {
+pub fn position_at(
+    txn: &ReadTransaction,
+    base: u64,
+    tail: &TailView,
+    head: u64,
+    time: u64,
+) -> Result<u64, ReadError> {
     let events = match txn.open_table(EVENTS) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(0),
         Err(error) => return Err(error.into()),
     };
-    let Some(last) = events.last()? else {
-        return Ok(0);
-    };
     let recorded_at = |position: u64| -> Result<u64, ReadError> {
-        let record = events.get(position)?.ok_or_else(|| ReadError::Corrupt {
+        let missing = || ReadError::Corrupt {
             position,
             reason: "missing from a gap-free log".into(),
-        })?;
-        codec::recorded_at(record.value()).ok_or_else(|| ReadError::Corrupt {
+        };
+        let stored;
+        let record = if position <= base {
+            stored = events.get(position)?.ok_or_else(missing)?;
+            stored.value()
+        } else {
+            tail.record(position).ok_or_else(missing)?
+        };
+        codec::recorded_at(record).ok_or_else(|| ReadError::Corrupt {
             position,
             reason: "record too short".into(),
         })
     };
     // Invariant: every position < low is at or before `time`; every position > high is after.
-    let (mut low, mut high) = (1, last.0.value());
+    let (mut low, mut high) = (1, head);
     while low <= high {
         let middle = low + (high - low) / 2;
         if recorded_at(middle)? <= time {
@@ -167,15 +231,6 @@ pub fn position_at(txn: &ReadTransaction, time: u64) -> Result<u64, ReadError> {
         }
     }
     Ok(low - 1)
-}
-
-/// The highest position a read may return under `until`.
-fn position_bound(txn: &ReadTransaction, until: Option<Until>) -> Result<u64, ReadError> {
-    match until {
-        None => Ok(u64::MAX),
-        Some(Until::Position(position)) => Ok(position),
-        Some(Until::Time(time)) => position_at(txn, time),
-    }
 }
 
 /// What the store knows about `stream`, if it exists, given its row in the recent index.

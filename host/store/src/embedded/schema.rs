@@ -28,8 +28,14 @@ pub const META_HEAD: &str = "head";
 /// Key in `META` of how far the redb indexes are complete: (position u64 LE, next stream
 /// number u64 LE). See `index`.
 pub const META_INDEXED: &str = "indexed";
-/// The store format this build reads and writes.
+/// Key in `META` of the write-ahead log's epoch (u32 LE): frames of other epochs are stale.
+/// See `wal`.
+pub const META_WAL_EPOCH: &str = "wal_epoch";
+/// The format of a closed store: every event in redb. A clean close writes it.
 pub const STORE_FORMAT: u32 = 1;
+/// The format while the store is open or after a crash: the write-ahead log may hold
+/// acknowledged events redb lacks. A build without the log refuses it rather than lose them.
+pub const OPEN_FORMAT: u32 = 2;
 
 /// The end of the log: last position, its hash, and its commit time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

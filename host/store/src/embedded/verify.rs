@@ -4,24 +4,19 @@ use std::collections::HashMap;
 
 use redb::{ReadTransaction, TableError};
 
-use super::schema::{EVENTS, Head, META, META_HEAD};
+use super::schema::{EVENTS, Head};
+use super::tail::TailView;
 use crate::codec::{self, GENESIS_HASH};
 use crate::error::ReadError;
 use crate::report::{BadRecord, VerifyReport};
 
-/// Walk the whole log once.
-pub fn verify(txn: &ReadTransaction) -> Result<VerifyReport, ReadError> {
-    let head = match txn.open_table(META) {
-        Ok(meta) => match meta.get(META_HEAD)? {
-            Some(bytes) => Head::decode(bytes.value()).ok_or_else(|| ReadError::Corrupt {
-                position: 0,
-                reason: "the head record is malformed".into(),
-            })?,
-            None => Head::EMPTY,
-        },
-        Err(TableError::TableDoesNotExist(_)) => Head::EMPTY,
-        Err(error) => return Err(error.into()),
-    };
+/// Walk the whole log once: positions up to `base` in redb, then the tail, to `head`.
+pub fn verify(
+    txn: &ReadTransaction,
+    base: u64,
+    tail: &TailView,
+    head: Head,
+) -> Result<VerifyReport, ReadError> {
     let mut report = VerifyReport {
         events_checked: 0,
         head: head.position,
@@ -35,57 +30,29 @@ pub fn verify(txn: &ReadTransaction) -> Result<VerifyReport, ReadError> {
         Err(TableError::TableDoesNotExist(_)) => None,
         Err(error) => return Err(error.into()),
     };
-    let mut previous = GENESIS_HASH;
-    let mut expected_position = 1;
-    let mut stream_versions: HashMap<String, u64> = HashMap::new();
+    let mut check = Check {
+        previous: GENESIS_HASH,
+        expected_position: 1,
+        stream_versions: HashMap::new(),
+    };
     if let Some(events) = events {
-        for entry in events.range(0u64..)? {
+        for entry in events.range(..=base)? {
             let (key, value) = entry?;
-            let position = key.value();
-            if position != expected_position {
-                bad(
-                    &mut report,
-                    expected_position,
-                    format!("missing; the next stored position is {position}"),
-                );
+            if let Err((position, reason)) = check.next(key.value(), value.value()) {
+                bad(&mut report, position, reason);
                 return Ok(report);
             }
-            let decoded = match codec::decode(position, value.value()) {
-                Ok(decoded) => decoded,
-                Err(reason) => {
-                    bad(&mut report, position, reason);
-                    return Ok(report);
-                }
-            };
-            if codec::chain_hash(&previous, position, decoded.body_bytes) != decoded.event.hash {
-                bad(
-                    &mut report,
-                    position,
-                    "hash does not match its content and predecessor".into(),
-                );
-                return Ok(report);
-            }
-            let event = decoded.event;
-            let version = stream_versions
-                .entry(event.stream_id.to_owned())
-                .or_insert(0);
-            if event.stream_version != *version + 1 {
-                bad(
-                    &mut report,
-                    position,
-                    format!(
-                        "stream {:?} jumps from version {} to {}",
-                        event.stream_id, version, event.stream_version
-                    ),
-                );
-                return Ok(report);
-            }
-            *version += 1;
-            previous = event.hash;
-            expected_position += 1;
             report.events_checked += 1;
         }
     }
+    for (position, record) in tail.from(base + 1) {
+        if let Err((position, reason)) = check.next(position, record) {
+            bad(&mut report, position, reason);
+            return Ok(report);
+        }
+        report.events_checked += 1;
+    }
+    let previous = check.previous;
     let checked = report.events_checked;
     if checked != head.position || previous != head.hash {
         bad(
@@ -98,4 +65,48 @@ pub fn verify(txn: &ReadTransaction) -> Result<VerifyReport, ReadError> {
         );
     }
     Ok(report)
+}
+
+/// The chain and the stream versions so far.
+struct Check {
+    previous: [u8; 32],
+    expected_position: u64,
+    stream_versions: HashMap<String, u64>,
+}
+
+impl Check {
+    /// Check the record stored at `position`; the error is where and what is wrong.
+    fn next(&mut self, position: u64, record: &[u8]) -> Result<(), (u64, String)> {
+        if position != self.expected_position {
+            return Err((
+                self.expected_position,
+                format!("missing; the next stored position is {position}"),
+            ));
+        }
+        let decoded = codec::decode(position, record).map_err(|reason| (position, reason))?;
+        if codec::chain_hash(&self.previous, position, decoded.body_bytes) != decoded.event.hash {
+            return Err((
+                position,
+                "hash does not match its content and predecessor".into(),
+            ));
+        }
+        let event = decoded.event;
+        let version = self
+            .stream_versions
+            .entry(event.stream_id.to_owned())
+            .or_insert(0);
+        if event.stream_version != *version + 1 {
+            return Err((
+                position,
+                format!(
+                    "stream {:?} jumps from version {} to {}",
+                    event.stream_id, version, event.stream_version
+                ),
+            ));
+        }
+        *version += 1;
+        self.previous = event.hash;
+        self.expected_position += 1;
+        Ok(())
+    }
 }

@@ -1,6 +1,7 @@
 //! Crash safety: a child process appends under load and reports each acknowledged event; the
 //! parent kills it with SIGKILL at an arbitrary moment, reopens the store, and checks that
-//! every acknowledged event is there and the hash chain verifies. Several cycles, one store.
+//! every acknowledged event is there and the hash chain verifies. Several cycles, one store,
+//! with settings that put the kill at different places in the write pipeline.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -13,12 +14,29 @@ use eshost_store::{
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "ESHOST_CRASH_CHILD_STORE";
+const VARIANT_ENV: &str = "ESHOST_CRASH_CHILD_VARIANT";
 
-/// A small index flush threshold, so that kills land before, during and after index flushes.
-fn config(dir: &std::path::Path) -> StoreConfig {
-    StoreConfig {
-        index_flush_events: 300,
-        ..StoreConfig::new(dir)
+/// The store settings of each cycle's child.
+fn config(dir: &std::path::Path, variant: u64) -> StoreConfig {
+    let base = StoreConfig::new(dir);
+    match variant % 3 {
+        // Checkpoints every 300 events: kills land before, during and after checkpoints and
+        // write-ahead log file switches.
+        0 => StoreConfig {
+            index_flush_events: 300,
+            ..base
+        },
+        // No checkpoint before the kill: every acknowledged event is only in the log's file.
+        1 => StoreConfig {
+            index_flush_events: 1_000_000,
+            ..base
+        },
+        // Tiny log files: frequent switches, and appends that wait for a checkpoint to free one.
+        _ => StoreConfig {
+            index_flush_events: 1_000_000,
+            wal_bytes: 64 * 1024,
+            ..base
+        },
     }
 }
 
@@ -29,7 +47,11 @@ fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let store = Store::open(config(dir.as_ref())).expect("child opens the store");
+    let variant = std::env::var(VARIANT_ENV)
+        .ok()
+        .and_then(|variant| variant.parse().ok())
+        .unwrap_or(0);
+    let store = Store::open(config(dir.as_ref(), variant)).expect("child opens the store");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let (acks, mut printed) = tokio::sync::mpsc::unbounded_channel::<Vec<Uuid>>();
@@ -74,7 +96,7 @@ fn crash_child() {
 fn acknowledged_events_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut acknowledged = HashSet::new();
-    for cycle in 0..4 {
+    for cycle in 0..6u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -83,13 +105,14 @@ fn acknowledged_events_survive_sigkill() {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, dir.path())
+            .env(VARIANT_ENV, cycle.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         // Kill at a moment that differs per cycle, after the child has acknowledged some events.
-        let kill_after = Duration::from_millis(300 + 170 * cycle);
+        let kill_after = Duration::from_millis(300 + 110 * cycle);
         let mut started = None;
         let mut acked_this_cycle = 0;
         for line in stdout.lines() {
@@ -112,7 +135,14 @@ fn acknowledged_events_survive_sigkill() {
             "cycle {cycle}: the child acknowledged nothing"
         );
 
-        let store = Store::open(config(dir.path())).expect("reopen after SIGKILL");
+        assert_eq!(
+            stored_format(dir.path()),
+            2,
+            "cycle {cycle}: a killed store is marked open, so that no build without the log \
+             opens it and misses the events only the log holds"
+        );
+
+        let store = Store::open(config(dir.path(), cycle)).expect("reopen after SIGKILL");
         let stored: Vec<_> = store.read_all(&AllRead::from(1)).unwrap();
         assert_eq!(stored.len() as u64, store.head());
         let stored_ids: HashSet<_> = stored.iter().map(|event| event.event_id).collect();
@@ -124,5 +154,21 @@ fn acknowledged_events_survive_sigkill() {
         );
         let report = store.verify().unwrap();
         assert!(report.is_ok(), "cycle {cycle}: {report}");
+        drop(store);
+        assert_eq!(
+            stored_format(dir.path()),
+            1,
+            "cycle {cycle}: a cleanly closed store has everything in redb"
+        );
     }
+}
+
+/// The format version recorded in the store's redb file.
+fn stored_format(dir: &std::path::Path) -> u32 {
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let db = redb::Database::open(dir.join(eshost_store::EVENTS_FILE)).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let format = meta.get("format").unwrap().expect("a format is recorded");
+    u32::from_le_bytes(format.value().try_into().unwrap())
 }

@@ -1,0 +1,163 @@
+//! Opening `events.redb`: the format check, the head, and bringing redb up to date with what
+//! is durable elsewhere (the write-ahead log of the last run; indexes of an older store), so
+//! that the store starts with everything in redb and an empty tail.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable};
+
+use super::checkpoint::write_generation;
+use super::index::{self, RecentIndex};
+use super::schema::{
+    EVENT_IDS, EVENTS, Head, META, META_FORMAT, META_HEAD, META_WAL_EPOCH, OPEN_FORMAT,
+    STORE_FORMAT, STREAM_EVENTS, STREAMS,
+};
+use super::tail::{Batch, Generation};
+use super::wal;
+use crate::codec;
+
+/// Why [`initialise`] failed.
+pub(crate) enum Initialise {
+    Format(u32),
+    Database(String),
+}
+
+/// What the store starts from.
+pub(crate) struct Initialised {
+    /// The last event, all of it in redb.
+    pub head: Head,
+    /// The number the next new stream gets.
+    pub next_stream_number: u64,
+    /// The WAL epoch of this run.
+    pub epoch: u32,
+    /// Events recovered from the WAL.
+    pub recovered: usize,
+}
+
+/// Create the tables of a new store, check the format of an old one, read its head, index
+/// what an older store left unindexed, copy the events of the last run's WAL that redb does
+/// not hold yet, start a new WAL epoch, and mark the store open: all in one durable
+/// transaction.
+pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initialise> {
+    let failed = |error: redb::Error| Initialise::Database(error.to_string());
+    let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
+    txn.set_quick_repair(true);
+    let (mut head, epoch) = {
+        let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
+        let format = meta
+            .get(META_FORMAT)
+            .map_err(|e| failed(e.into()))?
+            .map(|bytes| {
+                bytes
+                    .value()
+                    .try_into()
+                    .map(u32::from_le_bytes)
+                    .unwrap_or(u32::MAX)
+            });
+        match format {
+            Some(STORE_FORMAT | OPEN_FORMAT) | None => {}
+            Some(other) => return Err(Initialise::Format(other)),
+        }
+        // Until the clean close writes STORE_FORMAT back (see `checkpoint`).
+        meta.insert(META_FORMAT, OPEN_FORMAT.to_le_bytes().as_slice())
+            .map_err(|e| failed(e.into()))?;
+        let head = match meta.get(META_HEAD).map_err(|e| failed(e.into()))? {
+            Some(bytes) => Head::decode(bytes.value())
+                .ok_or_else(|| Initialise::Database("the head record is malformed".into()))?,
+            None => Head::EMPTY,
+        };
+        let epoch = meta
+            .get(META_WAL_EPOCH)
+            .map_err(|e| failed(e.into()))?
+            .and_then(|bytes| bytes.value().try_into().ok().map(u32::from_le_bytes))
+            .unwrap_or(0);
+        (head, epoch)
+    };
+    // Open every table once so readers find them even in an empty store.
+    txn.open_table(STREAM_EVENTS)
+        .map_err(|e| failed(e.into()))?;
+    txn.open_table(STREAMS).map_err(|e| failed(e.into()))?;
+    txn.open_table(EVENT_IDS).map_err(|e| failed(e.into()))?;
+    let last = txn
+        .open_table(EVENTS)
+        .and_then(|events| Ok(events.last()?.map(|(key, _)| key.value())))
+        .map_err(|e| failed(e.into()))?;
+    if last.unwrap_or(0) != head.position {
+        return Err(Initialise::Database(format!(
+            "the log ends at position {} but its head says {}",
+            last.unwrap_or(0),
+            head.position
+        )));
+    }
+    let indexed = index::indexed(&txn.open_table(META).map_err(|e| failed(e.into()))?)
+        .map_err(|e| failed(e.into()))?;
+    if indexed.0 < head.position {
+        let recent = RecentIndex::recover(&txn, head.position).map_err(Initialise::Database)?;
+        recent.flush(&txn, head.position).map_err(failed)?;
+    }
+    let records = wal::recover(dir, epoch, &head).map_err(|error| {
+        Initialise::Database(format!("cannot read the write-ahead log: {error}"))
+    })?;
+    let recovered = records.len();
+    if !records.is_empty() {
+        let generation = recovered_generation(&txn, head, records)?;
+        write_generation(&txn, &generation).map_err(failed)?;
+        head = generation.head;
+    }
+    let epoch = epoch.wrapping_add(1);
+    let next_stream_number = {
+        let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
+        meta.insert(META_WAL_EPOCH, epoch.to_le_bytes().as_slice())
+            .map_err(|e| failed(e.into()))?;
+        index::indexed(&meta).map_err(|e| failed(e.into()))?.1
+    };
+    txn.commit().map_err(|e| failed(e.into()))?;
+    Ok(Initialised {
+        head,
+        next_stream_number,
+        epoch,
+        recovered,
+    })
+}
+
+/// The recovered WAL records after `head` as a generation, indexed against redb's streams.
+fn recovered_generation(
+    txn: &redb::WriteTransaction,
+    head: Head,
+    records: Vec<(u64, Vec<u8>)>,
+) -> Result<Generation, Initialise> {
+    let failed = |error: redb::Error| Initialise::Database(error.to_string());
+    let next_stream_number = index::indexed(&txn.open_table(META).map_err(|e| failed(e.into()))?)
+        .map_err(|e| failed(e.into()))?
+        .1;
+    let mut generation = Generation::after(head, next_stream_number);
+    let mut batch = Batch {
+        first: head.position + 1,
+        ..Batch::default()
+    };
+    {
+        let streams = txn.open_table(STREAMS).map_err(|e| failed(e.into()))?;
+        for (position, record) in &records {
+            generation
+                .index
+                .index_record(&streams, *position, record)
+                .map_err(Initialise::Database)?;
+            let start = batch.frames.len() as u32;
+            batch.frames.extend_from_slice(record);
+            batch.records.push((start, record.len() as u32));
+        }
+    }
+    if let Some((position, record)) = records.last() {
+        let decoded = codec::decode(*position, record)
+            .map_err(|reason| Initialise::Database(format!("position {position}: {reason}")))?;
+        generation.head = Head {
+            position: *position,
+            hash: decoded.event.hash,
+            recorded_at: decoded.event.recorded_at,
+        };
+    }
+    generation.bytes = batch.frames.len() as u64;
+    generation.batches.push(Arc::new(batch));
+    Ok(generation)
+}
