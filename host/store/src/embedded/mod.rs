@@ -1,6 +1,7 @@
 //! The embedded backend: the log in one redb file, `events.redb`, written by one
 //! group-committing writer thread and read on redb read transactions from any thread.
 
+mod blobs;
 mod file;
 mod index;
 mod reader;
@@ -487,6 +488,14 @@ impl EventStore for Store {
 
     fn verify(&self) -> Result<VerifyReport, ReadError> {
         verify::verify(&self.begin_read()?)
+    }
+
+    fn put_blob(&self, bytes: &[u8]) -> Result<String, crate::BlobError> {
+        blobs::put(&self.inner.db, bytes)
+    }
+
+    fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, crate::BlobError> {
+        blobs::get(&self.inner.db, hash)
     }
 }
 
