@@ -6,6 +6,8 @@ mod aggregate_commands;
 mod aggregate_idempotency;
 mod aggregate_state;
 mod aggregate_support;
+mod cluster;
+mod cluster_support;
 mod plugin_determinism;
 mod plugin_first_party;
 mod plugin_loading;
