@@ -91,15 +91,16 @@ fn load_kind(
 /// What choosing the versions to run at start needs.
 struct Starting<'a> {
     store: &'a dyn EventStore,
-    runtime: &'a Runtime,
     config: &'a Config,
     node: &'a str,
 }
 
 impl Starting<'_> {
-    /// The version of a configured plugin to run (see `cluster::plugins::at_start`).
+    /// The version of a configured plugin to run (see `cluster::plugins::at_start`), checked
+    /// under `runtime` (the plugin's limits).
     fn version(
         &self,
+        runtime: &Runtime,
         key: &str,
         name: &str,
         path: &std::path::Path,
@@ -107,7 +108,7 @@ impl Starting<'_> {
     ) -> anyhow::Result<StartVersion> {
         let label = path.display().to_string();
         crate::cluster::plugins::at_start(self.store, self.node, name, kind, path, |bytes| {
-            self.runtime
+            runtime
                 .load_bytes(bytes, &label, kind)
                 .map(|plugin| plugin.info().version.clone())
                 .map_err(|e| e.to_string())
@@ -189,7 +190,6 @@ impl Host {
         let head = store.head();
         let starting = Starting {
             store: store.as_ref(),
-            runtime: &runtime,
             config,
             node: &node_id,
         };
@@ -197,8 +197,14 @@ impl Host {
         let mut upcasters = Vec::new();
         for (index, entry) in config.upcasters.iter().enumerate() {
             let key = format!("upcasters[{index}].plugin");
-            let version =
-                starting.version(&key, &entry.name, &entry.plugin, PluginKind::Upcaster)?;
+            let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
+            let version = starting.version(
+                &runtime,
+                &key,
+                &entry.name,
+                &entry.plugin,
+                PluginKind::Upcaster,
+            )?;
             match load_kind(
                 &runtime,
                 config,
@@ -221,8 +227,14 @@ impl Host {
         )?;
         for (index, entry) in config.aggregates.iter().enumerate() {
             let key = format!("aggregates[{index}].plugin");
-            let version =
-                starting.version(&key, &entry.name, &entry.plugin, PluginKind::Aggregate)?;
+            let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
+            let version = starting.version(
+                &runtime,
+                &key,
+                &entry.name,
+                &entry.plugin,
+                PluginKind::Aggregate,
+            )?;
             let LoadedPlugin::Aggregate(plugin) = load_kind(
                 &runtime,
                 config,
@@ -250,8 +262,15 @@ impl Host {
         );
         for (index, entry) in config.projections.iter().enumerate() {
             let key = format!("projections[{index}].plugin");
-            let version =
-                starting.version(&key, &entry.name, &entry.plugin, PluginKind::Projection)?;
+            let limits = config.plugin_limits(&entry.name);
+            let runtime = runtime.with_limits(limits.clone());
+            let version = starting.version(
+                &runtime,
+                &key,
+                &entry.name,
+                &entry.plugin,
+                PluginKind::Projection,
+            )?;
             let loaded = load_kind(
                 &runtime,
                 config,
@@ -265,14 +284,26 @@ impl Host {
             projection.batch = entry.batch;
             projection.attempts = entry.attempts;
             projection.dead_letter = entry.on_failure == FailurePolicy::DeadLetter;
+            projection.limits = Some(limits);
             projections
                 .add_version(projection, version.bytes, &version.label)
                 .with_context(|| format!("config file {}: `{key}`", config.file.display()))?;
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        // A plugin's new versions load under its own limits, like the one they replace.
+        let runtimes = config
+            .aggregates
+            .iter()
+            .map(|entry| &entry.name)
+            .chain(config.projections.iter().map(|entry| &entry.name))
+            .map(|name| {
+                let limits = config.plugin_limits(name);
+                (name.clone(), runtime.with_limits(limits))
+            })
+            .collect();
         let plugin_log = PluginLog::new(
             store.clone(),
-            runtime.clone(),
+            runtimes,
             aggregates.clone(),
             projections.clone(),
             config.upcasters.iter().map(|u| u.name.clone()).collect(),
@@ -351,6 +382,14 @@ impl Host {
     /// The plugin runtime.
     pub fn runtime(&self) -> &Runtime {
         &self.parts.runtime
+    }
+
+    /// The runtime plugin `name` loads under: a view of [`runtime`](Self::runtime) with the
+    /// limits the config gives that plugin (its own `limits` over `[limits]`). Load a new
+    /// version of a configured plugin (an upload) through it, so it keeps its limits.
+    pub fn runtime_for(&self, name: &str) -> Runtime {
+        let limits = self.parts.config.plugin_limits(name);
+        self.parts.runtime.with_limits(limits)
     }
 
     /// The command pipeline.

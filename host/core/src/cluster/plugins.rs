@@ -275,7 +275,8 @@ pub struct PluginLog {
 #[derive(Debug)]
 struct Inner {
     store: Arc<dyn EventStore>,
-    runtime: Runtime,
+    /// Plugin name → the runtime its versions load under (with its configured limits).
+    runtimes: HashMap<String, Runtime>,
     aggregates: Aggregates,
     projections: Projections,
     upcasters: Vec<String>,
@@ -290,7 +291,7 @@ impl PluginLog {
     /// `started.head` (`started.current`: name → hash of what runs).
     pub fn new(
         store: Arc<dyn EventStore>,
-        runtime: Runtime,
+        runtimes: HashMap<String, Runtime>,
         aggregates: Aggregates,
         projections: Projections,
         upcasters: Vec<String>,
@@ -306,7 +307,7 @@ impl PluginLog {
         PluginLog {
             inner: Arc::new(Inner {
                 store,
-                runtime,
+                runtimes,
                 aggregates,
                 projections,
                 upcasters,
@@ -446,6 +447,14 @@ impl PluginLog {
         self.activate(name, bytes, ActivationSource::Rollback, user, reason)
     }
 
+    /// The runtime plugin `name`'s versions load under (its configured limits).
+    fn runtime(&self, name: &str) -> Result<&Runtime, ActivateError> {
+        self.inner
+            .runtimes
+            .get(name)
+            .ok_or_else(|| ActivateError::Unknown(name.to_owned()))
+    }
+
     /// Compiles and checks a component for plugin `name` of `kind`.
     fn check(
         &self,
@@ -455,8 +464,7 @@ impl PluginLog {
         label: &str,
     ) -> Result<PluginInfo, ActivateError> {
         let loaded = self
-            .inner
-            .runtime
+            .runtime(name)?
             .load_bytes(bytes, label, kind)
             .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
         let info = loaded.info().clone();
@@ -480,8 +488,7 @@ impl PluginLog {
         match kind {
             PluginKind::Aggregate => {
                 let loaded = self
-                    .inner
-                    .runtime
+                    .runtime(name)?
                     .load_bytes(&bytes, label, kind)
                     .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
                 let LoadedPlugin::Aggregate(plugin) = loaded else {
