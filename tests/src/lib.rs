@@ -110,22 +110,34 @@ pub fn eshost_binary() -> PathBuf {
 
 /// Starts `eshost run` on a free loopback port with the bank example's config and the
 /// first-party plugins copied into `dir`. Returns the process (stdout consumed up to the
-/// listening line) and the base URL. The caller stops it.
+/// listening line; stderr in `dir/`[`HOST_LOG`]) and the base URL. The caller stops it.
 pub fn start_bank_host(dir: &Path) -> (std::process::Child, String) {
     start_bank_host_with_env(dir, &[])
 }
 
+/// The file in the host's directory that [`start_bank_host`] sends its log (stderr) to.
+pub const HOST_LOG: &str = "eshost.log";
+
 /// [`start_bank_host`] with extra environment variables for the host (test hooks).
 pub fn start_bank_host_with_env(dir: &Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    start_bank_host_with(dir, env, "")
+}
+
+/// [`start_bank_host`] with extra environment variables and `extra_config` appended to the
+/// bank config (more plugins, other limits).
+pub fn start_bank_host_with(
+    dir: &Path,
+    env: &[(&str, &str)],
+    extra_config: &str,
+) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(
-        root.join("examples/bank/eshost.toml"),
-        dir.join("eshost.toml"),
-    )
-    .expect("copy the bank config");
+    let config = std::fs::read_to_string(root.join("examples/bank/eshost.toml"))
+        .expect("read the bank config");
+    std::fs::write(dir.join("eshost.toml"), config + "\n" + extra_config)
+        .expect("write the config");
     std::fs::create_dir_all(dir.join("plugins")).expect("create plugins/");
     for (path, file) in [
         (BANK_ACCOUNT, "bank_account.wasm"),
@@ -143,7 +155,7 @@ pub fn start_bank_host_with_env(dir: &Path, env: &[(&str, &str)]) -> (std::proce
         .args(["--listen", "127.0.0.1:0"])
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(HOST_LOG)).expect("create the host's log file"))
         .spawn()
         .expect("start eshost run");
     let mut line = String::new();

@@ -30,8 +30,11 @@ pub struct Inspection {
     pub handles: Vec<String>,
     /// Upcasters: the (type, schema version) pairs it rewrites.
     pub upcasts: Vec<VersionedType>,
-    /// The interfaces and functions it exports.
+    /// The exports of the plugin contract the host calls (`describe`, `eshost:*`).
     pub exports: Vec<String>,
+    /// Other exports, which the host never calls (a toolchain's own, such as
+    /// componentize-py's `exports`).
+    pub other_exports: Vec<String>,
     /// The interfaces and functions it imports.
     pub imports: Vec<String>,
     /// Whether the compiled form came from the cache.
@@ -65,9 +68,13 @@ impl Runtime {
         let engine = self.engine();
         let ty = component.component_type();
         let mut imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
-        let mut exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+        let (mut exports, mut other_exports): (Vec<String>, Vec<String>) = ty
+            .exports(engine)
+            .map(|(n, _)| n.to_owned())
+            .partition(|name| is_contract_export(name));
         imports.sort();
         exports.sort();
+        other_exports.sort();
         let info = plugin.info().clone();
         Ok(Inspection {
             path: path.to_owned(),
@@ -80,10 +87,17 @@ impl Runtime {
             handles: info.handles,
             upcasts: info.upcasts,
             exports,
+            other_exports,
             imports,
             cache_hit: plugin.load_stats().cache_hit,
         })
     }
+}
+
+/// Whether the host calls an export of this name: the world's `describe` function or an
+/// interface of an `eshost:` package.
+fn is_contract_export(name: &str) -> bool {
+    name == "describe" || name.starts_with("eshost:")
 }
 
 impl fmt::Display for Inspection {
@@ -114,6 +128,12 @@ impl fmt::Display for Inspection {
         writeln!(f, "exports")?;
         for export in &self.exports {
             writeln!(f, "  {export}")?;
+        }
+        if !self.other_exports.is_empty() {
+            writeln!(f, "other exports (not called by the host)")?;
+            for export in &self.other_exports {
+                writeln!(f, "  {export}")?;
+            }
         }
         writeln!(f, "imports")?;
         for import in &self.imports {

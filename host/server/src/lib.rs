@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+mod drain;
 mod error;
 mod extract;
 mod handlers;
@@ -64,6 +65,7 @@ struct Inner {
     tokens: HashMap<String, Caller>,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
+    drain: drain::Drain,
 }
 
 impl std::fmt::Debug for AppState {
@@ -107,6 +109,10 @@ pub fn router(state: AppState, max_body_bytes: usize, max_plugin_bytes: usize) -
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            drain::gate,
+        ))
         .with_state(state)
 }
 
@@ -201,6 +207,7 @@ impl Server {
                     tokens,
                     metrics: Metrics::default(),
                     shutdown: shutdown_rx,
+                    drain: drain::Drain::default(),
                 }),
             },
             shutdown,
@@ -248,8 +255,9 @@ impl Server {
 }
 
 /// Runs the host of `config` on `listen` (default: the config's) until SIGTERM or SIGINT:
-/// then it stops accepting, finishes requests in flight, ends subscriptions, stops the
-/// projections and command workers and closes the store. Prints the bound address on stdout
+/// then it ends subscriptions and drains (requests in flight finish; requests arriving
+/// meanwhile get 503 with `Connection: close`), stops accepting and closes idle connections,
+/// stops the projections and command workers and closes the store. Prints the bound address on stdout
 /// as `listening on http://ADDR`.
 pub async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let listen = listen.unwrap_or(config.listen);
@@ -277,10 +285,17 @@ pub async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result
     }
     let app = host.router();
     let ending = host.shutdown.clone();
+    let state = host.state.clone();
     let signal = async move {
         wait_for_signal().await;
-        tracing::info!("shutting down: finishing requests in flight");
+        let drain = &state.inner.drain;
+        drain.start();
+        tracing::info!(
+            in_flight = drain.in_flight(),
+            "shutting down: finishing requests in flight"
+        );
         let _ = ending.send(true);
+        drain.settled().await;
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(signal)

@@ -248,3 +248,35 @@ fn a_second_start_loads_an_interpreter_from_the_cache_in_milliseconds() {
         instance.handle(&[]).unwrap();
     }
 }
+
+#[test]
+fn inspect_lists_a_toolchains_own_exports_apart_from_the_contract() {
+    let runtime = runtime();
+    for name in ["balances-py", "balances-js"] {
+        let inspection = runtime.inspect(component(name)).unwrap();
+        assert!(
+            inspection
+                .exports
+                .iter()
+                .all(|e| e == "describe" || e.starts_with("eshost:plugin/")),
+            "{name}: {:?}",
+            inspection.exports
+        );
+        assert!(
+            inspection
+                .exports
+                .contains(&"eshost:plugin/projection@0.1.0".to_owned()),
+            "{name}: {:?}",
+            inspection.exports
+        );
+        let table = inspection.to_string();
+        for other in &inspection.other_exports {
+            let listed = table
+                .split_once("other exports (not called by the host)")
+                .is_some_and(|(_, rest)| rest.contains(other.as_str()));
+            assert!(listed, "{name}: {other} not listed apart:\n{table}");
+        }
+    }
+    let python = runtime.inspect(component("balances-py")).unwrap();
+    assert_eq!(python.other_exports, ["exports"], "componentize-py's own");
+}

@@ -46,6 +46,12 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let inner = &state.inner;
     let mut out = String::new();
     inner.metrics.render(&mut out);
+    gauge(
+        &mut out,
+        "eshost_http_requests_in_flight",
+        "HTTP requests being served (this one included).",
+        inner.drain.in_flight(),
+    );
     let stats = inner.host.aggregates().stats();
     counter(
         &mut out,
