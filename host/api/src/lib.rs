@@ -28,8 +28,13 @@ pub use events::{
     StreamInfo, SubscribeQuery, split_types,
 };
 pub use expected::ExpectedVersion;
-pub use operations::{ForgetReport, ForgetRequest, Forgot, Health};
-pub use plugins::{Plugin, PluginKind, PluginList, PluginSwapped, SwapOutcome, VersionedType};
+pub use operations::{
+    ForgetReport, ForgetRequest, Forgot, Health, Node, NodeList, NodeProgress, NodePurge,
+};
+pub use plugins::{
+    ActivationSource, Plugin, PluginActivation, PluginHistory, PluginKind, PluginList,
+    PluginSwapped, RollbackRequest, SwapOutcome, VersionedType,
+};
 pub use projections::{
     GenerationStatus, ProjectionList, ProjectionPaused, ProjectionRebuilding, ProjectionResumed,
     ProjectionState, ProjectionStatus, QueryAnswer, QueryArgs,

@@ -1,4 +1,4 @@
-//! Operations: health, and forgetting a data subject.
+//! Operations: health, the nodes sharing the store, and forgetting a data subject.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -55,4 +55,54 @@ pub struct ForgetReport {
     /// Projections whose rebuild had not switched in when the wait ended (their old read
     /// model serves until it does).
     pub projections_pending: Vec<String>,
+    /// Every node sharing the store (the one that answered first) and where its purge is.
+    #[serde(default)]
+    pub nodes: Vec<NodePurge>,
+}
+
+/// Where a node is with a purge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeProgress {
+    /// It has purged.
+    Done,
+    /// It is live and has not finished yet (it will).
+    Pending,
+    /// It has not reported for 5 s; it purges when it is back.
+    NotLive,
+}
+
+/// A node's purge of an erasure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodePurge {
+    /// The node's id.
+    pub id: String,
+    /// Where its API listens.
+    pub address: String,
+    /// Where its purge is.
+    pub state: NodeProgress,
+}
+
+/// A node sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Node {
+    /// Its id (kept in its data directory).
+    pub id: String,
+    /// Where its API listens.
+    pub address: String,
+    /// Whether it reported within the last 5 s.
+    pub live: bool,
+    /// Milliseconds since its last report (by the database's clock).
+    pub age_ms: u64,
+    /// The position of the last `$erasures` event it purged.
+    pub erasures_purged: u64,
+    /// Whether it is the node that answered.
+    pub this_node: bool,
+}
+
+/// `GET /nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeList {
+    /// The nodes, by id.
+    pub nodes: Vec<Node>,
 }

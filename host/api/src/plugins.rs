@@ -97,4 +97,71 @@ pub struct PluginSwapped {
     /// Aggregates: the new code's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Where the activation is recorded in `$plugins` (every node follows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_position: Option<u64>,
+}
+
+/// What made a plugin version active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationSource {
+    /// A node started with a config naming this file (the first time on that node).
+    Config,
+    /// `PUT /plugins/{name}`.
+    Upload,
+    /// The plugin file changed (`watch_plugins`).
+    Watcher,
+    /// `POST /plugins/{name}/rollback`.
+    Rollback,
+}
+
+/// One activation of a plugin version, as recorded in the system stream `$plugins`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PluginActivation {
+    /// Where it is in `$all`.
+    pub position: u64,
+    /// When it was recorded, ms since the epoch.
+    pub recorded_at: u64,
+    /// The plugin.
+    pub name: String,
+    /// `aggregate`, `projection` or `upcaster`.
+    pub kind: String,
+    /// The blake3 hash of the component, hex.
+    pub content_hash: String,
+    /// The plugin's own version string.
+    pub version: String,
+    /// The version active before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_hash: Option<String>,
+    /// What activated it.
+    pub source: ActivationSource,
+    /// Who.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The node that recorded it.
+    pub node: String,
+}
+
+/// `GET /plugins/{name}/history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PluginHistory {
+    /// The plugin.
+    pub name: String,
+    /// Its activations, oldest first.
+    pub activations: Vec<PluginActivation>,
+}
+
+/// `POST /plugins/{name}/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version to activate again: a content hash from the plugin's history.
+    pub content_hash: String,
+    /// Why (recorded in the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -36,6 +36,9 @@ pub struct HttpBenchOptions {
     pub snapshot_every: u64,
     /// Where to put the scratch store (a temporary directory by default).
     pub dir: Option<PathBuf>,
+    /// Drive these running nodes (each client sticks to one, round-robin) instead of a host
+    /// started in-process: a cluster on one PostgreSQL log.
+    pub servers: Vec<SocketAddr>,
 }
 
 impl Default for HttpBenchOptions {
@@ -48,6 +51,7 @@ impl Default for HttpBenchOptions {
             client_threads: 1,
             snapshot_every: 1_000,
             dir: None,
+            servers: Vec::new(),
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct HttpBenchReport {
     pub accounts: usize,
     /// Threads of the clients' runtime (the server's runtime has one per core).
     pub client_threads: usize,
+    /// The nodes driven (0: the host in this process).
+    pub servers: usize,
     /// Seconds the clients sent.
     pub seconds: f64,
     /// Commands answered with 200 (accepted).
@@ -86,9 +92,13 @@ pub struct HttpBenchReport {
 
 impl std::fmt::Display for HttpBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = match self.servers {
+            0 => "same process".to_owned(),
+            servers => format!("against {servers} running node(s)"),
+        };
         writeln!(
             f,
-            "http: {} clients ({} client thread(s), same process), {} accounts, durable, {:.1} s",
+            "http: {} clients ({} client thread(s), {target}), {} accounts, durable, {:.1} s",
             self.clients, self.client_threads, self.accounts, self.seconds
         )?;
         writeln!(f, "  {:<28} {:>14.0}", "commands/s", self.commands_per_sec)?;
@@ -127,6 +137,18 @@ pub fn run(options: &HttpBenchOptions) -> anyhow::Result<HttpBenchReport> {
         options.clients <= 1024,
         "at most 1024 clients (each holds a loopback connection)"
     );
+    if !options.servers.is_empty() {
+        anyhow::ensure!(
+            options.servers.iter().all(|s| s.ip().is_loopback()),
+            "only loopback servers"
+        );
+        return tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.client_threads.max(1))
+            .enable_all()
+            .thread_name("bench-client")
+            .build()?
+            .block_on(drive(options, &options.servers));
+    }
     let plugin = std::path::absolute(&options.plugin)?;
     anyhow::ensure!(
         plugin.is_file(),
@@ -176,7 +198,7 @@ pub fn run(options: &HttpBenchOptions) -> anyhow::Result<HttpBenchReport> {
         .enable_all()
         .thread_name("bench-client")
         .build()?;
-    let result = clients.block_on(drive(options, address));
+    let result = clients.block_on(drive(options, &[address]));
 
     let _ = stop.send(());
     server.block_on(async {
@@ -192,15 +214,22 @@ fn toml_string(path: &std::path::Path) -> String {
     Value::String(path.display().to_string()).to_string()
 }
 
-async fn drive(options: &HttpBenchOptions, address: SocketAddr) -> anyhow::Result<HttpBenchReport> {
+async fn drive(
+    options: &HttpBenchOptions,
+    addresses: &[SocketAddr],
+) -> anyhow::Result<HttpBenchReport> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(options.clients)
         .timeout(Duration::from_secs(30))
         .tcp_nodelay(true)
         .build()?;
-    let base = format!("http://{address}/aggregates/bank-account");
-    let account = |index: usize| format!("{base}/account-{index}");
+    let bases: Vec<String> = addresses
+        .iter()
+        .map(|address| format!("http://{address}/aggregates/bank-account"))
+        .collect();
+    let base = bases[0].clone();
+    let account = |index: usize| format!("{}/account-{index}", bases[index % bases.len()]);
 
     // Open the accounts, at most `clients` at a time.
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(options.clients));
@@ -233,7 +262,7 @@ async fn drive(options: &HttpBenchOptions, address: SocketAddr) -> anyhow::Resul
     let deadline = started + options.duration;
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..options.clients {
-        let (http, base) = (http.clone(), base.clone());
+        let (http, base) = (http.clone(), bases[client % bases.len()].clone());
         let accounts = options.accounts;
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(1 << 14);
@@ -292,7 +321,7 @@ async fn drive(options: &HttpBenchOptions, address: SocketAddr) -> anyhow::Resul
     let mut balances_verified = true;
     for (index, amount) in deposited.iter().enumerate() {
         let state: Value = http
-            .get(account(index))
+            .get(format!("{base}/account-{index}"))
             .send()
             .await?
             .error_for_status()?
@@ -311,6 +340,7 @@ async fn drive(options: &HttpBenchOptions, address: SocketAddr) -> anyhow::Resul
         clients: options.clients,
         accounts: options.accounts,
         client_threads: options.client_threads.max(1),
+        servers: options.servers.len(),
         seconds,
         commands,
         commands_per_sec: commands as f64 / seconds,

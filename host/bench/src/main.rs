@@ -169,6 +169,11 @@ pub struct BenchHttpArgs {
     /// Directory for the scratch store (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Drive these running `eshost run` nodes (loopback ADDR:PORT, comma-separated; each
+    /// client sticks to one, round-robin) instead of a host in this process. Their config
+    /// must serve the bank-account aggregate.
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<std::net::SocketAddr>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -409,6 +414,7 @@ fn bench_http(args: BenchHttpArgs) -> anyhow::Result<()> {
         client_threads: args.client_threads,
         snapshot_every: args.snapshot_every,
         dir: args.dir,
+        servers: args.servers,
     };
     let report = http::run(&options)?;
     print_report(&report, args.json)

@@ -158,6 +158,29 @@ pub struct PluginSwapArgs {
     file: PathBuf,
 }
 
+/// `eshost plugin history`.
+#[derive(Debug, Args)]
+pub struct PluginHistoryArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The plugin's name in the host's config.
+    name: String,
+}
+
+/// `eshost plugin rollback`.
+#[derive(Debug, Args)]
+pub struct PluginRollbackArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The plugin's name in the host's config.
+    name: String,
+    /// The version to activate again: a content hash from `eshost plugin history NAME`.
+    content_hash: String,
+    /// Why (recorded in the log; no personal data).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
 /// Runs one client request on a small runtime.
 pub(crate) fn online(future: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
@@ -299,5 +322,25 @@ pub(crate) fn plugin_swap(args: PluginSwapArgs) -> anyhow::Result<()> {
         .request(Method::PUT, client.url(&["plugins", &args.name]))
         .header("content-type", "application/wasm")
         .body(bytes);
+    online(client.print::<api::PluginSwapped>(request))
+}
+
+pub(crate) fn plugin_history(args: PluginHistoryArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let request = client.request(Method::GET, client.url(&["plugins", &args.name, "history"]));
+    online(client.print::<api::PluginHistory>(request))
+}
+
+pub(crate) fn plugin_rollback(args: PluginRollbackArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let request = client
+        .request(
+            Method::POST,
+            client.url(&["plugins", &args.name, "rollback"]),
+        )
+        .json(&api::RollbackRequest {
+            content_hash: args.content_hash,
+            reason: args.reason,
+        });
     online(client.print::<api::PluginSwapped>(request))
 }

@@ -119,6 +119,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(PluginCommand::Inspect(args)) => plugin::inspect(args),
         Command::Plugin(PluginCommand::List(args)) => client_verbs::plugin_list(args),
         Command::Plugin(PluginCommand::Swap(args)) => client_verbs::plugin_swap(args),
+        Command::Plugin(PluginCommand::History(args)) => client_verbs::plugin_history(args),
+        Command::Plugin(PluginCommand::Rollback(args)) => client_verbs::plugin_rollback(args),
         Command::Command(args) => client_verbs::command(args),
         Command::State(args) => client_verbs::state(args),
         Command::History(args) => client_verbs::history(args),

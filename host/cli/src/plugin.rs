@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::client_verbs::{PluginSwapArgs, ServerArgs};
+use crate::client_verbs::{PluginHistoryArgs, PluginRollbackArgs, PluginSwapArgs, ServerArgs};
 use crate::output::print_json;
 
 /// `eshost plugin ...`.
@@ -15,8 +15,16 @@ pub enum PluginCommand {
     /// The plugins a running host has loaded.
     List(ServerArgs),
     /// Hot-swap a running host's aggregate or projection plugin NAME with the component FILE
-    /// (uploaded; needs an admin token when tokens are configured).
+    /// (uploaded; needs an admin token when tokens are configured). The activation is
+    /// recorded in the log (`$plugins`): every node of a cluster follows it, and it survives
+    /// a restart.
     Swap(PluginSwapArgs),
+    /// Every activation of plugin NAME's versions (config, upload, watcher, rollback), oldest
+    /// first, as recorded in `$plugins`.
+    History(PluginHistoryArgs),
+    /// Activate again a version of plugin NAME from its history, by content hash (needs an
+    /// admin token when tokens are configured).
+    Rollback(PluginRollbackArgs),
 }
 
 /// `eshost replay`. Events go through the live host's upcasters: those of `--config`, or the

@@ -12,6 +12,9 @@ use eshost_store::{EventStore, Store, StoreConfig};
 use eshost_store_postgres::{KekSource, PgConfig, PgStore};
 
 use crate::aggregate::{AggregateConfig, Aggregates, EngineConfig};
+use crate::cluster::control::ProjectionControl;
+use crate::cluster::plugins::{ActivationSource, PluginLog, StartVersion, StartedVersions};
+use crate::cluster::{Node, erasures, node_id};
 use crate::config::{Config, FailurePolicy};
 use crate::privacy::Forgetting;
 use crate::projection::{PluginWatcher, ProjectionConfig, Projections, WatchedPlugin};
@@ -34,6 +37,11 @@ struct Parts {
     upcasters: UpcasterChain,
     projections: Projections,
     forgetting: Forgetting,
+    plugin_log: PluginLog,
+    projection_control: ProjectionControl,
+    node: Node,
+    /// Stops the followers of the system streams.
+    stop: tokio::sync::watch::Sender<bool>,
     watchers: Mutex<Vec<PluginWatcher>>,
     started: Instant,
 }
@@ -51,19 +59,19 @@ fn load_kind(
     config: &Config,
     key: &str,
     name: &str,
-    path: &std::path::Path,
+    version: &StartVersion,
     expected: PluginKind,
 ) -> anyhow::Result<LoadedPlugin> {
     let at = || format!("config file {}: `{key}`", config.file.display());
     let plugin = runtime
-        .load_any(path)
-        .with_context(|| format!("{}: loading {}", at(), path.display()))?;
+        .load_bytes(&version.bytes, &version.label, expected)
+        .with_context(|| format!("{}: loading {}", at(), version.label))?;
     let info = plugin.info();
     if info.kind != expected {
         bail!(
             "{}: {} is {} plugin ({:?}), not {}",
             at(),
-            path.display(),
+            version.label,
             info.kind.with_article(),
             info.name,
             expected.with_article()
@@ -73,11 +81,41 @@ fn load_kind(
         bail!(
             "{}: {} describes itself as {:?}, but the config names it {name:?}",
             at(),
-            path.display(),
+            version.label,
             info.name
         );
     }
     Ok(plugin)
+}
+
+/// What choosing the versions to run at start needs.
+struct Starting<'a> {
+    store: &'a dyn EventStore,
+    config: &'a Config,
+    node: &'a str,
+}
+
+impl Starting<'_> {
+    /// The version of a configured plugin to run (see `cluster::plugins::at_start`), checked
+    /// under `runtime` (the plugin's limits).
+    fn version(
+        &self,
+        runtime: &Runtime,
+        key: &str,
+        name: &str,
+        path: &std::path::Path,
+        kind: PluginKind,
+    ) -> anyhow::Result<StartVersion> {
+        let label = path.display().to_string();
+        crate::cluster::plugins::at_start(self.store, self.node, name, kind, path, |bytes| {
+            runtime
+                .load_bytes(bytes, &label, kind)
+                .map(|plugin| plugin.info().version.clone())
+                .map_err(|e| e.to_string())
+        })
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("config file {}: `{key}`", self.config.file.display()))
+    }
 }
 
 /// How long a forget request waits for projections to rebuild before answering.
@@ -140,20 +178,39 @@ impl Host {
     pub fn start(config: &Config) -> anyhow::Result<Host> {
         let store = open_store(config)?;
         let views = Views::open(&config.store)?;
+        let node_id = node_id(&config.store)
+            .with_context(|| format!("the node id in {}", config.store.display()))?;
+        let node = Node::start(node_id.clone(), config.listen.to_string(), store.clone());
         let runtime = Runtime::new(RuntimeConfig {
             limits: config.limits.clone(),
             ..RuntimeConfig::default()
         })?;
+        // Activations up to here are reflected in the versions chosen below; the plugin log
+        // follows what comes after.
+        let head = store.head();
+        let starting = Starting {
+            store: store.as_ref(),
+            config,
+            node: &node_id,
+        };
+        let mut current = HashMap::new();
         let mut upcasters = Vec::new();
         for (index, entry) in config.upcasters.iter().enumerate() {
             let key = format!("upcasters[{index}].plugin");
             let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
+            let version = starting.version(
+                &runtime,
+                &key,
+                &entry.name,
+                &entry.plugin,
+                PluginKind::Upcaster,
+            )?;
             match load_kind(
                 &runtime,
                 config,
                 &key,
                 &entry.name,
-                &entry.plugin,
+                &version,
                 PluginKind::Upcaster,
             )? {
                 LoadedPlugin::Upcaster(plugin) => upcasters.push(plugin),
@@ -171,17 +228,25 @@ impl Host {
         for (index, entry) in config.aggregates.iter().enumerate() {
             let key = format!("aggregates[{index}].plugin");
             let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
+            let version = starting.version(
+                &runtime,
+                &key,
+                &entry.name,
+                &entry.plugin,
+                PluginKind::Aggregate,
+            )?;
             let LoadedPlugin::Aggregate(plugin) = load_kind(
                 &runtime,
                 config,
                 &key,
                 &entry.name,
-                &entry.plugin,
+                &version,
                 PluginKind::Aggregate,
             )?
             else {
                 unreachable!("load_kind checks the kind")
             };
+            current.insert(entry.name.clone(), plugin.info().content_hash.clone());
             aggregates.register(
                 plugin,
                 AggregateConfig {
@@ -198,27 +263,67 @@ impl Host {
         for (index, entry) in config.projections.iter().enumerate() {
             let key = format!("projections[{index}].plugin");
             let limits = config.plugin_limits(&entry.name);
-            load_kind(
-                &runtime.with_limits(limits.clone()),
-                config,
+            let runtime = runtime.with_limits(limits.clone());
+            let version = starting.version(
+                &runtime,
                 &key,
                 &entry.name,
                 &entry.plugin,
                 PluginKind::Projection,
             )?;
+            let loaded = load_kind(
+                &runtime,
+                config,
+                &key,
+                &entry.name,
+                &version,
+                PluginKind::Projection,
+            )?;
+            current.insert(entry.name.clone(), loaded.info().content_hash.clone());
             let mut projection = ProjectionConfig::new(&entry.name, &entry.plugin);
             projection.batch = entry.batch;
             projection.attempts = entry.attempts;
             projection.dead_letter = entry.on_failure == FailurePolicy::DeadLetter;
             projection.limits = Some(limits);
             projections
-                .add(projection)
+                .add_version(projection, version.bytes, &version.label)
                 .with_context(|| format!("config file {}: `{key}`", config.file.display()))?;
         }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        // A plugin's new versions load under its own limits, like the one they replace.
+        let runtimes = config
+            .aggregates
+            .iter()
+            .map(|entry| &entry.name)
+            .chain(config.projections.iter().map(|entry| &entry.name))
+            .map(|name| {
+                let limits = config.plugin_limits(name);
+                (name.clone(), runtime.with_limits(limits))
+            })
+            .collect();
+        let plugin_log = PluginLog::new(
+            store.clone(),
+            runtimes,
+            aggregates.clone(),
+            projections.clone(),
+            config.upcasters.iter().map(|u| u.name.clone()).collect(),
+            node.clone(),
+            StartedVersions { current, head },
+        );
+        plugin_log.follow(head + 1, stopped.clone());
+        let projection_control = ProjectionControl::start(
+            store.clone(),
+            &views,
+            projections.clone(),
+            node_id.clone(),
+            head,
+            stopped.clone(),
+        )
+        .map_err(anyhow::Error::msg)
+        .context("following $projections")?;
         let mut watchers = Vec::new();
         if config.watch_plugins {
-            watchers.push(projections.watch_files()?);
-            watchers.push(watch_aggregates(config, &runtime, &aggregates)?);
+            watchers.push(watch_files(config, &plugin_log)?);
         }
         let forgetting = Forgetting::new(
             store.clone(),
@@ -226,8 +331,19 @@ impl Host {
             Some(aggregates.clone()),
             Some(projections.clone()),
             FORGET_WAIT,
-        );
+        )
+        .with_node(node.clone());
         resume_erasures(&forgetting);
+        erasures::start(
+            store.clone(),
+            &views,
+            forgetting.clone(),
+            node.clone(),
+            head,
+            stopped,
+        )
+        .map_err(anyhow::Error::msg)
+        .context("following $erasures")?;
         Ok(Host {
             parts: Arc::new(Parts {
                 config: config.clone(),
@@ -238,6 +354,10 @@ impl Host {
                 upcasters,
                 projections,
                 forgetting,
+                plugin_log,
+                projection_control,
+                node,
+                stop,
                 watchers: Mutex::new(watchers),
                 started: Instant::now(),
             }),
@@ -292,6 +412,21 @@ impl Host {
         &self.parts.forgetting
     }
 
+    /// Code changes: recorded activations, swaps, rollbacks.
+    pub fn plugin_log(&self) -> &PluginLog {
+        &self.parts.plugin_log
+    }
+
+    /// Projection control that reaches every node (rebuilds).
+    pub fn projection_control(&self) -> &ProjectionControl {
+        &self.parts.projection_control
+    }
+
+    /// This node of the cluster.
+    pub fn node(&self) -> &Node {
+        &self.parts.node
+    }
+
     /// When the host started.
     pub fn started(&self) -> Instant {
         self.parts.started
@@ -301,6 +436,8 @@ impl Host {
     /// durable). The command workers and the store close when the last clone is dropped (the
     /// writer finishes what it holds). Blocking.
     pub fn shutdown(self) {
+        let _ = self.parts.stop.send(true);
+        self.parts.node.stop();
         self.parts
             .watchers
             .lock()
@@ -309,51 +446,47 @@ impl Host {
         self.parts.projections.shutdown();
     }
 }
-fn watch_aggregates(
-    config: &Config,
-    runtime: &Runtime,
-    aggregates: &Aggregates,
-) -> anyhow::Result<PluginWatcher> {
-    let plugins = config
-        .aggregates
-        .iter()
-        .map(|entry| WatchedPlugin {
-            kind: PluginKind::Aggregate,
-            name: entry.name.clone(),
-            path: entry.plugin.clone(),
-        })
-        .collect();
-    // Each aggregate reloads under its own limits.
-    let runtimes: HashMap<String, Runtime> = config
-        .aggregates
-        .iter()
-        .map(|entry| {
-            let limits = config.plugin_limits(&entry.name);
-            (entry.name.clone(), runtime.with_limits(limits))
-        })
-        .collect();
-    let aggregates = aggregates.clone();
-    Ok(PluginWatcher::new(plugins, move |plugin| {
-        let Some(runtime) = runtimes.get(&plugin.name) else {
-            return;
-        };
-        match runtime.load_aggregate(&plugin.path) {
-            Ok(loaded) if loaded.info().name == plugin.name => {
-                match aggregates.swap(loaded, None) {
-                    Ok(old) => {
-                        tracing::info!(aggregate = %plugin.name, old = %old.content_hash, "plugin file changed: swapped")
-                    }
-                    Err(error) => tracing::warn!(aggregate = %plugin.name, "swap failed: {error}"),
+/// Watches the configured aggregate and projection files: a changed file is activated (and
+/// recorded, so every node follows).
+fn watch_files(config: &Config, plugin_log: &PluginLog) -> anyhow::Result<PluginWatcher> {
+    let aggregates = config.aggregates.iter().map(|entry| WatchedPlugin {
+        kind: PluginKind::Aggregate,
+        name: entry.name.clone(),
+        path: entry.plugin.clone(),
+    });
+    let projections = config.projections.iter().map(|entry| WatchedPlugin {
+        kind: PluginKind::Projection,
+        name: entry.name.clone(),
+        path: entry.plugin.clone(),
+    });
+    let plugin_log = plugin_log.clone();
+    Ok(PluginWatcher::new(
+        aggregates.chain(projections).collect(),
+        move |plugin| {
+            let bytes = match std::fs::read(&plugin.path) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    return tracing::warn!(plugin = %plugin.name, "plugin file changed but cannot be read: {error}");
+                }
+            };
+            let reason = format!("{} changed", plugin.path.display());
+            match plugin_log.activate(
+                &plugin.name,
+                bytes,
+                ActivationSource::Watcher,
+                None,
+                Some(reason),
+            ) {
+                Ok(activated) => tracing::info!(
+                    plugin = %plugin.name,
+                    hash = %activated.info.content_hash,
+                    outcome = ?activated.projection,
+                    "plugin file changed: activated"
+                ),
+                Err(error) => {
+                    tracing::warn!(plugin = %plugin.name, "plugin file changed but was refused: {error}")
                 }
             }
-            Ok(loaded) => tracing::warn!(
-                aggregate = %plugin.name,
-                "plugin file changed but describes itself as {:?}; refused",
-                loaded.info().name
-            ),
-            Err(error) => {
-                tracing::warn!(aggregate = %plugin.name, "plugin file changed but was refused: {error}")
-            }
-        }
-    })?)
+        },
+    )?)
 }

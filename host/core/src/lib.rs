@@ -7,6 +7,8 @@
 //! - [`views`]: `views.redb`, everything derived from the log;
 //! - [`privacy`]: forgetting a data subject and purging what was derived from it;
 //! - [`subscription`]: `$all` from a position, caught up and then followed live;
+//! - [`cluster`]: what every node of a cluster learns from the log (code changes in
+//!   `$plugins`, projection rebuilds, erasures) and the node registry;
 //! - [`config`] and [`host`]: the composition root that builds a running [`Host`] from an
 //!   `eshost.toml`.
 //!
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod cluster;
 pub mod config;
 pub mod host;
 pub mod privacy;

@@ -8,15 +8,21 @@
 //!
 //! A pending marker in `views.redb` is written first and cleared last, so a crash midway is
 //! finished the next time the host starts ([`Forgetting::resume`]).
+//!
+//! In a cluster every node follows `$erasures` and purges its own derived data
+//! (`cluster::erasures`); the node that took the request answers once every live node has
+//! reported its purge, or after [`NODES_WAIT`], saying which nodes are done, pending or not
+//! live.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregates;
+use crate::cluster::{HandledHere, Node, NodeState};
 use crate::projection::Projections;
 use crate::views::Views;
 use eshost_store::{
@@ -28,6 +34,9 @@ use eshost_store::{
 pub const ERASURE_STREAM: &str = "$erasures";
 /// The type of the event recorded there.
 pub const ERASURE_EVENT: &str = "SubjectForgotten";
+
+/// How long a forget request waits for the other live nodes to report their purge.
+pub const NODES_WAIT: Duration = Duration::from_secs(30);
 
 /// Subjects whose purge has begun and not finished, with the erasure event's position.
 const PENDING: TableDefinition<&str, u64> = TableDefinition::new("erasures_pending");
@@ -63,6 +72,8 @@ pub struct ForgetReport {
     /// Projections whose rebuild had not switched in when the wait ended: their old read
     /// model still serves until it does (the purge finishes by itself, and on restart).
     pub projections_pending: Vec<String>,
+    /// Every node sharing the store and whether it has purged (this one first).
+    pub nodes: Vec<NodeState>,
 }
 
 /// Why forgetting failed. The pending marker stays, so it is finished on the next start.
@@ -96,6 +107,12 @@ pub struct Forgetting {
     aggregates: Option<Aggregates>,
     projections: Option<Projections>,
     wait: Duration,
+    node: Option<Node>,
+    /// Erasures this node recorded and purged itself: its follower skips them.
+    handled: Arc<HandledHere>,
+    /// Held while a purge runs here, so that the follower of `$erasures` never purges one
+    /// that `forget` is purging.
+    purging: Arc<Mutex<()>>,
 }
 
 impl Forgetting {
@@ -114,7 +131,40 @@ impl Forgetting {
             aggregates,
             projections,
             wait,
+            node: None,
+            handled: Arc::default(),
+            purging: Arc::default(),
         }
+    }
+
+    /// The same, on `node` of a cluster: answers list every node's purge.
+    pub fn with_node(mut self, node: Node) -> Self {
+        self.node = Some(node);
+        self
+    }
+
+    /// Whether the erasure at `position` was recorded and purged by this node (once true, it
+    /// forgets it). Waits for a purge `forget` is running.
+    pub(crate) fn handled_here(&self, position: u64) -> bool {
+        let _purging = self.purging.lock().unwrap_or_else(|e| e.into_inner());
+        self.handled.take(position)
+    }
+
+    /// Purges what this node derived from `subject`, whose erasure another node (or an
+    /// offline `forget`) recorded at `position`. Blocking.
+    pub(crate) fn purge_recorded(
+        &self,
+        subject: &str,
+        position: u64,
+    ) -> Result<ForgetReport, ForgetError> {
+        let _purging = self.purging.lock().unwrap_or_else(|e| e.into_inner());
+        self.mark_pending(subject, position)
+            .map_err(|reason| ForgetError::Failed {
+                subject: subject.to_owned(),
+                step: "marking the purge pending",
+                reason,
+            })?;
+        self.finish(subject, position)
     }
 
     /// Forget `subject`: record the erasure, erase the key, purge derived data. Blocking.
@@ -152,15 +202,23 @@ impl Forgetting {
         });
         let event = ProposedEvent::new(ERASURE_EVENT, data.to_string())
             .with_metadata(serde_json::Value::Object(metadata).to_string());
-        let appended = block_on(self.store.append_system(AppendRequest::new(
-            ERASURE_STREAM,
-            ExpectedVersion::Any,
-            vec![event],
-        )))
-        .map_err(|e| fail("recording the erasure")(e.to_string()))?;
-        self.mark_pending(subject, appended.first_position)
-            .map_err(fail("marking the purge pending"))?;
-        self.finish(subject, appended.first_position)
+        let mut report = {
+            let _purging = self.purging.lock().unwrap_or_else(|e| e.into_inner());
+            let appended = block_on(self.store.append_system(AppendRequest::new(
+                ERASURE_STREAM,
+                ExpectedVersion::Any,
+                vec![event],
+            )))
+            .map_err(|e| fail("recording the erasure")(e.to_string()))?;
+            self.handled.insert(appended.first_position);
+            self.mark_pending(subject, appended.first_position)
+                .map_err(fail("marking the purge pending"))?;
+            self.finish(subject, appended.first_position)?
+        };
+        if let Some(node) = &self.node {
+            report.nodes = node.wait_erasures_purged(report.erasure_position, NODES_WAIT);
+        }
+        Ok(report)
     }
 
     /// Finish every purge a crash interrupted. Called when the host starts.
@@ -233,6 +291,7 @@ impl Forgetting {
             snapshots_deleted,
             projections_rebuilt: Vec::new(),
             projections_pending: Vec::new(),
+            nodes: Vec::new(),
         };
         let Some(projections) = &self.projections else {
             // Without running projections (an offline tool), the marker stays, and the host

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use eshost_api::{ErrorBody, ErrorCode};
 
 use eshost_core::aggregate::{CommandError, QueryError as StateQueryError, StateError};
+use eshost_core::cluster::plugins::ActivateError;
 use eshost_core::privacy::ForgetError;
 use eshost_core::projection::{ProjectionHostError, QueryFailure};
 use eshost_runtime::QueryError as PluginQueryError;
@@ -123,6 +124,21 @@ impl From<StateQueryError> for ApiError {
                 ApiError::bad_request(error.to_string())
             }
             _ => ApiError::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<ActivateError> for ApiError {
+    fn from(error: ActivateError) -> Self {
+        match error {
+            ActivateError::Unknown(_) => ApiError::not_found(error.to_string()),
+            ActivateError::NotSwappable(_) => {
+                ApiError::new(ErrorCode::NotSwappable, error.to_string())
+            }
+            ActivateError::BadPlugin(_) => ApiError::new(ErrorCode::BadPlugin, error.to_string()),
+            ActivateError::UnknownVersion { .. } => ApiError::not_found(error.to_string()),
+            ActivateError::Projection(error) => error.into(),
+            ActivateError::Store { .. } => ApiError::internal(error.to_string()),
         }
     }
 }

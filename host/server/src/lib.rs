@@ -261,6 +261,13 @@ impl Server {
 /// as `listening on http://ADDR`.
 pub async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let listen = listen.unwrap_or(config.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    // The node registers the address it really serves on.
+    let mut config = config;
+    config.listen = bound;
     let host = Server::start(&config)?;
     if config.tokens.is_empty() && !listen.ip().is_loopback() {
         tracing::warn!(
@@ -269,10 +276,6 @@ pub async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result
              reach it can send commands and swap plugins; configure [[tokens]]"
         );
     }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let bound = listener.local_addr()?;
     tracing::info!(address = %bound, config = %config.file.display(), "eshost listening");
     {
         use std::io::Write;

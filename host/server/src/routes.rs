@@ -357,11 +357,37 @@ pub const ROUTES: &[Route] = &[
     .statuses(&[200, 202]),
     Route::new(
         Method::GET,
+        "/plugins/{name}/history",
+        READ,
+        "Every activation of a plugin's versions, as recorded in $plugins, oldest first",
+        json::<api::PluginHistory>(),
+        || get(plugins::plugin_history),
+    ),
+    Route::new(
+        Method::POST,
+        "/plugins/{name}/rollback",
+        ADMIN,
+        "Activate again a version from the plugin's history: {content_hash, reason}",
+        json::<api::PluginSwapped>(),
+        || post(plugins::rollback_plugin),
+    )
+    .body(Body::Json(schema::<api::RollbackRequest>()))
+    .statuses(&[200, 202]),
+    Route::new(
+        Method::GET,
         "/health",
         Access::Public,
         "Liveness",
         json::<api::Health>(),
         || get(operations::health),
+    ),
+    Route::new(
+        Method::GET,
+        "/nodes",
+        READ,
+        "The nodes sharing the store: address, liveness (a report within 5 s), erasures purged",
+        json::<api::NodeList>(),
+        || get(operations::nodes),
     ),
     Route::new(
         Method::GET,

@@ -2,6 +2,8 @@
 
 use eshost_api as api;
 use eshost_core::aggregate::{AggregateState, EmittedEvent, HistoryEntry};
+use eshost_core::cluster::NodeProgress;
+use eshost_core::cluster::plugins::{ActivationSource, RecordedActivation};
 use eshost_core::privacy::ForgetReport;
 use eshost_core::projection::{GenerationStatus, ProjectionState, ProjectionStatus, SwapOutcome};
 use eshost_runtime::{PluginInfo, PluginKind};
@@ -198,6 +200,41 @@ pub fn forget_report(report: ForgetReport) -> api::ForgetReport {
         snapshots_deleted: report.snapshots_deleted as u64,
         projections_rebuilt: report.projections_rebuilt,
         projections_pending: report.projections_pending,
+        nodes: report
+            .nodes
+            .into_iter()
+            .map(|node| api::NodePurge {
+                id: node.id,
+                address: node.address,
+                state: match node.state {
+                    NodeProgress::Done => api::NodeProgress::Done,
+                    NodeProgress::Pending => api::NodeProgress::Pending,
+                    NodeProgress::NotLive => api::NodeProgress::NotLive,
+                },
+            })
+            .collect(),
+    }
+}
+
+pub fn activation(recorded: RecordedActivation) -> api::PluginActivation {
+    let activation = recorded.activation;
+    api::PluginActivation {
+        position: recorded.position,
+        recorded_at: recorded.recorded_at,
+        name: activation.name,
+        kind: activation.kind,
+        content_hash: activation.content_hash,
+        version: activation.version,
+        previous_hash: activation.previous_hash,
+        source: match activation.source {
+            ActivationSource::Config => api::ActivationSource::Config,
+            ActivationSource::Upload => api::ActivationSource::Upload,
+            ActivationSource::Watcher => api::ActivationSource::Watcher,
+            ActivationSource::Rollback => api::ActivationSource::Rollback,
+        },
+        user: activation.user,
+        reason: activation.reason,
+        node: activation.node,
     }
 }
 

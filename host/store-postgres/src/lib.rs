@@ -25,6 +25,7 @@ mod pool;
 mod reader;
 mod runtime;
 mod schema;
+mod side;
 mod stage;
 mod verify;
 mod writer;
@@ -36,9 +37,9 @@ use std::time::Duration;
 
 use eshost_store::keys::SubjectKeys;
 use eshost_store::{
-    AllRead, AppendError, AppendRequest, Appended, BoxFuture, Direction, EventRef, EventStore,
-    Limits, ReadError, RecordedEvent, StreamInfo, StreamRead, ValidationError, VerifyReport,
-    WriterStats, validate,
+    AllRead, AppendError, AppendRequest, Appended, BlobError, BoxFuture, Direction, EventRef,
+    EventStore, Limits, NodeReport, NodeRow, ReadError, RecordedEvent, StreamInfo, StreamRead,
+    ValidationError, VerifyReport, WriterStats, validate,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -232,6 +233,17 @@ impl PgStore {
             .unwrap_or_else(|| Err(ReadError::Storage("the postgres store is closed".into())))
     }
 
+    /// Run blob `work` on the store's runtime for a blocking caller.
+    fn block_blob<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, BlobError>> + Send + 'static,
+    ) -> Result<T, BlobError> {
+        self.inner
+            .runtime
+            .block(work)
+            .unwrap_or_else(|| Err(BlobError::Storage("the postgres store is closed".into())))
+    }
+
     /// Visit pages from `cursor` until `limit` events were visited or the read is done.
     fn visit_pages(
         &self,
@@ -420,5 +432,38 @@ impl EventStore for PgStore {
     fn verify(&self) -> Result<VerifyReport, ReadError> {
         let (pool, sql) = (self.inner.pool.clone(), self.inner.sql.clone());
         self.block(async move { verify::verify(&pool, &sql).await })
+    }
+
+    fn put_blob(&self, bytes: &[u8]) -> Result<String, BlobError> {
+        let (pool, sql, bytes) = (
+            self.inner.pool.clone(),
+            self.inner.sql.clone(),
+            bytes.to_vec(),
+        );
+        self.block_blob(async move { side::put_blob(&pool, &sql, bytes).await })
+    }
+
+    fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, BlobError> {
+        let (pool, sql, hash) = (
+            self.inner.pool.clone(),
+            self.inner.sql.clone(),
+            hash.to_owned(),
+        );
+        self.block_blob(async move { side::get_blob(&pool, &sql, hash).await })
+    }
+
+    fn heartbeat(&self, node: &NodeReport) -> Result<bool, ReadError> {
+        let (pool, sql, node) = (
+            self.inner.pool.clone(),
+            self.inner.sql.clone(),
+            node.clone(),
+        );
+        self.block(async move { side::heartbeat(&pool, &sql, node).await })?;
+        Ok(true)
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRow>, ReadError> {
+        let (pool, sql) = (self.inner.pool.clone(), self.inner.sql.clone());
+        self.block(async move { side::nodes(&pool, &sql).await })
     }
 }

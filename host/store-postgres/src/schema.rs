@@ -9,6 +9,8 @@
 //! - `streams`: one row per stream, its version and first/last positions and times.
 //! - `subject_keys`: each subject's key wrapped under the key-encryption key, or a tombstone.
 //! - `meta`: the format version and the check value of the key-encryption key.
+//! - `blobs`: bytes by content hash (plugin components the log's `$plugins` names).
+//! - `nodes`: the nodes sharing the store, their heartbeats and the erasures each purged.
 //!
 //! Stream ids sort with `COLLATE "C"`: byte order, as the embedded store lists them.
 
@@ -55,6 +57,11 @@ pub(crate) struct Sql {
     pub tombstone: String,
     pub forgotten_since: String,
     pub all_keys: String,
+    // Blobs and nodes.
+    pub put_blob: String,
+    pub get_blob: String,
+    pub heartbeat: String,
+    pub nodes: String,
 }
 
 /// The columns of an event, in the order reads return them (see `reader::event_of`).
@@ -106,7 +113,16 @@ impl Sql {
                      created_at bigint NOT NULL,
                      forgotten_seq bigint UNIQUE,
                      forgotten_at bigint);
-                 CREATE SEQUENCE IF NOT EXISTS {s}.forget_seq;"
+                 CREATE SEQUENCE IF NOT EXISTS {s}.forget_seq;
+                 CREATE TABLE IF NOT EXISTS {s}.blobs (
+                     hash text PRIMARY KEY,
+                     bytes bytea NOT NULL,
+                     stored_at bigint NOT NULL);
+                 CREATE TABLE IF NOT EXISTS {s}.nodes (
+                     id text PRIMARY KEY,
+                     address text NOT NULL,
+                     erasures_purged bigint NOT NULL,
+                     heartbeat_at timestamptz NOT NULL);"
             ),
             read_format: format!("SELECT value FROM {s}.meta WHERE key = 'format'"),
             write_format: format!(
@@ -225,6 +241,23 @@ impl Sql {
                 "SELECT subject, wrapped FROM {s}.subject_keys
                  ORDER BY wrapped IS NULL, CASE WHEN wrapped IS NULL THEN 0 ELSE created_at END,
                      subject"
+            ),
+            put_blob: format!(
+                "INSERT INTO {s}.blobs (hash, bytes, stored_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO NOTHING"
+            ),
+            get_blob: format!("SELECT bytes FROM {s}.blobs WHERE hash = $1"),
+            heartbeat: format!(
+                "INSERT INTO {s}.nodes (id, address, erasures_purged, heartbeat_at)
+                 VALUES ($1, $2, $3, clock_timestamp())
+                 ON CONFLICT (id) DO UPDATE SET address = excluded.address,
+                     erasures_purged = excluded.erasures_purged,
+                     heartbeat_at = excluded.heartbeat_at"
+            ),
+            nodes: format!(
+                "SELECT id, address, erasures_purged,
+                     (extract(epoch FROM clock_timestamp() - heartbeat_at) * 1000)::bigint
+                 FROM {s}.nodes ORDER BY id"
             ),
         }
     }

@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+pub mod blob;
 pub mod codec;
 mod embedded;
 pub mod error;
@@ -29,6 +30,7 @@ use std::pin::Pin;
 
 use tokio::sync::watch;
 
+pub use blob::BlobError;
 pub use embedded::{Durability, EVENTS_FILE, Gather, Store, StoreConfig, WriterStats, now_ms};
 pub use error::{AppendError, OpenError, ReadError, ValidationError};
 pub use event::{
@@ -118,6 +120,27 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// Re-check the whole log: positions, stream versions and the hash chain.
     fn verify(&self) -> Result<VerifyReport, ReadError>;
 
+    // The blob port (see [`blob`]): bytes stored once by content, beside the log.
+
+    /// Stores `bytes` under their content hash and returns it, durably; storing the same
+    /// bytes again writes nothing. Refused over [`blob::MAX_BLOB_BYTES`].
+    fn put_blob(&self, bytes: &[u8]) -> Result<String, BlobError>;
+    /// The bytes stored under `hash` (checked against it), or `None`.
+    fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, BlobError>;
+
+    // The node registry: which nodes share the store, for work every node must do.
+
+    /// Registers or refreshes node `id` (its heartbeat is the store's clock, now), with what
+    /// it reports. A store only one process can hold has no registry: `Ok(false)`.
+    fn heartbeat(&self, node: &NodeReport) -> Result<bool, ReadError> {
+        let _ = node;
+        Ok(false)
+    }
+    /// The registered nodes, with how long ago each last reported (by the store's clock).
+    fn nodes(&self) -> Result<Vec<NodeRow>, ReadError> {
+        Ok(Vec::new())
+    }
+
     /// The event owned, with its personal data decrypted (or marked shredded).
     fn revealed(&self, event: &EventRef<'_>) -> RecordedEvent {
         let mut owned = event.to_owned();
@@ -157,6 +180,26 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         })?;
         Ok(events)
     }
+}
+
+/// What a node reports of itself to the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// Its id (stable across restarts: kept in its data directory).
+    pub id: String,
+    /// Where its HTTP API listens.
+    pub address: String,
+    /// The position of the last `$erasures` event whose purge it finished (0: none).
+    pub erasures_purged: u64,
+}
+
+/// A node as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    /// What it last reported.
+    pub report: NodeReport,
+    /// Milliseconds since that report, by the store's clock.
+    pub age_ms: u64,
 }
 
 /// Runs `future` to completion on this thread: for blocking callers (tools, the erasure

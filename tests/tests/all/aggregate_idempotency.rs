@@ -291,3 +291,104 @@ async fn a_keyed_command_answers_its_first_reply_after_views_redb_is_deleted() {
         .await
         .expect("the restarts within 120 s");
 }
+
+/// A keyed refusal is recorded in the log (`$replies`): a pipeline with views of its own (another
+/// node, or views.redb deleted) answers a resend with the first refusal, even once the state
+/// would now allow the command; and a pipeline that decides the key again on such a state gets
+/// the first reply from the store instead of accepting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_refusal_answers_its_first_reply_from_the_log_on_another_node() {
+    let host = host(AggregateConfig::default());
+    let open = json!({"type": "Open", "owner": "Di", "initial_deposit": 500}).to_string();
+    assert!(send(&host.aggregates, "account-r", &open).await.accepted());
+    let keyed = CommandOptions {
+        idempotency_key: Some("too-much".into()),
+        ..CommandOptions::default()
+    };
+    let withdraw = json!({"type": "Withdraw", "amount": 1000}).to_string();
+    let first = host
+        .aggregates
+        .execute(BANK, "account-r", &withdraw, keyed.clone())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            first.decision,
+            eshost_core::aggregate::Decision::Rejected { .. }
+        ),
+        "{first:?}"
+    );
+    let recorded = host
+        .store
+        .read_stream(
+            eshost_core::aggregate::REPLIES_STREAM,
+            &eshost_store::StreamRead::forward(),
+        )
+        .unwrap();
+    assert_eq!(recorded.len(), 1, "the refusal is in the log");
+    // Now the state allows the withdrawal.
+    let deposit = json!({"type": "Deposit", "amount": 1000}).to_string();
+    assert!(
+        send(&host.aggregates, "account-r", &deposit)
+            .await
+            .accepted()
+    );
+    let version = host
+        .store
+        .stream_info("account-r")
+        .unwrap()
+        .unwrap()
+        .version;
+
+    let other_views_dir = tempfile::tempdir().unwrap();
+    let other_views = eshost_core::views::Views::open(other_views_dir.path()).unwrap();
+    let other_node = pipeline(
+        &host.store,
+        &other_views,
+        &host.runtime,
+        &host.bank,
+        AggregateConfig::default(),
+        true,
+    );
+    for _ in 0..2 {
+        let again = other_node
+            .execute(BANK, "account-r", &withdraw, keyed.clone())
+            .await
+            .unwrap();
+        assert!(again.replayed, "{again:?}");
+        assert_eq!(again.decision, first.decision);
+        assert_eq!(again.command_id, first.command_id);
+        assert_eq!(again.stream_version, first.stream_version);
+    }
+    assert_eq!(
+        host.store
+            .stream_info("account-r")
+            .unwrap()
+            .unwrap()
+            .version,
+        version,
+        "the refused withdrawal was not decided again"
+    );
+    // Had the lookup missed the record (a race between nodes), the acceptance's append would
+    // find its first event id taken by the recorded refusal and answer with it instead.
+    let taken = eshost_core::aggregate::REPLIES_STREAM;
+    assert_eq!(recorded[0].stream_id, taken);
+    let appended = host
+        .store
+        .append(eshost_store::AppendRequest::new(
+            "account-r",
+            eshost_store::ExpectedVersion::Any,
+            vec![
+                eshost_store::ProposedEvent::new("FundsWithdrawn", r#"{"amount":1000}"#)
+                    .with_id(recorded[0].event_id),
+            ],
+        ))
+        .await;
+    assert!(
+        matches!(
+            appended,
+            Err(eshost_store::AppendError::DuplicateEventId { .. })
+        ),
+        "{appended:?}"
+    );
+}

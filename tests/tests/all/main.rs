@@ -6,6 +6,8 @@ mod aggregate_commands;
 mod aggregate_idempotency;
 mod aggregate_state;
 mod aggregate_support;
+mod cluster;
+mod cluster_support;
 mod compat_fixtures;
 mod compat_patch;
 mod plugin_determinism;

@@ -185,6 +185,7 @@ async fn real_answers_of_every_route_follow_their_schemas() {
     let account = "/aggregates/bank-account/account-1";
     let statement = std::fs::read(eshost_tests::STATEMENT).unwrap();
     let bank = std::fs::read(eshost_tests::BANK_ACCOUNT).unwrap();
+    let bank_hash = blake3::hash(&bank).to_hex().to_string();
     let command = |body: Value| Some(Body::from(body.to_string()));
     // (template, method, uri, body, the status it must answer)
     let calls: Vec<(&str, Method, String, Option<Body>, u16)> = vec![
@@ -382,6 +383,35 @@ async fn real_answers_of_every_route_follow_their_schemas() {
             Some(Body::from("x")),
             409,
         ),
+        (
+            "/plugins/{name}/history",
+            Method::GET,
+            "/plugins/bank-account/history".into(),
+            None,
+            200,
+        ),
+        (
+            "/plugins/{name}/history",
+            Method::GET,
+            "/plugins/nope/history".into(),
+            None,
+            404,
+        ),
+        (
+            "/plugins/{name}/rollback",
+            Method::POST,
+            "/plugins/bank-account/rollback".into(),
+            command(json!({"content_hash": bank_hash, "reason": "contract"})),
+            200,
+        ),
+        (
+            "/plugins/{name}/rollback",
+            Method::POST,
+            "/plugins/bank-account/rollback".into(),
+            command(json!({"content_hash": "0".repeat(64)})),
+            404,
+        ),
+        ("/nodes", Method::GET, "/nodes".into(), None, 200),
         ("/health", Method::GET, "/health".into(), None, 200),
         (
             "/openapi.json",

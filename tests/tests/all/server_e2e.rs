@@ -56,10 +56,20 @@ async fn the_bank_over_http_with_sse_resume_hot_swap_and_clean_stop() {
             200
         );
 
-        // SSE: resume after position 1 (Last-Event-ID), see positions 2 and 3 in order.
+        // SSE: resume after account-1's first event (Last-Event-ID), see the next two
+        // positions in order (the log opens with the config's activations in $plugins).
+        let stream: Value = http
+            .get(format!("{base}/streams/account-1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let opened = stream["events"][0]["position"].as_u64().unwrap();
         let response = http
             .get(format!("{base}/subscribe?stream_prefix=account-"))
-            .header("last-event-id", "1")
+            .header("last-event-id", opened.to_string())
             .send()
             .await
             .unwrap();
@@ -74,7 +84,8 @@ async fn the_bank_over_http_with_sse_resume_hot_swap_and_clean_stop() {
             .lines()
             .filter_map(|l| l.strip_prefix("id: "))
             .collect();
-        assert_eq!(&ids[..2], ["2", "3"], "{text}");
+        let expected = [(opened + 1).to_string(), (opened + 2).to_string()];
+        assert_eq!(&ids[..2], expected, "{text}");
         drop(stream);
 
         // Balances through the projection, once caught up.

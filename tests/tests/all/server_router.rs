@@ -159,10 +159,18 @@ async fn state_as_of_a_version_or_time_and_history() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// The log's head once the host started: the config's plugin activations in `$plugins`.
+async fn started_head(router: &axum::Router) -> u64 {
+    let (status, body) = get(router, "/all?limit=1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["head"].as_u64().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_append_read_and_all() {
     let dir = tempfile::tempdir().unwrap();
     let (_host, router) = bank_host(dir.path(), "");
+    let start = started_head(&router).await;
     let events = json!({"expected": "no_stream", "events": [
         {"type": "Ticked", "data": {"n": 1}},
         {"type": "Tocked", "data": {"n": 2}, "metadata": {"user": "t"}},
@@ -213,9 +221,9 @@ async fn streams_append_read_and_all() {
         json!({"events": [{"type": "Ticked"}]}),
     )
     .await;
-    let (status, body) = get(&router, "/all?from=2").await;
+    let (status, body) = get(&router, &format!("/all?from={}", start + 2)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["head"], 3);
+    assert_eq!(body["head"], start + 3);
     assert_eq!(body["events"].as_array().unwrap().len(), 2);
     let (_, body) = get(&router, "/all?types=Ticked").await;
     assert_eq!(body["events"].as_array().unwrap().len(), 2);
@@ -356,6 +364,7 @@ pub fn with_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
 async fn health_metrics_openapi_and_unknown_routes() {
     let dir = tempfile::tempdir().unwrap();
     let (_host, router) = bank_host(dir.path(), "");
+    let start = started_head(&router).await;
     open_and_fund(&router, "account-1", 5).await;
     post(
         &router,
@@ -369,11 +378,12 @@ async fn health_metrics_openapi_and_unknown_routes() {
     let (status, body) = get(&router, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let text = body.as_str().unwrap();
+    let head = format!("eshost_store_head_position {}", start + 2);
     for line in [
         "eshost_commands_total{result=\"accepted\"} 2",
         "eshost_commands_total{result=\"rejected\"} 1",
         "eshost_command_seconds_count 3",
-        "eshost_store_head_position 2",
+        &head,
         "eshost_projection_lag{projection=\"balances\"}",
     ] {
         assert!(text.contains(line), "{line} not in\n{text}");
@@ -418,6 +428,7 @@ async fn next_sse_event(
 async fn subscribe_streams_live_events_filters_and_resumes_from_last_event_id() {
     let dir = tempfile::tempdir().unwrap();
     let (_host, router) = bank_host(dir.path(), "");
+    let start = started_head(&router).await;
     post(
         &router,
         "/streams/clock-1",
@@ -432,7 +443,7 @@ async fn subscribe_streams_live_events_filters_and_resumes_from_last_event_id() 
     .await;
 
     let request = axum::http::Request::get("/subscribe?stream_prefix=clock-")
-        .header("last-event-id", "1")
+        .header("last-event-id", (start + 1).to_string())
         .body(Body::empty())
         .unwrap();
     let response = router.clone().oneshot(request).await.unwrap();
@@ -440,7 +451,10 @@ async fn subscribe_streams_live_events_filters_and_resumes_from_last_event_id() 
     let mut body = response.into_body().into_data_stream();
     let mut buffer = String::new();
     let (id, event) = next_sse_event(&mut body, &mut buffer).await;
-    assert_eq!((id, event["event_type"].as_str()), (2, Some("Tocked")));
+    assert_eq!(
+        (id, event["event_type"].as_str()),
+        (start + 2, Some("Tocked"))
+    );
     // Live: an event appended after the subscription started arrives; other streams do not.
     post(
         &router,
@@ -455,10 +469,10 @@ async fn subscribe_streams_live_events_filters_and_resumes_from_last_event_id() 
     )
     .await;
     let (id, event) = next_sse_event(&mut body, &mut buffer).await;
-    assert_eq!(id, 5);
+    assert_eq!(id, start + 5);
     assert_eq!(event["data"]["live"], true);
 
-    let request = axum::http::Request::get("/subscribe?from=2&types=Ticked")
+    let request = axum::http::Request::get(format!("/subscribe?from={}&types=Ticked", start + 2))
         .body(Body::empty())
         .unwrap();
     let mut body = router
@@ -469,7 +483,7 @@ async fn subscribe_streams_live_events_filters_and_resumes_from_last_event_id() 
         .into_body()
         .into_data_stream();
     let mut buffer = String::new();
-    assert_eq!(next_sse_event(&mut body, &mut buffer).await.0, 3);
+    assert_eq!(next_sse_event(&mut body, &mut buffer).await.0, start + 3);
 
     let request = axum::http::Request::get("/subscribe")
         .header("last-event-id", "x")

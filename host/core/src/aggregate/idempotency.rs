@@ -12,9 +12,13 @@
 //!   Should the lookup miss a racing append, the append itself hits the store's event-id index
 //!   instead of writing the events twice.
 //!
-//! So an accepted keyed command answers its first reply for as long as the log lives; a
-//! refusal (which writes no event) answers its first reply for as long as `views.redb` keeps
-//! its record.
+//! A reply that writes no event (a refusal, an invalid command, a no-op) is recorded in the
+//! log too, in the system stream [`REPLIES_STREAM`], under the *same* derived id as the first
+//! event an acceptance would have stored. The store keeps one event per id, so the log holds
+//! either the key's events or its recorded reply, never both: when two nodes decide one key at
+//! once (a retry through another node), the second append finds the id taken and answers with
+//! what the first stored. So every keyed command answers its first reply for as long as the
+//! log lives, on any node; `views.redb` keeps a copy only to answer without a log read.
 //!
 //! Commands for one aggregate run one at a time on its worker (a keyed command waits for the
 //! one before it to be recorded), so two racing sends of one key are decided once.
@@ -27,7 +31,15 @@ use uuid::Uuid;
 
 use super::{CommandReply, Decision, EmittedEvent};
 use crate::views::Views;
-use eshost_store::{AllRead, EventStore, Personal, ReadError};
+use eshost_store::{
+    AllRead, AppendError, AppendRequest, EventStore, ExpectedVersion, Personal, ProposedEvent,
+    ReadError, block_on,
+};
+
+/// The system stream of the replies of keyed commands that stored no event.
+pub const REPLIES_STREAM: &str = "$replies";
+/// The type of the events there; the data is the reply.
+pub const REPLY_EVENT: &str = "KeyedReplyRecorded";
 
 /// The environment variable of the test hook [`abort_after_append_requested`].
 pub(crate) const TEST_FAULT_VAR: &str = "ESHOST_TEST_FAULT";
@@ -130,8 +142,53 @@ pub(crate) fn stored_position(
     store.event_position(event_id(aggregate_type, id, key, 0))
 }
 
-/// The reply to the first send of idempotency `key`, whose events are stored from `position`
-/// on: the events with the ids derived from the key (one append: contiguous), marked replayed.
+/// Records `reply` (one that stored no event) as the first reply to `key` in the log, under the
+/// id the key's first event would have. Returns the first reply: `reply` itself, or, when the
+/// key was decided first elsewhere (another node, an earlier send), the stored one, replayed.
+/// Blocking.
+pub(crate) fn record_in_log(
+    store: &dyn EventStore,
+    aggregate_type: &str,
+    id: &str,
+    key: &str,
+    reply: &CommandReply,
+) -> Result<CommandReply, String> {
+    let failed = |error: &dyn std::fmt::Display| {
+        format!("recording the reply to idempotency key {key:?} in {REPLIES_STREAM}: {error}")
+    };
+    let data = serde_json::to_string(reply).map_err(|e| failed(&e))?;
+    let metadata = serde_json::json!({
+        "aggregate_type": aggregate_type,
+        "stream_id": id,
+        "idempotency_key": key,
+        "command_id": reply.command_id.to_string(),
+    });
+    let event = ProposedEvent::new(REPLY_EVENT, data)
+        .with_id(event_id(aggregate_type, id, key, 0))
+        .with_metadata(metadata.to_string());
+    let request = AppendRequest::new(REPLIES_STREAM, ExpectedVersion::Any, vec![event]);
+    match block_on(store.append_system(request)) {
+        Ok(appended) if !appended.already_stored => Ok(reply.clone()),
+        Ok(appended) => recover(
+            store,
+            aggregate_type,
+            id,
+            key,
+            appended.first_position,
+            reply.command_id,
+        )
+        .map_err(|e| failed(&e)),
+        Err(AppendError::DuplicateEventId { position, .. }) => {
+            recover(store, aggregate_type, id, key, position, reply.command_id)
+                .map_err(|e| failed(&e))
+        }
+        Err(error) => Err(failed(&error)),
+    }
+}
+
+/// The reply to the first send of idempotency `key`, whose first record is at `position`:
+/// a reply recorded in [`REPLIES_STREAM`], or the events with the ids derived from the key
+/// (one append: contiguous). Marked replayed.
 pub(crate) fn recover(
     store: &dyn EventStore,
     aggregate_type: &str,
@@ -143,7 +200,14 @@ pub(crate) fn recover(
     let mut read = AllRead::from(position);
     read.limit = 10_000;
     let mut events = Vec::new();
+    let mut recorded: Option<Result<CommandReply, serde_json::Error>> = None;
     store.visit_all(&read, &mut |event| {
+        if events.is_empty() && event.stream_id == REPLIES_STREAM {
+            if event.event_id == event_id(aggregate_type, id, key, 0) {
+                recorded = Some(serde_json::from_str(event.data));
+            }
+            return ControlFlow::Break(());
+        }
         if event.event_id != event_id(aggregate_type, id, key, events.len()) {
             return ControlFlow::Break(());
         }
@@ -164,6 +228,15 @@ pub(crate) fn recover(
         });
         ControlFlow::Continue(())
     })?;
+    if let Some(recorded) = recorded {
+        let mut first = recorded.map_err(|error| {
+            ReadError::Storage(format!(
+                "the reply recorded for idempotency key {key:?} at position {position} is malformed: {error}"
+            ))
+        })?;
+        first.replayed = true;
+        return Ok(first);
+    }
     let first_command = events
         .first()
         .and_then(|event| serde_json::from_str::<Map<String, Value>>(&event.metadata).ok())

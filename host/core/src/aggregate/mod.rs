@@ -37,6 +37,7 @@ use crate::views::Views;
 use eshost_runtime::{AggregatePlugin, PluginInfo};
 use eshost_store::{EventStore, StreamRead, Until};
 
+pub use idempotency::{REPLIES_STREAM, REPLY_EVENT};
 pub use rebuild::{At, StateError};
 pub use snapshot::{Snapshot, SnapshotError, Snapshots};
 pub use types::{

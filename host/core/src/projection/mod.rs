@@ -157,12 +157,26 @@ impl Projections {
     /// resumes from its checkpoint with the code that built its data; if the configured file
     /// is another version, that version rebuilds beside it.
     pub fn add(&self, config: ProjectionConfig) -> Result<(), ProjectionHostError> {
+        let runtime = self.runtime_for(config.limits.as_ref());
+        let (bytes, _) = self.load(&runtime, &config.name, &config.plugin)?;
+        let label = config.plugin.display().to_string();
+        self.add_version(config, bytes, &label)
+    }
+
+    /// [`add`](Self::add) with the component given (the version the log says is active),
+    /// rather than read from the configured file.
+    pub fn add_version(
+        &self,
+        config: ProjectionConfig,
+        bytes: Vec<u8>,
+        label: &str,
+    ) -> Result<(), ProjectionHostError> {
         let mut map = self.inner.projections.lock().expect("not poisoned");
         if map.contains_key(&config.name) {
             return Err(ProjectionHostError::AlreadyRunning(config.name));
         }
         let runtime = self.runtime_for(config.limits.as_ref());
-        let (bytes, plugin) = self.load(&runtime, &config.name, &config.plugin)?;
+        let plugin = self.check(&runtime, &config.name, &bytes, label)?;
         let (control, receiver) = tokio::sync::mpsc::unbounded_channel();
         let (runner, shared) = Runner::open(
             config.clone(),

@@ -1,4 +1,5 @@
-//! Operations: liveness, Prometheus metrics, and the OpenAPI document.
+//! Operations: liveness, the nodes sharing the store, Prometheus metrics, and the OpenAPI
+//! document.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,8 +9,8 @@ use eshost_api as api;
 use eshost_core::projection::ProjectionState;
 use serde_json::Value;
 
-use crate::AppState;
 use crate::metrics::{counter, gauge};
+use crate::{ApiError, AppState};
 
 pub(crate) async fn health(State(state): State<AppState>) -> Json<api::Health> {
     let inner = &state.inner;
@@ -18,6 +19,27 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<api::Health> {
         head: inner.host.store().head(),
         uptime_seconds: inner.host.started().elapsed().as_secs(),
     })
+}
+
+pub(crate) async fn nodes(State(state): State<AppState>) -> Result<Json<api::NodeList>, ApiError> {
+    let node = state.inner.host.node().clone();
+    let nodes = tokio::task::spawn_blocking(move || node.registry())
+        .await
+        .map_err(super::joined)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(api::NodeList {
+        nodes: nodes
+            .into_iter()
+            .map(|node| api::Node {
+                id: node.id,
+                address: node.address,
+                live: node.live,
+                age_ms: node.age_ms,
+                erasures_purged: node.erasures_purged,
+                this_node: node.this_node,
+            })
+            .collect(),
+    }))
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {

@@ -1,16 +1,17 @@
-//! The loaded plugins, and hot swaps by upload.
+//! The loaded plugins, hot swaps by upload and rollbacks (each an activation recorded in
+//! `$plugins`, which every node follows), and the history of activations.
 
 use std::sync::atomic::Ordering;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use eshost_api::{self as api, ErrorCode};
-use eshost_runtime::PluginKind;
+use axum::{Extension, Json};
+use eshost_api as api;
+use eshost_core::cluster::plugins::{Activated, ActivationSource};
 
 use super::joined;
-use crate::extract::{PathParams, RawBody};
-use crate::{ApiError, AppState, wire};
+use crate::extract::{JsonBody, PathParams, RawBody};
+use crate::{ApiError, AppState, Caller, wire};
 
 pub(crate) async fn plugins(State(state): State<AppState>) -> Json<api::PluginList> {
     let inner = &state.inner;
@@ -30,102 +31,93 @@ pub(crate) async fn plugins(State(state): State<AppState>) -> Json<api::PluginLi
 pub(crate) async fn swap_plugin(
     State(state): State<AppState>,
     PathParams(name): PathParams<String>,
+    caller: Option<Extension<Caller>>,
     RawBody(bytes): RawBody,
 ) -> Result<(StatusCode, Json<api::PluginSwapped>), ApiError> {
-    let inner = &state.inner;
-    let label = format!("upload for {name:?}");
-    if inner
-        .host
-        .aggregates()
-        .types()
-        .iter()
-        .any(|t| t.name == name)
-    {
-        // Under the limits the config gives this aggregate, like the version it replaces.
-        let runtime = inner.host.runtime_for(&name);
-        let loaded = tokio::task::spawn_blocking(move || {
-            runtime.load_bytes(&bytes, &label, PluginKind::Aggregate)
-        })
-        .await
-        .map_err(joined)?
-        .map_err(|e| ApiError::new(ErrorCode::BadPlugin, e.to_string()))?;
-        let eshost_runtime::LoadedPlugin::Aggregate(plugin) = loaded else {
-            return Err(ApiError::internal("the runtime loaded another kind"));
-        };
-        if plugin.info().name != name {
-            return Err(ApiError::new(
-                ErrorCode::BadPlugin,
-                format!(
-                    "the upload describes itself as {:?}, not {name:?}",
-                    plugin.info().name
-                ),
-            ));
-        }
-        let new = plugin.info().clone();
-        let old = inner
-            .host
-            .aggregates()
-            .swap(plugin, None)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        inner.metrics.swaps.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(aggregate = %name, old = %old.content_hash, new = %new.content_hash, "swapped by upload");
-        let outcome = if old.content_hash == new.content_hash {
-            api::SwapOutcome::Unchanged
-        } else {
-            api::SwapOutcome::Swapped
-        };
-        return Ok((
-            StatusCode::OK,
-            Json(api::PluginSwapped {
-                name,
-                kind: api::PluginKind::Aggregate,
-                outcome,
-                previous_hash: Some(old.content_hash),
-                content_hash: Some(new.content_hash),
-                version: Some(new.version),
-            }),
-        ));
-    }
-    if inner.host.projections().status(&name).is_some() {
-        let projections = inner.host.projections().clone();
-        let target = name.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            projections.swap_bytes(
-                &target,
-                bytes.to_vec(),
-                &label,
-                eshost_core::projection::SwapMode::Rebuild,
-            )
-        })
+    let plugin_log = state.inner.host.plugin_log().clone();
+    let user = caller.map(|c| c.0.name);
+    let target = name.clone();
+    let activated = tokio::task::spawn_blocking(move || {
+        plugin_log.activate(
+            &target,
+            bytes.to_vec(),
+            ActivationSource::Upload,
+            user,
+            None,
+        )
+    })
+    .await
+    .map_err(joined)??;
+    state.inner.metrics.swaps.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(plugin = %name, hash = %activated.info.content_hash, position = activated.position, "activated by upload");
+    Ok(swapped(name, activated))
+}
+
+pub(crate) async fn rollback_plugin(
+    State(state): State<AppState>,
+    PathParams(name): PathParams<String>,
+    caller: Option<Extension<Caller>>,
+    JsonBody(body): JsonBody<api::RollbackRequest>,
+) -> Result<(StatusCode, Json<api::PluginSwapped>), ApiError> {
+    let plugin_log = state.inner.host.plugin_log().clone();
+    let user = caller.map(|c| c.0.name);
+    let target = name.clone();
+    let activated = tokio::task::spawn_blocking(move || {
+        plugin_log.rollback(&target, &body.content_hash, user, body.reason)
+    })
+    .await
+    .map_err(joined)??;
+    state.inner.metrics.swaps.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(plugin = %name, hash = %activated.info.content_hash, position = activated.position, "rolled back");
+    Ok(swapped(name, activated))
+}
+
+pub(crate) async fn plugin_history(
+    State(state): State<AppState>,
+    PathParams(name): PathParams<String>,
+) -> Result<Json<api::PluginHistory>, ApiError> {
+    let plugin_log = state.inner.host.plugin_log().clone();
+    let target = name.clone();
+    let recorded = tokio::task::spawn_blocking(move || plugin_log.history(&target))
         .await
         .map_err(joined)??;
-        inner.metrics.swaps.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(projection = %name, ?outcome, "swapped by upload");
-        return Ok((
+    Ok(Json(api::PluginHistory {
+        name,
+        activations: recorded.into_iter().map(wire::activation).collect(),
+    }))
+}
+
+/// 200 for an aggregate (the next command runs the new code), 202 for a projection (it
+/// rebuilds).
+fn swapped(name: String, activated: Activated) -> (StatusCode, Json<api::PluginSwapped>) {
+    let unchanged = activated.previous_hash.as_deref() == Some(&activated.info.content_hash);
+    let (status, kind, outcome) = match activated.projection {
+        Some(outcome) => (
             StatusCode::ACCEPTED,
-            Json(api::PluginSwapped {
-                name,
-                kind: api::PluginKind::Projection,
-                outcome: wire::swap_outcome(outcome),
-                previous_hash: None,
-                content_hash: None,
-                version: None,
-            }),
-        ));
-    }
-    if inner
-        .host
-        .upcasters()
-        .plugins()
-        .iter()
-        .any(|p| p.info().name == name)
-    {
-        return Err(ApiError::new(
-            ErrorCode::NotSwappable,
-            format!(
-                "upcaster {name:?} cannot be swapped while the host runs; restart with the new file"
-            ),
-        ));
-    }
-    Err(ApiError::not_found(format!("no plugin named {name:?}")))
+            api::PluginKind::Projection,
+            wire::swap_outcome(outcome),
+        ),
+        None if unchanged => (
+            StatusCode::OK,
+            api::PluginKind::Aggregate,
+            api::SwapOutcome::Unchanged,
+        ),
+        None => (
+            StatusCode::OK,
+            api::PluginKind::Aggregate,
+            api::SwapOutcome::Swapped,
+        ),
+    };
+    (
+        status,
+        Json(api::PluginSwapped {
+            name,
+            kind,
+            outcome,
+            previous_hash: activated.previous_hash,
+            content_hash: Some(activated.info.content_hash),
+            version: Some(activated.info.version),
+            activation_position: Some(activated.position),
+        }),
+    )
 }

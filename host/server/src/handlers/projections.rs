@@ -2,16 +2,16 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use eshost_api as api;
 use eshost_core::projection::ProjectionState;
 use serde_json::{Map, Value};
 
 use super::joined;
 use crate::extract::{Params, PathParams};
-use crate::{ApiError, AppState, wire};
+use crate::{ApiError, AppState, Caller, wire};
 
 pub(crate) async fn projections(State(state): State<AppState>) -> Json<api::ProjectionList> {
     Json(api::ProjectionList {
@@ -136,13 +136,16 @@ pub(crate) async fn projection_resume(
     ))
 }
 
+/// Rebuilds on every node: the request is recorded in `$projections`, which each node follows.
 pub(crate) async fn projection_rebuild(
     State(state): State<AppState>,
     PathParams(name): PathParams<String>,
+    caller: Option<Extension<Caller>>,
 ) -> Result<(StatusCode, Json<api::ProjectionRebuilding>), ApiError> {
-    let projections = state.inner.host.projections().clone();
+    let control = state.inner.host.projection_control().clone();
     let target = name.clone();
-    let generation = tokio::task::spawn_blocking(move || projections.rebuild(&target))
+    let user = caller.map(|c| c.0.name);
+    let generation = tokio::task::spawn_blocking(move || control.rebuild(&target, user))
         .await
         .map_err(joined)??;
     Ok((

@@ -27,6 +27,7 @@ macro_rules! conformance {
 }
 
 mod between;
+mod blobs;
 mod contract;
 mod personal;
 mod postgres;

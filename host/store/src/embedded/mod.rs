@@ -2,6 +2,7 @@
 //! write-ahead log makes appends durable (see `writer` for the pipeline); read on redb read
 //! transactions plus the in-memory tail from any thread.
 
+mod blobs;
 mod checkpoint;
 mod file;
 mod index;
@@ -533,5 +534,13 @@ impl EventStore for Store {
         let ((tail, head), base, txn) =
             self.begin_read(|tail| (tail.view_from(0, usize::MAX), tail.head()))?;
         verify::verify(&txn, base, &tail, head)
+    }
+
+    fn put_blob(&self, bytes: &[u8]) -> Result<String, crate::BlobError> {
+        blobs::put(&self.inner.db, bytes)
+    }
+
+    fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, crate::BlobError> {
+        blobs::get(&self.inner.db, hash)
     }
 }

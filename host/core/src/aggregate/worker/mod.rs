@@ -387,20 +387,28 @@ impl Worker {
         task_key
     }
 
-    /// Records a refusal under its idempotency key before answering; later commands for the
-    /// aggregate wait, so a resend of the key sees the record.
+    /// Records a reply that stored no event (a refusal) under its idempotency key, in the log
+    /// and then in `views.redb`, before answering; later commands for the aggregate wait, so a
+    /// resend of the key sees the record. A key decided first elsewhere (another node) answers
+    /// with that first reply.
     fn record(&mut self, job: Job, key: String, reply: CommandReply) {
         let task_key = self.hold(job);
         let shared = self.shared.clone();
         let sender = self.sender.clone();
         let (aggregate_type, id) = task_key.clone();
         self.shared.tokio.spawn_blocking(move || {
-            if let Err(error) = shared.keys.put(&aggregate_type, &id, &key, &reply) {
-                tracing::warn!(%error, "recording an idempotency key failed");
-            }
+            let store = shared.store.as_ref();
+            let outcome = idempotency::record_in_log(store, &aggregate_type, &id, &key, &reply)
+                .map_err(AppendError::Storage)
+                .map(|first| {
+                    if let Err(error) = shared.keys.put(&aggregate_type, &id, &key, &first) {
+                        tracing::warn!(%error, "recording an idempotency key failed");
+                    }
+                    Finished::Recorded(first)
+                });
             let _ = sender.send(Message::Done(Done {
                 key: task_key,
-                outcome: Ok(Finished::Recorded(reply)),
+                outcome,
             }));
         });
     }

@@ -1,0 +1,569 @@
+//! Code changes are events: every activation of a plugin version is recorded in the system
+//! stream `$plugins` (name, kind, content hash, previous hash, source, who, why, node), with the
+//! component's bytes stored once by content hash beside the log (the store's blob port).
+//!
+//! - **At start** a node runs, for each configured plugin, the latest version activated in the
+//!   log, unless its config names a file other than the one of this node's last config-sourced
+//!   activation: then the config changed, and the file is activated (and recorded). So a swap
+//!   by upload survives a restart, and a new config still takes effect.
+//! - **A swap** (upload, file watcher, rollback) is checked, its bytes stored, the activation
+//!   appended, and then applied here; every other node follows `$plugins` and applies it,
+//!   loading the bytes by hash. Activations of one plugin apply in log order on every node
+//!   (a node skips an activation older than the one it applied last), so all converge on the
+//!   latest.
+//! - A command is decided by the version active on its node at decision time; its events
+//!   carry that version's hash (`plugin_hash`). A swap replaces the plugin atomically between
+//!   two decisions and fails no command; the store's expected-version check still decides
+//!   between nodes running different versions for a moment.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::Node;
+use crate::aggregate::Aggregates;
+use crate::projection::{ProjectionHostError, Projections, SwapMode, SwapOutcome};
+use eshost_runtime::{LoadedPlugin, PluginInfo, PluginKind, Runtime};
+use eshost_store::blob::content_hash;
+use eshost_store::{
+    AppendRequest, EventStore, ExpectedVersion, ProposedEvent, RecordedEvent, StreamRead, block_on,
+};
+
+/// The system stream of plugin activations.
+pub const PLUGINS_STREAM: &str = "$plugins";
+/// The type of the events there.
+pub const ACTIVATION_EVENT: &str = "PluginActivated";
+
+/// What made a version active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationSource {
+    /// A node started with a config naming this file (for the first time on that node).
+    Config,
+    /// `PUT /plugins/{name}`.
+    Upload,
+    /// The plugin file changed (`watch_plugins`).
+    Watcher,
+    /// `POST /plugins/{name}/rollback` to a recorded version.
+    Rollback,
+}
+
+/// One activation, as recorded in `$plugins`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    /// The plugin's name.
+    pub name: String,
+    /// `aggregate`, `projection` or `upcaster`.
+    pub kind: String,
+    /// The blake3 hash of the component: its identity, and its key in the blob store.
+    pub content_hash: String,
+    /// The plugin's own version string.
+    pub version: String,
+    /// The version active before, in the log (none for the first).
+    pub previous_hash: Option<String>,
+    /// What activated it.
+    pub source: ActivationSource,
+    /// Who (a token's name; `config` for a config activation).
+    pub user: Option<String>,
+    /// Why, free text.
+    pub reason: Option<String>,
+    /// The node that recorded it.
+    pub node: String,
+}
+
+/// An activation with where it is in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordedActivation {
+    /// Its position in `$all`.
+    pub position: u64,
+    /// When it was recorded, ms since the epoch.
+    pub recorded_at: u64,
+    /// The activation.
+    #[serde(flatten)]
+    pub activation: Activation,
+}
+
+/// Why an activation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// No plugin of that name is configured.
+    #[error("no plugin named {0:?}")]
+    Unknown(String),
+    /// Upcasters change only with the config, at start.
+    #[error("upcaster {0:?} cannot be swapped while the host runs; restart with the new file")]
+    NotSwappable(String),
+    /// The component is not a valid plugin of the right kind and name.
+    #[error("{0}")]
+    BadPlugin(String),
+    /// A rollback to a version never activated for the plugin.
+    #[error("plugin {name:?} was never activated with content hash {hash}")]
+    UnknownVersion {
+        /// The plugin.
+        name: String,
+        /// The hash asked for.
+        hash: String,
+    },
+    /// The projection refused or could not take the swap.
+    #[error(transparent)]
+    Projection(#[from] ProjectionHostError),
+    /// The store failed (storing the bytes, recording the activation, reading the history).
+    #[error("plugin {name:?}: {reason}")]
+    Store {
+        /// The plugin.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// What an activation did on this node.
+#[derive(Debug, Clone)]
+pub struct Activated {
+    /// Where it is recorded.
+    pub position: u64,
+    /// The plugin's kind.
+    pub kind: PluginKind,
+    /// The version replaced here.
+    pub previous_hash: Option<String>,
+    /// The new version.
+    pub info: PluginInfo,
+    /// For a projection: what the swap did.
+    pub projection: Option<SwapOutcome>,
+}
+
+/// The activations recorded for `name` (every plugin's when `None`), oldest first.
+pub fn history(
+    store: &dyn EventStore,
+    name: Option<&str>,
+) -> Result<Vec<RecordedActivation>, String> {
+    let mut activations = Vec::new();
+    let mut malformed = None;
+    store
+        .visit_stream(PLUGINS_STREAM, &StreamRead::forward(), &mut |event| {
+            if event.event_type != ACTIVATION_EVENT {
+                return ControlFlow::Continue(());
+            }
+            match serde_json::from_str::<Activation>(event.data) {
+                Ok(activation) if name.is_none_or(|name| activation.name == name) => {
+                    activations.push(RecordedActivation {
+                        position: event.position,
+                        recorded_at: event.recorded_at,
+                        activation,
+                    });
+                }
+                Ok(_) => {}
+                Err(error) => malformed = Some((event.position, error)),
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+    if let Some((position, error)) = malformed {
+        tracing::warn!(position, %error, "a malformed activation in {PLUGINS_STREAM} is ignored");
+    }
+    Ok(activations)
+}
+
+fn record(store: &dyn EventStore, activation: &Activation) -> Result<u64, String> {
+    let data = serde_json::to_string(activation).map_err(|e| e.to_string())?;
+    let request = AppendRequest::new(
+        PLUGINS_STREAM,
+        ExpectedVersion::Any,
+        vec![ProposedEvent::new(ACTIVATION_EVENT, data)],
+    );
+    block_on(store.append_system(request))
+        .map(|appended| appended.first_position)
+        .map_err(|e| format!("recording the activation in {PLUGINS_STREAM}: {e}"))
+}
+
+/// The component a node runs for one configured plugin at start: the bytes, and a label for
+/// messages.
+#[derive(Debug)]
+pub struct StartVersion {
+    /// The component.
+    pub bytes: Vec<u8>,
+    /// Where it came from.
+    pub label: String,
+}
+
+/// The start rule (see the module documentation) for the plugin `name` of `kind` whose config
+/// names `path`, on node `node`. Records a config activation when the config changed for this
+/// node. Upcasters always run the configured file.
+pub fn at_start(
+    store: &dyn EventStore,
+    node: &str,
+    name: &str,
+    kind: PluginKind,
+    path: &Path,
+    describe: impl Fn(&[u8]) -> Result<String, String>,
+) -> Result<StartVersion, String> {
+    let file = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let file_hash = content_hash(&file);
+    let from_file = |file: Vec<u8>| StartVersion {
+        bytes: file,
+        label: path.display().to_string(),
+    };
+    let history = history(store, Some(name))?;
+    let mine = history
+        .iter()
+        .rev()
+        .find(|r| r.activation.source == ActivationSource::Config && r.activation.node == node)
+        .map(|r| r.activation.content_hash.as_str());
+    let latest = history.last().map(|r| &r.activation);
+    if mine != Some(file_hash.as_str()) {
+        // The config changed for this node (or it starts for the first time): its file is
+        // the version to run.
+        let version = describe(&file)?;
+        store
+            .put_blob(&file)
+            .map_err(|e| format!("storing {}: {e}", path.display()))?;
+        record(
+            store,
+            &Activation {
+                name: name.to_owned(),
+                kind: kind.as_str().to_owned(),
+                content_hash: file_hash,
+                version,
+                previous_hash: latest.map(|a| a.content_hash.clone()),
+                source: ActivationSource::Config,
+                user: Some("config".into()),
+                reason: Some(format!("the config names {}", path.display())),
+                node: node.to_owned(),
+            },
+        )?;
+        return Ok(from_file(file));
+    }
+    match latest {
+        Some(latest) if latest.content_hash != file_hash && kind != PluginKind::Upcaster => {
+            match store.get_blob(&latest.content_hash) {
+                Ok(Some(bytes)) => Ok(StartVersion {
+                    bytes,
+                    label: format!(
+                        "{name} {} (activated by {:?} in {PLUGINS_STREAM})",
+                        latest.content_hash, latest.source
+                    ),
+                }),
+                Ok(None) => Err(format!(
+                    "the bytes of {name} {} (the latest activation in {PLUGINS_STREAM}) are not in the store",
+                    latest.content_hash
+                )),
+                Err(error) => Err(format!("loading {name} {}: {error}", latest.content_hash)),
+            }
+        }
+        _ => Ok(from_file(file)),
+    }
+}
+
+/// The versions a node chose at start, and the log position they reflect.
+#[derive(Debug, Clone, Default)]
+pub struct StartedVersions {
+    /// Plugin name → content hash of the version running.
+    pub current: HashMap<String, String>,
+    /// Activations up to this position are reflected.
+    pub head: u64,
+}
+
+/// The running part: activations made on this node, and those of other nodes followed.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PluginLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn EventStore>,
+    /// Plugin name → the runtime its versions load under (with its configured limits).
+    runtimes: HashMap<String, Runtime>,
+    aggregates: Aggregates,
+    projections: Projections,
+    upcasters: Vec<String>,
+    node: Node,
+    /// Per plugin: the position of the activation applied last here, and its hash. Held while
+    /// an activation is recorded and applied, so activations apply in log order.
+    applied: Mutex<HashMap<String, (u64, String)>>,
+}
+
+impl PluginLog {
+    /// The plugin log of a host whose plugins were chosen at start from the log up to
+    /// `started.head` (`started.current`: name → hash of what runs).
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        runtimes: HashMap<String, Runtime>,
+        aggregates: Aggregates,
+        projections: Projections,
+        upcasters: Vec<String>,
+        node: Node,
+        started: StartedVersions,
+    ) -> PluginLog {
+        let head = started.head;
+        let applied = started
+            .current
+            .into_iter()
+            .map(|(name, hash)| (name, (head, hash)))
+            .collect();
+        PluginLog {
+            inner: Arc::new(Inner {
+                store,
+                runtimes,
+                aggregates,
+                projections,
+                upcasters,
+                node,
+                applied: Mutex::new(applied),
+            }),
+        }
+    }
+
+    /// Follows `$plugins` from `from`, applying other nodes' activations, until `stop`.
+    pub fn follow(&self, from: u64, stop: tokio::sync::watch::Receiver<bool>) {
+        let this = self.clone();
+        super::follow(
+            self.inner.store.clone(),
+            PLUGINS_STREAM,
+            ACTIVATION_EVENT,
+            from,
+            stop,
+            move |event| {
+                let this = this.clone();
+                async move {
+                    let _ = tokio::task::spawn_blocking(move || this.apply_recorded(&event)).await;
+                }
+            },
+        );
+    }
+
+    /// The activations recorded for `name`, oldest first.
+    pub fn history(&self, name: &str) -> Result<Vec<RecordedActivation>, ActivateError> {
+        if !self.is_configured(name) {
+            return Err(ActivateError::Unknown(name.to_owned()));
+        }
+        history(self.inner.store.as_ref(), Some(name)).map_err(|reason| ActivateError::Store {
+            name: name.to_owned(),
+            reason,
+        })
+    }
+
+    fn is_configured(&self, name: &str) -> bool {
+        self.kind_of(name).is_some() || self.inner.upcasters.iter().any(|n| n == name)
+    }
+
+    fn kind_of(&self, name: &str) -> Option<PluginKind> {
+        if self
+            .inner
+            .aggregates
+            .types()
+            .iter()
+            .any(|info| info.name == name)
+        {
+            Some(PluginKind::Aggregate)
+        } else if self.inner.projections.config(name).is_some() {
+            Some(PluginKind::Projection)
+        } else {
+            None
+        }
+    }
+
+    /// Activates `bytes` as the new version of plugin `name`: checks it, stores the bytes,
+    /// records the activation, and swaps it in here (other nodes follow). Blocking.
+    pub fn activate(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        source: ActivationSource,
+        user: Option<String>,
+        reason: Option<String>,
+    ) -> Result<Activated, ActivateError> {
+        let Some(kind) = self.kind_of(name) else {
+            if self.inner.upcasters.iter().any(|n| n == name) {
+                return Err(ActivateError::NotSwappable(name.to_owned()));
+            }
+            return Err(ActivateError::Unknown(name.to_owned()));
+        };
+        let label = format!("{source:?} of {name:?}").to_lowercase();
+        let info = self.check(name, kind, &bytes, &label)?;
+        let store_error = |reason: String| ActivateError::Store {
+            name: name.to_owned(),
+            reason,
+        };
+        let mut applied = self.inner.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let previous_hash = applied.get(name).map(|(_, hash)| hash.clone());
+        self.inner
+            .store
+            .put_blob(&bytes)
+            .map_err(|e| store_error(format!("storing the component: {e}")))?;
+        let activation = Activation {
+            name: name.to_owned(),
+            kind: kind.as_str().to_owned(),
+            content_hash: info.content_hash.clone(),
+            version: info.version.clone(),
+            previous_hash: previous_hash.clone(),
+            source,
+            user,
+            reason,
+            node: self.inner.node.id().to_owned(),
+        };
+        let position = record(self.inner.store.as_ref(), &activation).map_err(store_error)?;
+        let projection = self.swap(name, kind, bytes, &label)?;
+        applied.insert(name.to_owned(), (position, info.content_hash.clone()));
+        Ok(Activated {
+            position,
+            kind,
+            previous_hash,
+            info,
+            projection,
+        })
+    }
+
+    /// Activates again a version recorded for `name` (by its content hash). Blocking.
+    pub fn rollback(
+        &self,
+        name: &str,
+        hash: &str,
+        user: Option<String>,
+        reason: Option<String>,
+    ) -> Result<Activated, ActivateError> {
+        let recorded = self.history(name)?;
+        if !recorded.iter().any(|r| r.activation.content_hash == hash) {
+            return Err(ActivateError::UnknownVersion {
+                name: name.to_owned(),
+                hash: hash.to_owned(),
+            });
+        }
+        let bytes = self
+            .inner
+            .store
+            .get_blob(hash)
+            .map_err(|e| ActivateError::Store {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })?
+            .ok_or_else(|| ActivateError::Store {
+                name: name.to_owned(),
+                reason: format!("the bytes of version {hash} are not in the store"),
+            })?;
+        self.activate(name, bytes, ActivationSource::Rollback, user, reason)
+    }
+
+    /// The runtime plugin `name`'s versions load under (its configured limits).
+    fn runtime(&self, name: &str) -> Result<&Runtime, ActivateError> {
+        self.inner
+            .runtimes
+            .get(name)
+            .ok_or_else(|| ActivateError::Unknown(name.to_owned()))
+    }
+
+    /// Compiles and checks a component for plugin `name` of `kind`.
+    fn check(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        bytes: &[u8],
+        label: &str,
+    ) -> Result<PluginInfo, ActivateError> {
+        let loaded = self
+            .runtime(name)?
+            .load_bytes(bytes, label, kind)
+            .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
+        let info = loaded.info().clone();
+        if info.name != name {
+            return Err(ActivateError::BadPlugin(format!(
+                "the component describes itself as {:?}, not {name:?}",
+                info.name
+            )));
+        }
+        Ok(info)
+    }
+
+    /// Swaps the checked component in here.
+    fn swap(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        bytes: Vec<u8>,
+        label: &str,
+    ) -> Result<Option<SwapOutcome>, ActivateError> {
+        match kind {
+            PluginKind::Aggregate => {
+                let loaded = self
+                    .runtime(name)?
+                    .load_bytes(&bytes, label, kind)
+                    .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
+                let LoadedPlugin::Aggregate(plugin) = loaded else {
+                    return Err(ActivateError::BadPlugin("not an aggregate".into()));
+                };
+                self.inner
+                    .aggregates
+                    .swap(plugin, None)
+                    .map_err(|e| ActivateError::Store {
+                        name: name.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(None)
+            }
+            PluginKind::Projection => Ok(Some(self.inner.projections.swap_bytes(
+                name,
+                bytes,
+                label,
+                SwapMode::Rebuild,
+            )?)),
+            PluginKind::Upcaster => Err(ActivateError::NotSwappable(name.to_owned())),
+        }
+    }
+
+    /// Applies an activation recorded in the log (by any node), unless a later one of the
+    /// same plugin is applied here already. Blocking.
+    fn apply_recorded(&self, event: &RecordedEvent) {
+        let activation: Activation = match serde_json::from_str(&event.data) {
+            Ok(activation) => activation,
+            Err(error) => {
+                tracing::warn!(position = event.position, %error, "a malformed activation is ignored");
+                return;
+            }
+        };
+        let name = activation.name.as_str();
+        let Some(kind) = self.kind_of(name) else {
+            if self.inner.upcasters.iter().any(|n| n == name) {
+                tracing::warn!(upcaster = %name, hash = %activation.content_hash, "an upcaster was activated elsewhere; it changes here on restart with that file");
+            }
+            return;
+        };
+        let mut applied = self.inner.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((position, hash)) = applied.get(name) {
+            if *position >= event.position {
+                return;
+            }
+            if *hash == activation.content_hash {
+                let hash = hash.clone();
+                applied.insert(name.to_owned(), (event.position, hash));
+                return;
+            }
+        }
+        let bytes = match self.inner.store.get_blob(&activation.content_hash) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                tracing::error!(plugin = %name, hash = %activation.content_hash, "an activation's bytes are not in the store; not applied");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(plugin = %name, %error, "loading an activation's bytes failed; not applied");
+                return;
+            }
+        };
+        let label = format!("{name} {} from {PLUGINS_STREAM}", activation.content_hash);
+        match self.swap(name, kind, bytes, &label) {
+            Ok(outcome) => {
+                tracing::info!(plugin = %name, hash = %activation.content_hash, node = %activation.node, ?outcome, "activated from the log");
+                applied.insert(
+                    name.to_owned(),
+                    (event.position, activation.content_hash.clone()),
+                );
+            }
+            Err(error) => {
+                tracing::error!(plugin = %name, hash = %activation.content_hash, %error, "activation from the log failed")
+            }
+        }
+    }
+}
