@@ -7,6 +7,7 @@
 //! listen = "127.0.0.1:7070"
 //! max_body_bytes = 4194304       # request bodies (plugin uploads: max_plugin_bytes)
 //! watch_plugins = true           # hot-swap a plugin when its file changes
+//! ui = true                      # serve the admin web UI at /ui
 //!
 //! [limits]                       # sandbox limits for every plugin call
 //! time_ms = 1000
@@ -62,6 +63,8 @@ pub struct Config {
     pub max_plugin_bytes: usize,
     /// Hot-swap a plugin when its file changes.
     pub watch_plugins: bool,
+    /// Serve the admin web UI at `/ui` (default: yes).
+    pub ui: bool,
     /// Sandbox limits.
     pub limits: Limits,
     /// Aggregate plugins.
@@ -192,6 +195,8 @@ struct RawConfig {
     max_plugin_bytes: Option<usize>,
     #[serde(default)]
     watch_plugins: Option<bool>,
+    #[serde(default)]
+    ui: Option<bool>,
     #[serde(default)]
     limits: Option<LimitsEntry>,
     #[serde(default)]
@@ -362,6 +367,7 @@ impl Config {
             max_body_bytes: raw.max_body_bytes.unwrap_or(4 * 1024 * 1024),
             max_plugin_bytes: raw.max_plugin_bytes.unwrap_or(64 * 1024 * 1024),
             watch_plugins: raw.watch_plugins.unwrap_or(true),
+            ui: raw.ui.unwrap_or(true),
             limits,
             aggregates,
             upcasters,
@@ -397,6 +403,9 @@ mod tests {
             dir.path().join("plugins/a.wasm")
         );
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert!(config.ui, "the admin UI is on by default");
+        let off = Config::parse("store = \"data\"\nui = false\n", &file).unwrap();
+        assert!(!off.ui);
     }
 
     #[test]

@@ -6,13 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use eshost_runtime::{LoadedPlugin, PluginKind, Runtime, RuntimeConfig};
+use eshost_runtime::{LoadedPlugin, PluginInfo, PluginKind, Runtime, RuntimeConfig};
 use eshost_store::{EventStore, Store, StoreConfig};
 
 use crate::aggregate::{AggregateConfig, Aggregates, EngineConfig};
 use crate::config::{Config, FailurePolicy};
 use crate::privacy::Forgetting;
-use crate::projection::{PluginWatcher, ProjectionConfig, Projections, WatchedPlugin};
+use crate::projection::{
+    PluginWatcher, ProjectionConfig, ProjectionHostError, Projections, SwapMode, SwapOutcome,
+    WatchedPlugin,
+};
 use crate::upcast::UpcasterChain;
 use crate::views::Views;
 
@@ -76,6 +79,40 @@ fn load_kind(
         );
     }
     Ok(plugin)
+}
+
+/// What [`Host::swap_plugin`] did.
+#[derive(Debug, Clone)]
+pub enum PluginSwap {
+    /// An aggregate's new version decides the next commands.
+    Aggregate {
+        /// The version it replaced.
+        old: PluginInfo,
+        /// The version now running.
+        new: PluginInfo,
+    },
+    /// A projection's new version (it rebuilds beside the old one, or was the same).
+    Projection(SwapOutcome),
+}
+
+/// Why [`Host::swap_plugin`] refused an upload; the running version keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    /// No plugin of that name is loaded.
+    #[error("no plugin named {0:?}")]
+    Unknown(String),
+    /// Not a component of the right kind, or it names itself otherwise.
+    #[error("{0}")]
+    BadPlugin(String),
+    /// Upcasters are fixed for the life of the host.
+    #[error("upcaster {0:?} cannot be swapped while the host runs; restart with the new file")]
+    NotSwappable(String),
+    /// The projection refused it or could not take it.
+    #[error(transparent)]
+    Projection(#[from] ProjectionHostError),
+    /// The pipeline could not take it.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// How long a forget request waits for projections to rebuild before answering.
@@ -257,6 +294,52 @@ impl Host {
     /// Forgetting data subjects.
     pub fn forgetting(&self) -> &Forgetting {
         &self.parts.forgetting
+    }
+
+    /// Swaps in an uploaded version of the aggregate or projection `name`: the component is
+    /// compiled and checked (the plugin's kind, describing itself as `name`) before anything
+    /// changes. An aggregate's new version decides the next commands; a projection's rebuilds
+    /// beside the old one and switches in when caught up. Blocking (it compiles). The HTTP
+    /// API's `PUT /plugins/{name}` and the admin UI's upload both come here.
+    pub fn swap_plugin(&self, name: &str, bytes: Vec<u8>) -> Result<PluginSwap, SwapError> {
+        let label = format!("upload for {name:?}");
+        let parts = &self.parts;
+        if parts.aggregates.types().iter().any(|t| t.name == name) {
+            let loaded = parts
+                .runtime
+                .load_bytes(&bytes, &label, PluginKind::Aggregate)
+                .map_err(|e| SwapError::BadPlugin(e.to_string()))?;
+            let LoadedPlugin::Aggregate(plugin) = loaded else {
+                return Err(SwapError::Failed("the runtime loaded another kind".into()));
+            };
+            if plugin.info().name != name {
+                return Err(SwapError::BadPlugin(format!(
+                    "the upload describes itself as {:?}, not {name:?}",
+                    plugin.info().name
+                )));
+            }
+            let new = plugin.info().clone();
+            let old = parts
+                .aggregates
+                .swap(plugin, None)
+                .map_err(|e| SwapError::Failed(e.to_string()))?;
+            return Ok(PluginSwap::Aggregate { old, new });
+        }
+        if parts.projections.status(name).is_some() {
+            let outcome = parts
+                .projections
+                .swap_bytes(name, bytes, &label, SwapMode::Rebuild)?;
+            return Ok(PluginSwap::Projection(outcome));
+        }
+        if parts
+            .upcasters
+            .plugins()
+            .iter()
+            .any(|p| p.info().name == name)
+        {
+            return Err(SwapError::NotSwappable(name.to_owned()));
+        }
+        Err(SwapError::Unknown(name.to_owned()))
     }
 
     /// When the host started.

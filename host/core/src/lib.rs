@@ -7,12 +7,14 @@
 //! - [`views`]: `views.redb`, everything derived from the log;
 //! - [`privacy`]: forgetting a data subject and purging what was derived from it;
 //! - [`subscription`]: `$all` from a position, caught up and then followed live;
+//! - [`access`]: the tokens of a config and who may see personal data;
 //! - [`config`] and [`host`]: the composition root that builds a running [`Host`] from an
 //!   `eshost.toml`.
 //!
 //! Architecture invariant: nothing here speaks HTTP; the server and the CLI are clients of
 //! this crate.
 
+pub mod access;
 pub mod aggregate;
 pub mod config;
 pub mod host;
