@@ -87,9 +87,9 @@ pub enum PluginSwap {
     /// An aggregate's new version decides the next commands.
     Aggregate {
         /// The version it replaced.
-        old: PluginInfo,
+        old: Box<PluginInfo>,
         /// The version now running.
-        new: PluginInfo,
+        new: Box<PluginInfo>,
     },
     /// A projection's new version (it rebuilds beside the old one, or was the same).
     Projection(SwapOutcome),
@@ -323,7 +323,10 @@ impl Host {
                 .aggregates
                 .swap(plugin, None)
                 .map_err(|e| SwapError::Failed(e.to_string()))?;
-            return Ok(PluginSwap::Aggregate { old, new });
+            return Ok(PluginSwap::Aggregate {
+                old: Box::new(old),
+                new: Box::new(new),
+            });
         }
         if parts.projections.status(name).is_some() {
             let outcome = parts
