@@ -1,7 +1,10 @@
 //! `eshost-bench append`: concurrent single-event appends through the group-committing
-//! writer, against a baseline of raw redb inserts of the same records in large commits.
+//! writer, against a baseline of raw redb inserts of the same records in large commits; with
+//! `--store postgres://...`, through the PostgreSQL store against raw batched INSERTs on the
+//! same database (`append_pg`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -12,6 +15,7 @@ use super::percentile;
 use eshost_store::codec::{GENESIS_HASH, RecordBody};
 use eshost_store::{
     AppendRequest, Durability, EventStore, ExpectedVersion, ProposedEvent, Store, StoreConfig,
+    WriterStats,
 };
 
 /// What to run.
@@ -31,6 +35,9 @@ pub struct AppendBenchOptions {
     pub dir: Option<PathBuf>,
     /// Bytes of personal data per event (0: none), sealed under one subject per appender.
     pub personal_bytes: usize,
+    /// A `postgres://` URL: run against the PostgreSQL store there (in a schema of its own,
+    /// dropped afterwards) instead of the embedded one.
+    pub store: Option<String>,
 }
 
 impl Default for AppendBenchOptions {
@@ -43,6 +50,7 @@ impl Default for AppendBenchOptions {
             durability: Durability::Immediate,
             baseline_batch: 1000,
             dir: None,
+            store: None,
         }
     }
 }
@@ -50,6 +58,11 @@ impl Default for AppendBenchOptions {
 /// What it measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppendBenchReport {
+    /// `redb` or `postgres`.
+    pub backend: &'static str,
+    /// PostgreSQL only: the server's settings and the latency of one durable commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<super::append_pg::ServerProfile>,
     /// Concurrent appenders.
     pub appenders: usize,
     /// Bytes of JSON data per event.
@@ -94,8 +107,8 @@ impl std::fmt::Display for AppendBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "append: {} appenders, {} B events, durability {}, {:.1} s",
-            self.appenders, self.event_bytes, self.durability, self.seconds
+            "append ({}): {} appenders, {} B events, durability {}, {:.1} s",
+            self.backend, self.appenders, self.event_bytes, self.durability, self.seconds
         )?;
         writeln!(f, "  {:<28} {:>14.0}", "events/s", self.events_per_sec)?;
         writeln!(f, "  {:<28} {:>14}", "events", self.events)?;
@@ -125,28 +138,136 @@ impl std::fmt::Display for AppendBenchReport {
                 self.writer_gather_us, self.writer_stage_us, self.writer_commit_us
             )
         )?;
+        if let Some(server) = &self.server {
+            writeln!(
+                f,
+                "  {:<28} {:>14}",
+                "server fsync/sync commit",
+                format!("{}/{}", server.fsync, server.synchronous_commit)
+            )?;
+            writeln!(
+                f,
+                "  {:<28} {:>14}",
+                "1-row commit p50/p99 (us)",
+                format!("{}/{}", server.commit_p50_us, server.commit_p99_us)
+            )?;
+        }
+        let baseline = match self.backend {
+            "postgres" => "INSERTs",
+            _ => "redb",
+        };
         writeln!(
             f,
             "  {:<28} {:>14.0}",
-            format!("baseline raw redb ({}/commit)", self.baseline_batch),
+            format!("baseline raw {baseline} ({}/commit)", self.baseline_batch),
             self.baseline_events_per_sec
         )?;
         write!(f, "  {:<28} {:>14.2}", "ratio to baseline", self.ratio)
     }
 }
 
-/// Run the benchmark: the store phase, then the baseline, in scratch directories.
+/// Run the benchmark: the store phase, then the baseline, in scratch directories (or in a
+/// scratch schema of the PostgreSQL database `options.store` names).
 pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
+    if let Some(url) = &options.store {
+        return super::append_pg::run(options, url);
+    }
     let scratch = match &options.dir {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,
     };
-    let personal = (options.personal_bytes > 0).then(|| payload(options.personal_bytes));
-    let payload = payload(options.event_bytes);
     let mut config = StoreConfig::new(scratch.path().join("store"));
     config.durability = options.durability;
     let store = Store::open(config)?;
+    let (latencies, seconds) = drive(Arc::new(store.clone()), options)?;
+    let stats = Measured::of(store.writer_stats(), latencies, seconds);
+    drop(store);
+    let baseline_events_per_sec = baseline(
+        &scratch.path().join("baseline.redb"),
+        &payload(options.event_bytes),
+        options.baseline_batch,
+        options.duration,
+        options.durability,
+    )?;
+    Ok(stats.report(options, "redb", None, baseline_events_per_sec))
+}
 
+/// What the store phase measured.
+pub(crate) struct Measured {
+    latencies: Vec<u64>,
+    seconds: f64,
+    commits: u64,
+    appends: u64,
+    gather_us: f64,
+    stage_us: f64,
+    commit_us: f64,
+}
+
+impl Measured {
+    pub(crate) fn of(stats: &WriterStats, mut latencies: Vec<u64>, seconds: f64) -> Measured {
+        latencies.sort_unstable();
+        let commits = stats.commits.load(Ordering::Relaxed);
+        let per_commit = |nanos: &std::sync::atomic::AtomicU64| {
+            nanos.load(Ordering::Relaxed) as f64 / 1000.0 / commits.max(1) as f64
+        };
+        Measured {
+            latencies,
+            seconds,
+            commits,
+            appends: stats.appends.load(Ordering::Relaxed),
+            gather_us: per_commit(&stats.gather_nanos),
+            stage_us: per_commit(&stats.stage_nanos),
+            commit_us: per_commit(&stats.commit_nanos),
+        }
+    }
+
+    pub(crate) fn report(
+        self,
+        options: &AppendBenchOptions,
+        backend: &'static str,
+        server: Option<super::append_pg::ServerProfile>,
+        baseline_events_per_sec: f64,
+    ) -> AppendBenchReport {
+        let latencies = &self.latencies;
+        let events = latencies.len() as u64;
+        let events_per_sec = events as f64 / self.seconds;
+        AppendBenchReport {
+            backend,
+            server,
+            appenders: options.appenders,
+            event_bytes: options.event_bytes,
+            durability: match options.durability {
+                Durability::Immediate => "immediate",
+                Durability::None => "none",
+            },
+            seconds: self.seconds,
+            events,
+            events_per_sec,
+            p50_us: percentile(latencies, 0.50),
+            p90_us: percentile(latencies, 0.90),
+            p99_us: percentile(latencies, 0.99),
+            p999_us: percentile(latencies, 0.999),
+            max_us: latencies.last().copied().unwrap_or(0),
+            commits: self.commits,
+            appends_per_commit: self.appends as f64 / self.commits.max(1) as f64,
+            writer_gather_us: self.gather_us,
+            writer_stage_us: self.stage_us,
+            writer_commit_us: self.commit_us,
+            baseline_events_per_sec,
+            baseline_batch: options.baseline_batch,
+            ratio: events_per_sec / baseline_events_per_sec,
+        }
+    }
+}
+
+/// The workload: `appenders` tasks, each appending one event at a time to its own stream
+/// until `duration` has passed. Every append's latency, and the seconds it ran.
+pub(crate) fn drive(
+    store: Arc<dyn EventStore>,
+    options: &AppendBenchOptions,
+) -> anyhow::Result<(Vec<u64>, f64)> {
+    let personal = (options.personal_bytes > 0).then(|| payload(options.personal_bytes));
+    let payload = payload(options.event_bytes);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -183,55 +304,7 @@ pub fn run(options: &AppendBenchOptions) -> anyhow::Result<AppendBenchReport> {
         }
         anyhow::Ok(all)
     })?;
-    let seconds = started.elapsed().as_secs_f64();
-    let mut latencies = latencies;
-    latencies.sort_unstable();
-    let stats = store.writer_stats();
-    let commits = stats.commits.load(Ordering::Relaxed);
-    let appends = stats.appends.load(Ordering::Relaxed);
-    let events = latencies.len() as u64;
-    let per_commit = |nanos: &std::sync::atomic::AtomicU64| {
-        nanos.load(Ordering::Relaxed) as f64 / 1000.0 / commits.max(1) as f64
-    };
-    let (writer_gather_us, writer_stage_us, writer_commit_us) = (
-        per_commit(&stats.gather_nanos),
-        per_commit(&stats.stage_nanos),
-        per_commit(&stats.commit_nanos),
-    );
-    drop(store);
-
-    let baseline_events_per_sec = baseline(
-        &scratch.path().join("baseline.redb"),
-        &payload,
-        options.baseline_batch,
-        options.duration,
-        options.durability,
-    )?;
-    let events_per_sec = events as f64 / seconds;
-    Ok(AppendBenchReport {
-        appenders: options.appenders,
-        event_bytes: options.event_bytes,
-        durability: match options.durability {
-            Durability::Immediate => "immediate",
-            Durability::None => "none",
-        },
-        seconds,
-        events,
-        events_per_sec,
-        p50_us: percentile(&latencies, 0.50),
-        p90_us: percentile(&latencies, 0.90),
-        p99_us: percentile(&latencies, 0.99),
-        p999_us: percentile(&latencies, 0.999),
-        max_us: latencies.last().copied().unwrap_or(0),
-        commits,
-        appends_per_commit: appends as f64 / commits.max(1) as f64,
-        writer_gather_us,
-        writer_stage_us,
-        writer_commit_us,
-        baseline_events_per_sec,
-        baseline_batch: options.baseline_batch,
-        ratio: events_per_sec / baseline_events_per_sec,
-    })
+    Ok((latencies, started.elapsed().as_secs_f64()))
 }
 
 /// Raw redb: the same encoded records, `batch` per commit, one thread, for `duration`.
@@ -281,7 +354,7 @@ fn baseline(
 }
 
 /// A JSON object of about `bytes` bytes.
-fn payload(bytes: usize) -> String {
+pub(crate) fn payload(bytes: usize) -> String {
     let base = r#"{"account":"account-17","amount":12345,"note":""}"#;
     let padding = bytes.saturating_sub(base.len());
     format!(

@@ -3,6 +3,7 @@
 //! and no sample plugin.
 
 mod append;
+mod append_pg;
 mod command;
 mod http;
 mod load;
@@ -243,6 +244,11 @@ pub struct BenchAppendArgs {
     /// Bytes of personal data per event, sealed per subject (0: none).
     #[arg(long, default_value_t = 0)]
     personal_bytes: usize,
+    /// A `postgres://USER@HOST:PORT/DB` URL: run against the PostgreSQL store there, in a
+    /// scratch schema dropped afterwards, with raw batched INSERTs on the same database as
+    /// the baseline.
+    #[arg(long)]
+    store: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -263,6 +269,7 @@ fn bench_append(args: BenchAppendArgs) -> anyhow::Result<()> {
         baseline_batch: args.baseline_batch.max(1),
         dir: args.dir,
         personal_bytes: args.personal_bytes,
+        store: args.store,
     };
     let report = append::run(&options)?;
     print_report(&report, args.json)

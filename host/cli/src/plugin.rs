@@ -72,6 +72,14 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         Some(file) => Some(eshost_core::config::Config::load(file)?),
         None => None,
     };
+    if config
+        .as_ref()
+        .is_some_and(|config| config.postgres.is_some())
+    {
+        anyhow::bail!(
+            "`eshost replay` runs on a directory store, and this config names a postgres store"
+        );
+    }
     let store = args
         .store
         .or_else(|| config.as_ref().map(|c| c.store.clone()))

@@ -11,8 +11,9 @@ use clap::Args;
 use eshost_api::{self as api, ExpectedVersion};
 use eshost_store::{
     AllRead, AppendRequest, Direction, EventStore, ProposedEvent, RecordedEvent, Store,
-    StoreConfig, StreamRead, Until,
+    StoreConfig, StreamRead, Until, block_on,
 };
+use eshost_store_postgres::{KekSource, PgConfig, PgStore, is_postgres_url};
 use reqwest::Method;
 
 use crate::client_verbs::{ServerArgs, online};
@@ -21,12 +22,27 @@ use crate::output::{print_json, print_lines};
 /// Where the store is.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The store directory (holds events.redb).
+    /// The store directory (holds events.redb), or a postgres://USER@HOST:PORT/DB URL.
     #[arg(long, env = "ESHOST_STORE", default_value = "eshost-data")]
-    pub store: PathBuf,
-    /// The personal-data key file [default: keys.eshk in the store directory].
+    pub store: String,
+    /// The personal-data key file of a directory store [default: keys.eshk in it].
     #[arg(long, env = "ESHOST_KEYS")]
     pub keys: Option<PathBuf>,
+    /// A postgres store's key-encryption key: `env:NAME` or a file.
+    #[arg(long, env = "ESHOST_KEY_ENCRYPTION_KEY", default_value = "eshost.kek")]
+    pub key_encryption_key: String,
+}
+
+impl StoreArgs {
+    /// The directory of a directory store; an error for a postgres store.
+    pub fn directory(&self, verb: &str) -> anyhow::Result<PathBuf> {
+        if is_postgres_url(&self.store) {
+            bail!(
+                "`eshost {verb}` works on a directory store; with a postgres store, run it through a running host (--server)"
+            );
+        }
+        Ok(PathBuf::from(&self.store))
+    }
 }
 
 /// `eshost append`.
@@ -181,15 +197,30 @@ pub struct ForgetArgs {
     reason: Option<String>,
 }
 
-fn open(args: &StoreArgs) -> anyhow::Result<Store> {
+fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+    if is_postgres_url(&args.store) {
+        if args.keys.is_some() {
+            bail!(
+                "--keys names the key file of a directory store; a postgres store keeps subject \
+                 keys in its database, wrapped under --key-encryption-key"
+            );
+        }
+        let config = PgConfig::new(&args.store, KekSource::parse(&args.key_encryption_key))?;
+        let url = config.display_url();
+        return Ok(Arc::new(
+            PgStore::open(config).with_context(|| format!("opening store {url}"))?,
+        ));
+    }
     let mut config = StoreConfig::new(&args.store);
     config.keys = args.keys.clone();
-    Store::open(config).with_context(|| format!("opening store {}", args.store.display()))
+    Ok(Arc::new(Store::open(config).with_context(|| {
+        format!("opening store {}", args.store)
+    })?))
 }
 
 /// Events read offline, with their personal data decrypted: whoever runs the tool holds the
-/// key file anyway.
-fn revealed(store: &Store, mut events: Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+/// keys anyway.
+fn revealed(store: &dyn EventStore, mut events: Vec<RecordedEvent>) -> Vec<RecordedEvent> {
     for event in &mut events {
         store.reveal_owned(event);
     }
@@ -213,7 +244,7 @@ pub(crate) fn append(args: AppendArgs) -> anyhow::Result<()> {
         ExpectedVersion::StreamExists => eshost_store::ExpectedVersion::StreamExists,
         ExpectedVersion::Exact(version) => eshost_store::ExpectedVersion::Exact(version),
     };
-    let appended = store.append_blocking(AppendRequest::new(args.stream, expected, vec![event]))?;
+    let appended = block_on(store.append(AppendRequest::new(args.stream, expected, vec![event])))?;
     print_json(&appended)
 }
 
@@ -270,7 +301,7 @@ pub(crate) fn read(args: ReadArgs) -> anyhow::Result<()> {
     if store.stream_info(&args.stream)?.is_none() {
         bail!("stream {:?} does not exist", args.stream);
     }
-    print_lines(revealed(&store, store.read_stream(&args.stream, &read)?))
+    print_lines(revealed(&*store, store.read_stream(&args.stream, &read)?))
 }
 
 pub(crate) fn all(args: AllArgs) -> anyhow::Result<()> {
@@ -282,7 +313,7 @@ pub(crate) fn all(args: AllArgs) -> anyhow::Result<()> {
         event_types: args.event_types,
         until: args.until.until(),
     };
-    print_lines(revealed(&store, store.read_all(&read)?))
+    print_lines(revealed(&*store, store.read_all(&read)?))
 }
 
 pub(crate) fn streams(args: StreamsArgs) -> anyhow::Result<()> {
@@ -303,7 +334,7 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let written = eshost_store::transfer::export(&store, args.stream.as_deref(), &mut out)?;
+    let written = eshost_store::transfer::export(&*store, args.stream.as_deref(), &mut out)?;
     if args.output.is_some() {
         eprintln!("exported {written} events");
     }
@@ -311,7 +342,7 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
         let mut keys = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         );
-        let subjects = eshost_store::transfer::export_keys(&store, &mut keys)?;
+        let subjects = eshost_store::transfer::export_keys(&*store, &mut keys)?;
         eprintln!(
             "exported the keys of {subjects} subjects to {}: keep it apart from the export",
             path.display()
@@ -330,15 +361,11 @@ pub(crate) fn forget(args: ForgetArgs) -> anyhow::Result<()> {
         let request = client.request(Method::POST, url).json(&body);
         return online(client.print::<api::ForgetReport>(request));
     }
+    let directory = args.store.directory("forget")?;
     let store = open(&args.store)?;
-    let views = eshost_core::views::Views::open(&args.store.store)?;
-    let forgetting = eshost_core::privacy::Forgetting::new(
-        Arc::new(store),
-        views,
-        None,
-        None,
-        Duration::from_secs(0),
-    );
+    let views = eshost_core::views::Views::open(&directory)?;
+    let forgetting =
+        eshost_core::privacy::Forgetting::new(store, views, None, None, Duration::from_secs(0));
     let request = eshost_core::privacy::ForgetRequest {
         user: std::env::var("USER").ok(),
         reason: args.reason,
@@ -363,11 +390,11 @@ pub(crate) fn import(args: ImportArgs) -> anyhow::Result<()> {
         let mut keys = std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
         );
-        let added = eshost_store::transfer::import_keys(&store, &mut keys)
+        let added = eshost_store::transfer::import_keys(&*store, &mut keys)
             .with_context(|| format!("importing keys from {}", path.display()))?;
         eprintln!("imported {added} keys and tombstones");
     }
-    let report = eshost_store::transfer::import(&store, &mut input, args.chunk.max(1))?;
+    let report = eshost_store::transfer::import(&*store, &mut input, args.chunk.max(1))?;
     print_json(&report)
 }
 

@@ -4,6 +4,10 @@
 //! ```toml
 //! store = "data"                 # the store directory (events.redb, views.redb, keys.eshk)
 //! keys = "/secure/keys.eshk"      # optional: the personal-data key file, elsewhere
+//! # or a PostgreSQL database shared by several nodes:
+//! # store = "postgres://eshost@db.internal:5432/eshost"
+//! # key_encryption_key = "env:ESHOST_KEK"   # or a file; default: eshost.kek beside this file
+//! # data = "data"                          # this node's derived state (views.redb)
 //! listen = "127.0.0.1:7070"
 //! max_body_bytes = 4194304       # request bodies (plugin uploads: max_plugin_bytes)
 //! watch_plugins = true           # hot-swap a plugin when its file changes
@@ -51,10 +55,14 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub struct Config {
     /// The file it came from.
     pub file: PathBuf,
-    /// The store directory.
+    /// The store directory: the embedded log and keys, and this node's derived state
+    /// (`views.redb`). With a PostgreSQL store ([`Config::postgres`]), the derived state only
+    /// (the `data` key).
     pub store: PathBuf,
     /// The key store file; `None`: `keys.eshk` in the store directory.
     pub keys: Option<PathBuf>,
+    /// The PostgreSQL store, when `store` is a `postgres://` URL.
+    pub postgres: Option<PostgresStore>,
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
     /// The largest request body, except plugin uploads.
@@ -75,6 +83,15 @@ pub struct Config {
     pub projections: Vec<ProjectionEntry>,
     /// Bearer tokens; empty: no auth (loopback only).
     pub tokens: Vec<TokenEntry>,
+}
+
+/// A PostgreSQL event store: `store = "postgres://..."`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresStore {
+    /// The server's URL (may carry `?schema=NAME`).
+    pub url: String,
+    /// Where the key-encryption key is: `env:NAME`, or a file path (resolved).
+    pub key_encryption_key: String,
 }
 
 /// `[[aggregates]]`.
@@ -184,9 +201,13 @@ struct LimitsEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    store: PathBuf,
+    store: String,
     #[serde(default)]
     keys: Option<PathBuf>,
+    #[serde(default)]
+    key_encryption_key: Option<String>,
+    #[serde(default)]
+    data: Option<PathBuf>,
     #[serde(default)]
     listen: Option<String>,
     #[serde(default)]
@@ -359,10 +380,47 @@ impl Config {
                 ));
             }
         }
+        let (store, postgres) = if eshost_store_postgres::is_postgres_url(&raw.store) {
+            if raw.keys.is_some() {
+                return Err(invalid(
+                    "keys".into(),
+                    "a postgres store keeps subject keys in its database, wrapped under \
+                     `key_encryption_key`; `keys` names the key file of a directory store"
+                        .into(),
+                ));
+            }
+            let key_encryption_key = match raw.key_encryption_key {
+                Some(source) if source.starts_with("env:") => source,
+                Some(path) => resolve(Path::new(&path)).display().to_string(),
+                None => base.join("eshost.kek").display().to_string(),
+            };
+            let data = resolve(raw.data.as_deref().unwrap_or(Path::new("data")));
+            (
+                data,
+                Some(PostgresStore {
+                    url: raw.store,
+                    key_encryption_key,
+                }),
+            )
+        } else {
+            for (key, given) in [
+                ("data", raw.data.is_some()),
+                ("key_encryption_key", raw.key_encryption_key.is_some()),
+            ] {
+                if given {
+                    return Err(invalid(
+                        key.into(),
+                        "only a postgres store (`store = \"postgres://...\"`) takes it".into(),
+                    ));
+                }
+            }
+            (resolve(Path::new(&raw.store)), None)
+        };
         Ok(Config {
             file: file.to_owned(),
-            store: resolve(&raw.store),
+            store,
             keys: raw.keys.as_deref().map(resolve),
+            postgres,
             listen,
             max_body_bytes: raw.max_body_bytes.unwrap_or(4 * 1024 * 1024),
             max_plugin_bytes: raw.max_plugin_bytes.unwrap_or(64 * 1024 * 1024),
@@ -387,6 +445,40 @@ mod tests {
         std::fs::write(dir.path().join("plugins/a.wasm"), b"not checked here").unwrap();
         let file = dir.path().join("eshost.toml");
         (dir, file)
+    }
+
+    #[test]
+    fn a_postgres_url_names_the_store_and_the_data_directory_holds_derived_state() {
+        let (dir, file) = dir_with_plugin();
+        let config = Config::parse(
+            "store = \"postgres://eshost@127.0.0.1:5432/eshost\"\ndata = \"node-a\"\n",
+            &file,
+        )
+        .unwrap();
+        let postgres = config.postgres.unwrap();
+        assert_eq!(postgres.url, "postgres://eshost@127.0.0.1:5432/eshost");
+        assert_eq!(
+            postgres.key_encryption_key,
+            dir.path().join("eshost.kek").display().to_string()
+        );
+        assert_eq!(config.store, dir.path().join("node-a"));
+        let config = Config::parse(
+            "store = \"postgres://h/db\"\nkey_encryption_key = \"env:KEK\"\n",
+            &file,
+        )
+        .unwrap();
+        assert_eq!(config.postgres.unwrap().key_encryption_key, "env:KEK");
+        let error =
+            Config::parse("store = \"postgres://h/db\"\nkeys = \"k\"\n", &file).unwrap_err();
+        assert!(error.to_string().contains("`keys`"), "{error}");
+        let error = Config::parse("store = \"dir\"\ndata = \"d\"\n", &file).unwrap_err();
+        assert!(error.to_string().contains("`data`"), "{error}");
+        assert!(
+            Config::parse("store = \"dir\"\n", &file)
+                .unwrap()
+                .postgres
+                .is_none()
+        );
     }
 
     #[test]

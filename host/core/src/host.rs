@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use eshost_runtime::{LoadedPlugin, PluginInfo, PluginKind, Runtime, RuntimeConfig};
 use eshost_store::{EventStore, Store, StoreConfig};
+use eshost_store_postgres::{KekSource, PgConfig, PgStore};
 
 use crate::aggregate::{AggregateConfig, Aggregates, EngineConfig};
 use crate::config::{Config, FailurePolicy};
@@ -146,15 +147,34 @@ fn resume_erasures(forgetting: &Forgetting) {
     }
 }
 
+/// The store the config names: the embedded one in its directory, or PostgreSQL.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
+    match &config.postgres {
+        Some(postgres) => {
+            let pg = PgConfig::new(
+                &postgres.url,
+                KekSource::parse(&postgres.key_encryption_key),
+            )
+            .with_context(|| format!("config file {}: `store`", config.file.display()))?;
+            let url = pg.display_url();
+            Ok(Arc::new(
+                PgStore::open(pg).with_context(|| format!("opening store {url}"))?,
+            ))
+        }
+        None => {
+            let mut store_config = StoreConfig::new(&config.store);
+            store_config.keys = config.keys.clone();
+            Ok(Arc::new(Store::open(store_config).with_context(|| {
+                format!("opening store {}", config.store.display())
+            })?))
+        }
+    }
+}
+
 impl Host {
     /// Opens the store and loads every plugin the config names. Call inside a tokio runtime.
     pub fn start(config: &Config) -> anyhow::Result<Host> {
-        let mut store_config = StoreConfig::new(&config.store);
-        store_config.keys = config.keys.clone();
-        let store: Arc<dyn EventStore> = Arc::new(
-            Store::open(store_config)
-                .with_context(|| format!("opening store {}", config.store.display()))?,
-        );
+        let store = open_store(config)?;
         let views = Views::open(&config.store)?;
         let runtime = Runtime::new(RuntimeConfig {
             limits: config.limits.clone(),

@@ -14,6 +14,8 @@
 //! Architecture invariant: nothing here speaks HTTP; the server and the CLI are clients of
 //! this crate.
 
+#![deny(missing_docs)]
+
 pub mod access;
 pub mod aggregate;
 pub mod config;

@@ -8,6 +8,8 @@
 //! Architecture invariant: handlers translate HTTP to calls on the core and back; they hold no
 //! domain logic and never reach into store internals.
 
+#![deny(missing_docs)]
+
 mod error;
 mod extract;
 mod handlers;

@@ -34,7 +34,7 @@ pub use error::{AppendError, OpenError, ReadError, ValidationError};
 pub use event::{
     AppendRequest, Appended, EventRef, ExpectedVersion, ProposedEvent, RecordedEvent, StreamInfo,
 };
-pub use keys::{Forgot, KeyStore, KeyStoreError, Personal};
+pub use keys::{Forgot, KeyStore, KeyStoreError, Personal, SubjectKeys};
 pub use read::{AllRead, Direction, StreamRead, Until};
 pub use report::{BadRecord, VerifyReport};
 pub use validate::Limits;
@@ -77,8 +77,26 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     fn head(&self) -> u64;
     /// A watch of the head position that changes on every commit.
     fn watch_head(&self) -> watch::Receiver<u64>;
+    /// Restore exported events exactly as they were (positions, ids, times, hashes); they
+    /// must continue the log. Resolves once durable. See [`transfer`] for the NDJSON form.
+    fn import_events(
+        &self,
+        events: Vec<RecordedEvent>,
+    ) -> BoxFuture<'static, Result<Appended, AppendError>>;
+    /// The size limits appends are checked against.
+    fn limits(&self) -> Limits;
+    /// Where the subjects' keys live.
+    fn subject_keys(&self) -> &dyn SubjectKeys;
+
     /// Decrypt the personal part of a stored event, if it has one.
-    fn reveal(&self, event: &EventRef<'_>) -> Personal;
+    fn reveal(&self, event: &EventRef<'_>) -> Personal {
+        match (event.subject_id, event.sealed) {
+            (Some(subject), Some(sealed)) => {
+                self.subject_keys().unseal(subject, event.event_id, sealed)
+            }
+            _ => Personal::None,
+        }
+    }
 
     // The erasure port: what forgetting a data subject needs of a backend.
 
@@ -90,9 +108,13 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'static, Result<Appended, AppendError>>;
     /// Erase `subject`'s key: its personal data reads as shredded from then on, and new
     /// personal data for it is refused. The log itself is not touched.
-    fn forget_subject(&self, subject: &str) -> Result<Forgot, KeyStoreError>;
+    fn forget_subject(&self, subject: &str) -> Result<Forgot, KeyStoreError> {
+        self.subject_keys().forget(subject)
+    }
     /// Whether `subject` has been forgotten.
-    fn is_forgotten(&self, subject: &str) -> bool;
+    fn is_forgotten(&self, subject: &str) -> bool {
+        self.subject_keys().is_forgotten(subject)
+    }
     /// Re-check the whole log: positions, stream versions and the hash chain.
     fn verify(&self) -> Result<VerifyReport, ReadError>;
 

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::event::{EventRef, RecordedEvent};
-use super::{AllRead, AppendError, EventStore, ReadError, Store, StreamRead, validate};
+use super::{AllRead, AppendError, EventStore, ReadError, StreamRead, block_on, validate};
 
 /// One exported event (the borrowed form, for writing).
 #[derive(Serialize)]
@@ -70,6 +70,9 @@ pub enum ExportError {
     /// Writing the output failed.
     #[error("writing the export failed: {0}")]
     Write(#[from] std::io::Error),
+    /// The key store could not list its keys.
+    #[error("exporting keys failed: {0}")]
+    Keys(#[from] super::keys::KeyStoreError),
 }
 
 /// Why an import stopped. Lines before `line` were imported.
@@ -110,7 +113,7 @@ pub struct ImportReport {
 
 /// Write the events of `stream` (or of the whole log) to `out`, one line each, in order.
 pub fn export(
-    store: &Store,
+    store: &dyn EventStore,
     stream: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<u64, ExportError> {
@@ -163,7 +166,7 @@ fn write_line(out: &mut dyn Write, event: &EventRef<'_>) -> std::io::Result<()> 
 
 /// Read exported events from `input` and restore them, `chunk` events per commit.
 pub fn import(
-    store: &Store,
+    store: &dyn EventStore,
     input: &mut dyn BufRead,
     chunk: usize,
 ) -> Result<ImportReport, ImportError> {
@@ -187,7 +190,7 @@ pub fn import(
             let events = std::mem::take(&mut pending);
             let count = events.len() as u64;
             let positions: Vec<u64> = events.iter().map(|event| event.position).collect();
-            store.import_blocking(events).map_err(|refusal| {
+            block_on(store.import_events(events)).map_err(|refusal| {
                 // Name the line of the event refused, not just its chunk's first.
                 let at = match &refusal {
                     AppendError::Import { position, .. } => {
@@ -213,7 +216,7 @@ pub fn import(
     })
 }
 
-fn parse_line(text: &str, line: u64, store: &Store) -> Result<RecordedEvent, ImportError> {
+fn parse_line(text: &str, line: u64, store: &dyn EventStore) -> Result<RecordedEvent, ImportError> {
     let malformed = |reason: String| ImportError::Malformed { line, reason };
     let parsed: LineIn =
         serde_json::from_str(text).map_err(|error| malformed(error.to_string()))?;
@@ -259,8 +262,8 @@ fn parse_line(text: &str, line: u64, store: &Store) -> Result<RecordedEvent, Imp
 
 /// Write every subject's key (or tombstone) as NDJSON. Whoever holds this file and an
 /// export can read the personal data in it: keep the two apart.
-pub fn export_keys(store: &Store, out: &mut dyn Write) -> Result<u64, ExportError> {
-    let lines = store.keys().export();
+pub fn export_keys(store: &dyn EventStore, out: &mut dyn Write) -> Result<u64, ExportError> {
+    let lines = store.subject_keys().export()?;
     for line in &lines {
         serde_json::to_writer(&mut *out, line).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
@@ -270,7 +273,7 @@ pub fn export_keys(store: &Store, out: &mut dyn Write) -> Result<u64, ExportErro
 }
 
 /// Add the keys and tombstones of a key export to the store's key store.
-pub fn import_keys(store: &Store, input: &mut dyn BufRead) -> Result<u64, ImportError> {
+pub fn import_keys(store: &dyn EventStore, input: &mut dyn BufRead) -> Result<u64, ImportError> {
     let mut lines = Vec::new();
     let mut text = String::new();
     let mut number = 0;
@@ -292,7 +295,7 @@ pub fn import_keys(store: &Store, input: &mut dyn BufRead) -> Result<u64, Import
         );
     }
     store
-        .keys()
+        .subject_keys()
         .import(&lines)
         .map(|added| added as u64)
         .map_err(|error| ImportError::Keys(error.to_string()))

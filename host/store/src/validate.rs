@@ -68,10 +68,7 @@ pub fn append(request: &AppendRequest, limits: &Limits) -> Result<(), Validation
 }
 
 /// [`append`] for the host's own system streams.
-pub(crate) fn append_system(
-    request: &AppendRequest,
-    limits: &Limits,
-) -> Result<(), ValidationError> {
+pub fn append_system(request: &AppendRequest, limits: &Limits) -> Result<(), ValidationError> {
     append_checked(request, limits, stored_stream_id)
 }
 

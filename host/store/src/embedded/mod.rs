@@ -22,7 +22,7 @@ pub use writer::{Durability, Gather, WriterStats, now_ms};
 
 use crate::error::{AppendError, OpenError, ReadError, ValidationError};
 use crate::event::{AppendRequest, Appended, EventRef, RecordedEvent, StreamInfo};
-use crate::keys::{self, Forgot, KeyStore, Personal};
+use crate::keys::{self, Forgot, KeyStore, Personal, SubjectKeys};
 use crate::read::{AllRead, StreamRead};
 use crate::report::VerifyReport;
 use crate::validate::{self, Limits};
@@ -426,6 +426,33 @@ impl EventStore for Store {
 
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.head.clone()
+    }
+
+    fn import_events(
+        &self,
+        events: Vec<RecordedEvent>,
+    ) -> BoxFuture<'static, Result<Appended, AppendError>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.sender().and_then(|sender| {
+            sender
+                .send(WriteRequest {
+                    op: WriteOp::Import(events),
+                    reply,
+                })
+                .map_err(|_| AppendError::Closed)
+        });
+        Box::pin(async move {
+            sent?;
+            answer.await.map_err(|_| AppendError::Closed)?
+        })
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    fn subject_keys(&self) -> &dyn SubjectKeys {
+        self.inner.keys.as_ref()
     }
 
     fn reveal(&self, event: &EventRef<'_>) -> Personal {

@@ -1,7 +1,5 @@
-//! The store's integration tests, one binary: the contract, personal data, export/import,
-//! and crash safety.
+//! The embedded store's own tests, one binary: what only redb promises, and crash safety.
+//! The store contract is tested on every backend by `host/store-tests`.
 
-mod contract;
 mod crash;
-mod personal;
-mod transfer;
+mod embedded;

@@ -1,9 +1,5 @@
-//! The key store: one random 256-bit key per data subject, in a file of its own.
-//!
-//! An event's personal-data part is sealed with XChaCha20-Poly1305 under its subject's key
-//! before the record is hashed and written, so the log and its hash chain only ever hold
-//! ciphertext. Forgetting a subject overwrites its key in place, syncs, and leaves a
-//! tombstone: the ciphertexts stay in the log, still verifiable, no longer readable.
+//! The embedded store's keys: one random 256-bit key per data subject, in a file of its own.
+//! Forgetting a subject overwrites its key in place, syncs, and leaves a tombstone.
 //!
 //! The file is an 8-byte magic, then one entry per subject in the order subjects were first
 //! seen: `state (1 live, 2 forgotten) | subject length u16 | subject | key 32 | check 8`,
@@ -11,10 +7,6 @@
 //! rewrites state, key and check of the entry where it lies, so the key's bytes are gone from
 //! the file itself (not just unlinked from an index, as a copy-on-write database would leave
 //! them).
-//!
-//! Sealing is deterministic for a given key, event id and plaintext (the nonce is a keyed hash
-//! of both), so an idempotent retry of an append produces the same stored bytes, and the
-//! writer can compare records without holding keys.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -23,11 +15,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::Zeroize;
+
+use super::seal::{KEY_LEN, SubjectKey as Key, unhex_key};
+use super::{Forgot, KeyLine, KeyStoreError, Personal, SealError, SubjectKeys, check_subject};
 
 /// The file, inside the store directory, that holds the keys unless configured elsewhere.
 pub const KEYS_FILE: &str = "keys.eshk";
@@ -35,141 +27,7 @@ pub const KEYS_FILE: &str = "keys.eshk";
 const MAGIC: &[u8; 8] = b"ESHKEYS1";
 const LIVE: u8 = 1;
 const FORGOTTEN: u8 = 2;
-const KEY_LEN: usize = 32;
 const CHECK_LEN: usize = 8;
-/// Longest subject id, in bytes.
-pub const MAX_SUBJECT_ID_BYTES: usize = 256;
-/// The first byte of a sealed part: how it was sealed.
-const SEAL_FORMAT: u8 = 1;
-const NONCE_LEN: usize = 24;
-const NONCE_CONTEXT: &str = "eshost 2026-11 personal-data nonce";
-
-/// What a sealed personal-data part reads as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Personal {
-    /// The event carries no personal data.
-    None,
-    /// The decrypted part (JSON text).
-    Data(String),
-    /// The subject was forgotten: the key is gone.
-    Shredded,
-    /// The part cannot be read although its subject was never forgotten (no key for it in
-    /// this key store, or a ciphertext that fails authentication).
-    Unreadable(String),
-}
-
-impl Personal {
-    /// As a reader's fields: the data, and whether it reads as shredded. Unreadable data
-    /// counts as shredded (plugins cannot tell the two apart) and is logged, as it means a
-    /// missing key file or a damaged record.
-    pub fn into_fields(self, position: u64) -> (Option<String>, bool) {
-        match self {
-            Personal::None => (None, false),
-            Personal::Data(text) => (Some(text), false),
-            Personal::Shredded => (None, true),
-            Personal::Unreadable(reason) => {
-                tracing::warn!(position, %reason, "personal data unreadable");
-                (None, true)
-            }
-        }
-    }
-}
-
-/// Why the key store could not be opened or written.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyStoreError {
-    /// Reading or writing the key file failed.
-    #[error("key store {path}: {source}")]
-    Io {
-        /// The key file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Another process holds the key file.
-    #[error("key store {path} is locked by another process (is `eshost run` using it?)")]
-    Locked {
-        /// The key file.
-        path: PathBuf,
-    },
-    /// The file is not a key store, or an entry before the last is damaged.
-    #[error("key store {path} is damaged at byte {offset}: {reason}")]
-    Corrupt {
-        /// The key file.
-        path: PathBuf,
-        /// Where the damage starts.
-        offset: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A key line given to import is malformed.
-    #[error("key for subject {subject:?}: {reason}")]
-    Invalid {
-        /// The subject.
-        subject: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A key given to import differs from the key this store holds for the subject.
-    #[error("subject {subject:?} already has a different key in this key store")]
-    Conflict {
-        /// The subject.
-        subject: String,
-    },
-}
-
-/// Why personal data could not be sealed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SealError {
-    /// The subject was forgotten; its personal data is not stored again.
-    #[error("subject {subject:?} has been forgotten; personal data for it is not stored")]
-    Forgotten {
-        /// The subject.
-        subject: String,
-    },
-    /// Writing a new key failed.
-    #[error("cannot store a key for subject {subject:?}: {reason}")]
-    Storage {
-        /// The subject.
-        subject: String,
-        /// The I/O error.
-        reason: String,
-    },
-}
-
-/// What [`KeyStore::forget`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Forgot {
-    /// The subject's key was erased.
-    KeyErased,
-    /// The subject had been forgotten before.
-    AlreadyForgotten,
-    /// The subject had no key (no personal data stored); a tombstone now refuses any.
-    NoKey,
-}
-
-/// One subject in a key export: its key, or that it was forgotten.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyLine {
-    /// The subject id.
-    pub subject: String,
-    /// The key, 64 hex digits; absent for a forgotten subject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// True for a forgotten subject.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub forgotten: bool,
-}
-
-struct Key([u8; KEY_LEN]);
-
-impl Drop for Key {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
 
 struct Live {
     offset: u64,
@@ -278,7 +136,7 @@ impl KeyStore {
         {
             let keys = self.read();
             if let Some(live) = keys.live.get(subject) {
-                return Ok(seal_with(&live.key, subject, event_id, plaintext));
+                return Ok(live.key.seal(subject, event_id, plaintext));
             }
             if keys.forgotten.contains(subject) {
                 return Err(SealError::Forgotten {
@@ -289,7 +147,7 @@ impl KeyStore {
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         // Another caller may have created it while this one waited for the file.
         if let Some(live) = self.read().live.get(subject) {
-            return Ok(seal_with(&live.key, subject, event_id, plaintext));
+            return Ok(live.key.seal(subject, event_id, plaintext));
         }
         let mut key = Key([0; KEY_LEN]);
         getrandom::fill(&mut key.0).map_err(|error| SealError::Storage {
@@ -301,7 +159,7 @@ impl KeyStore {
                 subject: subject.to_owned(),
                 reason: error.to_string(),
             })?;
-        let sealed = seal_with(&key, subject, event_id, plaintext);
+        let sealed = key.seal(subject, event_id, plaintext);
         self.write()
             .live
             .insert(subject.to_owned(), Live { offset, key });
@@ -312,7 +170,7 @@ impl KeyStore {
     pub fn unseal(&self, subject: &str, event_id: Uuid, sealed: &[u8]) -> Personal {
         let keys = self.read();
         match keys.live.get(subject) {
-            Some(live) => match unseal_with(&live.key, subject, event_id, sealed) {
+            Some(live) => match live.key.unseal(subject, event_id, sealed) {
                 Ok(text) => Personal::Data(text),
                 Err(reason) => Personal::Unreadable(reason),
             },
@@ -370,7 +228,7 @@ impl KeyStore {
                     live.offset,
                     KeyLine {
                         subject: subject.clone(),
-                        key: Some(live.key.0.iter().map(|b| format!("{b:02x}")).collect()),
+                        key: Some(live.key.to_hex()),
                         forgotten: false,
                     },
                 )
@@ -450,19 +308,31 @@ impl KeyStore {
     }
 }
 
-/// Subject ids are non-empty, at most 256 bytes, free of control characters.
-pub fn check_subject(subject: &str) -> Result<(), String> {
-    if subject.is_empty() {
-        Err("a subject id is empty".into())
-    } else if subject.len() > MAX_SUBJECT_ID_BYTES {
-        Err("a subject id is longer than 256 bytes".into())
-    } else if subject.chars().any(char::is_control) {
-        Err("a subject id contains control characters".into())
-    } else {
-        Ok(())
+impl SubjectKeys for KeyStore {
+    fn seal(&self, subject: &str, event_id: Uuid, plaintext: &str) -> Result<Vec<u8>, SealError> {
+        KeyStore::seal(self, subject, event_id, plaintext)
+    }
+
+    fn unseal(&self, subject: &str, event_id: Uuid, sealed: &[u8]) -> Personal {
+        KeyStore::unseal(self, subject, event_id, sealed)
+    }
+
+    fn forget(&self, subject: &str) -> Result<Forgot, KeyStoreError> {
+        KeyStore::forget(self, subject)
+    }
+
+    fn is_forgotten(&self, subject: &str) -> bool {
+        KeyStore::is_forgotten(self, subject)
+    }
+
+    fn export(&self) -> Result<Vec<KeyLine>, KeyStoreError> {
+        Ok(KeyStore::export(self))
+    }
+
+    fn import(&self, lines: &[KeyLine]) -> Result<usize, KeyStoreError> {
+        KeyStore::import(self, lines)
     }
 }
-
 fn parse(path: &Path, bytes: &[u8]) -> Result<(Keys, u64), KeyStoreError> {
     let corrupt = |offset: usize, reason: &str| KeyStoreError::Corrupt {
         path: path.to_owned(),
@@ -557,69 +427,6 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
         None => Ok(()),
     }
 }
-
-/// The event id and subject are bound in as associated data, so a sealed part cannot be moved
-/// to another event or subject.
-fn associated(subject: &str, event_id: Uuid) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(16 + subject.len());
-    aad.extend_from_slice(event_id.as_bytes());
-    aad.extend_from_slice(subject.as_bytes());
-    aad
-}
-
-fn seal_with(key: &Key, subject: &str, event_id: Uuid, plaintext: &str) -> Vec<u8> {
-    let nonce_key = blake3::derive_key(NONCE_CONTEXT, &key.0);
-    let mut hasher = blake3::Hasher::new_keyed(&nonce_key);
-    hasher.update(event_id.as_bytes());
-    hasher.update(plaintext.as_bytes());
-    let nonce: [u8; NONCE_LEN] = hasher.finalize().as_bytes()[..NONCE_LEN]
-        .try_into()
-        .unwrap();
-    let aad = associated(subject, event_id);
-    let ciphertext = XChaCha20Poly1305::new((&key.0).into())
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext.as_bytes(),
-                aad: &aad,
-            },
-        )
-        .expect("XChaCha20-Poly1305 encrypts any message under 256 GiB");
-    let mut sealed = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
-    sealed.push(SEAL_FORMAT);
-    sealed.extend_from_slice(&nonce);
-    sealed.extend_from_slice(&ciphertext);
-    sealed
-}
-
-fn unseal_with(key: &Key, subject: &str, event_id: Uuid, sealed: &[u8]) -> Result<String, String> {
-    if sealed.len() < 1 + NONCE_LEN || sealed[0] != SEAL_FORMAT {
-        return Err("the sealed part is malformed".into());
-    }
-    let aad = associated(subject, event_id);
-    let plaintext = XChaCha20Poly1305::new((&key.0).into())
-        .decrypt(
-            XNonce::from_slice(&sealed[1..1 + NONCE_LEN]),
-            Payload {
-                msg: &sealed[1 + NONCE_LEN..],
-                aad: &aad,
-            },
-        )
-        .map_err(|_| "the sealed part fails authentication under the subject's key".to_owned())?;
-    String::from_utf8(plaintext).map_err(|_| "the personal data is not UTF-8".to_owned())
-}
-
-fn unhex_key(text: &str) -> Option<[u8; KEY_LEN]> {
-    if text.len() != KEY_LEN * 2 || !text.is_ascii() {
-        return None;
-    }
-    let mut key = [0u8; KEY_LEN];
-    for (index, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).ok()?;
-    }
-    Some(key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

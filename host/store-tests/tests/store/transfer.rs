@@ -3,12 +3,12 @@
 
 use eshost_store::transfer::{self, ImportError};
 use eshost_store::{
-    AllRead, AppendError, AppendRequest, EventStore, ExpectedVersion, ProposedEvent, Store,
-    StoreConfig, StreamRead,
+    AllRead, AppendError, AppendRequest, EventStore, ExpectedVersion, ProposedEvent, StreamRead,
 };
+use eshost_store_tests::{Backend, Opened, Place};
 
-fn seeded_store(dir: &std::path::Path) -> Store {
-    let store = Store::open(StoreConfig::new(dir)).unwrap();
+fn seeded_store(place: &Place) -> Opened {
+    let store = place.open();
     for n in 0..40u64 {
         let stream = format!("account-{}", n % 6);
         let data = format!(" {{\"amount\": {n}, \"note\": \"line\\nbreak é\"}}\n");
@@ -26,26 +26,25 @@ fn seeded_store(dir: &std::path::Path) -> Store {
     store
 }
 
-fn export_all(store: &Store) -> Vec<u8> {
+fn export_all(store: &dyn EventStore) -> Vec<u8> {
     let mut out = Vec::new();
     transfer::export(store, None, &mut out).unwrap();
     out
 }
 
-#[test]
-fn a_whole_store_round_trips_with_positions_ids_times_and_hashes() {
-    let source_dir = tempfile::tempdir().unwrap();
-    let source = seeded_store(source_dir.path());
-    let exported = export_all(&source);
+pub fn a_whole_store_round_trips_with_positions_ids_times_and_hashes(backend: Backend) {
+    let source_place = Place::new(backend);
+    let source = seeded_store(&source_place);
+    let exported = export_all(&*source);
     assert_eq!(exported.iter().filter(|byte| **byte == b'\n').count(), 40);
     // The JSON values are stored trimmed, and exported as values, not strings.
     let first: serde_json::Value =
         serde_json::from_slice(exported.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(first["data"]["amount"], 0);
 
-    let target_dir = tempfile::tempdir().unwrap();
-    let target = Store::open(StoreConfig::new(target_dir.path())).unwrap();
-    let report = transfer::import(&target, &mut exported.as_slice(), 7).unwrap();
+    let target_place = Place::new(backend);
+    let target = target_place.open();
+    let report = transfer::import(&*target, &mut exported.as_slice(), 7).unwrap();
     assert_eq!((report.events, report.head), (40, 40));
     assert_eq!(
         target.read_all(&AllRead::from(1)).unwrap(),
@@ -74,13 +73,12 @@ fn a_whole_store_round_trips_with_positions_ids_times_and_hashes() {
         .unwrap();
     assert_eq!(next.first_position, 41);
     assert!(target.verify().unwrap().is_ok());
-    assert_eq!(export_all(&target)[..exported.len()], exported[..]);
+    assert_eq!(export_all(&*target)[..exported.len()], exported[..]);
 }
 
-#[test]
-fn an_altered_line_is_refused_there_and_nothing_after_it_is_imported() {
-    let source_dir = tempfile::tempdir().unwrap();
-    let exported = String::from_utf8(export_all(&seeded_store(source_dir.path()))).unwrap();
+pub fn an_altered_line_is_refused_there_and_nothing_after_it_is_imported(backend: Backend) {
+    let source_place = Place::new(backend);
+    let exported = String::from_utf8(export_all(&*seeded_store(&source_place))).unwrap();
     let altered: String = exported
         .lines()
         .enumerate()
@@ -95,9 +93,9 @@ fn an_altered_line_is_refused_there_and_nothing_after_it_is_imported() {
         .collect();
     assert_ne!(altered, exported, "the test changed a line");
 
-    let target_dir = tempfile::tempdir().unwrap();
-    let target = Store::open(StoreConfig::new(target_dir.path())).unwrap();
-    let error = transfer::import(&target, &mut altered.as_bytes(), 5).unwrap_err();
+    let target_place = Place::new(backend);
+    let target = target_place.open();
+    let error = transfer::import(&*target, &mut altered.as_bytes(), 5).unwrap_err();
     match &error {
         ImportError::Refused {
             line: 13,
@@ -116,14 +114,13 @@ fn an_altered_line_is_refused_there_and_nothing_after_it_is_imported() {
     assert!(target.verify().unwrap().is_ok());
 }
 
-#[test]
-fn an_import_that_does_not_continue_the_log_is_refused() {
-    let source_dir = tempfile::tempdir().unwrap();
-    let exported = export_all(&seeded_store(source_dir.path()));
+pub fn an_import_that_does_not_continue_the_log_is_refused(backend: Backend) {
+    let source_place = Place::new(backend);
+    let exported = export_all(&*seeded_store(&source_place));
 
     // Into a store that already has events of its own.
-    let target_dir = tempfile::tempdir().unwrap();
-    let target = Store::open(StoreConfig::new(target_dir.path())).unwrap();
+    let target_place = Place::new(backend);
+    let target = target_place.open();
     target
         .append_blocking(AppendRequest::new(
             "other",
@@ -131,31 +128,30 @@ fn an_import_that_does_not_continue_the_log_is_refused() {
             vec![ProposedEvent::new("E", "{}")],
         ))
         .unwrap();
-    let error = transfer::import(&target, &mut exported.as_slice(), 100).unwrap_err();
+    let error = transfer::import(&*target, &mut exported.as_slice(), 100).unwrap_err();
     assert!(error.to_string().contains("next position is 2"), "{error}");
     assert_eq!(target.head(), 1);
 
     // Twice into the same store: the second time nothing fits.
-    let again_dir = tempfile::tempdir().unwrap();
-    let again = Store::open(StoreConfig::new(again_dir.path())).unwrap();
-    transfer::import(&again, &mut exported.as_slice(), 100).unwrap();
-    assert!(transfer::import(&again, &mut exported.as_slice(), 100).is_err());
+    let again_place = Place::new(backend);
+    let again = again_place.open();
+    transfer::import(&*again, &mut exported.as_slice(), 100).unwrap();
+    assert!(transfer::import(&*again, &mut exported.as_slice(), 100).is_err());
     assert_eq!(again.head(), 40);
 
     // A line that is not an exported event.
-    let error = transfer::import(&again, &mut b"{\"position\":41}\n".as_slice(), 100).unwrap_err();
+    let error = transfer::import(&*again, &mut b"{\"position\":41}\n".as_slice(), 100).unwrap_err();
     assert!(
         matches!(error, ImportError::Malformed { line: 1, .. }),
         "{error}"
     );
 }
 
-#[test]
-fn a_stream_export_holds_only_that_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = seeded_store(dir.path());
+pub fn a_stream_export_holds_only_that_stream(backend: Backend) {
+    let place = Place::new(backend);
+    let store = seeded_store(&place);
     let mut out = Vec::new();
-    let written = transfer::export(&store, Some("account-2"), &mut out).unwrap();
+    let written = transfer::export(&*store, Some("account-2"), &mut out).unwrap();
     assert_eq!(written, 7);
     let streams: Vec<String> = String::from_utf8(out)
         .unwrap()
@@ -169,3 +165,10 @@ fn a_stream_export_holds_only_that_stream() {
         .collect();
     assert!(streams.iter().all(|stream| stream == "account-2"));
 }
+
+crate::conformance!(
+    a_whole_store_round_trips_with_positions_ids_times_and_hashes,
+    an_altered_line_is_refused_there_and_nothing_after_it_is_imported,
+    an_import_that_does_not_continue_the_log_is_refused,
+    a_stream_export_holds_only_that_stream,
+);

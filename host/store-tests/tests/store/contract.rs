@@ -3,21 +3,18 @@
 use std::collections::HashSet;
 
 use eshost_store::{
-    AllRead, AppendError, AppendRequest, Direction, EventStore, ExpectedVersion, Limits,
-    ProposedEvent, ReadError, Store, StoreConfig, StreamRead, Until, ValidationError,
+    AllRead, AppendError, AppendRequest, Direction, ExpectedVersion, Limits, ProposedEvent,
+    ReadError, StreamRead, Until, ValidationError,
 };
+use eshost_store_tests::{Backend, Opened, Place, runtime};
 use uuid::Uuid;
-
-fn open(dir: &std::path::Path) -> Store {
-    Store::open(StoreConfig::new(dir)).expect("open store")
-}
 
 fn event(kind: &str, data: &str) -> ProposedEvent {
     ProposedEvent::new(kind, data)
 }
 
 fn append(
-    store: &Store,
+    store: &Opened,
     stream: &str,
     expected: ExpectedVersion,
     events: Vec<ProposedEvent>,
@@ -25,10 +22,9 @@ fn append(
     store.append_blocking(AppendRequest::new(stream, expected, events))
 }
 
-#[test]
-fn appends_get_gap_free_positions_and_contiguous_versions() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+pub fn appends_get_gap_free_positions_and_contiguous_versions(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open();
     let first = append(
         &store,
         "account-1",
@@ -83,10 +79,9 @@ fn appends_get_gap_free_positions_and_contiguous_versions() {
     assert!(store.verify().unwrap().is_ok());
 }
 
-#[test]
-fn every_expected_version_mode_accepts_and_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+pub fn every_expected_version_mode_accepts_and_refuses(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open();
     let one = || vec![event("Happened", "{}")];
 
     // On a stream that does not exist yet.
@@ -156,10 +151,9 @@ fn every_expected_version_mode_accepts_and_refuses() {
     assert!(store.verify().unwrap().is_ok());
 }
 
-#[test]
-fn re_appending_stored_event_ids_is_idempotent() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+pub fn re_appending_stored_event_ids_is_idempotent(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open();
     let batch = vec![event("A", r#"{"n":1}"#), event("B", r#"{"n":2}"#)];
     let original = append(&store, "s", ExpectedVersion::NoStream, batch.clone()).unwrap();
     append(
@@ -190,6 +184,8 @@ fn re_appending_stored_event_ids_is_idempotent() {
         )
     );
     assert_eq!(store.head(), 3, "a retry writes nothing");
+    assert_eq!(store.event_position(batch[1].event_id).unwrap(), Some(2));
+    assert_eq!(store.event_position(Uuid::new_v4()).unwrap(), None);
 
     // The same id with other content is refused, naming the id and where it is stored.
     let mut changed = batch[0].clone();
@@ -227,15 +223,12 @@ fn re_appending_stored_event_ids_is_idempotent() {
     assert!(store.verify().unwrap().is_ok());
 }
 
-#[test]
-fn bad_input_is_refused_with_the_right_error_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = StoreConfig::new(dir.path());
-    config.limits = Limits {
+pub fn bad_input_is_refused_with_the_right_error_and_changes_nothing(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open_with(Limits {
         max_event_bytes: 1024,
         max_events_per_append: 5,
-    };
-    let store = Store::open(config).unwrap();
+    });
     append(&store, "s", ExpectedVersion::Any, vec![event("Ok", "{}")]).unwrap();
 
     let invalid = |stream: &str, events: Vec<ProposedEvent>| match append(
@@ -304,10 +297,9 @@ fn bad_input_is_refused_with_the_right_error_and_changes_nothing() {
     assert!(store.verify().unwrap().is_ok());
 }
 
-#[test]
-fn reads_go_both_ways_with_limits_bounds_and_filters() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+pub fn reads_go_both_ways_with_limits_bounds_and_filters(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open();
     for n in 1..=10 {
         let stream = if n % 2 == 0 { "even" } else { "odd" };
         let kind = if n % 3 == 0 { "Fizz" } else { "Plain" };
@@ -406,10 +398,9 @@ fn reads_go_both_ways_with_limits_bounds_and_filters() {
     assert!(store.stream_info("missing").unwrap().is_none());
 }
 
-#[test]
-fn time_bounded_reads_answer_as_of_a_moment() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+pub fn time_bounded_reads_answer_as_of_a_moment(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open();
     append(
         &store,
         "account-1",
@@ -451,10 +442,9 @@ fn time_bounded_reads_answer_as_of_a_moment() {
     assert_eq!(total, 700);
 }
 
-#[test]
-fn streams_are_listed_by_prefix_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+pub fn streams_are_listed_by_prefix_in_order(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open();
     for stream in [
         "account-2",
         "order-1",
@@ -479,17 +469,16 @@ fn streams_are_listed_by_prefix_in_order() {
     assert!(store.streams("zzz", None, 10).unwrap().is_empty());
 }
 
-#[test]
-fn the_store_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
+pub fn the_store_survives_reopening(backend: Backend) {
+    let place = Place::new(backend);
     let ids: Vec<Uuid> = {
-        let store = open(dir.path());
+        let store = place.open();
         let events = vec![event("A", "1"), event("B", "2")];
         let ids = events.iter().map(|e| e.event_id).collect();
         append(&store, "s", ExpectedVersion::Any, events).unwrap();
         ids
     };
-    let store = open(dir.path());
+    let store = place.open();
     assert_eq!(store.head(), 2);
     let read: Vec<_> = store
         .read_all(&AllRead::from(1))
@@ -509,77 +498,71 @@ fn the_store_survives_reopening() {
     assert!(store.verify().unwrap().is_ok());
 }
 
-#[test]
-fn a_second_open_of_the_same_store_is_refused_as_locked() {
-    let dir = tempfile::tempdir().unwrap();
-    let _store = open(dir.path());
-    let error = Store::open(StoreConfig::new(dir.path())).unwrap_err();
-    assert!(error.to_string().contains("locked"), "{error}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_head_watch_wakes_on_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let mut head = store.watch_head();
-    assert_eq!(*head.borrow_and_update(), 0);
-    let waiter = tokio::spawn(async move {
-        head.changed().await.unwrap();
-        *head.borrow()
+pub fn the_head_watch_wakes_on_commit(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open();
+    runtime().block_on(async {
+        let mut head = store.watch_head();
+        assert_eq!(*head.borrow_and_update(), 0);
+        let waiter = tokio::spawn(async move {
+            head.changed().await.unwrap();
+            *head.borrow()
+        });
+        store
+            .append(AppendRequest::new(
+                "s",
+                ExpectedVersion::Any,
+                vec![event("A", "{}"), event("B", "{}")],
+            ))
+            .await
+            .unwrap();
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, 2);
     });
-    store
-        .append(AppendRequest::new(
-            "s",
-            ExpectedVersion::Any,
-            vec![event("A", "{}"), event("B", "{}")],
-        ))
-        .await
-        .unwrap();
-    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(seen, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_appends_share_commits_and_a_conflict_fails_only_its_own_append() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let mut tasks = Vec::new();
-    for n in 0..200 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            // Half race for the first version of one stream; half append to their own.
-            let (stream, expected) = if n % 2 == 0 {
-                ("contested".to_owned(), ExpectedVersion::NoStream)
-            } else {
-                (format!("own-{n}"), ExpectedVersion::NoStream)
-            };
-            let result = store
-                .append(AppendRequest::new(
-                    stream,
-                    expected,
-                    vec![event("E", &n.to_string())],
-                ))
-                .await;
-            (n, result)
-        }));
-    }
-    let mut contested_wins = 0;
-    for task in tasks {
-        let (n, result) = task.await.unwrap();
-        match (n % 2, result) {
-            (0, Ok(_)) => contested_wins += 1,
-            (0, Err(AppendError::Conflict { actual: 1, .. })) => {}
-            (1, Ok(appended)) => assert_eq!(appended.stream_version, 1),
-            (_, other) => panic!("append {n}: unexpected {other:?}"),
+pub fn concurrent_appends_share_commits_and_a_conflict_fails_only_its_own_append(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open();
+    let shared = store.shared();
+    runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for n in 0..200 {
+            let store = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                // Half race for the first version of one stream; half append to their own.
+                let (stream, expected) = if n % 2 == 0 {
+                    ("contested".to_owned(), ExpectedVersion::NoStream)
+                } else {
+                    (format!("own-{n}"), ExpectedVersion::NoStream)
+                };
+                let result = store
+                    .append(AppendRequest::new(
+                        stream,
+                        expected,
+                        vec![event("E", &n.to_string())],
+                    ))
+                    .await;
+                (n, result)
+            }));
         }
-    }
-    assert_eq!(contested_wins, 1);
+        let mut contested_wins = 0;
+        for task in tasks {
+            let (n, result) = task.await.unwrap();
+            match (n % 2, result) {
+                (0, Ok(_)) => contested_wins += 1,
+                (0, Err(AppendError::Conflict { actual: 1, .. })) => {}
+                (1, Ok(appended)) => assert_eq!(appended.stream_version, 1),
+                (_, other) => panic!("append {n}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(contested_wins, 1);
+    });
     assert_eq!(store.head(), 101);
-    let stats = store.writer_stats();
-    let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+    let commits = store.commits();
     assert!(
         commits < 101,
         "101 appends took {commits} commits: no group commit"
@@ -587,62 +570,65 @@ async fn concurrent_appends_share_commits_and_a_conflict_fails_only_its_own_appe
     assert!(store.verify().unwrap().is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_writers_with_exact_versions_win_each_version_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+pub fn racing_writers_with_exact_versions_win_each_version_once(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open();
+    let shared = store.shared();
     let streams = ["a", "b", "c"];
-    let mut tasks = Vec::new();
-    for writer in 0..24 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = streams[writer % streams.len()];
-            let mut acknowledged = Vec::new();
-            let mut conflicts = 0;
-            while acknowledged.len() < 10 {
-                let version = store
-                    .stream_info(stream)
-                    .unwrap()
-                    .map_or(0, |info| info.version);
-                let proposed = event(
-                    "Wrote",
-                    &format!(r#"{{"writer":{writer},"after":{version}}}"#),
-                );
-                let id = proposed.event_id;
-                match store
-                    .append(AppendRequest::new(
-                        stream,
-                        ExpectedVersion::Exact(version),
-                        vec![proposed],
-                    ))
-                    .await
-                {
-                    Ok(appended) => {
-                        assert_eq!(appended.stream_version, version + 1);
-                        acknowledged.push((stream, appended.stream_version, id));
+    let acknowledged = runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for writer in 0..24 {
+            let store = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                let stream = streams[writer % streams.len()];
+                let mut acknowledged = Vec::new();
+                let mut conflicts = 0;
+                while acknowledged.len() < 10 {
+                    let version = store
+                        .stream_info(stream)
+                        .unwrap()
+                        .map_or(0, |info| info.version);
+                    let proposed = event(
+                        "Wrote",
+                        &format!(r#"{{"writer":{writer},"after":{version}}}"#),
+                    );
+                    let id = proposed.event_id;
+                    match store
+                        .append(AppendRequest::new(
+                            stream,
+                            ExpectedVersion::Exact(version),
+                            vec![proposed],
+                        ))
+                        .await
+                    {
+                        Ok(appended) => {
+                            assert_eq!(appended.stream_version, version + 1);
+                            acknowledged.push((stream, appended.stream_version, id));
+                        }
+                        Err(AppendError::Conflict { actual, .. }) => {
+                            assert!(actual > version);
+                            conflicts += 1;
+                        }
+                        Err(other) => panic!("{other}"),
                     }
-                    Err(AppendError::Conflict { actual, .. }) => {
-                        assert!(actual > version);
-                        conflicts += 1;
-                    }
-                    Err(other) => panic!("{other}"),
                 }
-            }
-            (acknowledged, conflicts)
-        }));
-    }
-    let mut acknowledged = Vec::new();
-    let mut conflicts = 0;
-    for task in tasks {
-        let (acks, lost) = task.await.unwrap();
-        acknowledged.extend(acks);
-        conflicts += lost;
-    }
-    assert_eq!(acknowledged.len(), 240);
-    assert!(
-        conflicts > 0,
-        "24 writers on 3 streams never conflicted: the race was not exercised"
-    );
+                (acknowledged, conflicts)
+            }));
+        }
+        let mut acknowledged = Vec::new();
+        let mut conflicts = 0;
+        for task in tasks {
+            let (acks, lost) = task.await.unwrap();
+            acknowledged.extend(acks);
+            conflicts += lost;
+        }
+        assert_eq!(acknowledged.len(), 240);
+        assert!(
+            conflicts > 0,
+            "24 writers on 3 streams never conflicted: the race was not exercised"
+        );
+        acknowledged
+    });
     // Each (stream, version) was won exactly once, and what was acknowledged is what is stored.
     let unique: HashSet<_> = acknowledged.iter().map(|(s, v, _)| (*s, *v)).collect();
     assert_eq!(unique.len(), acknowledged.len());
@@ -663,22 +649,30 @@ async fn racing_writers_with_exact_versions_win_each_version_once() {
     assert!(store.verify().unwrap().is_ok());
 }
 
-mod properties {
-    use super::*;
+/// Whatever the appends, positions are 1..=n in `$all`, each stream's versions are 1..=k,
+/// and the per-stream reads are exactly `$all` split by stream.
+pub fn all_and_stream_reads_agree(backend: Backend) {
     use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
 
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-
-        /// Whatever the appends, positions are 1..=n in `$all`, each stream's versions are
-        /// 1..=k, and the per-stream reads are exactly `$all` split by stream.
-        #[test]
-        fn all_and_stream_reads_agree(appends in proptest::collection::vec((0..4usize, 1..4usize), 1..40)) {
-            let dir = tempfile::tempdir().unwrap();
-            let store = open(dir.path());
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        ..Config::default()
+    });
+    let appends = proptest::collection::vec((0..4usize, 1..4usize), 1..40);
+    runner
+        .run(&appends, |appends| {
+            let place = Place::new(backend);
+            let store = place.open();
             for (stream, count) in &appends {
                 let events = (0..*count).map(|n| event("E", &n.to_string())).collect();
-                append(&store, &format!("stream-{stream}"), ExpectedVersion::Any, events).unwrap();
+                append(
+                    &store,
+                    &format!("stream-{stream}"),
+                    ExpectedVersion::Any,
+                    events,
+                )
+                .unwrap();
             }
             let total: usize = appends.iter().map(|(_, count)| count).sum();
             let all = store.read_all(&AllRead::from(1)).unwrap();
@@ -697,134 +691,15 @@ mod properties {
                 }
             }
             prop_assert!(store.verify().unwrap().is_ok());
-        }
-    }
-}
-
-/// The stream and id indexes live partly in memory (recent events) and partly in redb
-/// (flushed every `index_flush_events`); reads, idempotency and reopening must not tell.
-#[test]
-fn index_flushes_and_recovery_keep_reads_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = || StoreConfig {
-        index_flush_events: 5,
-        ..StoreConfig::new(dir.path())
-    };
-    let mut expected: std::collections::BTreeMap<String, Vec<ProposedEvent>> = Default::default();
-    let check =
-        |store: &Store, expected: &std::collections::BTreeMap<String, Vec<ProposedEvent>>| {
-            for (stream, events) in expected {
-                let read = store.read_stream(stream, &StreamRead::forward()).unwrap();
-                let ids: Vec<_> = read.iter().map(|e| e.event_id).collect();
-                let want: Vec<_> = events.iter().map(|e| e.event_id).collect();
-                assert_eq!(ids, want, "stream {stream}");
-                // Found by id whether its index entry is recent, flushed or recovered.
-                for stored in &read {
-                    assert_eq!(
-                        store.event_position(stored.event_id).unwrap(),
-                        Some(stored.position)
-                    );
-                }
-                let backward = store.read_stream(stream, &StreamRead::backward()).unwrap();
-                assert_eq!(backward.len(), events.len());
-                assert_eq!(backward.first().map(|e| e.event_id), want.last().copied());
-                let middle = StreamRead {
-                    from_version: 2,
-                    limit: 3,
-                    ..StreamRead::forward()
-                };
-                let part: Vec<_> = store
-                    .read_stream(stream, &middle)
-                    .unwrap()
-                    .iter()
-                    .map(|e| e.stream_version)
-                    .collect();
-                let want_part: Vec<u64> = (2..=events.len() as u64).take(3).collect();
-                assert_eq!(part, want_part);
-                assert_eq!(
-                    store.stream_info(stream).unwrap().unwrap().version,
-                    events.len() as u64
-                );
-            }
-            assert_eq!(store.event_position(Uuid::now_v7()).unwrap(), None);
-            let listed = store.streams("s-", None, 100).unwrap();
-            assert_eq!(listed.len(), expected.len());
-            assert!(store.verify().unwrap().is_ok());
-        };
-    {
-        let store = Store::open(config()).unwrap();
-        for round in 0..23 {
-            let stream = format!("s-{}", round % 4 + round / 10);
-            let events: Vec<_> = (0..1 + round % 3)
-                .map(|n| event("E", &n.to_string()))
-                .collect();
-            let version = expected.get(&stream).map_or(0, Vec::len) as u64;
-            append(
-                &store,
-                &stream,
-                ExpectedVersion::Exact(version),
-                events.clone(),
-            )
-            .unwrap();
-            expected.entry(stream).or_default().extend(events);
-            check(&store, &expected);
-        }
-        // A retry of an append whose ids were flushed long ago, and of a recent one.
-        let (stream, events) = expected.iter().next().unwrap();
-        let replay = append(
-            &store,
-            stream,
-            ExpectedVersion::Any,
-            vec![events[0].clone()],
-        )
+            Ok(())
+        })
         .unwrap();
-        assert!(replay.already_stored);
-    }
-    // Reopen: the unflushed tail is read back from the log.
-    let store = Store::open(config()).unwrap();
-    check(&store, &expected);
-    let (stream, events) = expected.iter().next_back().unwrap();
-    let replay = append(
-        &store,
-        stream,
-        ExpectedVersion::Any,
-        vec![events.last().unwrap().clone()],
-    )
-    .unwrap();
-    assert!(replay.already_stored);
-    let version = events.len() as u64;
-    let stream = stream.clone();
-    append(
-        &store,
-        &stream,
-        ExpectedVersion::Exact(version),
-        vec![event("E", "1")],
-    )
-    .unwrap();
-    append(
-        &store,
-        "s-new",
-        ExpectedVersion::NoStream,
-        vec![event("E", "1")],
-    )
-    .unwrap();
-    assert!(matches!(
-        append(
-            &store,
-            "s-new",
-            ExpectedVersion::NoStream,
-            vec![event("E", "2")]
-        ),
-        Err(AppendError::Conflict { actual: 1, .. })
-    ));
-    assert!(store.verify().unwrap().is_ok());
 }
 
-#[test]
-fn verify_finds_a_tampered_byte_at_its_position() {
-    let dir = tempfile::tempdir().unwrap();
+pub fn verify_finds_a_tampered_byte_at_its_position(backend: Backend) {
+    let place = Place::new(backend);
     {
-        let store = open(dir.path());
+        let store = place.open();
         for n in 0..50 {
             let data = if n == 31 {
                 r#"{"amount":"MARKER-31"}"#.to_owned()
@@ -841,22 +716,9 @@ fn verify_finds_a_tampered_byte_at_its_position() {
         }
         assert!(store.verify().unwrap().is_ok());
     }
-    let path = dir.path().join(eshost_store::EVENTS_FILE);
-    let mut bytes = std::fs::read(&path).unwrap();
-    // Copy-on-write leaves stale copies of pages in the file: change every copy.
-    let places: Vec<_> = bytes
-        .windows(9)
-        .enumerate()
-        .filter(|(_, w)| *w == b"MARKER-31")
-        .map(|(at, _)| at)
-        .collect();
-    assert!(!places.is_empty(), "the payload is in the file");
-    for at in places {
-        bytes[at] = b'N';
-    }
-    std::fs::write(&path, &bytes).unwrap();
+    place.tamper(b"MARKER-31", b"NARKER-31");
 
-    let store = open(dir.path());
+    let store = place.open();
     let report = store.verify().unwrap();
     let bad = report.first_bad.as_ref().expect("the tampering is found");
     assert_eq!(bad.position, 32, "{report}");
@@ -866,3 +728,70 @@ fn verify_finds_a_tampered_byte_at_its_position() {
         "{report}"
     );
 }
+
+/// Streams longer than a read page read whole, both ways, and from the middle.
+pub fn long_streams_read_whole_both_ways(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open();
+    for chunk in 0..3 {
+        let events = (0..500)
+            .map(|n| event("E", &(chunk * 500 + n).to_string()))
+            .collect();
+        append(&store, "long", ExpectedVersion::Any, events).unwrap();
+        append(&store, "other", ExpectedVersion::Any, vec![event("O", "0")]).unwrap();
+    }
+    let numbers = |read: &StreamRead| -> Vec<u64> {
+        store
+            .read_stream("long", read)
+            .unwrap()
+            .iter()
+            .map(|e| e.data.parse().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        numbers(&StreamRead::forward()),
+        (0..1500).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        numbers(&StreamRead::backward()),
+        (0..1500).rev().collect::<Vec<_>>()
+    );
+    let middle = StreamRead {
+        from_version: 400,
+        limit: 700,
+        ..StreamRead::forward()
+    };
+    assert_eq!(numbers(&middle), (399..1099).collect::<Vec<_>>());
+    let all = store.read_all(&AllRead::from(1)).unwrap();
+    assert_eq!(all.len(), 1503);
+    let backward = AllRead {
+        from_position: 1200,
+        direction: Direction::Backward,
+        limit: 1000,
+        ..AllRead::from(1)
+    };
+    let positions: Vec<u64> = store
+        .read_all(&backward)
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(positions, (201..=1200).rev().collect::<Vec<_>>());
+}
+
+crate::conformance!(
+    appends_get_gap_free_positions_and_contiguous_versions,
+    every_expected_version_mode_accepts_and_refuses,
+    re_appending_stored_event_ids_is_idempotent,
+    bad_input_is_refused_with_the_right_error_and_changes_nothing,
+    reads_go_both_ways_with_limits_bounds_and_filters,
+    time_bounded_reads_answer_as_of_a_moment,
+    streams_are_listed_by_prefix_in_order,
+    the_store_survives_reopening,
+    the_head_watch_wakes_on_commit,
+    concurrent_appends_share_commits_and_a_conflict_fails_only_its_own_append,
+    racing_writers_with_exact_versions_win_each_version_once,
+    all_and_stream_reads_agree,
+    verify_finds_a_tampered_byte_at_its_position,
+    long_streams_read_whole_both_ways,
+);

@@ -1,0 +1,476 @@
+//! One projection's runner: a thread that feeds `$all` through the plugin in batches and
+//! commits each batch's writes with the checkpoint in one transaction; builds a shadow
+//! generation beside the active one and switches to it; retries, stops at or parks a failing
+//! event.
+//!
+//! Modules: `lane` (one generation being fed), `batch` (read, upcast, handle and commit one
+//! batch, and what happens when it fails), `generations` (create, rebuild, swap and switch
+//! generations), `read_ahead` (the thread that reads the next batch while the plugin handles
+//! this one). This file holds the loop and the control messages.
+
+mod batch;
+mod generations;
+mod lane;
+mod read_ahead;
+
+pub(crate) use read_ahead::to_event;
+
+use lane::{Lane, placeholder};
+use read_ahead::ReadJob;
+
+use std::collections::VecDeque;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redb::Database;
+use tokio::sync::{mpsc, watch};
+
+use super::schema::{self, Generation};
+use super::{
+    ProjectionConfig, ProjectionHostError, ProjectionState, ProjectionStatus, QueryPool, Shared,
+    SwapMode, SwapOutcome,
+};
+use crate::upcast::{UpcasterChain, Upcasting};
+use eshost_runtime::{Event, ProjectionPlugin, Runtime};
+use eshost_store::EventStore;
+
+/// What callers ask of a runner.
+pub(crate) enum Control {
+    Pause,
+    Resume,
+    Rebuild {
+        ack: Sender<Result<u64, ProjectionHostError>>,
+    },
+    AbortRebuild,
+    /// Rebuild from position 0 because derived rows may hold personal data that is now
+    /// shredded: restarts a rebuild already running (with its plugin), as it may have read
+    /// that data too.
+    Purge {
+        ack: Sender<Result<u64, ProjectionHostError>>,
+    },
+    Swap {
+        plugin: ProjectionPlugin,
+        bytes: Vec<u8>,
+        mode: SwapMode,
+        ack: Sender<Result<SwapOutcome, ProjectionHostError>>,
+    },
+    Stop,
+}
+
+/// How long non-durable commits may pile up before one waits for the disk. A crash loses at
+/// most this much work, never consistency: data and checkpoint roll back together.
+const DURABLE_EVERY: Duration = Duration::from_millis(500);
+
+pub(crate) struct Runner {
+    config: ProjectionConfig,
+    store: Arc<dyn EventStore>,
+    db: Arc<Database>,
+    shared: Arc<Shared>,
+    control: mpsc::UnboundedReceiver<Control>,
+    head: watch::Receiver<u64>,
+    upcasting: Upcasting,
+    active: Lane,
+    shadow: Option<Lane>,
+    paused: bool,
+    last_error: Option<String>,
+    last_durable: Instant,
+    /// A commit since `last_durable` is not on disk yet.
+    unsynced: bool,
+    /// (when, positions processed so far), for the rate.
+    samples: VecDeque<(Instant, u64)>,
+    processed: u64,
+    /// Jobs for the reader thread (started with the first read ahead; `None` before, or if it
+    /// could not start).
+    reader: Option<Sender<ReadJob>>,
+    /// A handled batch, whose strings the next read reuses.
+    spare: Vec<Event>,
+}
+
+fn views_error(name: &str) -> impl Fn(redb::Error) -> ProjectionHostError + '_ {
+    move |e| ProjectionHostError::Views {
+        name: name.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn redb_error(e: impl Into<redb::Error>) -> redb::Error {
+    e.into()
+}
+
+impl Runner {
+    /// Opens (or creates) the projection's record and prepares its lanes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open(
+        config: ProjectionConfig,
+        store: Arc<dyn EventStore>,
+        db: Arc<Database>,
+        runtime: Runtime,
+        plugin: ProjectionPlugin,
+        bytes: Vec<u8>,
+        upcasters: UpcasterChain,
+        control: mpsc::UnboundedReceiver<Control>,
+    ) -> Result<(Runner, Arc<Shared>), ProjectionHostError> {
+        let name = config.name.clone();
+        let err = views_error(&name);
+        let hash = plugin.info().content_hash.clone();
+        let meta = schema::read_meta(&db, &name).map_err(&err)?;
+        // The code of a recorded generation, from views.redb (or the configured file).
+        let code_of =
+            |generation: &Generation| -> Result<Option<ProjectionPlugin>, ProjectionHostError> {
+                if generation.hash == hash {
+                    return Ok(Some(plugin.clone()));
+                }
+                match schema::code(&db, &generation.hash).map_err(&err)? {
+                    Some(bytes) => {
+                        let label = format!("{name} (recorded version {})", &generation.hash[..12]);
+                        match runtime.load_bytes(
+                            &bytes,
+                            &label,
+                            eshost_runtime::PluginKind::Projection,
+                        )? {
+                            eshost_runtime::LoadedPlugin::Projection(p) => Ok(Some(p)),
+                            _ => unreachable!("load_bytes checks the kind"),
+                        }
+                    }
+                    None => Ok(None),
+                }
+            };
+        let mut new_shadow = false;
+        let (meta, active_plugin, shadow_plugin) = match meta {
+            Some(meta) => match code_of(&meta.active)? {
+                Some(active_plugin) => {
+                    let shadow_plugin = match &meta.shadow {
+                        Some(shadow) => code_of(shadow)?,
+                        None => None,
+                    };
+                    let configured_is_live = meta.active.hash == hash
+                        || meta.shadow.as_ref().is_some_and(|s| s.hash == hash);
+                    new_shadow = !configured_is_live;
+                    (meta, active_plugin, shadow_plugin)
+                }
+                // The code of the active generation is lost: start over with the configured one.
+                None => (
+                    Self::create(&db, &name, &hash, &bytes, Some(&meta)).map_err(&err)?,
+                    plugin.clone(),
+                    None,
+                ),
+            },
+            None => (
+                Self::create(&db, &name, &hash, &bytes, None).map_err(&err)?,
+                plugin.clone(),
+                None,
+            ),
+        };
+        let active_checkpoint =
+            schema::checkpoint(&db, &schema::namespace(&name, meta.active.number)).map_err(&err)?;
+        let active = Lane::new(
+            &name,
+            meta.active.clone(),
+            active_plugin.clone(),
+            &upcasters,
+            active_checkpoint,
+        );
+        let mut plugins = std::collections::HashMap::new();
+        plugins.insert(meta.active.number, QueryPool::new(active_plugin));
+        let shadow = match (&meta.shadow, shadow_plugin) {
+            (Some(generation), Some(shadow_plugin)) => {
+                let checkpoint =
+                    schema::checkpoint(&db, &schema::namespace(&name, generation.number))
+                        .map_err(&err)?;
+                plugins.insert(generation.number, QueryPool::new(shadow_plugin.clone()));
+                Some(Lane::new(
+                    &name,
+                    generation.clone(),
+                    shadow_plugin,
+                    &upcasters,
+                    checkpoint,
+                ))
+            }
+            _ => None,
+        };
+        let head = store.watch_head();
+        let status = ProjectionStatus {
+            name: name.clone(),
+            state: ProjectionState::Running,
+            position: active.checkpoint,
+            head: store.head(),
+            lag: store.head().saturating_sub(active.checkpoint),
+            events_per_sec: 0.0,
+            last_error: None,
+            active: active.status(store.head()),
+            rebuild: shadow.as_ref().map(|s| s.status(store.head())),
+            dead_letters: 0,
+        };
+        let shared = Arc::new(Shared {
+            name: name.clone(),
+            status: Mutex::new(status),
+            plugins: Mutex::new(plugins),
+        });
+        let mut runner = Runner {
+            config,
+            store,
+            db,
+            shared: shared.clone(),
+            control,
+            head,
+            upcasting: upcasters.instantiate(),
+            active,
+            shadow,
+            paused: false,
+            last_error: None,
+            last_durable: Instant::now(),
+            unsynced: false,
+            samples: VecDeque::new(),
+            processed: 0,
+            reader: None,
+            spare: Vec::new(),
+        };
+        if new_shadow {
+            runner.start_shadow(plugin, Some(&bytes))?;
+        }
+        runner.publish(runner.store.head());
+        Ok((runner, shared))
+    }
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Runs until stopped, then makes the last commits durable: a clean stop leaves the read
+    /// model at the checkpoint it reached, not at the last periodic sync.
+    pub(crate) fn run(mut self) {
+        self.follow();
+        self.sync();
+    }
+
+    /// The loop: apply control messages, feed the lanes, sleep on the head watch. Returns when
+    /// asked to stop (after the batch in hand) or when the host is gone.
+    fn follow(&mut self) {
+        let waiter = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(projection = %self.name(), "cannot start the runner: {error}");
+                return;
+            }
+        };
+        let mut head_open = true;
+        loop {
+            while let Ok(control) = self.control.try_recv() {
+                if !self.apply(control) {
+                    return;
+                }
+            }
+            let head = *self.head.borrow_and_update();
+            let worked = !self.paused && self.work(head);
+            self.publish(head);
+            if worked {
+                continue;
+            }
+            // Nothing to do until the log grows, a caller asks something, or a retry is due.
+            let retry_at = [Some(&self.active), self.shadow.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter(|lane| lane.failed.is_none())
+                .filter_map(|lane| lane.retry_at)
+                .min()
+                .filter(|_| !self.paused);
+            let control = waiter.block_on(async {
+                let sleep = async {
+                    match retry_at {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let head_changed = async {
+                    if !head_open || self.head.changed().await.is_err() {
+                        head_open = false;
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    control = self.control.recv() => Some(control),
+                    () = head_changed => None,
+                    () = sleep => None,
+                }
+            });
+            let keep_going = match control {
+                Some(Some(control)) => self.apply(control),
+                // Every sender is gone: the host was dropped.
+                Some(None) => false,
+                None => true,
+            };
+            if !keep_going {
+                return;
+            }
+        }
+    }
+
+    /// Applies one control message; false to stop.
+    fn apply(&mut self, control: Control) -> bool {
+        match control {
+            Control::Stop => return false,
+            Control::Pause => self.paused = true,
+            Control::Resume => {
+                self.paused = false;
+                self.active.clear_failure();
+                if let Some(shadow) = &mut self.shadow {
+                    shadow.clear_failure();
+                }
+            }
+            Control::Rebuild { ack } => {
+                let plugin = self.active.plugin.clone();
+                let result = self.start_shadow(plugin, None);
+                self.answer(ack, result);
+            }
+            Control::Purge { ack } => {
+                let plugin = match &self.shadow {
+                    Some(shadow) => shadow.plugin.clone(),
+                    None => self.active.plugin.clone(),
+                };
+                let result = self.start_shadow(plugin, None);
+                self.answer(ack, result);
+            }
+            Control::AbortRebuild => {
+                if let Err(error) = self.drop_shadow() {
+                    self.last_error = Some(error.to_string());
+                }
+            }
+            Control::Swap {
+                plugin,
+                bytes,
+                mode,
+                ack,
+            } => {
+                let result = self.swap(plugin, bytes, mode);
+                if let Err(error) = &result {
+                    self.last_error = Some(format!("swap failed: {error}"));
+                }
+                self.answer(ack, result);
+            }
+        }
+        true
+    }
+
+    /// Answers a caller once the status shows what was done: whoever gets the answer and then
+    /// asks for the status sees the rebuild it started.
+    fn answer<T>(&mut self, ack: Sender<T>, result: T) {
+        let head = *self.head.borrow();
+        self.publish(head);
+        let _ = ack.send(result);
+    }
+
+    /// Feeds one batch to each lane that is behind; switches a caught-up shadow. Returns
+    /// whether anything happened.
+    fn work(&mut self, head: u64) -> bool {
+        let now = Instant::now();
+        let mut worked = false;
+        if self.active.runnable(now) && self.active.checkpoint < head {
+            let stand_in = placeholder(&self.active);
+            let mut lane = std::mem::replace(&mut self.active, stand_in);
+            self.step(&mut lane, head);
+            self.active = lane;
+            worked = true;
+        }
+        if let Some(mut shadow) = self.shadow.take() {
+            if shadow.runnable(now) && shadow.checkpoint < head {
+                self.step(&mut shadow, head);
+                self.shadow = Some(shadow);
+                worked = true;
+            } else if shadow.failed.is_none() && shadow.checkpoint >= head {
+                self.shadow = Some(shadow);
+                if let Err(error) = self.switch() {
+                    self.last_error = Some(format!("switch failed: {error}"));
+                    if let Some(shadow) = &mut self.shadow {
+                        shadow.retry_at = Some(now + self.config.backoff);
+                    }
+                }
+                worked = true;
+            } else {
+                self.shadow = Some(shadow);
+            }
+        }
+        worked
+    }
+
+    /// A durable commit just made every earlier one durable too.
+    fn synced(&mut self) {
+        self.last_durable = Instant::now();
+        self.unsynced = false;
+    }
+
+    /// Makes the commits made without waiting for the disk durable (an empty durable commit
+    /// carries them).
+    fn sync(&mut self) {
+        if !self.unsynced {
+            return;
+        }
+        let result = (|| -> Result<(), redb::Error> {
+            let mut txn = self.db.begin_write().map_err(redb_error)?;
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            txn.commit().map_err(redb_error)
+        })();
+        match result {
+            Ok(()) => self.synced(),
+            Err(error) => tracing::warn!(
+                projection = %self.config.name,
+                "making the last commits durable: {error}; the next start redoes them"
+            ),
+        }
+    }
+
+    /// Publishes the status for callers.
+    fn publish(&mut self, head: u64) {
+        let now = Instant::now();
+        self.samples.push_back((now, self.processed));
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > Duration::from_secs(3))
+        {
+            self.samples.pop_front();
+        }
+        let events_per_sec = match (self.samples.front(), self.samples.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => {
+                (n1 - n0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let state = if self.paused {
+            ProjectionState::Paused
+        } else if self.shadow.is_some() {
+            ProjectionState::Rebuilding
+        } else if self.active.failed.is_some() {
+            ProjectionState::Failed
+        } else {
+            ProjectionState::Running
+        };
+        let dead_letters = if self.config.dead_letter {
+            schema::dead_letters(&self.db, &self.active.namespace)
+                .map(|l| l.len() as u64)
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let mut status = self.shared.status.lock().expect("not poisoned");
+        let last_error = self.last_error.clone().or(status.last_error.take());
+        *status = ProjectionStatus {
+            name: self.shared.name.clone(),
+            state,
+            position: self.active.checkpoint,
+            head,
+            lag: head.saturating_sub(self.active.checkpoint),
+            events_per_sec,
+            last_error,
+            active: self.active.status(head),
+            rebuild: self.shadow.as_ref().map(|s| s.status(head)),
+            dead_letters,
+        };
+        self.last_error = status.last_error.clone();
+    }
+}
