@@ -27,7 +27,7 @@ OUT="${ESHOST_POLYGLOT_OUT:-$ROOT/target/polyglot}"
 PY_DIR="$ROOT/examples/python"
 JS_DIR="$ROOT/examples/javascript"
 VENV="$PY_DIR/.venv"
-WIT="$ROOT/wit"
+WIT="$ROOT/wit/v0.1.0"
 
 say() { printf 'build-polyglot: %s\n' "$*" >&2; }
 die() {

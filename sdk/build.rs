@@ -1,14 +1,15 @@
-//! Embeds the WIT contract (`wit/plugin.wit`, the single source of truth) into a hidden
-//! `macro_rules!` macro. The export macros call it in the plugin's own crate, so the
-//! `wit_bindgen::generate!` call and its component-type section exist only for the one world
-//! that plugin targets. `generate!` takes inline WIT only as a string literal, hence this.
+//! Embeds the frozen WIT contract the SDK targets (`wit/v0.1.0/plugin.wit`, never edited again;
+//! see `wit/README.md`) into a hidden `macro_rules!` macro. The export macros call it in the
+//! plugin's own crate, so the `wit_bindgen::generate!` call and its component-type section
+//! exist only for the one world that plugin targets. `generate!` takes inline WIT only as a
+//! string literal, hence this.
 
 use std::{env, fs, path::PathBuf};
 
 fn main() {
     let manifest =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let wit_path = manifest.join("../wit/plugin.wit");
+    let wit_path = manifest.join("../wit/v0.1.0/plugin.wit");
     println!("cargo::rerun-if-changed={}", wit_path.display());
     let wit = fs::read_to_string(&wit_path).unwrap_or_else(|e| {
         panic!(

@@ -9,7 +9,8 @@
 //!
 //! A failed build fails this build script, loudly, with cargo's output. Reruns are precise:
 //! the sources each component was built from (from cargo's dep-info files), every manifest
-//! and lock file of the nested workspaces, and the WIT contract.
+//! and lock file of the nested workspaces, and the frozen WIT contract they target
+//! (`wit/v0.1.0`).
 
 use std::collections::BTreeSet;
 use std::env;
@@ -29,7 +30,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
 
     let mut rerun = BTreeSet::new();
-    rerun.insert(root.join("wit"));
+    rerun.insert(root.join("wit/v0.1.0"));
     for dir in ["plugins", "sdk", "tests/guests"] {
         manifests(&root.join(dir), &mut rerun);
     }

@@ -71,102 +71,77 @@ include!(concat!(env!("OUT_DIR"), "/wit_bindgen_macro.rs"));
 #[macro_export]
 macro_rules! export_aggregate {
     ($ty:ty) => {
-        const _: fn() = $crate::__private::assert_aggregate::<$ty>;
-        // One export per crate: a second export macro fails here with "defined multiple times".
-        #[doc(hidden)]
-        #[allow(dead_code)]
-        type __EshostPlugin = $ty;
+        $crate::__eshost_export!(
+            $ty,
+            "aggregate-plugin",
+            Aggregate,
+            assert_aggregate,
+            aggregate_info,
+            {
+                use exports::eshost::plugin::aggregate as wit;
 
-        #[cfg(target_arch = "wasm32")]
-        #[doc(hidden)]
-        #[allow(
-            unsafe_code,
-            missing_docs,
-            missing_debug_implementations,
-            unused,
-            unused_qualifications,
-            clippy::all
-        )]
-        mod __eshost_plugin {
-            $crate::__eshost_wit_bindgen!("aggregate-plugin");
-
-            use exports::eshost::plugin::aggregate as wit;
-            use $crate::__private as rt;
-
-            struct Plugin;
-
-            impl Guest for Plugin {
-                fn describe() -> PluginInfo {
-                    $crate::__eshost_plugin_info!(
-                        rt::aggregate_info::<super::__EshostPlugin>(env!("CARGO_PKG_VERSION")),
-                        Aggregate
-                    )
-                }
-            }
-
-            impl wit::Guest for Plugin {
-                type Instance = Instance;
-            }
-
-            struct Instance(rt::AggregateInstance<super::__EshostPlugin>);
-
-            impl wit::GuestInstance for Instance {
-                fn new(id: String) -> Self {
-                    Self(rt::AggregateInstance::new(id))
+                impl wit::Guest for Plugin {
+                    type Instance = Instance;
                 }
 
-                fn restore(id: String, snapshot: Vec<u8>) -> Result<wit::Instance, String> {
-                    rt::AggregateInstance::restore(id, &snapshot)
-                        .map(|i| wit::Instance::new(Self(i)))
-                }
+                struct Instance(rt::AggregateInstance<super::__EshostPlugin>);
 
-                fn apply(&self, events: Vec<wit::Event>) -> Result<(), wit::EventError> {
-                    let mut state = self.0.state_mut();
-                    for e in &events {
-                        rt::apply(&mut *state, &$crate::__eshost_stored!(e)).map_err(
-                            |message| wit::EventError {
-                                position: e.position,
-                                message,
-                            },
-                        )?;
+                impl wit::GuestInstance for Instance {
+                    fn new(id: String) -> Self {
+                        Self(rt::AggregateInstance::new(id))
                     }
-                    Ok(())
-                }
 
-                fn handle(
-                    &self,
-                    command: wit::Command,
-                ) -> Result<Vec<wit::NewEvent>, wit::CommandError> {
-                    match self
-                        .0
-                        .handle(&command.payload, &command.metadata, command.issued_at)
-                    {
-                        Ok(events) => Ok(events
-                            .into_iter()
-                            .map(|e| wit::NewEvent {
-                                event_type: e.event_type.into(),
-                                schema_version: e.schema_version,
-                                data: e.data,
-                                subject_id: e.subject_id,
-                                personal_data: e.personal_data,
-                            })
-                            .collect()),
-                        Err(rt::Rejection::Rejected(m)) => Err(wit::CommandError::Rejected(m)),
-                        Err(rt::Rejection::Invalid(m)) => Err(wit::CommandError::Invalid(m)),
+                    fn restore(id: String, snapshot: Vec<u8>) -> Result<wit::Instance, String> {
+                        rt::AggregateInstance::restore(id, &snapshot)
+                            .map(|i| wit::Instance::new(Self(i)))
+                    }
+
+                    fn apply(&self, events: Vec<wit::Event>) -> Result<(), wit::EventError> {
+                        let mut state = self.0.state_mut();
+                        for e in &events {
+                            rt::apply(&mut *state, &$crate::__eshost_stored!(e)).map_err(
+                                |message| wit::EventError {
+                                    position: e.position,
+                                    message,
+                                },
+                            )?;
+                        }
+                        Ok(())
+                    }
+
+                    fn handle(
+                        &self,
+                        command: wit::Command,
+                    ) -> Result<Vec<wit::NewEvent>, wit::CommandError> {
+                        match self
+                            .0
+                            .handle(&command.payload, &command.metadata, command.issued_at)
+                        {
+                            Ok(events) => Ok(events
+                                .into_iter()
+                                .map(|e| wit::NewEvent {
+                                    event_type: e.event_type.into(),
+                                    schema_version: e.schema_version,
+                                    data: e.data,
+                                    subject_id: e.subject_id,
+                                    personal_data: e.personal_data,
+                                })
+                                .collect()),
+                            Err(rt::Rejection::Rejected(m)) => Err(wit::CommandError::Rejected(m)),
+                            Err(rt::Rejection::Invalid(m)) => Err(wit::CommandError::Invalid(m)),
+                        }
+                    }
+
+                    fn snapshot(&self) -> Vec<u8> {
+                        self.0.snapshot()
+                    }
+
+                    fn state(&self) -> String {
+                        self.0.state()
                     }
                 }
-
-                fn snapshot(&self) -> Vec<u8> {
-                    self.0.snapshot()
-                }
-
-                fn state(&self) -> String {
-                    self.0.state()
-                }
             }
-
-            export!(Plugin);
-        }
+        );
     };
 }
 
@@ -180,59 +155,35 @@ macro_rules! export_aggregate {
 #[macro_export]
 macro_rules! export_upcaster {
     ($ty:ty) => {
-        const _: fn() = $crate::__private::assert_upcaster::<$ty>;
-        // One export per crate: a second export macro fails here with "defined multiple times".
-        #[doc(hidden)]
-        #[allow(dead_code)]
-        type __EshostPlugin = $ty;
+        $crate::__eshost_export!(
+            $ty,
+            "upcaster-plugin",
+            Upcaster,
+            assert_upcaster,
+            upcaster_info,
+            {
+                use eshost::plugin::types as wt;
+                use exports::eshost::plugin::upcaster as wit;
 
-        #[cfg(target_arch = "wasm32")]
-        #[doc(hidden)]
-        #[allow(
-            unsafe_code,
-            missing_docs,
-            missing_debug_implementations,
-            unused,
-            unused_qualifications,
-            clippy::all
-        )]
-        mod __eshost_plugin {
-            $crate::__eshost_wit_bindgen!("upcaster-plugin");
-
-            use eshost::plugin::types as wt;
-            use exports::eshost::plugin::upcaster as wit;
-            use $crate::__private as rt;
-
-            struct Plugin;
-
-            impl Guest for Plugin {
-                fn describe() -> PluginInfo {
-                    $crate::__eshost_plugin_info!(
-                        rt::upcaster_info::<super::__EshostPlugin>(env!("CARGO_PKG_VERSION")),
-                        Upcaster
-                    )
-                }
-            }
-
-            impl wit::Guest for Plugin {
-                fn upcast(event: wit::Event) -> Result<wt::UpcastResult, String> {
-                    match rt::upcast::<super::__EshostPlugin>(&$crate::__eshost_stored!(event))? {
-                        rt::Upcast::Unchanged => Ok(wt::UpcastResult::Unchanged),
-                        rt::Upcast::Upcasted {
-                            event_type,
-                            schema_version,
-                            data,
-                        } => Ok(wt::UpcastResult::Upcasted(wt::UpcastedEvent {
-                            event_type,
-                            schema_version,
-                            data,
-                        })),
+                impl wit::Guest for Plugin {
+                    fn upcast(event: wit::Event) -> Result<wt::UpcastResult, String> {
+                        match rt::upcast::<super::__EshostPlugin>(&$crate::__eshost_stored!(event))?
+                        {
+                            rt::Upcast::Unchanged => Ok(wt::UpcastResult::Unchanged),
+                            rt::Upcast::Upcasted {
+                                event_type,
+                                schema_version,
+                                data,
+                            } => Ok(wt::UpcastResult::Upcasted(wt::UpcastedEvent {
+                                event_type,
+                                schema_version,
+                                data,
+                            })),
+                        }
                     }
                 }
             }
-
-            export!(Plugin);
-        }
+        );
     };
 }
 
@@ -247,7 +198,73 @@ macro_rules! export_upcaster {
 #[macro_export]
 macro_rules! export_projection {
     ($ty:ty) => {
-        const _: fn() = $crate::__private::assert_projection::<$ty>;
+        $crate::__eshost_export!(
+            $ty,
+            "projection-plugin",
+            Projection,
+            assert_projection,
+            projection_info,
+            {
+                use eshost::plugin::read_model as host;
+                use eshost::plugin::types as wt;
+                use exports::eshost::plugin::projection as wit;
+
+                /// The host's read-model store, scoped by the host to this projection.
+                struct HostStore;
+
+                impl rt::ReadModelStore for HostStore {
+                    fn get(&self, key: &str) -> Option<String> {
+                        host::get(key)
+                    }
+                    fn put(&mut self, key: &str, value: &str) {
+                        host::put(key, value)
+                    }
+                    fn delete(&mut self, key: &str) {
+                        host::delete(key)
+                    }
+                    fn scan(
+                        &self,
+                        prefix: &str,
+                        start_after: Option<&str>,
+                        limit: u32,
+                    ) -> Vec<(String, String)> {
+                        host::scan(prefix, start_after, limit)
+                    }
+                }
+
+                impl wit::Guest for Plugin {
+                    fn handle(events: Vec<wit::Event>) -> Result<(), wit::EventError> {
+                        rt::handle_batch::<super::__EshostPlugin>(
+                            events.iter().map(|e| $crate::__eshost_stored!(e)),
+                            &mut HostStore,
+                        )
+                        .map_err(|(position, message)| wit::EventError { position, message })
+                    }
+
+                    fn query(name: String, args: String) -> Result<String, wt::QueryError> {
+                        rt::query::<super::__EshostPlugin>(&name, &args, &HostStore).map_err(|e| {
+                            match e {
+                                rt::QueryError::UnknownQuery(m) => wt::QueryError::UnknownQuery(m),
+                                rt::QueryError::InvalidArgs(m) => wt::QueryError::InvalidArgs(m),
+                                rt::QueryError::Failed(m) => wt::QueryError::Failed(m),
+                            }
+                        })
+                    }
+                }
+            }
+        );
+    };
+}
+
+/// The one implementation of the export macros: the compile-time check that `$ty` is a
+/// plugin of the world, the one-export-per-crate guard, the bindings of `$world` (from the
+/// frozen `wit/v0.1.0`), `describe()`, the world's own glue (`$glue`: items that implement
+/// the generated traits for `Plugin`, with `rt` naming [`__private`]) and `export!`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __eshost_export {
+    ($ty:ty, $world:literal, $kind:ident, $assert:ident, $info:ident, { $($glue:tt)* }) => {
+        const _: fn() = $crate::__private::$assert::<$ty>;
         // One export per crate: a second export macro fails here with "defined multiple times".
         #[doc(hidden)]
         #[allow(dead_code)]
@@ -264,11 +281,8 @@ macro_rules! export_projection {
             clippy::all
         )]
         mod __eshost_plugin {
-            $crate::__eshost_wit_bindgen!("projection-plugin");
+            $crate::__eshost_wit_bindgen!($world);
 
-            use eshost::plugin::read_model as host;
-            use eshost::plugin::types as wt;
-            use exports::eshost::plugin::projection as wit;
             use $crate::__private as rt;
 
             struct Plugin;
@@ -276,54 +290,13 @@ macro_rules! export_projection {
             impl Guest for Plugin {
                 fn describe() -> PluginInfo {
                     $crate::__eshost_plugin_info!(
-                        rt::projection_info::<super::__EshostPlugin>(env!("CARGO_PKG_VERSION")),
-                        Projection
+                        rt::$info::<super::__EshostPlugin>(env!("CARGO_PKG_VERSION")),
+                        $kind
                     )
                 }
             }
 
-            /// The host's read-model store, scoped by the host to this projection.
-            struct HostStore;
-
-            impl rt::ReadModelStore for HostStore {
-                fn get(&self, key: &str) -> Option<String> {
-                    host::get(key)
-                }
-                fn put(&mut self, key: &str, value: &str) {
-                    host::put(key, value)
-                }
-                fn delete(&mut self, key: &str) {
-                    host::delete(key)
-                }
-                fn scan(
-                    &self,
-                    prefix: &str,
-                    start_after: Option<&str>,
-                    limit: u32,
-                ) -> Vec<(String, String)> {
-                    host::scan(prefix, start_after, limit)
-                }
-            }
-
-            impl wit::Guest for Plugin {
-                fn handle(events: Vec<wit::Event>) -> Result<(), wit::EventError> {
-                    rt::handle_batch::<super::__EshostPlugin>(
-                        events.iter().map(|e| $crate::__eshost_stored!(e)),
-                        &mut HostStore,
-                    )
-                    .map_err(|(position, message)| wit::EventError { position, message })
-                }
-
-                fn query(name: String, args: String) -> Result<String, wt::QueryError> {
-                    rt::query::<super::__EshostPlugin>(&name, &args, &HostStore).map_err(
-                        |e| match e {
-                            rt::QueryError::UnknownQuery(m) => wt::QueryError::UnknownQuery(m),
-                            rt::QueryError::InvalidArgs(m) => wt::QueryError::InvalidArgs(m),
-                            rt::QueryError::Failed(m) => wt::QueryError::Failed(m),
-                        },
-                    )
-                }
-            }
+            $($glue)*
 
             export!(Plugin);
         }

@@ -16,7 +16,7 @@
 // Amounts are JavaScript numbers: an amount or balance beyond 2^53 - 1 cents is refused as an
 // event error rather than rounded.
 //
-// Built with componentize-js against wit/plugin.wit, world `projection-plugin`:
+// Built with componentize-js against wit/v0.1.0/plugin.wit, world `projection-plugin`:
 //   componentize-js --wit wit --world-name projection-plugin \
 //     --disable http fetch-event -o balances-js.wasm examples/javascript/balances/balances.js
 

@@ -23,7 +23,7 @@
 //   AccountUnfrozen 1  {}
 //   AccountClosed   1  {}
 //
-// Built with componentize-js against wit/plugin.wit, world `aggregate-plugin`:
+// Built with componentize-js against wit/v0.1.0/plugin.wit, world `aggregate-plugin`:
 //   componentize-js --wit wit --world-name aggregate-plugin \
 //     --disable http fetch-event -o bank-account-js.wasm examples/javascript/bank_account/bank_account.js
 

@@ -13,7 +13,7 @@ Queries:
   total     null                           -> {"accounts":..,"by_currency":{..},"total":..}
   accounts  null | {"after":..,"limit":..} -> [{"account":..,"balance":..,"currency":..}, ..]
 
-Built with componentize-py against wit/plugin.wit, world `projection-plugin`:
+Built with componentize-py against wit/v0.1.0/plugin.wit, world `projection-plugin`:
   componentize-py -d wit -w projection-plugin componentize -p examples/python/balances app \
       -o balances-py.wasm
 """

@@ -5,7 +5,7 @@ componentize-py looks for the world's own exports (`describe`) in the class `Wit
 the app module (this file), and for the exported interface `aggregate` in a module of that
 name: see `aggregate.py`, which holds the resource class `Instance` and all the domain logic.
 
-Built with componentize-py against wit/plugin.wit, world `aggregate-plugin`:
+Built with componentize-py against wit/v0.1.0/plugin.wit, world `aggregate-plugin`:
   componentize-py -d wit -w aggregate-plugin componentize -p examples/python/bank_account app \
       -o bank-account-py.wasm
 """

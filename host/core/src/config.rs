@@ -21,6 +21,7 @@
 //! name = "bank-account"
 //! plugin = "plugins/bank_account.wasm"
 //! snapshot_every = 100
+//! limits = { memory_mb = 256 }   # this plugin's own limits, over [limits] key by key
 //!
 //! [[upcasters]]
 //! name = "deposit-currency"
@@ -38,6 +39,10 @@
 //! role = "admin"                 # read (GETs), write (+ commands, appends), admin (+ plugins,
 //!                                # projection control)
 //! ```
+//!
+//! Every default is defined once: the `DEFAULT_*` constants here, the pipeline's own
+//! ([`AggregateConfig::DEFAULT_SNAPSHOT_EVERY`], [`ProjectionConfig::DEFAULT_BATCH`],
+//! [`ProjectionConfig::DEFAULT_ATTEMPTS`]) and the sandbox's ([`Limits::default`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,8 +52,17 @@ use serde::Deserialize;
 
 use eshost_runtime::Limits;
 
+use crate::aggregate::AggregateConfig;
+use crate::projection::ProjectionConfig;
+
 /// The default listen address (and the CLI's default server).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// The default `max_body_bytes`: 4 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The default `max_plugin_bytes`: 64 MiB.
+pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 64 * 1024 * 1024;
+/// The default `watch_plugins`: on.
+pub const DEFAULT_WATCH_PLUGINS: bool = true;
 
 /// A loaded config; paths are absolute (resolved against the file's folder).
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +87,7 @@ pub struct Config {
     pub watch_plugins: bool,
     /// Serve the admin web UI at `/ui` (default: yes).
     pub ui: bool,
-    /// Sandbox limits.
+    /// Sandbox limits of every plugin without limits of its own ([`Config::plugin_limits`]).
     pub limits: Limits,
     /// Aggregate plugins.
     pub aggregates: Vec<AggregateEntry>,
@@ -105,6 +119,9 @@ pub struct AggregateEntry {
     /// Snapshot every N events (0: never).
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// This plugin's own sandbox limits, over `[limits]` ([`Config::plugin_limits`]).
+    #[serde(default)]
+    pub limits: Option<LimitOverrides>,
 }
 
 /// `[[upcasters]]`.
@@ -115,6 +132,9 @@ pub struct UpcasterEntry {
     pub name: String,
     /// The component file.
     pub plugin: PathBuf,
+    /// This plugin's own sandbox limits, over `[limits]` ([`Config::plugin_limits`]).
+    #[serde(default)]
+    pub limits: Option<LimitOverrides>,
 }
 
 /// What a projection does with an event that keeps failing.
@@ -145,6 +165,9 @@ pub struct ProjectionEntry {
     /// What happens then.
     #[serde(default)]
     pub on_failure: FailurePolicy,
+    /// This plugin's own sandbox limits, over `[limits]` ([`Config::plugin_limits`]).
+    #[serde(default)]
+    pub limits: Option<LimitOverrides>,
 }
 
 /// What a token may do. Each role includes the ones before it.
@@ -187,15 +210,58 @@ pub struct TokenEntry {
     pub personal_data: bool,
 }
 
-/// `[limits]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `[limits]`, or the `limits` table of one plugin: sandbox limits, each key optional. An
+/// absent key keeps the value underneath: [`Limits::default`] for `[limits]`, `[limits]` for a
+/// plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LimitsEntry {
-    time_ms: Option<u64>,
-    memory_mb: Option<usize>,
-    output_mb: Option<usize>,
-    log_kb: Option<usize>,
-    scan_entries: Option<u32>,
+pub struct LimitOverrides {
+    /// Wall time of one call, ms ([`Limits::time`]).
+    pub time_ms: Option<u64>,
+    /// Linear memory of one instance, MiB ([`Limits::memory_bytes`]).
+    pub memory_mb: Option<usize>,
+    /// What one call may return, MiB ([`Limits::output_bytes`]).
+    pub output_mb: Option<usize>,
+    /// stdout + stderr one call may log, KiB ([`Limits::log_bytes`]).
+    pub log_kb: Option<usize>,
+    /// Entries one read-model scan may return ([`Limits::scan_entries`]).
+    pub scan_entries: Option<u32>,
+}
+
+impl LimitOverrides {
+    /// `base` with the keys given here replaced. `key` names the table in errors (`limits`,
+    /// `aggregates[0].limits`): a zero time or memory, or a size that does not fit, is refused.
+    fn over(&self, base: &Limits, key: &str) -> Result<Limits, (String, String)> {
+        let invalid = |name: &str, message: &str| (format!("{key}.{name}"), message.to_owned());
+        let scaled = |name: &str, value: usize, unit: usize| {
+            value
+                .checked_mul(unit)
+                .ok_or_else(|| invalid(name, "is too large"))
+        };
+        let mut limits = base.clone();
+        if let Some(ms) = self.time_ms {
+            if ms == 0 {
+                return Err(invalid("time_ms", "must be positive"));
+            }
+            limits.time = Duration::from_millis(ms);
+        }
+        if let Some(mb) = self.memory_mb {
+            if mb == 0 {
+                return Err(invalid("memory_mb", "must be positive"));
+            }
+            limits.memory_bytes = scaled("memory_mb", mb, 1024 * 1024)?;
+        }
+        if let Some(mb) = self.output_mb {
+            limits.output_bytes = scaled("output_mb", mb, 1024 * 1024)?;
+        }
+        if let Some(kb) = self.log_kb {
+            limits.log_bytes = scaled("log_kb", kb, 1024)?;
+        }
+        if let Some(entries) = self.scan_entries {
+            limits.scan_entries = entries;
+        }
+        Ok(limits)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,7 +285,7 @@ struct RawConfig {
     #[serde(default)]
     ui: Option<bool>,
     #[serde(default)]
-    limits: Option<LimitsEntry>,
+    limits: Option<LimitOverrides>,
     #[serde(default)]
     aggregates: Vec<AggregateEntry>,
     #[serde(default)]
@@ -231,15 +297,15 @@ struct RawConfig {
 }
 
 fn default_snapshot_every() -> u64 {
-    1_000
+    AggregateConfig::DEFAULT_SNAPSHOT_EVERY
 }
 
 fn default_batch() -> usize {
-    2_000
+    ProjectionConfig::DEFAULT_BATCH
 }
 
 fn default_attempts() -> u32 {
-    5
+    ProjectionConfig::DEFAULT_ATTEMPTS
 }
 
 /// Why a config could not be loaded. Every message names the file.
@@ -311,24 +377,19 @@ impl Config {
                 format!("{listen_text:?} is not an address like 127.0.0.1:7070"),
             )
         })?;
-        let mut limits = Limits::default();
-        if let Some(entry) = raw.limits {
-            if let Some(ms) = entry.time_ms {
-                limits.time = Duration::from_millis(ms);
-            }
-            if let Some(mb) = entry.memory_mb {
-                limits.memory_bytes = mb * 1024 * 1024;
-            }
-            if let Some(mb) = entry.output_mb {
-                limits.output_bytes = mb * 1024 * 1024;
-            }
-            if let Some(kb) = entry.log_kb {
-                limits.log_bytes = kb * 1024;
-            }
-            if let Some(entries) = entry.scan_entries {
-                limits.scan_entries = entries;
-            }
-        }
+        let limits = raw
+            .limits
+            .unwrap_or_default()
+            .over(&Limits::default(), "limits")
+            .map_err(|(key, message)| invalid(key, message))?;
+        // A plugin's own limits are checked here, so that a bad one fails the load, not a swap.
+        let check_limits = |section: &str, index: usize, own: &Option<LimitOverrides>| {
+            own.as_ref().map_or(Ok(()), |own| {
+                own.over(&limits, &format!("{section}[{index}].limits"))
+                    .map(drop)
+                    .map_err(|(key, message)| invalid(key, message))
+            })
+        };
         let mut names = std::collections::HashSet::new();
         let mut check_plugin = |section: &str, index: usize, name: &str, path: &Path| {
             if name.is_empty() {
@@ -355,16 +416,19 @@ impl Config {
         for (index, entry) in aggregates.iter_mut().enumerate() {
             entry.plugin = resolve(&entry.plugin);
             check_plugin("aggregates", index, &entry.name, &entry.plugin)?;
+            check_limits("aggregates", index, &entry.limits)?;
         }
         let mut upcasters = raw.upcasters;
         for (index, entry) in upcasters.iter_mut().enumerate() {
             entry.plugin = resolve(&entry.plugin);
             check_plugin("upcasters", index, &entry.name, &entry.plugin)?;
+            check_limits("upcasters", index, &entry.limits)?;
         }
         let mut projections = raw.projections;
         for (index, entry) in projections.iter_mut().enumerate() {
             entry.plugin = resolve(&entry.plugin);
             check_plugin("projections", index, &entry.name, &entry.plugin)?;
+            check_limits("projections", index, &entry.limits)?;
             if entry.batch == 0 || entry.attempts == 0 {
                 return Err(invalid(
                     format!("projections[{index}]"),
@@ -422,9 +486,9 @@ impl Config {
             keys: raw.keys.as_deref().map(resolve),
             postgres,
             listen,
-            max_body_bytes: raw.max_body_bytes.unwrap_or(4 * 1024 * 1024),
-            max_plugin_bytes: raw.max_plugin_bytes.unwrap_or(64 * 1024 * 1024),
-            watch_plugins: raw.watch_plugins.unwrap_or(true),
+            max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            max_plugin_bytes: raw.max_plugin_bytes.unwrap_or(DEFAULT_MAX_PLUGIN_BYTES),
+            watch_plugins: raw.watch_plugins.unwrap_or(DEFAULT_WATCH_PLUGINS),
             ui: raw.ui.unwrap_or(true),
             limits,
             aggregates,
@@ -432,6 +496,29 @@ impl Config {
             projections,
             tokens: raw.tokens,
         })
+    }
+}
+
+impl Config {
+    /// The limits plugin `name` runs under: `[limits]`, with the plugin's own `limits` table
+    /// over it key by key. (Plugin names are unique across the sections.) A name the config
+    /// does not list gets `[limits]`.
+    pub fn plugin_limits(&self, name: &str) -> Limits {
+        let aggregates = self.aggregates.iter().map(|e| (&e.name, &e.limits));
+        let upcasters = self.upcasters.iter().map(|e| (&e.name, &e.limits));
+        let projections = self.projections.iter().map(|e| (&e.name, &e.limits));
+        let own = aggregates
+            .chain(upcasters)
+            .chain(projections)
+            .find(|(entry, _)| *entry == name)
+            .and_then(|(_, own)| own.as_ref());
+        match own {
+            // Checked when the config was parsed.
+            Some(own) => own
+                .over(&self.limits, "limits")
+                .unwrap_or_else(|_| self.limits.clone()),
+            None => self.limits.clone(),
+        }
     }
 }
 
@@ -526,5 +613,55 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("projections[0].plugin"), "{message}");
         assert!(message.contains("nope.wasm"), "{message}");
+    }
+
+    #[test]
+    fn a_plugin_limits_table_overrides_the_top_level_key_by_key() {
+        let (_dir, file) = dir_with_plugin();
+        std::fs::write(file.with_file_name("plugins/b.wasm"), b"x").unwrap();
+        let config = Config::parse(
+            "store = \"d\"\n[limits]\ntime_ms = 500\nmemory_mb = 16\n\
+             [[aggregates]]\nname = \"a\"\nplugin = \"plugins/a.wasm\"\n\
+             limits = { memory_mb = 256 }\n\
+             [[projections]]\nname = \"b\"\nplugin = \"plugins/b.wasm\"\n",
+            &file,
+        )
+        .unwrap();
+        let a = config.plugin_limits("a");
+        assert_eq!(a.memory_bytes, 256 * 1024 * 1024);
+        assert_eq!(a.time, Duration::from_millis(500), "from [limits]");
+        assert_eq!(
+            a.output_bytes,
+            Limits::default().output_bytes,
+            "the default"
+        );
+        let b = config.plugin_limits("b");
+        assert_eq!(b, config.limits);
+        assert_eq!(b.memory_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_plugin_limits_are_refused_naming_the_key() {
+        let (_dir, file) = dir_with_plugin();
+        let aggregate =
+            "store = \"d\"\n[[aggregates]]\nname = \"a\"\nplugin = \"plugins/a.wasm\"\n";
+        let error = Config::parse(&format!("{aggregate}limits = {{ memroy_mb = 1 }}\n"), &file)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("memroy_mb"), "{error}");
+        let error = Config::parse(&format!("{aggregate}limits = {{ memory_mb = 0 }}\n"), &file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`aggregates[0].limits.memory_mb`: must be positive"),
+            "{error}"
+        );
+        let error = Config::parse("store = \"d\"\n[limits]\ntime_ms = 0\n", &file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`limits.time_ms`: must be positive"),
+            "{error}"
+        );
     }
 }

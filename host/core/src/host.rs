@@ -2,6 +2,7 @@
 //! plugins it lists, the command pipeline, the projections, the plugin watchers and the
 //! erasure steps. The server, the CLI and the benchmarks all start a host this one way.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -183,6 +184,7 @@ impl Host {
         let mut upcasters = Vec::new();
         for (index, entry) in config.upcasters.iter().enumerate() {
             let key = format!("upcasters[{index}].plugin");
+            let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
             match load_kind(
                 &runtime,
                 config,
@@ -205,6 +207,7 @@ impl Host {
         )?;
         for (index, entry) in config.aggregates.iter().enumerate() {
             let key = format!("aggregates[{index}].plugin");
+            let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
             let LoadedPlugin::Aggregate(plugin) = load_kind(
                 &runtime,
                 config,
@@ -231,8 +234,9 @@ impl Host {
         );
         for (index, entry) in config.projections.iter().enumerate() {
             let key = format!("projections[{index}].plugin");
+            let limits = config.plugin_limits(&entry.name);
             load_kind(
-                &runtime,
+                &runtime.with_limits(limits.clone()),
                 config,
                 &key,
                 &entry.name,
@@ -243,6 +247,7 @@ impl Host {
             projection.batch = entry.batch;
             projection.attempts = entry.attempts;
             projection.dead_letter = entry.on_failure == FailurePolicy::DeadLetter;
+            projection.limits = Some(limits);
             projections
                 .add(projection)
                 .with_context(|| format!("config file {}: `{key}`", config.file.display()))?;
@@ -296,6 +301,14 @@ impl Host {
         &self.parts.runtime
     }
 
+    /// The runtime plugin `name` loads under: a view of [`runtime`](Self::runtime) with the
+    /// limits the config gives that plugin (its own `limits` over `[limits]`). Load a new
+    /// version of a configured plugin (an upload) through it, so it keeps its limits.
+    pub fn runtime_for(&self, name: &str) -> Runtime {
+        let limits = self.parts.config.plugin_limits(name);
+        self.parts.runtime.with_limits(limits)
+    }
+
     /// The command pipeline.
     pub fn aggregates(&self) -> &Aggregates {
         &self.parts.aggregates
@@ -325,8 +338,9 @@ impl Host {
         let label = format!("upload for {name:?}");
         let parts = &self.parts;
         if parts.aggregates.types().iter().any(|t| t.name == name) {
-            let loaded = parts
-                .runtime
+            // Under the limits the config gives this aggregate, like the version it replaces.
+            let loaded = self
+                .runtime_for(name)
                 .load_bytes(&bytes, &label, PluginKind::Aggregate)
                 .map_err(|e| SwapError::BadPlugin(e.to_string()))?;
             let LoadedPlugin::Aggregate(plugin) = loaded else {
@@ -396,8 +410,20 @@ fn watch_aggregates(
             path: entry.plugin.clone(),
         })
         .collect();
-    let (runtime, aggregates) = (runtime.clone(), aggregates.clone());
+    // Each aggregate reloads under its own limits.
+    let runtimes: HashMap<String, Runtime> = config
+        .aggregates
+        .iter()
+        .map(|entry| {
+            let limits = config.plugin_limits(&entry.name);
+            (entry.name.clone(), runtime.with_limits(limits))
+        })
+        .collect();
+    let aggregates = aggregates.clone();
     Ok(PluginWatcher::new(plugins, move |plugin| {
+        let Some(runtime) = runtimes.get(&plugin.name) else {
+            return;
+        };
         match runtime.load_aggregate(&plugin.path) {
             Ok(loaded) if loaded.info().name == plugin.name => {
                 match aggregates.swap(loaded, None) {

@@ -6,18 +6,18 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceAny;
 
-use super::bindings::aggregate::AggregatePluginPre;
-use super::bindings::types::{Command, CommandError, Event, EventError, NewEvent};
 use super::error::PluginError;
-use super::plugin::{PluginCore, PluginInfo, Sandboxed};
-use super::sandbox::HostState;
+use super::plugin::{LoadStats, PluginCore, PluginInfo, Sandboxed};
+use super::sandbox::Limits;
+use super::types::{Command, CommandError, Event, EventError, NewEvent};
+use super::wit::AggregatePre;
 
 /// A loaded aggregate plugin. Cheap to clone; make one [`AggregateInstance`] per worker (or
 /// per cached aggregate) with [`instantiate`](Self::instantiate).
 #[derive(Clone)]
 pub struct AggregatePlugin {
     core: Arc<PluginCore>,
-    pre: Arc<AggregatePluginPre<HostState>>,
+    pre: Arc<AggregatePre>,
 }
 
 impl fmt::Debug for AggregatePlugin {
@@ -29,15 +29,8 @@ impl fmt::Debug for AggregatePlugin {
 }
 
 impl AggregatePlugin {
-    pub(crate) fn new(core: Arc<PluginCore>, pre: AggregatePluginPre<HostState>) -> Self {
-        AggregatePlugin {
-            core,
-            pre: Arc::new(pre),
-        }
-    }
-
-    pub(crate) fn core(&self) -> &PluginCore {
-        &self.core
+    pub(crate) fn new(core: Arc<PluginCore>, pre: Arc<AggregatePre>) -> Self {
+        AggregatePlugin { core, pre }
     }
 
     /// Who the plugin is.
@@ -46,12 +39,12 @@ impl AggregatePlugin {
     }
 
     /// How the plugin was loaded.
-    pub fn load_stats(&self) -> super::LoadStats {
+    pub fn load_stats(&self) -> LoadStats {
         self.core.load_stats
     }
 
     /// The same plugin with other limits for the instances made from it.
-    pub fn with_limits(&self, limits: super::Limits) -> AggregatePlugin {
+    pub fn with_limits(&self, limits: Limits) -> AggregatePlugin {
         AggregatePlugin {
             core: self.core.with_limits(limits),
             pre: self.pre.clone(),
@@ -78,7 +71,7 @@ impl AggregatePlugin {
 /// [`PluginError::NoAggregate`] until [`new`](Self::new) or [`restore`](Self::restore)
 /// rebuilds it. Call from a blocking context (a worker thread or `spawn_blocking`).
 pub struct AggregateInstance {
-    sandbox: Sandboxed<AggregatePluginPre<HostState>>,
+    sandbox: Sandboxed<AggregatePre>,
     /// The guest resource holding the current aggregate, and its id.
     current: Option<(ResourceAny, String)>,
     /// Bumped whenever a fault discards the guest instance: resources of an older generation
@@ -178,12 +171,7 @@ impl AggregateInstance {
         self.release();
         let resource = self
             .sandbox
-            .call_plain(0, |store, guest| {
-                guest
-                    .eshost_plugin_aggregate()
-                    .instance()
-                    .call_constructor(store, id)
-            })
+            .call_plain(0, |store, guest| guest.construct(store, id))
             .inspect_err(|_| self.generation += 1)?;
         self.current = Some((resource, id.to_owned()));
         Ok(())
@@ -195,12 +183,7 @@ impl AggregateInstance {
         self.release();
         let result = self
             .sandbox
-            .call_plain(0, |store, guest| {
-                guest
-                    .eshost_plugin_aggregate()
-                    .instance()
-                    .call_restore(store, id, snapshot)
-            })
+            .call_plain(0, |store, guest| guest.restore(store, id, snapshot))
             .inspect_err(|_| self.generation += 1)?;
         match result {
             Ok(resource) => {
@@ -219,12 +202,7 @@ impl AggregateInstance {
     pub fn apply(&mut self, events: &[Event]) -> Result<(), ApplyError> {
         let resource = self.current_resource()?;
         let result = self.guarded(|sandbox| {
-            sandbox.call_plain(0, |store, guest| {
-                guest
-                    .eshost_plugin_aggregate()
-                    .instance()
-                    .call_apply(store, resource, events)
-            })
+            sandbox.call_plain(0, |store, guest| guest.apply(store, resource, events))
         })?;
         result.map_err(|EventError { position, message }| ApplyError::Event {
             plugin: self.info().name.clone(),
@@ -240,10 +218,7 @@ impl AggregateInstance {
         let resource = self.current_resource()?;
         let result = self.guarded(|sandbox| {
             sandbox.call_plain(command.issued_at, |store, guest| {
-                guest
-                    .eshost_plugin_aggregate()
-                    .instance()
-                    .call_handle(store, resource, command)
+                guest.handle(store, resource, command)
             })
         })?;
         match result {
@@ -270,12 +245,7 @@ impl AggregateInstance {
     pub fn snapshot(&mut self) -> Result<Vec<u8>, PluginError> {
         let resource = self.current_resource()?;
         let bytes = self.guarded(|sandbox| {
-            sandbox.call_plain(0, |store, guest| {
-                guest
-                    .eshost_plugin_aggregate()
-                    .instance()
-                    .call_snapshot(store, resource)
-            })
+            sandbox.call_plain(0, |store, guest| guest.snapshot(store, resource))
         })?;
         self.sandbox.core.check_output("snapshot", bytes.len())?;
         Ok(bytes)
@@ -285,12 +255,7 @@ impl AggregateInstance {
     pub fn state(&mut self) -> Result<String, PluginError> {
         let resource = self.current_resource()?;
         let json = self.guarded(|sandbox| {
-            sandbox.call_plain(0, |store, guest| {
-                guest
-                    .eshost_plugin_aggregate()
-                    .instance()
-                    .call_state(store, resource)
-            })
+            sandbox.call_plain(0, |store, guest| guest.state(store, resource))
         })?;
         self.sandbox.core.check_output("state", json.len())?;
         Ok(json)
@@ -309,7 +274,7 @@ impl AggregateInstance {
     /// discarded instance.
     fn guarded<R>(
         &mut self,
-        call: impl FnOnce(&mut Sandboxed<AggregatePluginPre<HostState>>) -> Result<R, PluginError>,
+        call: impl FnOnce(&mut Sandboxed<AggregatePre>) -> Result<R, PluginError>,
     ) -> Result<R, PluginError> {
         let result = call(&mut self.sandbox);
         if result.is_err() {

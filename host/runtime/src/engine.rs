@@ -1,7 +1,7 @@
 //! The one wasmtime [`Engine`] of a runtime, and the ticker thread that drives its epoch.
 //!
 //! Every call into a plugin runs under an epoch deadline: the ticker bumps the engine's epoch
-//! every [`RuntimeConfig::epoch_tick`], and a store traps once the epoch passes the deadline
+//! every `RuntimeConfig::epoch_tick`, and a store traps once the epoch passes the deadline
 //! set before the call. This costs a few percent of guest speed, far less than fuel metering.
 
 use std::thread;
@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, EngineWeak};
 
-use super::RuntimeConfig;
 use super::error::RuntimeError;
 
-/// Builds the engine every plugin of a runtime is compiled for and runs in.
-pub(crate) fn new_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
+/// Builds the engine every plugin of a runtime is compiled for and runs in; a plugin call may
+/// use at most `max_wasm_stack` bytes of native stack.
+pub(crate) fn new_engine(max_wasm_stack: usize) -> Result<Engine, RuntimeError> {
     let mut wasmtime = Config::new();
     wasmtime
         .epoch_interruption(true)
-        .max_wasm_stack(config.max_wasm_stack)
+        .max_wasm_stack(max_wasm_stack)
         .wasm_component_model(true);
     Engine::new(&wasmtime).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
 }

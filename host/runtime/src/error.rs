@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::plugin::PluginKind;
+use super::types::PluginKind;
 
 /// Why a [`Runtime`](super::Runtime) could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,14 +68,14 @@ pub enum LoadError {
         file: String,
     },
     /// The component targets a version of the contract this host does not support.
-    #[error("plugin {file} exports eshost:plugin@{found}; this host supports {supported}")]
+    #[error("plugin \"{file}\" exports eshost:plugin@{found}; this host supports {supported}")]
     UnsupportedVersion {
         /// The file name, or a label for in-memory bytes.
         file: String,
         /// The version the component exports.
         found: String,
-        /// The versions this host supports, e.g. `0.1`.
-        supported: &'static str,
+        /// The versions this host supports, e.g. `0.1` (every 0.1.x).
+        supported: String,
     },
     /// The component targets another world than the one it is loaded as.
     #[error("plugin \"{name}\" is {} component; expected {}", found.with_article(), expected.with_article())]

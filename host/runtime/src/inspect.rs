@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::bindings::types::VersionedType;
 use super::error::{LoadError, RuntimeError};
-use super::plugin::PluginKind;
-use super::{Runtime, RuntimeConfig};
+use super::runtime::{self, Runtime, RuntimeConfig};
+use super::types::{PluginKind, VersionedType};
 
 /// What a plugin file is and what it asks of the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,7 +60,7 @@ impl Runtime {
     /// and exports.
     pub fn inspect(&self, path: impl AsRef<Path>) -> Result<Inspection, LoadError> {
         let path = path.as_ref();
-        let (bytes, label) = super::read(path)?;
+        let (bytes, label) = runtime::read(path)?;
         let (plugin, component) = self.load_inner(&bytes, &label, None)?;
         let engine = self.engine();
         let ty = component.component_type();

@@ -1,6 +1,8 @@
-//! What every loaded plugin has in common: its identity ([`PluginInfo`]), how it was loaded
-//! ([`LoadStats`]), and the machinery that runs one call in a sandboxed instance, maps a
-//! trap or a limit to a [`PluginError`], and throws the instance away after a fault.
+//! What every loaded plugin has in common, whatever its world and WIT version: its identity
+//! ([`PluginInfo`]), how it was loaded ([`LoadStats`]), and the machinery that runs one call in
+//! a sandboxed instance, maps a trap or a limit to a [`PluginError`], and throws the instance
+//! away after a fault. A [`World`] is what a version module's pre-instantiated component
+//! offers this machinery.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,75 +11,11 @@ use std::time::Duration;
 use serde::Serialize;
 use wasmtime::{Store, Trap};
 
-use super::bindings::types;
 use super::engine::deadline_ticks;
 use super::error::PluginError;
-use super::projection::{HostFault, ReadModel};
-use super::sandbox::{HostState, Limits};
-use super::{AggregatePlugin, ProjectionPlugin, UpcasterPlugin};
-
-/// The three kinds of plugin, one per WIT world.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PluginKind {
-    /// The `aggregate-plugin` world: decides commands for one aggregate type.
-    Aggregate,
-    /// The `upcaster-plugin` world: rewrites old event shapes on read.
-    Upcaster,
-    /// The `projection-plugin` world: builds a read model and answers queries.
-    Projection,
-}
-
-impl PluginKind {
-    /// The kind's name: `aggregate`, `upcaster`, `projection`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginKind::Aggregate => "aggregate",
-            PluginKind::Upcaster => "upcaster",
-            PluginKind::Projection => "projection",
-        }
-    }
-
-    /// `an aggregate`, `an upcaster`, `a projection`.
-    pub fn with_article(self) -> &'static str {
-        match self {
-            PluginKind::Aggregate => "an aggregate",
-            PluginKind::Upcaster => "an upcaster",
-            PluginKind::Projection => "a projection",
-        }
-    }
-
-    /// The WIT interface a component of this kind exports, without version.
-    pub(crate) fn interface(self) -> &'static str {
-        match self {
-            PluginKind::Aggregate => "eshost:plugin/aggregate",
-            PluginKind::Upcaster => "eshost:plugin/upcaster",
-            PluginKind::Projection => "eshost:plugin/projection",
-        }
-    }
-
-    pub(crate) const ALL: [PluginKind; 3] = [
-        PluginKind::Aggregate,
-        PluginKind::Upcaster,
-        PluginKind::Projection,
-    ];
-}
-
-impl fmt::Display for PluginKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<types::PluginKind> for PluginKind {
-    fn from(kind: types::PluginKind) -> Self {
-        match kind {
-            types::PluginKind::Aggregate => PluginKind::Aggregate,
-            types::PluginKind::Upcaster => PluginKind::Upcaster,
-            types::PluginKind::Projection => PluginKind::Projection,
-        }
-    }
-}
+use super::read_model::ReadModel;
+use super::sandbox::{HostFault, HostState, Limits};
+use super::types::{Description, PluginKind, VersionedType};
 
 /// A plugin's identity: what it says about itself in `describe()`, plus what the host knows
 /// of the file.
@@ -92,7 +30,7 @@ pub struct PluginInfo {
     /// The event types it wants to see; empty means all.
     pub handles: Vec<String>,
     /// Upcasters: the (type, schema version) pairs it rewrites.
-    pub upcasts: Vec<types::VersionedType>,
+    pub upcasts: Vec<VersionedType>,
     /// The blake3 hash of the component's bytes, hex: the plugin's identity, recorded in the
     /// metadata of the events it emits and on its snapshots.
     pub content_hash: String,
@@ -130,37 +68,6 @@ pub struct LoadStats {
     pub component: Duration,
     /// The whole load: read, hash, compile or deserialize, link, instantiate, `describe()`.
     pub total: Duration,
-}
-
-/// A plugin of any kind, as [`Runtime::load_any`](super::Runtime::load_any) returns it.
-#[derive(Debug, Clone)]
-pub enum LoadedPlugin {
-    /// An aggregate.
-    Aggregate(AggregatePlugin),
-    /// An upcaster.
-    Upcaster(UpcasterPlugin),
-    /// A projection.
-    Projection(ProjectionPlugin),
-}
-
-impl LoadedPlugin {
-    /// Who the plugin is.
-    pub fn info(&self) -> &PluginInfo {
-        &self.core().info
-    }
-
-    /// How it was loaded.
-    pub fn load_stats(&self) -> LoadStats {
-        self.core().load_stats
-    }
-
-    fn core(&self) -> &PluginCore {
-        match self {
-            LoadedPlugin::Aggregate(p) => p.core(),
-            LoadedPlugin::Upcaster(p) => p.core(),
-            LoadedPlugin::Projection(p) => p.core(),
-        }
-    }
 }
 
 /// What a loaded plugin shares between its instances.
@@ -253,32 +160,17 @@ impl PluginCore {
     }
 }
 
-/// A world's pre-instantiated component: makes the typed bindings for a fresh store.
+/// A world's pre-instantiated component, of any WIT version: makes the bindings of a fresh
+/// instance, and asks it who it is.
 pub(crate) trait World: Send + Sync + 'static {
     /// The bindings of an instantiated component.
     type Bindings: Send + 'static;
     fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings>;
-}
-
-impl World for super::bindings::aggregate::AggregatePluginPre<HostState> {
-    type Bindings = super::bindings::aggregate::AggregatePlugin;
-    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
-        super::bindings::aggregate::AggregatePluginPre::instantiate(self, store)
-    }
-}
-
-impl World for super::bindings::upcaster::UpcasterPluginPre<HostState> {
-    type Bindings = super::bindings::upcaster::UpcasterPlugin;
-    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
-        super::bindings::upcaster::UpcasterPluginPre::instantiate(self, store)
-    }
-}
-
-impl World for super::bindings::projection::ProjectionPluginPre<HostState> {
-    type Bindings = super::bindings::projection::ProjectionPlugin;
-    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
-        super::bindings::projection::ProjectionPluginPre::instantiate(self, store)
-    }
+    /// Calls the world's `describe()`.
+    fn describe(
+        store: &mut Store<HostState>,
+        bindings: &Self::Bindings,
+    ) -> wasmtime::Result<Description>;
 }
 
 /// A fault during a call: in the plugin, or raised by a host function it called.

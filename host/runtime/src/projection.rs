@@ -2,171 +2,27 @@
 //! `read-model` interface, and answers queries over it.
 //!
 //! The read model is the host's: a [`ReadModel`] the projection runner backs with redb (or
-//! [`MemoryReadModel`] in tests and offline replays). A [`ProjectionInstance`] owns it and lends
-//! it to the guest for each call; during `query` it is read-only, and a `put` or `delete` fails
-//! the call with [`QueryError::WriteRefused`].
+//! [`MemoryReadModel`](crate::MemoryReadModel) in tests and offline replays). A
+//! [`ProjectionInstance`] owns it and lends it to the guest for each call; during `query` it
+//! is read-only, and a `put` or `delete` fails the call with [`QueryError::WriteRefused`].
 
 use std::any::Any;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::Bound;
 use std::sync::Arc;
 
-use super::bindings::projection::ProjectionPluginPre;
-use super::bindings::projection::eshost::plugin::read_model;
-use super::bindings::types::{self, Event, EventError};
 use super::error::PluginError;
-use super::plugin::{CallContext, CallFault, PluginCore, PluginInfo, Sandboxed};
-use super::sandbox::HostState;
-
-/// An error of the read-model store (I/O, a full disk...). It fails the plugin call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ReadModelError(pub String);
-
-/// The store behind one projection's read model: text keys and values, one namespace per
-/// projection. The runner implements it over `views.redb` so that a batch's writes commit
-/// with the projection's checkpoint.
-pub trait ReadModel: Any + Send {
-    /// The value under `key`.
-    fn get(&self, key: &str) -> Result<Option<String>, ReadModelError>;
-    /// Up to `limit` entries whose keys start with `prefix`, in key order, after `start_after`.
-    fn scan(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, String)>, ReadModelError>;
-    /// Stores `value` under `key`.
-    fn put(&mut self, key: String, value: String) -> Result<(), ReadModelError>;
-    /// Removes `key`.
-    fn delete(&mut self, key: &str) -> Result<(), ReadModelError>;
-}
-
-/// A read model in memory, ordered by key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MemoryReadModel {
-    /// The entries.
-    pub entries: BTreeMap<String, String>,
-}
-
-impl MemoryReadModel {
-    /// An empty read model.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl ReadModel for MemoryReadModel {
-    fn get(&self, key: &str) -> Result<Option<String>, ReadModelError> {
-        Ok(self.entries.get(key).cloned())
-    }
-
-    fn scan(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, String)>, ReadModelError> {
-        let start = match start_after {
-            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
-            _ => Bound::Included(prefix.to_owned()),
-        };
-        Ok(self
-            .entries
-            .range((start, Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-
-    fn put(&mut self, key: String, value: String) -> Result<(), ReadModelError> {
-        self.entries.insert(key, value);
-        Ok(())
-    }
-
-    fn delete(&mut self, key: &str) -> Result<(), ReadModelError> {
-        self.entries.remove(key);
-        Ok(())
-    }
-}
-
-/// A fault raised by the host while serving the guest's read-model calls.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum HostFault {
-    #[error("read model: {0}")]
-    ReadModel(ReadModelError),
-    #[error("{op} during a query; queries are read-only")]
-    WriteDuringQuery { op: &'static str },
-    #[error("the read model is not available outside handle and query")]
-    NoReadModel,
-}
-
-impl read_model::Host for HostState {
-    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        let result = match &self.read_model {
-            Some(model) => model.get(&key).map_err(HostFault::ReadModel),
-            None => Err(HostFault::NoReadModel),
-        };
-        self.serve(result)
-    }
-
-    fn put(&mut self, key: String, value: String) -> wasmtime::Result<()> {
-        let result = self
-            .writable("put")
-            .and_then(|model| model.put(key, value).map_err(HostFault::ReadModel));
-        self.serve(result)
-    }
-
-    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        let result = self
-            .writable("delete")
-            .and_then(|model| model.delete(&key).map_err(HostFault::ReadModel));
-        self.serve(result)
-    }
-
-    fn scan(
-        &mut self,
-        prefix: String,
-        start_after: Option<String>,
-        limit: u32,
-    ) -> wasmtime::Result<Vec<(String, String)>> {
-        let limit = limit.min(self.scan_entries) as usize;
-        let result = match &self.read_model {
-            Some(model) => model
-                .scan(&prefix, start_after.as_deref(), limit)
-                .map_err(HostFault::ReadModel),
-            None => Err(HostFault::NoReadModel),
-        };
-        self.serve(result)
-    }
-}
-
-impl HostState {
-    fn writable(&mut self, op: &'static str) -> Result<&mut Box<dyn ReadModel>, HostFault> {
-        if self.read_only {
-            return Err(HostFault::WriteDuringQuery { op });
-        }
-        self.read_model.as_mut().ok_or(HostFault::NoReadModel)
-    }
-
-    /// Passes a result to the guest, or records the fault and traps it.
-    fn serve<T>(&mut self, result: Result<T, HostFault>) -> wasmtime::Result<T> {
-        result.map_err(|fault| {
-            let error = wasmtime::format_err!("{fault}");
-            self.fault = Some(fault);
-            error
-        })
-    }
-}
+use super::plugin::{CallContext, CallFault, LoadStats, PluginCore, PluginInfo, Sandboxed};
+use super::read_model::{ReadModel, ReadModelError};
+use super::sandbox::{HostFault, Limits};
+use super::types::{Event, EventError, QueryRefusal};
+use super::wit::ProjectionPre;
 
 /// A loaded projection plugin. Cheap to clone.
 #[derive(Clone)]
 pub struct ProjectionPlugin {
     core: Arc<PluginCore>,
-    pre: Arc<ProjectionPluginPre<HostState>>,
+    pre: Arc<ProjectionPre>,
 }
 
 impl fmt::Debug for ProjectionPlugin {
@@ -178,15 +34,8 @@ impl fmt::Debug for ProjectionPlugin {
 }
 
 impl ProjectionPlugin {
-    pub(crate) fn new(core: Arc<PluginCore>, pre: ProjectionPluginPre<HostState>) -> Self {
-        ProjectionPlugin {
-            core,
-            pre: Arc::new(pre),
-        }
-    }
-
-    pub(crate) fn core(&self) -> &PluginCore {
-        &self.core
+    pub(crate) fn new(core: Arc<PluginCore>, pre: Arc<ProjectionPre>) -> Self {
+        ProjectionPlugin { core, pre }
     }
 
     /// Who the plugin is.
@@ -195,12 +44,12 @@ impl ProjectionPlugin {
     }
 
     /// How the plugin was loaded.
-    pub fn load_stats(&self) -> super::LoadStats {
+    pub fn load_stats(&self) -> LoadStats {
         self.core.load_stats
     }
 
     /// The same plugin with other limits for the instances made from it.
-    pub fn with_limits(&self, limits: super::Limits) -> ProjectionPlugin {
+    pub fn with_limits(&self, limits: Limits) -> ProjectionPlugin {
         ProjectionPlugin {
             core: self.core.with_limits(limits),
             pre: self.pre.clone(),
@@ -228,7 +77,7 @@ impl ProjectionPlugin {
 /// A fault discards the guest instance (the read model stays with the host); the next call
 /// gets a fresh one. Call from a blocking context.
 pub struct ProjectionInstance<R: ReadModel> {
-    sandbox: Sandboxed<ProjectionPluginPre<HostState>>,
+    sandbox: Sandboxed<ProjectionPre>,
     /// Always `Some` between calls.
     read_model: Option<Box<dyn ReadModel>>,
     _model: PhantomData<fn() -> R>,
@@ -357,9 +206,9 @@ impl<R: ReadModel> ProjectionInstance<R> {
             read_model: self.read_model.take(),
             read_only: false,
         };
-        let (model, result) = self.sandbox.call(context, |store, guest| {
-            guest.eshost_plugin_projection().call_handle(store, events)
-        });
+        let (model, result) = self
+            .sandbox
+            .call(context, |store, guest| guest.handle(store, events));
         self.read_model = model;
         match result {
             Ok(Ok(())) => Ok(()),
@@ -389,11 +238,9 @@ impl<R: ReadModel> ProjectionInstance<R> {
             read_model: self.read_model.take(),
             read_only: true,
         };
-        let (model, result) = self.sandbox.call(context, |store, guest| {
-            guest
-                .eshost_plugin_projection()
-                .call_query(store, name, args)
-        });
+        let (model, result) = self
+            .sandbox
+            .call(context, |store, guest| guest.query(store, name, args));
         self.read_model = model;
         let query = name.to_owned();
         match result {
@@ -401,17 +248,17 @@ impl<R: ReadModel> ProjectionInstance<R> {
                 self.sandbox.core.check_output("query", json.len())?;
                 Ok(json)
             }
-            Ok(Err(types::QueryError::UnknownQuery(message))) => Err(QueryError::UnknownQuery {
+            Ok(Err(QueryRefusal::UnknownQuery(message))) => Err(QueryError::UnknownQuery {
                 plugin,
                 query,
                 message,
             }),
-            Ok(Err(types::QueryError::InvalidArgs(message))) => Err(QueryError::InvalidArgs {
+            Ok(Err(QueryRefusal::InvalidArgs(message))) => Err(QueryError::InvalidArgs {
                 plugin,
                 query,
                 message,
             }),
-            Ok(Err(types::QueryError::Failed(message))) => Err(QueryError::Failed {
+            Ok(Err(QueryRefusal::Failed(message))) => Err(QueryError::Failed {
                 plugin,
                 query,
                 message,
@@ -441,31 +288,5 @@ impl<R: ReadModel> ProjectionInstance<R> {
         self.read_model
             .as_mut()
             .expect("the read model is lent back")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_scan_pages_by_prefix() {
-        let mut model = MemoryReadModel::new();
-        for key in ["a/1", "a/2", "a/3", "b/1"] {
-            model.put(key.into(), key.to_uppercase()).unwrap();
-        }
-        let keys = |entries: Vec<(String, String)>| -> Vec<String> {
-            entries.into_iter().map(|(k, _)| k).collect()
-        };
-        assert_eq!(
-            keys(model.scan("a/", None, 10).unwrap()),
-            ["a/1", "a/2", "a/3"]
-        );
-        assert_eq!(keys(model.scan("a/", Some("a/1"), 1).unwrap()), ["a/2"]);
-        assert_eq!(
-            keys(model.scan("a/", Some("0"), 10).unwrap()),
-            ["a/1", "a/2", "a/3"]
-        );
-        assert!(model.scan("c", None, 10).unwrap().is_empty());
     }
 }

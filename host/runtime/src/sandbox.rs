@@ -12,6 +12,10 @@
 //!   [`Limits::log_bytes`] per call; the rest is dropped and counted.
 //! - Each instance has a memory limit, each call a time limit (epoch deadline) and an output
 //!   limit. The stack depth is bounded by the engine (`RuntimeConfig::max_wasm_stack`).
+//! - The one host interface a guest may call, the projection's `read-model`, is served here
+//!   (`HostState::read_model_get`, ...) for every WIT version: a version module only adapts
+//!   its generated trait to these calls. A fault in them is a [`HostFault`]: it traps the
+//!   guest and is reported as what it is, not as a plugin bug.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -30,7 +34,7 @@ use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
 
-use super::projection::{HostFault, ReadModel};
+use super::read_model::{ReadModel, ReadModelError};
 
 /// Limits applied to every plugin instance and call. The defaults are safe for production;
 /// tighten them per plugin in the config.
@@ -83,7 +87,7 @@ pub(crate) struct HostState {
     pub(crate) read_only: bool,
     /// A fault raised by a host function during the current call (it also traps the guest).
     pub(crate) fault: Option<HostFault>,
-    pub(crate) scan_entries: u32,
+    scan_entries: u32,
 }
 
 impl std::fmt::Debug for HostState {
@@ -150,6 +154,79 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// A fault raised by the host while serving the guest's read-model calls.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HostFault {
+    #[error("read model: {0}")]
+    ReadModel(ReadModelError),
+    #[error("{op} during a query; queries are read-only")]
+    WriteDuringQuery { op: &'static str },
+    #[error("the read model is not available outside handle and query")]
+    NoReadModel,
+}
+
+/// The `read-model` import, whatever the WIT version that declares it.
+impl HostState {
+    /// The value under `key`.
+    pub(crate) fn read_model_get(&mut self, key: &str) -> wasmtime::Result<Option<String>> {
+        let result = match &self.read_model {
+            Some(model) => model.get(key).map_err(HostFault::ReadModel),
+            None => Err(HostFault::NoReadModel),
+        };
+        self.serve(result)
+    }
+
+    /// Stores `value` under `key`; refused during a query.
+    pub(crate) fn read_model_put(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        let result = self
+            .writable("put")
+            .and_then(|model| model.put(key, value).map_err(HostFault::ReadModel));
+        self.serve(result)
+    }
+
+    /// Removes `key`; refused during a query.
+    pub(crate) fn read_model_delete(&mut self, key: &str) -> wasmtime::Result<()> {
+        let result = self
+            .writable("delete")
+            .and_then(|model| model.delete(key).map_err(HostFault::ReadModel));
+        self.serve(result)
+    }
+
+    /// Up to `limit` entries under `prefix` after `start_after`, never more than the sandbox's
+    /// `scan_entries`.
+    pub(crate) fn read_model_scan(
+        &mut self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<(String, String)>> {
+        let limit = limit.min(self.scan_entries) as usize;
+        let result = match &self.read_model {
+            Some(model) => model
+                .scan(prefix, start_after, limit)
+                .map_err(HostFault::ReadModel),
+            None => Err(HostFault::NoReadModel),
+        };
+        self.serve(result)
+    }
+
+    fn writable(&mut self, op: &'static str) -> Result<&mut Box<dyn ReadModel>, HostFault> {
+        if self.read_only {
+            return Err(HostFault::WriteDuringQuery { op });
+        }
+        self.read_model.as_mut().ok_or(HostFault::NoReadModel)
+    }
+
+    /// Passes a result to the guest, or records the fault and traps it.
+    fn serve<T>(&mut self, result: Result<T, HostFault>) -> wasmtime::Result<T> {
+        result.map_err(|fault| {
+            let error = wasmtime::format_err!("{fault}");
+            self.fault = Some(fault);
+            error
+        })
     }
 }
 

@@ -3,17 +3,17 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::bindings::types::{Event, UpcastResult, UpcastedEvent};
-use super::bindings::upcaster::UpcasterPluginPre;
 use super::error::PluginError;
-use super::plugin::{PluginCore, PluginInfo, Sandboxed};
-use super::sandbox::HostState;
+use super::plugin::{LoadStats, PluginCore, PluginInfo, Sandboxed};
+use super::sandbox::Limits;
+use super::types::{Event, UpcastResult, UpcastedEvent};
+use super::wit::UpcasterPre;
 
 /// A loaded upcaster plugin. Cheap to clone; make an [`UpcasterInstance`] per thread.
 #[derive(Clone)]
 pub struct UpcasterPlugin {
     core: Arc<PluginCore>,
-    pre: Arc<UpcasterPluginPre<HostState>>,
+    pre: Arc<UpcasterPre>,
 }
 
 impl fmt::Debug for UpcasterPlugin {
@@ -25,15 +25,8 @@ impl fmt::Debug for UpcasterPlugin {
 }
 
 impl UpcasterPlugin {
-    pub(crate) fn new(core: Arc<PluginCore>, pre: UpcasterPluginPre<HostState>) -> Self {
-        UpcasterPlugin {
-            core,
-            pre: Arc::new(pre),
-        }
-    }
-
-    pub(crate) fn core(&self) -> &PluginCore {
-        &self.core
+    pub(crate) fn new(core: Arc<PluginCore>, pre: Arc<UpcasterPre>) -> Self {
+        UpcasterPlugin { core, pre }
     }
 
     /// Who the plugin is.
@@ -42,12 +35,12 @@ impl UpcasterPlugin {
     }
 
     /// How the plugin was loaded.
-    pub fn load_stats(&self) -> super::LoadStats {
+    pub fn load_stats(&self) -> LoadStats {
         self.core.load_stats
     }
 
     /// The same plugin with other limits for the instances made from it.
-    pub fn with_limits(&self, limits: super::Limits) -> UpcasterPlugin {
+    pub fn with_limits(&self, limits: Limits) -> UpcasterPlugin {
         UpcasterPlugin {
             core: self.core.with_limits(limits),
             pre: self.pre.clone(),
@@ -66,7 +59,7 @@ impl UpcasterPlugin {
 /// fault the next call simply gets a fresh instance.
 #[derive(Debug)]
 pub struct UpcasterInstance {
-    sandbox: Sandboxed<UpcasterPluginPre<HostState>>,
+    sandbox: Sandboxed<UpcasterPre>,
 }
 
 /// Why an event could not be upcast.
@@ -100,9 +93,9 @@ impl UpcasterInstance {
     /// ([`may_produce`](PluginInfo::may_produce): the host decides from the declarations which
     /// plugins an event can reach), or data that is not JSON.
     pub fn upcast(&mut self, event: &Event) -> Result<UpcastResult, UpcastError> {
-        let result = self.sandbox.call_plain(0, |store, guest| {
-            guest.eshost_plugin_upcaster().call_upcast(store, event)
-        })?;
+        let result = self
+            .sandbox
+            .call_plain(0, |store, guest| guest.upcast(store, event))?;
         match result {
             Ok(UpcastResult::Unchanged) => Ok(UpcastResult::Unchanged),
             Ok(UpcastResult::Upcasted(new)) => {

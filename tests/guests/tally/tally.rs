@@ -10,7 +10,7 @@
 
 wit_bindgen::generate!({
     world: "projection-plugin",
-    path: "../../../wit",
+    path: "../../../wit/v0.1.0",
 });
 
 use eshost::plugin::read_model;

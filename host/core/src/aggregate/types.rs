@@ -41,10 +41,15 @@ pub struct AggregateConfig {
     pub snapshot_every: u64,
 }
 
+impl AggregateConfig {
+    /// `snapshot_every` unless configured.
+    pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1_000;
+}
+
 impl Default for AggregateConfig {
     fn default() -> Self {
         AggregateConfig {
-            snapshot_every: 1_000,
+            snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
         }
     }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use redb::ReadableDatabase;
 
 use crate::views::Views;
-use eshost_runtime::{ProjectionInstance, ProjectionPlugin, QueryError, Runtime};
+use eshost_runtime::{Limits, ProjectionInstance, ProjectionPlugin, QueryError, Runtime};
 use eshost_store::EventStore;
 
 pub use crate::upcast::{UpcastFailure, UpcasterChain};
@@ -161,13 +161,14 @@ impl Projections {
         if map.contains_key(&config.name) {
             return Err(ProjectionHostError::AlreadyRunning(config.name));
         }
-        let (bytes, plugin) = self.load(&config.name, &config.plugin)?;
+        let runtime = self.runtime_for(config.limits.as_ref());
+        let (bytes, plugin) = self.load(&runtime, &config.name, &config.plugin)?;
         let (control, receiver) = tokio::sync::mpsc::unbounded_channel();
         let (runner, shared) = Runner::open(
             config.clone(),
             self.inner.store.clone(),
             self.inner.views.db().clone(),
-            self.inner.runtime.clone(),
+            runtime,
             plugin,
             bytes,
             self.inner.upcasters.clone(),
@@ -192,9 +193,19 @@ impl Projections {
         Ok(())
     }
 
+    /// The runtime a projection's plugins load under: the host's, or a view with the
+    /// projection's own limits.
+    fn runtime_for(&self, limits: Option<&Limits>) -> Runtime {
+        match limits {
+            Some(limits) => self.inner.runtime.with_limits(limits.clone()),
+            None => self.inner.runtime.clone(),
+        }
+    }
+
     /// Reads, compiles and checks a plugin file for projection `name`.
     fn load(
         &self,
+        runtime: &Runtime,
         name: &str,
         path: &Path,
     ) -> Result<(Vec<u8>, ProjectionPlugin), ProjectionHostError> {
@@ -202,24 +213,22 @@ impl Projections {
             path: path.to_owned(),
             source,
         })?;
-        let plugin = self.check(name, &bytes, &path.display().to_string())?;
+        let plugin = self.check(runtime, name, &bytes, &path.display().to_string())?;
         Ok((bytes, plugin))
     }
 
     fn check(
         &self,
+        runtime: &Runtime,
         name: &str,
         bytes: &[u8],
         label: &str,
     ) -> Result<ProjectionPlugin, ProjectionHostError> {
-        let plugin = match self.inner.runtime.load_bytes(
-            bytes,
-            label,
-            eshost_runtime::PluginKind::Projection,
-        )? {
-            eshost_runtime::LoadedPlugin::Projection(plugin) => plugin,
-            _ => unreachable!("load_bytes checks the kind"),
-        };
+        let plugin =
+            match runtime.load_bytes(bytes, label, eshost_runtime::PluginKind::Projection)? {
+                eshost_runtime::LoadedPlugin::Projection(plugin) => plugin,
+                _ => unreachable!("load_bytes checks the kind"),
+            };
         if plugin.info().name != name {
             return Err(ProjectionHostError::WrongName {
                 file: label.to_owned(),
@@ -394,7 +403,13 @@ impl Projections {
         let shared = self
             .shared(name)
             .ok_or_else(|| ProjectionHostError::Unknown(name.to_owned()))?;
-        let plugin = match self.check(name, &bytes, label) {
+        let limits = {
+            let map = self.inner.projections.lock().expect("not poisoned");
+            map.get(name)
+                .and_then(|handle| handle.config.limits.clone())
+        };
+        let runtime = self.runtime_for(limits.as_ref());
+        let plugin = match self.check(&runtime, name, &bytes, label) {
             Ok(plugin) => plugin,
             Err(error) => {
                 shared.status.lock().expect("not poisoned").last_error =

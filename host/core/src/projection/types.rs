@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use eshost_runtime::{LoadError, QueryError};
+use eshost_runtime::{Limits, LoadError, QueryError};
 
 /// How one projection runs.
 #[derive(Debug, Clone)]
@@ -25,20 +25,30 @@ pub struct ProjectionConfig {
     /// Park an event that keeps failing in the dead-letter table and go on, instead of
     /// stopping at it.
     pub dead_letter: bool,
+    /// The plugin's own sandbox limits (every version of it, loaded and run under them);
+    /// `None`: the runtime's.
+    pub limits: Option<Limits>,
 }
 
 impl ProjectionConfig {
-    /// Defaults: batches of 2,000 events, 5 attempts from 100 ms backoff (at most 10 s),
-    /// stop at a failing event.
+    /// `batch` unless configured.
+    pub const DEFAULT_BATCH: usize = 2_000;
+    /// `attempts` unless configured.
+    pub const DEFAULT_ATTEMPTS: u32 = 5;
+
+    /// Defaults: batches of [`DEFAULT_BATCH`](Self::DEFAULT_BATCH) events,
+    /// [`DEFAULT_ATTEMPTS`](Self::DEFAULT_ATTEMPTS) attempts from 100 ms backoff (at most
+    /// 10 s), stop at a failing event, the runtime's limits.
     pub fn new(name: impl Into<String>, plugin: impl Into<PathBuf>) -> Self {
         ProjectionConfig {
             name: name.into(),
             plugin: plugin.into(),
-            batch: 2000,
-            attempts: 5,
+            batch: Self::DEFAULT_BATCH,
+            attempts: Self::DEFAULT_ATTEMPTS,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             dead_letter: false,
+            limits: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 wit_bindgen::generate!({
     world: "aggregate-plugin",
-    path: "../../../wit",
+    path: "../../../wit/v0.1.0",
 });
 
 use eshost::plugin::types::PluginKind;
