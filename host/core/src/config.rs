@@ -12,6 +12,7 @@
 //! max_body_bytes = 4194304       # request bodies (plugin uploads: max_plugin_bytes)
 //! max_response_bytes = 8388608   # event bytes in one page of /all, /streams, history
 //! watch_plugins = true           # hot-swap a plugin when its file changes
+//! ui = true                      # serve the admin web UI at /ui
 //!
 //! [limits]                       # sandbox limits for every plugin call
 //! time_ms = 1000
@@ -90,6 +91,8 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// Hot-swap a plugin when its file changes.
     pub watch_plugins: bool,
+    /// Serve the admin web UI at `/ui` (default: yes).
+    pub ui: bool,
     /// Sandbox limits of every plugin without limits of its own ([`Config::plugin_limits`]).
     pub limits: Limits,
     /// Aggregate plugins.
@@ -287,6 +290,8 @@ struct RawConfig {
     max_plugin_bytes: Option<usize>,
     #[serde(default)]
     watch_plugins: Option<bool>,
+    #[serde(default)]
+    ui: Option<bool>,
     #[serde(default)]
     limits: Option<LimitOverrides>,
     #[serde(default)]
@@ -493,6 +498,7 @@ impl Config {
             max_response_bytes: raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
             max_plugin_bytes: raw.max_plugin_bytes.unwrap_or(DEFAULT_MAX_PLUGIN_BYTES),
             watch_plugins: raw.watch_plugins.unwrap_or(DEFAULT_WATCH_PLUGINS),
+            ui: raw.ui.unwrap_or(true),
             limits,
             aggregates,
             upcasters,
@@ -585,6 +591,9 @@ mod tests {
             dir.path().join("plugins/a.wasm")
         );
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert!(config.ui, "the admin UI is on by default");
+        let off = Config::parse("store = \"data\"\nui = false\n", &file).unwrap();
+        assert!(!off.ui);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`subscription`]: `$all` from a position, caught up and then followed live;
 //! - [`cluster`]: what every node of a cluster learns from the log (code changes in
 //!   `$plugins`, projection rebuilds, erasures) and the node registry;
+//! - [`access`]: the tokens of a config and who may see personal data;
 //! - [`config`] and [`host`]: the composition root that builds a running [`Host`] from an
 //!   `eshost.toml`.
 //!
@@ -17,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod aggregate;
 pub mod cluster;
 pub mod config;

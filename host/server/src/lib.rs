@@ -19,7 +19,6 @@ mod openapi;
 mod routes;
 mod wire;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use std::sync::Arc;
@@ -36,23 +35,14 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use eshost_core::Host;
+pub use eshost_core::access::Caller;
+use eshost_core::access::Tokens;
 use eshost_core::config::{Config, Role};
 use eshost_core::projection::Projections;
 
 pub use error::ApiError;
 use metrics::Metrics;
 pub use routes::{Access, Answer, Body, Query, ROUTES, Route, Schema, access};
-
-/// A configured token's holder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// Who (the token's name, else its role).
-    pub name: String,
-    /// What it may do.
-    pub role: Role,
-    /// Whether it may see decrypted personal data.
-    pub personal_data: bool,
-}
 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -62,7 +52,7 @@ pub struct AppState {
 
 struct Inner {
     host: Host,
-    tokens: HashMap<String, Caller>,
+    tokens: Tokens,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
     drain: drain::Drain,
@@ -76,7 +66,8 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The router: every route of [`ROUTES`], auth, body limits, JSON 404s.
+/// The router: every route of [`ROUTES`], auth, body limits, JSON 404s, and the admin UI at
+/// `/ui` unless the config turns it off. Call inside a tokio runtime (the UI samples rates).
 pub fn router(state: AppState, max_body_bytes: usize, max_plugin_bytes: usize) -> Router {
     let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
     for route in ROUTES {
@@ -96,11 +87,27 @@ pub fn router(state: AppState, max_body_bytes: usize, max_plugin_bytes: usize) -
     for (path, handler) in by_path {
         router = router.route(path, handler);
     }
-    router
+    let inner = &state.inner;
+    // The admin UI has its own sign-in (sessions over the same tokens) and its own pages.
+    let ui = inner.host.config().ui.then(|| {
+        eshost_ui::router(eshost_ui::Ui::new(
+            inner.host.clone(),
+            inner.tokens.clone(),
+            inner.shutdown.clone(),
+        ))
+    });
+    // The drain covers every request, the UI's included.
+    let drain_state = state.clone();
+    let mut router = router
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
         ))
+        .with_state(state);
+    if let Some(ui) = ui {
+        router = router.merge(ui);
+    }
+    router
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -110,10 +117,9 @@ pub fn router(state: AppState, max_body_bytes: usize, max_plugin_bytes: usize) -
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            drain_state,
             drain::gate,
         ))
-        .with_state(state)
 }
 
 /// The token of an `Authorization` header: the scheme `Bearer` in any case, then the token.
@@ -186,19 +192,7 @@ impl Server {
 
     /// The API over a host already started.
     pub fn new(host: Host) -> Server {
-        let tokens = host
-            .config()
-            .tokens
-            .iter()
-            .map(|t| {
-                let caller = Caller {
-                    name: t.name.clone().unwrap_or_else(|| t.role.as_str().to_owned()),
-                    role: t.role,
-                    personal_data: t.personal_data,
-                };
-                (t.token.clone(), caller)
-            })
-            .collect();
+        let tokens = Tokens::from_config(host.config());
         let (shutdown, shutdown_rx) = watch::channel(false);
         Server {
             state: AppState {

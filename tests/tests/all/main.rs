@@ -37,3 +37,4 @@ mod server_hardening;
 mod server_router;
 mod server_support;
 mod subscription;
+mod ui_auth;

@@ -277,14 +277,24 @@ pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
     })
 }
 
-/// Compares `replayed` with the active generation of the live projection `name`.
+/// Compares `replayed` with the active generation of the live projection `name` of a stopped
+/// store.
 pub fn diff(
     store_dir: &std::path::Path,
     name: &str,
     replayed: &MemoryReadModel,
     samples: usize,
 ) -> anyhow::Result<DiffReport> {
-    let views = Views::open(store_dir)?;
+    diff_views(&Views::open(store_dir)?, name, replayed, samples)
+}
+
+/// [`diff`] against the `views.redb` of a running host (the admin UI's comparison).
+pub fn diff_views(
+    views: &Views,
+    name: &str,
+    replayed: &MemoryReadModel,
+    samples: usize,
+) -> anyhow::Result<DiffReport> {
     let db = views.db();
     let txn = db.begin_read()?;
     let Some(meta) = schema::read_meta_in(&txn, name)? else {

@@ -11,25 +11,13 @@ pub(super) mod subscriptions;
 
 use axum::Extension;
 use axum::http::HeaderMap;
-use eshost_store::{EventStore, RecordedEvent};
+use eshost_core::access::disclose;
 
 use super::Caller;
 
-/// Whether the caller may see decrypted personal data: tokens must say so; without
-/// tokens (open, loopback only) everyone may.
+/// Whether the caller may see decrypted personal data (the core's one rule).
 fn discloses(caller: &Option<Extension<Caller>>) -> bool {
-    caller.as_ref().is_none_or(|caller| caller.personal_data)
-}
-
-/// Decrypt the personal data of `events` for a caller allowed to see it; for others, only
-/// whether it was shredded.
-fn disclose(store: &dyn EventStore, events: &mut [RecordedEvent], allowed: bool) {
-    for event in events.iter_mut().filter(|e| e.sealed.is_some()) {
-        store.reveal_owned(event);
-        if !allowed {
-            event.personal_data = None;
-        }
-    }
+    eshost_core::access::discloses(caller.as_ref().map(|c| &c.0))
 }
 
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
