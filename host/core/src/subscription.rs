@@ -7,18 +7,20 @@
 //! head watch, marked seen *before* the head is read, so a commit racing the read still
 //! wakes it. Positions are gap-free and a position at or below the head is committed and
 //! visible, so reading `[next, head]` and moving `next` past what was read loses nothing
-//! and repeats nothing. It holds at most one batch of events: a slow reader slows the reads,
-//! never grows a buffer.
+//! and repeats nothing. It holds at most one page of events, bounded in count (`batch`) and in
+//! bytes (`max_bytes`): a slow reader slows the reads, never grows a buffer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use eshost_store::{AllRead, Direction, EventStore, ReadError, RecordedEvent, Until};
+use eshost_store::{AllRead, Direction, EventStore, ReadError, RecordedEvent, Until, read_page};
 use futures_util::Stream;
 use tokio::sync::watch;
 
 /// Events read per store call, and the most a subscription buffers.
 pub const DEFAULT_BATCH: usize = 500;
+/// The default [`SubscriptionOptions::max_bytes`]: 4 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Positions one store call scans at most, so that a filter matching little of a long log
 /// does not make one read run for long.
@@ -38,6 +40,9 @@ pub struct SubscriptionOptions {
     pub disclose: bool,
     /// Events read per store call and the most held at once (at least 1).
     pub batch: usize,
+    /// The most event bytes held at once (after at least one event): a subscriber that does
+    /// not read pins no more than this.
+    pub max_bytes: usize,
 }
 
 impl Default for SubscriptionOptions {
@@ -48,6 +53,7 @@ impl Default for SubscriptionOptions {
             event_types: Vec::new(),
             disclose: false,
             batch: DEFAULT_BATCH,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -101,7 +107,8 @@ impl Subscription {
         }
     }
 
-    /// Events held and not yet delivered (never more than the batch).
+    /// Events held and not yet delivered (never more than the batch, nor more bytes than
+    /// `max_bytes` after the first).
     pub fn buffered(&self) -> usize {
         self.buffer.len()
     }
@@ -123,17 +130,24 @@ impl Subscription {
     async fn read_up_to(&mut self, head: u64) -> Result<(), ReadError> {
         let from = self.next;
         let window_end = head.min(from.saturating_add(SCAN_WINDOW - 1));
-        let read = AllRead {
+        let mut read = AllRead {
             from_position: from,
             direction: Direction::Forward,
-            limit: self.options.batch,
+            limit: 0,
             event_types: self.options.event_types.clone(),
             until: Some(Until::Position(window_end)),
         };
         let store = self.store.clone();
         let disclose = self.options.disclose;
+        let (batch, max_bytes) = (self.options.batch.max(1), self.options.max_bytes);
         let events = tokio::task::spawn_blocking(move || {
-            let mut events = store.read_all(&read)?;
+            let mut events = read_page(batch, max_bytes, |after, n| {
+                if let Some(last) = after {
+                    read.from_position = last.position + 1;
+                }
+                read.limit = n;
+                store.read_all(&read)
+            })?;
             for event in events.iter_mut().filter(|e| e.sealed.is_some()) {
                 store.reveal_owned(event);
                 if !disclose {
@@ -144,11 +158,11 @@ impl Subscription {
         })
         .await
         .map_err(|error| ReadError::Storage(format!("a subscription read failed: {error}")))??;
-        // A full batch may stop inside the window; a shorter one read all of it.
-        self.next = match events.last() {
-            Some(last) if events.len() >= self.options.batch => last.position + 1,
-            _ => window_end + 1,
-        };
+        // A page may end inside the window (its count or its bytes): read on after its last
+        // event; an empty one read the whole window.
+        self.next = events
+            .last()
+            .map_or(window_end + 1, |last| last.position + 1);
         let prefix = self.options.stream_prefix.as_str();
         self.buffer.extend(
             events

@@ -19,6 +19,7 @@ mod embedded;
 pub mod error;
 pub mod event;
 pub mod keys;
+mod page;
 pub mod read;
 pub mod report;
 pub mod transfer;
@@ -37,6 +38,7 @@ pub use event::{
     AppendRequest, Appended, EventRef, ExpectedVersion, ProposedEvent, RecordedEvent, StreamInfo,
 };
 pub use keys::{Forgot, KeyStore, KeyStoreError, Personal, SubjectKeys};
+pub use page::{event_bytes, read_page};
 pub use read::{AllRead, Direction, StreamRead, Until};
 pub use report::{BadRecord, VerifyReport};
 pub use validate::Limits;

@@ -153,3 +153,43 @@ async fn the_switch_from_catch_up_to_live_under_concurrent_appends_has_no_gap_or
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_holds_no_more_event_bytes_than_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Ten events of about 20 KB; a budget of 64 KiB holds three of them.
+    for n in 0..10 {
+        let data = serde_json::json!({"n": n, "pad": "x".repeat(20_000)}).to_string();
+        store
+            .append(AppendRequest::new(
+                "big-1",
+                ExpectedVersion::Any,
+                vec![ProposedEvent::new("Padded", data)],
+            ))
+            .await
+            .unwrap();
+    }
+    let options = SubscriptionOptions {
+        batch: 500,
+        max_bytes: 65_536,
+        ..SubscriptionOptions::default()
+    };
+    let mut subscription = Subscription::new(store.clone(), options);
+    let mut positions = Vec::new();
+    while positions.len() < 10 {
+        let event = tokio::time::timeout(WAIT, subscription.next())
+            .await
+            .expect("an event in time")
+            .expect("the subscription goes on")
+            .unwrap();
+        // What it still holds, with the event just handed out, stays within the budget.
+        assert!(
+            subscription.buffered() < 3,
+            "holds {} events of 20 KB beside the one delivered",
+            subscription.buffered()
+        );
+        positions.push(event.position);
+    }
+    assert_eq!(positions, (1..=10).collect::<Vec<_>>(), "in order, once");
+}

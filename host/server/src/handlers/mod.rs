@@ -3,7 +3,6 @@
 pub(super) mod commands;
 pub(super) mod forgetting;
 pub(super) mod operations;
-mod paging;
 pub(super) mod plugins;
 pub(super) mod projections;
 pub(super) mod streams;

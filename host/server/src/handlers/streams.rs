@@ -7,11 +7,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use eshost_api as api;
-use eshost_store::{AllRead, AppendRequest, Direction, ProposedEvent, StreamRead};
+use eshost_store::{AllRead, AppendRequest, Direction, ProposedEvent, StreamRead, read_page};
 use serde_json::{Map, Value};
 
 use super::commands::until;
-use super::paging::read_page;
 use super::{disclose, discloses, joined};
 use crate::extract::{JsonBody, Params, PathParams};
 use crate::{ApiError, AppState, Caller, wire};

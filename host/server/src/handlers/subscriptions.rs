@@ -48,6 +48,8 @@ pub(crate) async fn subscribe(
         event_types: api::split_types(params.types.as_deref()),
         disclose: discloses(&caller),
         batch: DEFAULT_BATCH,
+        // A subscriber that does not read pins no more than one page of events.
+        max_bytes: inner.host.config().max_response_bytes,
     };
     let subscription = Subscription::new(inner.host.store().clone(), options);
     let shutdown = inner.shutdown.clone();

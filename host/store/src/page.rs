@@ -1,9 +1,9 @@
-//! Pages of events bounded in count and in bytes (the config's `max_response_bytes`), so one
-//! read of big events cannot take the host's memory: a page is read from the store in chunks
-//! sized from the events seen so far, and ends at its count, at the byte budget (after at
-//! least one event), or where the events end. A client reads on from the last event.
+//! Pages of events bounded in count and in bytes, so one read of big events cannot take a
+//! reader's memory: a page is read in chunks sized from the events seen so far, and ends at
+//! its count, at the byte budget (after at least one event), or where the events end. The
+//! HTTP reads (`max_response_bytes`) and subscriptions page this way over any backend.
 
-use eshost_store::{ReadError, RecordedEvent};
+use crate::{ReadError, RecordedEvent};
 
 /// The most events the first chunk reads, before sizes are known.
 const FIRST_CHUNK: usize = 16;
@@ -11,14 +11,14 @@ const FIRST_CHUNK: usize = 16;
 const MAX_CHUNK: usize = 1_000;
 
 /// The bytes an event holds in a page: its data, metadata and sealed personal part.
-pub(crate) fn event_bytes(event: &RecordedEvent) -> usize {
+pub fn event_bytes(event: &RecordedEvent) -> usize {
     event.data.len() + event.metadata.len() + event.sealed.as_ref().map_or(0, Vec::len)
 }
 
 /// Reads a page of at most `limit` events and about `max_bytes` bytes. `read_chunk(after, n)`
 /// returns up to `n` events following `after` (the last event so far; `None`: the page's
 /// start), and fewer only at the end.
-pub(crate) fn read_page(
+pub fn read_page(
     limit: usize,
     max_bytes: usize,
     mut read_chunk: impl FnMut(Option<&RecordedEvent>, usize) -> Result<Vec<RecordedEvent>, ReadError>,
