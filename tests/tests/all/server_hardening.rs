@@ -1,6 +1,7 @@
 //! Hardening of the HTTP edge: every refusal is the JSON error of the contract (even those
 //! axum would answer in plain text), a resumed subscription cannot wrap to the start of the
-//! log, and a raw append cannot forge the host's own metadata.
+//! log, a raw append cannot forge the host's own metadata, and an event the store refuses
+//! is the emitting plugin's fault, not the caller's.
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -221,4 +222,47 @@ async fn a_raw_append_records_its_appender_and_cannot_forge_host_metadata() {
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let (_, read) = get(&router, "/streams/clock-1").await;
     assert_eq!(read["events"][0]["metadata"], json!({"k": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_store_refuses_is_the_plugins_fault_named_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[[aggregates]]\nname = \"hostile\"\nplugin = {:?}\n",
+        eshost_tests::HOSTILE
+    );
+    let (_host, router) = bank_host(dir.path(), &extra);
+    // The hostile guest emits one 8 MiB event: within its output limit, over the store's.
+    let (status, body) = post(
+        &router,
+        "/aggregates/hostile/victim",
+        json!({"type": "huge"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("plugin \"hostile\" broke the plugin contract in handle")
+            && message.contains("the store refuses"),
+        "{message}"
+    );
+    let (_, metrics) = get(&router, "/metrics").await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "eshost_plugin_faults_total 1"),
+        "{metrics}"
+    );
+    // Nothing was stored, and the aggregate goes on.
+    let (status, body) = post(&router, "/aggregates/hostile/victim", json!({"type": "ok"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stream_version"], 1, "{body}");
+
+    // A bad aggregate id is still the caller's error.
+    let (status, body) = post(
+        &router,
+        "/aggregates/hostile/%24system",
+        json!({"type": "ok"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }

@@ -12,9 +12,10 @@ use super::{Cached, Done, Finished, InFlight, Job, Key, Message, Worker};
 use crate::aggregate::rebuild;
 use crate::aggregate::snapshot::Snapshot;
 use crate::aggregate::{CommandError, CommandReply, Counters, Decision, EmittedEvent, idempotency};
-use eshost_runtime::{Event, NewEvent};
+use eshost_runtime::{Event, NewEvent, PluginError};
 use eshost_store::{
     AppendError, AppendRequest, Appended, BoxFuture, ExpectedVersion, ProposedEvent,
+    ValidationError,
 };
 
 /// An append the worker polls itself: the writer's answer wakes the worker through its
@@ -245,7 +246,8 @@ impl Worker {
                 if let Some(state) = state {
                     self.discard(&done.key.0, generation, state);
                 }
-                job.answer(Err(CommandError::Append(error)));
+                let error = self.blame(&job.aggregate_type, error);
+                job.answer(Err(error));
             }
         }
         let mut waiting = inflight.waiting;
@@ -260,6 +262,28 @@ impl Worker {
 
     /// Applies a command's stored events to the state it was decided on, snapshots it when due,
     /// and caches it.
+    /// A failed append as the command's error. The store refusing an event the plugin
+    /// emitted (its type, its JSON, its size) is the plugin's fault, named as such; only the
+    /// stream id comes from the caller.
+    fn blame(&self, aggregate_type: &str, error: AppendError) -> CommandError {
+        match error {
+            AppendError::Invalid(invalid)
+                if !matches!(invalid, ValidationError::StreamId { .. }) =>
+            {
+                let plugin = self.slots.get(aggregate_type).map_or_else(
+                    || aggregate_type.to_owned(),
+                    |slot| slot.registered.plugin.info().name.clone(),
+                );
+                CommandError::Plugin(PluginError::Contract {
+                    plugin,
+                    call: "handle",
+                    message: format!("it emitted an event the store refuses: {invalid}"),
+                })
+            }
+            other => CommandError::Append(other),
+        }
+    }
+
     pub(super) fn apply_stored(
         &mut self,
         key: &Key,
