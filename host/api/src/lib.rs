@@ -14,6 +14,8 @@ mod aggregates;
 mod error;
 mod events;
 mod expected;
+#[cfg(feature = "store")]
+mod from_store;
 mod operations;
 mod plugins;
 mod projections;

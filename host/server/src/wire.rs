@@ -7,37 +7,13 @@ use eshost_core::cluster::plugins::{ActivationSource, RecordedActivation};
 use eshost_core::privacy::ForgetReport;
 use eshost_core::projection::{GenerationStatus, ProjectionState, ProjectionStatus, SwapOutcome};
 use eshost_runtime::{PluginInfo, PluginKind};
-use eshost_store::{Appended, Forgot, RecordedEvent, StreamInfo};
+use eshost_store::{Appended, Forgot, StreamInfo};
 use serde_json::Value;
 
 /// JSON text as a value; text that is not JSON (never stored, but plugins' answers may be) as
 /// a string.
 pub fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::from(text))
-}
-
-/// An event as the API shows it. `personal_data` is shown as the event holds it: the caller
-/// decides beforehand whether it is revealed.
-pub fn event(event: &RecordedEvent) -> api::Event {
-    let personal = event.subject_id.is_some();
-    api::Event {
-        position: event.position,
-        stream_id: event.stream_id.clone(),
-        stream_version: event.stream_version,
-        event_id: event.event_id,
-        event_type: event.event_type.clone(),
-        schema_version: event.schema_version,
-        recorded_at: event.recorded_at,
-        data: json(&event.data),
-        metadata: json(&event.metadata),
-        subject_id: event.subject_id.clone(),
-        shredded: personal.then_some(event.shredded),
-        personal_data: event
-            .personal_data
-            .as_deref()
-            .filter(|_| personal)
-            .map(json),
-    }
 }
 
 pub fn emitted(event: &EmittedEvent) -> api::EmittedEvent {
@@ -87,7 +63,7 @@ pub fn aggregate_state(state: AggregateState) -> api::AggregateState {
 
 /// One step of a history; `disclose` false hides the decrypted personal data.
 pub fn history_entry(entry: &HistoryEntry, disclose: bool) -> api::HistoryEntry {
-    let mut shown = event(&entry.event);
+    let mut shown = api::Event::from(&entry.event);
     if !disclose {
         shown.personal_data = None;
     }

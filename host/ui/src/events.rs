@@ -532,26 +532,6 @@ pub async fn raw_event(
     let store = ui.host().store().clone();
     let allowed = viewer.discloses();
     let (event, _) = blocking(move || load_event(store.as_ref(), position, allowed)).await?;
-    let json =
-        |text: &str| serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::from(text));
-    let personal = event.subject_id.is_some();
-    let shown = eshost_api::Event {
-        position: event.position,
-        stream_id: event.stream_id.clone(),
-        stream_version: event.stream_version,
-        event_id: event.event_id,
-        event_type: event.event_type.clone(),
-        schema_version: event.schema_version,
-        recorded_at: event.recorded_at,
-        data: json(&event.data),
-        metadata: json(&event.metadata),
-        subject_id: event.subject_id.clone(),
-        shredded: personal.then_some(event.shredded),
-        personal_data: event
-            .personal_data
-            .as_deref()
-            .filter(|_| personal)
-            .map(json),
-    };
+    let shown = eshost_api::Event::from(&event);
     Ok(axum::Json(shown).into_response())
 }

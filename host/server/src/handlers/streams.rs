@@ -131,7 +131,7 @@ pub(crate) async fn read_stream(
         Ok(api::StreamEvents {
             stream_id,
             info: wire::stream_info(info),
-            events: events.iter().map(wire::event).collect(),
+            events: events.iter().map(api::Event::from).collect(),
         })
     })
     .await
@@ -166,7 +166,7 @@ pub(crate) async fn read_all(
         disclose(store.as_ref(), &mut events, allowed);
         Ok(api::AllEvents {
             head,
-            events: events.iter().map(wire::event).collect(),
+            events: events.iter().map(api::Event::from).collect(),
         })
     })
     .await

@@ -14,7 +14,7 @@ use futures_util::Stream;
 
 use super::discloses;
 use crate::extract::Params;
-use crate::{ApiError, AppState, Caller, wire};
+use crate::{ApiError, AppState, Caller};
 
 /// The first position to send: after `Last-Event-ID` when the client resumes, else `?from=`.
 fn first_position(headers: &HeaderMap, from: Option<u64>) -> Result<u64, ApiError> {
@@ -73,7 +73,7 @@ pub(crate) async fn subscribe(
             let sse = SseEvent::default()
                 .id(event.position.to_string())
                 .event(event.event_type.clone())
-                .json_data(wire::event(&event))
+                .json_data(api::Event::from(&event))
                 .ok()?;
             Some((Ok(sse), (subscription, shutdown)))
         },
