@@ -1,6 +1,8 @@
 //! Support for eshost's integration tests: the paths of the components `build.rs` compiled,
 //! and small builders for runtimes, events and commands.
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

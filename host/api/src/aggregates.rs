@@ -5,7 +5,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::{Event, ExpectedVersion};
+use crate::{Event, ExpectedVersion, Timestamp};
 
 /// `POST /aggregates/{type}/{id}`: the command, any JSON value the aggregate's plugin
 /// understands (the first-party plugins take an object with a `type`).
@@ -72,9 +72,10 @@ pub struct StateQuery {
     /// The state after this stream version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
-    /// The state as of this time, ms since the Unix epoch.
+    /// The state as of this time: ms since the Unix epoch, or RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<u64>,
+    #[param(value_type = Option<String>)]
+    pub at: Option<Timestamp>,
 }
 
 /// An aggregate's state as of some point.
@@ -96,6 +97,25 @@ pub struct AggregateState {
     pub from_snapshot: Option<u64>,
 }
 
+/// A snapshot taken on demand (`POST /aggregates/{type}/{id}/snapshot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotTaken {
+    /// The aggregate type.
+    pub aggregate_type: String,
+    /// The aggregate (stream) id.
+    pub stream_id: String,
+    /// The stream version the snapshot covers.
+    pub version: u64,
+    /// The position of the event at `version`.
+    pub position: u64,
+    /// When that event was recorded, ms since the epoch.
+    pub recorded_at: u64,
+    /// The content hash of the plugin that made it (only that code restores it).
+    pub plugin_hash: String,
+    /// The size of the plugin's snapshot bytes.
+    pub bytes: u64,
+}
+
 /// `GET /aggregates/{type}/{id}/history` parameters: an "as of" bound.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -111,9 +131,10 @@ pub struct HistoryQuery {
     /// Only events at or before this global position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_position: Option<u64>,
-    /// Only events recorded at or before this time, ms since the epoch.
+    /// Only events recorded at or before this time: ms since the epoch, or RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until_time: Option<u64>,
+    #[param(value_type = Option<String>)]
+    pub until_time: Option<Timestamp>,
 }
 
 /// An aggregate's audit trail.

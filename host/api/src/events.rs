@@ -6,7 +6,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::ExpectedVersion;
+use crate::{ExpectedVersion, Timestamp};
 
 /// A stored event: data and metadata as JSON values; for an event with personal data, its
 /// `subject_id`, `shredded`, and the decrypted `personal_data` when the caller may see it.
@@ -130,12 +130,14 @@ pub struct StreamInfo {
     pub updated_at: u64,
 }
 
-/// `GET /streams/{id}` parameters.
+/// `GET /streams/{id}` parameters. The `from_*` and `until_*` bounds all apply (the
+/// narrowest wins); a time is ms since the epoch or RFC 3339.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReadStreamQuery {
-    /// First version to read (forward from 1, backward from the end by default).
+    /// The version the read starts at: the lowest forward (default 1), the highest backward
+    /// (default the last).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
     /// Newest first.
@@ -145,12 +147,23 @@ pub struct ReadStreamQuery {
     /// `max_response_bytes` (after at least one event): read on from the last event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
+    /// Only events at or after this global position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_position: Option<u64>,
+    /// Only events recorded at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>)]
+    pub from_time: Option<Timestamp>,
+    /// Only events at or before this stream version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_version: Option<u64>,
     /// Only events at or before this global position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_position: Option<u64>,
-    /// Only events recorded at or before this time, ms since the epoch.
+    /// Only events recorded at or before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until_time: Option<u64>,
+    #[param(value_type = Option<String>)]
+    pub until_time: Option<Timestamp>,
 }
 
 /// A stream's events (`GET /streams/{id}`).
@@ -179,6 +192,17 @@ pub struct AllQuery {
     /// Only these event types, comma-separated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<String>,
+    /// Only events recorded at or after this time: ms since the epoch, or RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>)]
+    pub from_time: Option<Timestamp>,
+    /// Only events at or before this position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_position: Option<u64>,
+    /// Only events recorded at or before this time: ms since the epoch, or RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>)]
+    pub until_time: Option<Timestamp>,
 }
 
 /// Events of `$all` (`GET /all`).

@@ -1,10 +1,10 @@
-//! From the store's events to the wire's (feature `store`): one conversion for the HTTP API
-//! and the admin UI, which cannot depend on each other's crates.
+//! From the store's types to the wire's and back (feature `store`): one conversion for the HTTP API,
+//! the admin UI and the command line, which cannot depend on each other's crates.
 
-use eshost_store::RecordedEvent;
+use eshost_store::{Bounds, RecordedEvent};
 use serde_json::Value;
 
-use crate::Event;
+use crate::{AllQuery, Event, ReadStreamQuery, Timestamp};
 
 /// JSON text as a value; text that is not JSON as a string.
 fn json(text: &str) -> Value {
@@ -33,6 +33,42 @@ impl From<&RecordedEvent> for Event {
                 .as_deref()
                 .filter(|_| personal)
                 .map(json),
+        }
+    }
+}
+
+/// A stream read's range. `from` starts the read: the lowest version forward, the highest
+/// backward.
+impl From<&ReadStreamQuery> for Bounds {
+    fn from(query: &ReadStreamQuery) -> Bounds {
+        let (from_version, start_from_top) = if query.backward {
+            (None, query.from)
+        } else {
+            (query.from, None)
+        };
+        Bounds {
+            from_version,
+            from_position: query.from_position,
+            from_time: query.from_time.map(Timestamp::millis),
+            until_version: [query.until_version, start_from_top]
+                .into_iter()
+                .flatten()
+                .min(),
+            until_position: query.until_position,
+            until_time: query.until_time.map(Timestamp::millis),
+        }
+    }
+}
+
+/// A read of `$all`'s range.
+impl From<&AllQuery> for Bounds {
+    fn from(query: &AllQuery) -> Bounds {
+        Bounds {
+            from_position: query.from,
+            from_time: query.from_time.map(Timestamp::millis),
+            until_position: query.until_position,
+            until_time: query.until_time.map(Timestamp::millis),
+            ..Bounds::default()
         }
     }
 }

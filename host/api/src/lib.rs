@@ -19,10 +19,11 @@ mod from_store;
 mod operations;
 mod plugins;
 mod projections;
+mod time;
 
 pub use aggregates::{
     AggregateState, Command, CommandAccepted, CommandQuery, EmittedEvent, History, HistoryEntry,
-    HistoryQuery, StateQuery,
+    HistoryQuery, SnapshotTaken, StateQuery,
 };
 pub use error::{ErrorBody, ErrorCode};
 pub use events::{
@@ -41,6 +42,7 @@ pub use projections::{
     GenerationStatus, ProjectionList, ProjectionPaused, ProjectionRebuilding, ProjectionResumed,
     ProjectionState, ProjectionStatus, QueryAnswer, QueryArgs,
 };
+pub use time::{Timestamp, TimestampError};
 
 /// The metadata keys the host writes itself; a raw append cannot set them.
 pub const HOST_METADATA_KEYS: [&str; 5] = [

@@ -70,9 +70,21 @@ pub struct ClientStateArgs {
     /// The state after this version.
     #[arg(long, conflicts_with = "at")]
     version: Option<u64>,
-    /// The state as of this time, ms since the Unix epoch.
+    /// The state as of this time: ms since the Unix epoch, or RFC 3339
+    /// (`2026-11-28T10:00:00Z`).
     #[arg(long)]
-    at: Option<u64>,
+    at: Option<api::Timestamp>,
+}
+
+/// `eshost snapshot`.
+#[derive(Debug, Args)]
+pub struct ClientSnapshotArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The aggregate type.
+    aggregate_type: String,
+    /// The aggregate id.
+    id: String,
 }
 
 /// `eshost history`.
@@ -219,6 +231,12 @@ pub(crate) fn state(args: ClientStateArgs) -> anyhow::Result<()> {
     };
     let request = client.request(Method::GET, url).query(&query);
     online(client.print::<api::AggregateState>(request))
+}
+
+pub(crate) fn snapshot(args: ClientSnapshotArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let url = client.url(&["aggregates", &args.aggregate_type, &args.id, "snapshot"]);
+    online(client.print::<api::SnapshotTaken>(client.request(Method::POST, url)))
 }
 
 pub(crate) fn history(args: ClientHistoryArgs) -> anyhow::Result<()> {

@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use client_verbs::{
-    ClientCommandArgs, ClientHistoryArgs, ClientStateArgs, ClientSubscribeArgs, ProjectionCommand,
+    ClientCommandArgs, ClientHistoryArgs, ClientSnapshotArgs, ClientStateArgs, ClientSubscribeArgs,
+    ProjectionCommand,
 };
 use plugin::{PluginCommand, ReplayArgs};
 use run::{CompletionsArgs, RunArgs};
@@ -54,15 +55,19 @@ pub enum Command {
     /// Append one event to a stream: of a stopped store (--store), or through a running host
     /// (--server).
     Append(AppendArgs),
-    /// Read a stream: of a stopped store (--store, one JSON event per line), or from a running
-    /// host (--server).
+    /// Read a stream, or a range of it by version, position or time: of a stopped store
+    /// (--store, one JSON event per line), or from a running host (--server).
     Read(ReadArgs),
-    /// Read `$all` (every stream, in commit order), one JSON event per line.
+    /// Read `$all` (every stream, in commit order), or a range of it by position or time, one
+    /// JSON event per line.
     All(AllArgs),
     /// List streams, optionally those whose id starts with a prefix.
     Streams(StreamsArgs),
     /// Re-check positions, stream versions and the hash chain of a stopped store.
     Verify(StoreArgs),
+    /// Compact a stopped directory store's files (events.redb, views.redb): hand the space of
+    /// freed pages, and the old bytes they held, back to the file system; print the sizes.
+    Compact(StoreArgs),
     /// Write a stopped store's events (or one stream's) as NDJSON, exactly as stored.
     Export(ExportArgs),
     /// Restore NDJSON exported by `eshost export` into a stopped store, keeping positions,
@@ -82,6 +87,9 @@ pub enum Command {
     State(ClientStateArgs),
     /// Print an aggregate's audit trail from a running host: each event with the state after it.
     History(ClientHistoryArgs),
+    /// Snapshot an aggregate's latest state now on a running host (admin), whatever its
+    /// `snapshot_every`; later loads start from it.
+    Snapshot(ClientSnapshotArgs),
     /// Follow a running host's events (server-sent events) and print each as one JSON line,
     /// until interrupted, the server stops, or `--limit` events were printed.
     Subscribe(ClientSubscribeArgs),
@@ -112,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::All(args) => store::all(args),
         Command::Streams(args) => store::streams(args),
         Command::Verify(args) => store::verify(args),
+        Command::Compact(args) => store::compact(args),
         Command::Export(args) => store::export(args),
         Command::Import(args) => store::import(args),
         Command::Forget(args) => store::forget(args),
@@ -124,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Command(args) => client_verbs::command(args),
         Command::State(args) => client_verbs::state(args),
         Command::History(args) => client_verbs::history(args),
+        Command::Snapshot(args) => client_verbs::snapshot(args),
         Command::Subscribe(args) => client_verbs::subscribe(args),
         Command::Projection(command) => client_verbs::projection(command),
     }

@@ -1,5 +1,6 @@
 //! Verbs on a stopped store (`--store`): append, read, all, streams, verify, export, import,
-//! forget. `append`, `read` and `forget` go through a running host instead when one is named.
+//! forget, compact. `append`, `read` and `forget` go through a running host instead when one
+//! is named.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,8 +11,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use eshost_api::{self as api, ExpectedVersion};
 use eshost_store::{
-    AllRead, AppendRequest, Direction, EventStore, ProposedEvent, RecordedEvent, Store,
-    StoreConfig, StreamRead, Until, block_on,
+    AllRead, AppendRequest, Bounds, Direction, EventStore, ProposedEvent, RecordedEvent, Store,
+    StoreConfig, StreamRead, Until, block_on, compact_redb,
 };
 use eshost_store_postgres::{KekSource, PgConfig, PgStore, is_postgres_url};
 use reqwest::Method;
@@ -85,17 +86,39 @@ pub struct ReadArgs {
     server: ServerArgs,
     /// The stream.
     stream: String,
-    /// First version to read (forward from 1, backward from the end by default).
+    /// The version the read starts at: the lowest forward (default 1), the highest backward
+    /// (default the last).
     #[arg(long)]
     from: Option<u64>,
     /// Newest first.
     #[arg(long)]
     backward: bool,
-    /// The most events to print.
+    /// The most events to print (with --server, one page: at most 10000).
     #[arg(long)]
     limit: Option<usize>,
+    /// Only events at or after this global position.
+    #[arg(long)]
+    from_position: Option<u64>,
+    /// Only events at or before this stream version.
+    #[arg(long)]
+    until_version: Option<u64>,
     #[command(flatten)]
-    until: UntilArgs,
+    range: RangeArgs,
+}
+
+impl ReadArgs {
+    fn query(&self) -> api::ReadStreamQuery {
+        api::ReadStreamQuery {
+            from: self.from,
+            backward: self.backward,
+            limit: self.limit.map(|limit| limit as u64),
+            from_position: self.from_position,
+            from_time: self.range.from_time,
+            until_version: self.until_version,
+            until_position: self.range.until_position,
+            until_time: self.range.until_time,
+        }
+    }
 }
 
 /// `eshost all`.
@@ -113,26 +136,22 @@ pub struct AllArgs {
     #[arg(long = "type")]
     event_types: Vec<String>,
     #[command(flatten)]
-    until: UntilArgs,
+    range: RangeArgs,
 }
 
-/// Upper bounds for "as of" reads.
+/// The bounds of a read besides its start: every one given applies. A time is ms since the
+/// Unix epoch or RFC 3339 (`2026-11-28T10:00:00Z`).
 #[derive(Debug, Args)]
-pub struct UntilArgs {
-    /// Only events at or before this global position.
-    #[arg(long, conflicts_with = "until_time")]
-    until_position: Option<u64>,
-    /// Only events recorded at or before this time, ms since the Unix epoch.
+pub struct RangeArgs {
+    /// Only events recorded at or after this time.
     #[arg(long)]
-    until_time: Option<u64>,
-}
-
-impl UntilArgs {
-    fn until(&self) -> Option<Until> {
-        self.until_position
-            .map(Until::Position)
-            .or(self.until_time.map(Until::Time))
-    }
+    from_time: Option<api::Timestamp>,
+    /// Only events at or before this global position.
+    #[arg(long)]
+    until_position: Option<u64>,
+    /// Only events recorded at or before this time.
+    #[arg(long)]
+    until_time: Option<api::Timestamp>,
 }
 
 /// `eshost streams`.
@@ -273,13 +292,7 @@ fn append_online(args: AppendArgs) -> anyhow::Result<()> {
 fn read_online(args: ReadArgs) -> anyhow::Result<()> {
     let client = args.server.client()?;
     let url = client.url(&["streams", &args.stream]);
-    let query = api::ReadStreamQuery {
-        from: args.from,
-        backward: args.backward,
-        limit: args.limit.map(|limit| limit as u64),
-        until_position: args.until.until_position,
-        until_time: args.until.until_time,
-    };
+    let query = args.query();
     online(client.print::<api::StreamEvents>(client.request(Method::GET, url).query(&query)))
 }
 
@@ -288,30 +301,46 @@ pub(crate) fn read(args: ReadArgs) -> anyhow::Result<()> {
         return read_online(args);
     }
     let store = open(&args.store)?;
+    let Some(info) = store.stream_info(&args.stream)? else {
+        bail!("stream {:?} does not exist", args.stream);
+    };
+    let query = args.query();
+    let Some(versions) =
+        Bounds::from(&query).stream_versions(&*store, &args.stream, info.version)?
+    else {
+        return Ok(());
+    };
+    let (low, high) = versions.into_inner();
     let mut read = if args.backward {
         StreamRead::backward()
     } else {
         StreamRead::forward()
     };
-    if let Some(from) = args.from {
-        read.from_version = from;
-    }
-    read.limit = args.limit.unwrap_or(usize::MAX);
-    read.until = args.until.until();
-    if store.stream_info(&args.stream)?.is_none() {
-        bail!("stream {:?} does not exist", args.stream);
-    }
+    read.from_version = if args.backward { high } else { low };
+    let count = usize::try_from(high - low + 1).unwrap_or(usize::MAX);
+    read.limit = args.limit.unwrap_or(usize::MAX).min(count);
     print_lines(revealed(&*store, store.read_stream(&args.stream, &read)?))
 }
 
 pub(crate) fn all(args: AllArgs) -> anyhow::Result<()> {
     let store = open(&args.store)?;
+    let query = api::AllQuery {
+        from: Some(args.from),
+        limit: None,
+        types: None,
+        from_time: args.range.from_time,
+        until_position: args.range.until_position,
+        until_time: args.range.until_time,
+    };
+    let Some(positions) = Bounds::from(&query).all_positions(&*store)? else {
+        return Ok(());
+    };
     let read = AllRead {
-        from_position: args.from,
+        from_position: *positions.start(),
         direction: Direction::Forward,
         limit: args.limit.unwrap_or(usize::MAX),
         event_types: args.event_types,
-        until: args.until.until(),
+        until: Some(Until::Position(*positions.end())),
     };
     print_lines(revealed(&*store, store.read_all(&read)?))
 }
@@ -406,4 +435,30 @@ pub(crate) fn verify(args: StoreArgs) -> anyhow::Result<()> {
         bail!("verification failed");
     }
     Ok(())
+}
+
+/// `eshost compact`: both redb files of a stopped directory store.
+pub(crate) fn compact(args: StoreArgs) -> anyhow::Result<()> {
+    let directory = args.directory("compact")?;
+    if !directory.join(eshost_store::EVENTS_FILE).is_file() {
+        bail!(
+            "{} holds no store (no {})",
+            directory.display(),
+            eshost_store::EVENTS_FILE
+        );
+    }
+    let mut config = StoreConfig::new(&directory);
+    config.keys = args.keys.clone();
+    let mut files = vec![Store::compact(config)?];
+    let views = directory.join(eshost_core::views::VIEWS_FILE);
+    if views.is_file() {
+        files.push(compact_redb(&views)?);
+    }
+    let before: u64 = files.iter().map(|f| f.bytes_before).sum();
+    let after: u64 = files.iter().map(|f| f.bytes_after).sum();
+    print_json(&serde_json::json!({
+        "files": files,
+        "bytes_before": before,
+        "bytes_after": after,
+    }))
 }

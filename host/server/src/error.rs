@@ -123,6 +123,7 @@ impl From<StateQueryError> for ApiError {
             StateQueryError::State(StateError::Read(ReadError::Invalid(_))) => {
                 ApiError::bad_request(error.to_string())
             }
+            StateQueryError::Purged(_) => ApiError::new(ErrorCode::Conflict, error.to_string()),
             _ => ApiError::internal(error.to_string()),
         }
     }

@@ -221,7 +221,7 @@ pub const ROUTES: &[Route] = &[
         Method::GET,
         "/aggregates/{type}/{id}",
         READ,
-        "An aggregate's state, latest or as of ?version= or ?at= (ms since the epoch)",
+        "An aggregate's state, latest or as of ?version= or ?at= (ms since the epoch or RFC 3339)",
         json::<api::AggregateState>(),
         || get(commands::state),
     )
@@ -235,6 +235,15 @@ pub const ROUTES: &[Route] = &[
         || get(commands::history),
     )
     .query(query::<api::HistoryQuery>()),
+    Route::new(
+        Method::POST,
+        "/aggregates/{type}/{id}/snapshot",
+        ADMIN,
+        "Snapshot an aggregate's latest state now, whatever its snapshot interval",
+        json::<api::SnapshotTaken>(),
+        || post(commands::snapshot),
+    )
+    .statuses(&[201]),
     Route::new(
         Method::POST,
         "/streams/{id}",

@@ -3,7 +3,7 @@
 //! readers that never wait for it).
 //!
 //! What is shared by every backend lives at the top: the event and request types
-//! ([`event`]), the read requests ([`read`]), errors, validation of input before any writer
+//! ([`event`]), the read requests ([`read`]) and their ranges ([`range`]), errors, validation of input before any writer
 //! sees it ([`validate`]), the record encoding and hash chain ([`codec`]: every backend chains
 //! the same bytes, so `verify` means the same everywhere), the subject keys that seal personal
 //! data ([`keys`]) and NDJSON export/import ([`transfer`]). Backends live in their own modules
@@ -20,6 +20,7 @@ pub mod error;
 pub mod event;
 pub mod keys;
 mod page;
+pub mod range;
 pub mod read;
 pub mod report;
 pub mod transfer;
@@ -32,13 +33,17 @@ use std::pin::Pin;
 use tokio::sync::watch;
 
 pub use blob::BlobError;
-pub use embedded::{Durability, EVENTS_FILE, Gather, Store, StoreConfig, WriterStats, now_ms};
+pub use embedded::{
+    CompactError, Compacted, Durability, EVENTS_FILE, Gather, Store, StoreConfig, WriterStats,
+    compact_redb, now_ms,
+};
 pub use error::{AppendError, OpenError, ReadError, ValidationError};
 pub use event::{
     AppendRequest, Appended, EventRef, ExpectedVersion, ProposedEvent, RecordedEvent, StreamInfo,
 };
 pub use keys::{Forgot, KeyStore, KeyStoreError, Personal, SubjectKeys};
 pub use page::{event_bytes, read_page};
+pub use range::Bounds;
 pub use read::{AllRead, Direction, StreamRead, Until};
 pub use report::{BadRecord, VerifyReport};
 pub use validate::Limits;

@@ -376,3 +376,92 @@ async fn forgetting_offline_purges_read_models_when_the_host_next_starts() {
         .unwrap();
     assert!(verify.status.success());
 }
+
+/// Every file under `dir` that holds `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_holding(&path, needle));
+        } else if contains(&std::fs::read(&path).unwrap(), needle) {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_forgetting_and_compacting_no_file_of_the_store_holds_the_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start_host(dir.path());
+    let mut child = Running(child);
+    let api = Api {
+        http: reqwest::Client::new(),
+        base,
+    };
+    let register = |id: String, name: String| {
+        let api = &api;
+        async move {
+            let (status, body) = api
+                .post(
+                    &format!("/aggregates/customer/{id}"),
+                    json!({"type": "Register", "name": name, "email": format!("{id}@example.org")}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let (status, body) = api
+        .post(
+            "/aggregates/customer/customer-5",
+            json!({"type": "Register", "name": NAME, "email": EMAIL}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Enough other rows that the read model spans many pages.
+    for n in 0..200 {
+        register(format!("customer-other-{n}"), format!("{OTHER} {n}")).await;
+    }
+    api.row_when("customer-5", "name", &json!(NAME)).await;
+    api.row_when("customer-other-199", "name", &json!(format!("{OTHER} 199")))
+        .await;
+    let (status, report) = api
+        .post("/subjects/customer-5/forget", json!({"reason": "ticket 5"}))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.0.wait().unwrap().success());
+
+    let store = dir.path().join("data");
+    let before = files_holding(&store, NAME);
+    eprintln!("before compacting, the name is in {before:?}");
+    let compacted = eshost_tests::cli::json(&eshost_tests::cli::eshost_offline(&[
+        "compact",
+        "--store",
+        store.to_str().unwrap(),
+    ]));
+    for file in compacted["files"].as_array().unwrap() {
+        assert!(
+            file["bytes_after"].as_u64() <= file["bytes_before"].as_u64(),
+            "{file}"
+        );
+    }
+    assert_eq!(files_holding(&store, NAME), Vec::<String>::new());
+    assert_eq!(files_holding(&store, EMAIL), Vec::<String>::new());
+
+    // The compacted store still serves: the log verifies, the other rows are there.
+    let verify = eshost_tests::cli::eshost_offline(&["verify", "--store", store.to_str().unwrap()]);
+    assert_eq!(verify.code, Some(0), "{}", verify.stderr);
+    let (child, base) = start_host(dir.path());
+    let _child = Running(child);
+    let api = Api {
+        http: reqwest::Client::new(),
+        base,
+    };
+    api.row_when("customer-other-7", "name", &json!(format!("{OTHER} 7")))
+        .await;
+}

@@ -4,13 +4,13 @@
 //! offline `eshost replay` of the store it leaves.
 //! Needs `target/release/eshost` (built by `cargo test --release --workspace`).
 
-use std::io::Read;
 use std::path::Path;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use eshost_store::{AppendRequest, ExpectedVersion, ProposedEvent, Store, StoreConfig};
+use eshost_tests::cli::{eshost_offline, eshost_online as eshost, json};
 use serde_json::{Value, json};
 
 /// Kills the server when the test ends, passing or not.
@@ -21,67 +21,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `eshost ARGS --server BASE`, killed after 20 s.
-fn eshost(base: &str, args: &[&str]) -> Output {
-    let mut args = args.to_vec();
-    args.extend(["--server", base]);
-    eshost_offline(&args)
-}
-
-/// Runs `eshost ARGS`, killed after 20 s.
-fn eshost_offline(args: &[&str]) -> Output {
-    let mut child = Command::new(eshost_tests::eshost_binary())
-        .args(args)
-        .env_remove("ESHOST_TOKEN")
-        .env_remove("ESHOST_STORE")
-        .env_remove("ESHOST_KEYS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("eshost {args:?} did not finish in 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Output {
-        code: status.code(),
-        stdout,
-        stderr,
-    }
-}
-
-fn json(output: &Output) -> Value {
-    assert_eq!(output.code, Some(0), "stderr: {}", output.stderr);
-    serde_json::from_str(output.stdout.trim()).unwrap()
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use eshost_api::{self as api, ErrorCode, ExpectedVersion};
 use eshost_core::aggregate::{At, CommandError, CommandOptions, Decision, HistoryPage};
@@ -100,7 +100,7 @@ pub(crate) async fn state(
             return Err(ApiError::bad_request("give ?version= or ?at=, not both"));
         }
         (Some(version), None) => At::Version(version),
-        (None, Some(time)) => At::Time(time),
+        (None, Some(time)) => At::Time(time.millis()),
         (None, None) => At::Latest,
     };
     let inner = &state.inner;
@@ -118,8 +118,40 @@ pub(crate) async fn state(
 }
 
 /// An "as of" bound: a position wins over a time.
-pub(super) fn until(position: Option<u64>, time: Option<u64>) -> Option<Until> {
-    position.map(Until::Position).or(time.map(Until::Time))
+fn until(position: Option<u64>, time: Option<api::Timestamp>) -> Option<Until> {
+    position
+        .map(Until::Position)
+        .or(time.map(|time| Until::Time(time.millis())))
+}
+
+/// Snapshots an aggregate's latest state now, whatever its interval.
+pub(crate) async fn snapshot(
+    State(state): State<AppState>,
+    PathParams((aggregate_type, id)): PathParams<(String, String)>,
+) -> Result<(StatusCode, Json<api::SnapshotTaken>), ApiError> {
+    let taken = state
+        .inner
+        .host
+        .aggregates()
+        .snapshot(&aggregate_type, &id)
+        .await?;
+    let Some(snapshot) = taken else {
+        return Err(ApiError::not_found(format!(
+            "aggregate {aggregate_type}/{id} has no events"
+        )));
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(api::SnapshotTaken {
+            aggregate_type,
+            stream_id: id,
+            version: snapshot.version,
+            position: snapshot.position,
+            recorded_at: snapshot.recorded_at,
+            plugin_hash: snapshot.plugin_hash,
+            bytes: snapshot.state.len() as u64,
+        }),
+    ))
 }
 
 pub(crate) async fn history(

@@ -7,10 +7,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use eshost_api as api;
-use eshost_store::{AllRead, AppendRequest, Direction, ProposedEvent, StreamRead, read_page};
+use std::ops::RangeInclusive;
+
+use eshost_store::{
+    AllRead, AppendRequest, Bounds, Direction, EventStore, ProposedEvent, ReadError, RecordedEvent,
+    StreamRead, Until, read_page,
+};
 use serde_json::{Map, Value};
 
-use super::commands::until;
 use super::{disclose, discloses, joined};
 use crate::extract::{JsonBody, Params, PathParams};
 use crate::{ApiError, AppState, Caller, wire};
@@ -103,30 +107,13 @@ pub(crate) async fn read_stream(
                 "stream {stream_id:?} does not exist"
             )));
         };
-        let mut read = if params.backward {
-            StreamRead::backward()
-        } else {
-            StreamRead::forward()
-        };
-        if let Some(from) = params.from {
-            read.from_version = from;
-        }
-        read.until = until(params.until_position, params.until_time);
-        let backward = params.backward;
-        let mut events = read_page(limit(params.limit), max_bytes, |after, n| {
-            if let Some(last) = after {
-                if backward && last.stream_version <= 1 {
-                    return Ok(Vec::new());
-                }
-                read.from_version = if backward {
-                    last.stream_version - 1
-                } else {
-                    last.stream_version + 1
-                };
+        let bounds = Bounds::from(&params);
+        let mut events = match bounds.stream_versions(store.as_ref(), &stream_id, info.version)? {
+            Some(versions) => {
+                read_versions(store.as_ref(), &stream_id, versions, &params, max_bytes)?
             }
-            read.limit = n;
-            store.read_stream(&stream_id, &read)
-        })?;
+            None => Vec::new(),
+        };
         disclose(store.as_ref(), &mut events, allowed);
         Ok(api::StreamEvents {
             stream_id,
@@ -148,14 +135,20 @@ pub(crate) async fn read_all(
     let store = state.inner.host.store().clone();
     let max_bytes = state.inner.host.config().max_response_bytes;
     let answer = tokio::task::spawn_blocking(move || -> Result<api::AllEvents, ApiError> {
+        let head = store.head();
+        let Some(positions) = Bounds::from(&params).all_positions(store.as_ref())? else {
+            return Ok(api::AllEvents {
+                head,
+                events: Vec::new(),
+            });
+        };
         let mut read = AllRead {
-            from_position: params.from.unwrap_or(1).max(1),
+            from_position: *positions.start(),
             direction: Direction::Forward,
             limit: 0,
             event_types: api::split_types(params.types.as_deref()),
-            until: None,
+            until: Some(Until::Position((*positions.end()).min(head))),
         };
-        let head = store.head();
         let mut events = read_page(limit(params.limit), max_bytes, |after, n| {
             if let Some(last) = after {
                 read.from_position = last.position + 1;
@@ -172,4 +165,42 @@ pub(crate) async fn read_all(
     .await
     .map_err(joined)??;
     Ok(Json(answer))
+}
+
+/// A page of the stream's `versions`, walked forward from the lowest or backward from the
+/// highest.
+fn read_versions(
+    store: &dyn EventStore,
+    stream_id: &str,
+    versions: RangeInclusive<u64>,
+    params: &api::ReadStreamQuery,
+    max_bytes: usize,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    let (low, high) = versions.into_inner();
+    let backward = params.backward;
+    let mut read = if backward {
+        StreamRead::backward()
+    } else {
+        StreamRead::forward()
+    };
+    read.from_version = if backward { high } else { low };
+    read_page(limit(params.limit), max_bytes, |after, n| {
+        if let Some(last) = after {
+            read.from_version = if backward {
+                last.stream_version.saturating_sub(1)
+            } else {
+                last.stream_version + 1
+            };
+        }
+        let remaining = if backward {
+            read.from_version.saturating_sub(low - 1)
+        } else {
+            (high + 1).saturating_sub(read.from_version)
+        };
+        if remaining == 0 {
+            return Ok(Vec::new());
+        }
+        read.limit = n.min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        store.read_stream(stream_id, &read)
+    })
 }

@@ -31,4 +31,5 @@ mod blobs;
 mod contract;
 mod personal;
 mod postgres;
+mod ranges;
 mod transfer;

@@ -4,6 +4,7 @@
 
 mod blobs;
 mod checkpoint;
+mod compact;
 mod file;
 mod index;
 mod open;
@@ -26,6 +27,7 @@ use redb::{Database, ReadableDatabase};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
+pub use compact::{CompactError, Compacted, compact_redb};
 pub use writer::{Durability, Gather, WriterStats, now_ms};
 
 use crate::error::{AppendError, OpenError, ReadError, ValidationError};
