@@ -65,8 +65,9 @@ pub enum Command {
     Streams(StreamsArgs),
     /// Re-check positions, stream versions and the hash chain of a stopped store.
     Verify(StoreArgs),
-    /// Compact a stopped directory store's files (events.redb, views.redb): hand the space of
-    /// freed pages, and the old bytes they held, back to the file system; print the sizes.
+    /// Compact a store: a stopped directory store's files (events.redb, views.redb) hand the
+    /// space of freed pages, and the old bytes they held, back to the file system; a
+    /// PostgreSQL store's tables are rewritten (VACUUM FULL). Prints the sizes.
     Compact(StoreArgs),
     /// Write a stopped store's events (or one stream's) as NDJSON, exactly as stored.
     Export(ExportArgs),

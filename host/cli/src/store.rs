@@ -437,27 +437,36 @@ pub(crate) fn verify(args: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `eshost compact`: both redb files of a stopped directory store.
+/// `eshost compact`: both redb files of a stopped directory store, or every table of a
+/// PostgreSQL store (beside live nodes).
 pub(crate) fn compact(args: StoreArgs) -> anyhow::Result<()> {
-    let directory = args.directory("compact")?;
-    if !directory.join(eshost_store::EVENTS_FILE).is_file() {
-        bail!(
-            "{} holds no store (no {})",
-            directory.display(),
-            eshost_store::EVENTS_FILE
-        );
-    }
-    let mut config = StoreConfig::new(&directory);
-    config.keys = args.keys.clone();
-    let mut files = vec![Store::compact(config)?];
-    let views = directory.join(eshost_core::views::VIEWS_FILE);
-    if views.is_file() {
-        files.push(compact_redb(&views)?);
-    }
+    let files = if is_postgres_url(&args.store) {
+        let config = PgConfig::new(&args.store, KekSource::parse(&args.key_encryption_key))?;
+        let url = config.display_url();
+        let store = PgStore::open(config).with_context(|| format!("opening store {url}"))?;
+        store.compact()?
+    } else {
+        let directory = PathBuf::from(&args.store);
+        if !directory.join(eshost_store::EVENTS_FILE).is_file() {
+            bail!(
+                "{} holds no store (no {})",
+                directory.display(),
+                eshost_store::EVENTS_FILE
+            );
+        }
+        let mut config = StoreConfig::new(&directory);
+        config.keys = args.keys.clone();
+        let mut files = vec![Store::compact(config)?];
+        let views = directory.join(eshost_core::views::VIEWS_FILE);
+        if views.is_file() {
+            files.push(compact_redb(&views)?);
+        }
+        files
+    };
     let before: u64 = files.iter().map(|f| f.bytes_before).sum();
     let after: u64 = files.iter().map(|f| f.bytes_after).sum();
     print_json(&serde_json::json!({
-        "files": files,
+        "compacted": files,
         "bytes_before": before,
         "bytes_after": after,
     }))

@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+mod compact;
 mod config;
 mod error;
 mod keys;

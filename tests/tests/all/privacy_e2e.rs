@@ -444,7 +444,7 @@ async fn after_forgetting_and_compacting_no_file_of_the_store_holds_the_plaintex
         "--store",
         store.to_str().unwrap(),
     ]));
-    for file in compacted["files"].as_array().unwrap() {
+    for file in compacted["compacted"].as_array().unwrap() {
         assert!(
             file["bytes_after"].as_u64() <= file["bytes_before"].as_u64(),
             "{file}"

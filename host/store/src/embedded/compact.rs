@@ -9,11 +9,11 @@ use redb::Database;
 use super::{EVENTS_FILE, Store, StoreConfig};
 use crate::OpenError;
 
-/// One file's size before and after a compaction.
+/// The size of one file (or table) of a store before and after a compaction.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Compacted {
-    /// The file.
-    pub file: PathBuf,
+    /// The file's path, or a table's qualified name.
+    pub name: String,
     /// Its size before, in bytes.
     pub bytes_before: u64,
     /// Its size after, in bytes.
@@ -84,7 +84,7 @@ pub fn compact_redb(path: &Path) -> Result<Compacted, CompactError> {
     }
     drop(db);
     Ok(Compacted {
-        file: path.to_owned(),
+        name: path.display().to_string(),
         bytes_before,
         bytes_after: size()?,
     })

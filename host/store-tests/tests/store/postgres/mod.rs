@@ -2,6 +2,7 @@
 //! key-encryption key, forgetting seen by every node, a delayed and a broken transaction, a
 //! stalled node holding the log head, and a restarted server.
 
+mod compact;
 mod faults;
 mod ordering;
 mod processes;
