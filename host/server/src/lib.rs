@@ -14,6 +14,8 @@ mod drain;
 mod error;
 mod extract;
 mod handlers;
+mod idle;
+mod listen;
 pub mod metrics;
 mod openapi;
 mod routes;
@@ -291,10 +293,7 @@ pub async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result
         let _ = ending.send(true);
         drain.settled().await;
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await
-        .context("serving HTTP")?;
+    listen::serve(listener, app, config.http, signal).await;
     tokio::task::spawn_blocking(move || host.shutdown())
         .await
         .context("stopping the host")?;

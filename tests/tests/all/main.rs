@@ -30,6 +30,7 @@ mod projection_swap;
 mod server_auth;
 mod server_budgets;
 mod server_cli;
+mod server_connections;
 mod server_contract;
 mod server_drain;
 mod server_e2e;

@@ -14,6 +14,11 @@
 //! watch_plugins = true           # hot-swap a plugin when its file changes
 //! ui = true                      # serve the admin web UI at /ui
 //!
+//! [http]                         # what one client connection may hold
+//! max_connections = 512          # served at once; more wait in the accept queue
+//! header_timeout_ms = 30000      # headers (and idle keep-alive) within this, or closed
+//! body_timeout_ms = 120000       # a body within this, or refused
+//!
 //! [limits]                       # sandbox limits for every plugin call
 //! time_ms = 1000
 //! memory_mb = 128
@@ -52,6 +57,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use eshost_runtime::Limits;
+
+mod http;
+
+pub use http::HttpLimits;
 
 use crate::aggregate::AggregateConfig;
 use crate::projection::ProjectionConfig;
@@ -93,6 +102,8 @@ pub struct Config {
     pub watch_plugins: bool,
     /// Serve the admin web UI at `/ui` (default: yes).
     pub ui: bool,
+    /// What one client connection may hold (`[http]`).
+    pub http: HttpLimits,
     /// Sandbox limits of every plugin without limits of its own ([`Config::plugin_limits`]).
     pub limits: Limits,
     /// Aggregate plugins.
@@ -293,6 +304,8 @@ struct RawConfig {
     #[serde(default)]
     ui: Option<bool>,
     #[serde(default)]
+    http: HttpLimits,
+    #[serde(default)]
     limits: Option<LimitOverrides>,
     #[serde(default)]
     aggregates: Vec<AggregateEntry>,
@@ -385,6 +398,9 @@ impl Config {
                 format!("{listen_text:?} is not an address like 127.0.0.1:7070"),
             )
         })?;
+        raw.http
+            .check()
+            .map_err(|message| invalid("http".into(), message))?;
         let limits = raw
             .limits
             .unwrap_or_default()
@@ -499,6 +515,7 @@ impl Config {
             max_plugin_bytes: raw.max_plugin_bytes.unwrap_or(DEFAULT_MAX_PLUGIN_BYTES),
             watch_plugins: raw.watch_plugins.unwrap_or(DEFAULT_WATCH_PLUGINS),
             ui: raw.ui.unwrap_or(true),
+            http: raw.http,
             limits,
             aggregates,
             upcasters,
