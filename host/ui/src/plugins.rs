@@ -83,7 +83,7 @@ fn rows(ui: &Ui) -> Vec<Row> {
             wit: Some(info.wit_version.clone()),
             handles: info.handles.clone(),
             file,
-            swappable: false,
+            swappable: true,
         });
     }
     for status in host.projections().statuses() {
@@ -193,8 +193,11 @@ pub async fn upload(
     .map_err(|error| match error {
         ActivateError::Unknown(_) => UiError::not_found(error.to_string()),
         ActivateError::BadPlugin(_)
-        | ActivateError::NotSwappable(_)
+        | ActivateError::Chain { .. }
         | ActivateError::UnknownVersion { .. } => UiError::bad_request(error.to_string()),
+        ActivateError::CheckFailed(_) => {
+            UiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+        }
         ActivateError::Projection(error) => error.into(),
         ActivateError::Store { .. } => {
             UiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())

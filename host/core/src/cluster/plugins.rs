@@ -15,6 +15,9 @@
 //!   carry that version's hash (`plugin_hash`). A swap replaces the plugin atomically between
 //!   two decisions and fails no command; the store's expected-version check still decides
 //!   between nodes running different versions for a moment.
+//! - An upcaster swap replaces the whole chain at once (checked first: two claims of one
+//!   type and version are refused), drops every aggregate state and snapshot built through
+//!   the old chain, and rebuilds the projections whose events it raises differently.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -26,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use super::Node;
 use crate::aggregate::Aggregates;
 use crate::projection::{ProjectionHostError, Projections, SwapMode, SwapOutcome};
+use crate::check::{CheckReport, Findings};
+use crate::upcast::{ChainError, UpcasterChain};
 use eshost_runtime::{LoadedPlugin, PluginInfo, PluginKind, Runtime};
 use eshost_store::blob::content_hash;
 use eshost_store::{
@@ -92,9 +97,14 @@ pub enum ActivateError {
     /// No plugin of that name is configured.
     #[error("no plugin named {0:?}")]
     Unknown(String),
-    /// Upcasters change only with the config, at start.
-    #[error("upcaster {0:?} cannot be swapped while the host runs; restart with the new file")]
-    NotSwappable(String),
+    /// The new version of an upcaster cannot join the chain (it claims what another claims).
+    #[error("upcaster {name:?}: {error}")]
+    Chain {
+        /// The upcaster.
+        name: String,
+        /// Why the chain refuses it.
+        error: ChainError,
+    },
     /// The component is not a valid plugin of the right kind and name.
     #[error("{0}")]
     BadPlugin(String),
@@ -106,6 +116,9 @@ pub enum ActivateError {
         /// The hash asked for.
         hash: String,
     },
+    /// The candidate's check against history found failures; nothing was activated.
+    #[error("plugin {:?}: the check against history is not clean: {}", .0.candidate.name, check_summary(.0))]
+    CheckFailed(Box<CheckReport>),
     /// The projection refused or could not take the swap.
     #[error(transparent)]
     Projection(#[from] ProjectionHostError),
@@ -117,6 +130,27 @@ pub enum ActivateError {
         /// What failed.
         reason: String,
     },
+}
+
+/// The first failure of a report, in a few words.
+fn check_summary(report: &CheckReport) -> String {
+    match &report.findings {
+        Findings::Upcaster(check) => match &check.first_failure {
+            Some(f) => format!(
+                "{} of {} events fail, the first at position {}: {}",
+                check.failed, check.events, f.position, f.message
+            ),
+            None => "no failure".into(),
+        },
+        Findings::Aggregate(check) => match check.failures.first() {
+            Some(f) => format!(
+                "{} of {} streams fail to rebuild, the first ({}) at version {} (position {}): {}",
+                check.failed, check.streams, f.stream_id, f.stream_version, f.position, f.message
+            ),
+            None => "no failure".into(),
+        },
+        Findings::Projection(check) => check.failure.clone().unwrap_or_else(|| "no failure".into()),
+    }
 }
 
 /// What an activation did on this node.
@@ -132,6 +166,24 @@ pub struct Activated {
     pub info: PluginInfo,
     /// For a projection: what the swap did.
     pub projection: Option<SwapOutcome>,
+    /// For an upcaster: what the swap dropped and rebuilt.
+    pub upcaster: Option<UpcasterSwapped>,
+}
+
+/// What an upcaster swap did on this node, beside putting the new chain in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpcasterSwapped {
+    /// Aggregate snapshots deleted (each was built through the old chain).
+    pub snapshots_deleted: usize,
+    /// The projections rebuilding from position 0 through the new chain.
+    pub projections_rebuilding: Vec<String>,
+}
+
+/// What a swap did, by kind.
+enum Swapped {
+    Aggregate,
+    Projection(SwapOutcome),
+    Upcaster(UpcasterSwapped),
 }
 
 /// The activations recorded for `name` (every plugin's when `None`), oldest first.
@@ -190,7 +242,7 @@ pub struct StartVersion {
 
 /// The start rule (see the module documentation) for the plugin `name` of `kind` whose config
 /// names `path`, on node `node`. Records a config activation when the config changed for this
-/// node. Upcasters always run the configured file.
+/// node.
 pub fn at_start(
     store: &dyn EventStore,
     node: &str,
@@ -236,7 +288,7 @@ pub fn at_start(
         return Ok(from_file(file));
     }
     match latest {
-        Some(latest) if latest.content_hash != file_hash && kind != PluginKind::Upcaster => {
+        Some(latest) if latest.content_hash != file_hash => {
             match store.get_blob(&latest.content_hash) {
                 Ok(Some(bytes)) => Ok(StartVersion {
                     bytes,
@@ -279,7 +331,8 @@ struct Inner {
     runtimes: HashMap<String, Runtime>,
     aggregates: Aggregates,
     projections: Projections,
-    upcasters: Vec<String>,
+    /// The host's chain (every read path's).
+    upcasters: UpcasterChain,
     node: Node,
     /// Per plugin: the position of the activation applied last here, and its hash. Held while
     /// an activation is recorded and applied, so activations apply in log order.
@@ -294,7 +347,7 @@ impl PluginLog {
         runtimes: HashMap<String, Runtime>,
         aggregates: Aggregates,
         projections: Projections,
-        upcasters: Vec<String>,
+        upcasters: UpcasterChain,
         node: Node,
         started: StartedVersions,
     ) -> PluginLog {
@@ -347,10 +400,11 @@ impl PluginLog {
     }
 
     fn is_configured(&self, name: &str) -> bool {
-        self.kind_of(name).is_some() || self.inner.upcasters.iter().any(|n| n == name)
+        self.kind_of(name).is_some()
     }
 
-    fn kind_of(&self, name: &str) -> Option<PluginKind> {
+    /// The kind of the configured plugin `name`.
+    pub fn kind_of(&self, name: &str) -> Option<PluginKind> {
         if self
             .inner
             .aggregates
@@ -361,6 +415,14 @@ impl PluginLog {
             Some(PluginKind::Aggregate)
         } else if self.inner.projections.config(name).is_some() {
             Some(PluginKind::Projection)
+        } else if self
+            .inner
+            .upcasters
+            .plugins()
+            .iter()
+            .any(|p| p.info().name == name)
+        {
+            Some(PluginKind::Upcaster)
         } else {
             None
         }
@@ -377,9 +439,6 @@ impl PluginLog {
         reason: Option<String>,
     ) -> Result<Activated, ActivateError> {
         let Some(kind) = self.kind_of(name) else {
-            if self.inner.upcasters.iter().any(|n| n == name) {
-                return Err(ActivateError::NotSwappable(name.to_owned()));
-            }
             return Err(ActivateError::Unknown(name.to_owned()));
         };
         let label = format!("{source:?} of {name:?}").to_lowercase();
@@ -389,6 +448,10 @@ impl PluginLog {
             reason,
         };
         let mut applied = self.inner.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if kind == PluginKind::Upcaster {
+            // Under the lock: no other swap changes the chain between this check and the swap.
+            self.candidate_chain(name, &bytes, &label)?;
+        }
         let previous_hash = applied.get(name).map(|(_, hash)| hash.clone());
         self.inner
             .store
@@ -406,15 +469,61 @@ impl PluginLog {
             node: self.inner.node.id().to_owned(),
         };
         let position = record(self.inner.store.as_ref(), &activation).map_err(store_error)?;
-        let projection = self.swap(name, kind, bytes, &label)?;
+        let swapped = self.swap(name, kind, bytes, &label)?;
         applied.insert(name.to_owned(), (position, info.content_hash.clone()));
+        let (projection, upcaster) = match swapped {
+            Swapped::Aggregate => (None, None),
+            Swapped::Projection(outcome) => (Some(outcome), None),
+            Swapped::Upcaster(swapped) => (None, Some(swapped)),
+        };
         Ok(Activated {
             position,
             kind,
             previous_hash,
             info,
             projection,
+            upcaster,
         })
+    }
+
+    /// [`activate`](Self::activate) only if the candidate's check against history is clean
+    /// ([`crate::check`]); otherwise nothing is recorded or swapped and the report comes back
+    /// in [`ActivateError::CheckFailed`]. History appended between the check and the swap is
+    /// not checked. Blocking; reads the whole log.
+    pub fn activate_checked(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        source: ActivationSource,
+        user: Option<String>,
+        reason: Option<String>,
+    ) -> Result<(Activated, CheckReport), ActivateError> {
+        let report = crate::check::check(self, name, &bytes)?;
+        if !report.is_clean() {
+            return Err(ActivateError::CheckFailed(Box::new(report)));
+        }
+        let activated = self.activate(name, bytes, source, user, reason)?;
+        Ok((activated, report))
+    }
+
+    /// The store activations are recorded in.
+    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    /// The command pipeline whose plugins this swaps.
+    pub(crate) fn aggregates(&self) -> &Aggregates {
+        &self.inner.aggregates
+    }
+
+    /// The projections whose plugins this swaps.
+    pub(crate) fn projections(&self) -> &Projections {
+        &self.inner.projections
+    }
+
+    /// The host's upcaster chain.
+    pub(crate) fn upcasters(&self) -> &UpcasterChain {
+        &self.inner.upcasters
     }
 
     /// Activates again a version recorded for `name` (by its content hash). Blocking.
@@ -448,7 +557,7 @@ impl PluginLog {
     }
 
     /// The runtime plugin `name`'s versions load under (its configured limits).
-    fn runtime(&self, name: &str) -> Result<&Runtime, ActivateError> {
+    pub fn runtime(&self, name: &str) -> Result<&Runtime, ActivateError> {
         self.inner
             .runtimes
             .get(name)
@@ -477,6 +586,70 @@ impl PluginLog {
         Ok(info)
     }
 
+    /// The host's chain with `bytes` as the new version of upcaster `name`, checked (nothing
+    /// live changes).
+    pub fn candidate_chain(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        label: &str,
+    ) -> Result<UpcasterChain, ActivateError> {
+        let loaded = self
+            .runtime(name)?
+            .load_bytes(bytes, label, PluginKind::Upcaster)
+            .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
+        let LoadedPlugin::Upcaster(plugin) = loaded else {
+            return Err(ActivateError::BadPlugin("not an upcaster".into()));
+        };
+        self.inner
+            .upcasters
+            .with_version(plugin)
+            .map_err(|error| ActivateError::Chain {
+                name: name.to_owned(),
+                error,
+            })
+    }
+
+    /// Puts a new upcaster chain in force here: see [`Aggregates::swap_upcasters`] and
+    /// [`Projections::rebuild_after_upcaster_swap`].
+    fn swap_upcaster(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        label: &str,
+    ) -> Result<UpcasterSwapped, ActivateError> {
+        let candidate = self.candidate_chain(name, bytes, label)?;
+        let before = self.inner.upcasters.detached();
+        let claims = |chain: &UpcasterChain| -> Vec<(String, u32)> {
+            chain
+                .plugins()
+                .iter()
+                .filter(|p| p.info().name == name)
+                .flat_map(|p| p.info().upcasts.clone())
+                .map(|claim| (claim.event_type, claim.schema_version))
+                .collect()
+        };
+        let mut changed = claims(&before);
+        changed.extend(claims(&candidate));
+        let snapshots_deleted =
+            self.inner
+                .aggregates
+                .swap_upcasters(&candidate)
+                .map_err(|e| ActivateError::Store {
+                    name: name.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        let projections_rebuilding = self
+            .inner
+            .projections
+            .rebuild_after_upcaster_swap(&before, &changed)?;
+        tracing::info!(upcaster = %name, snapshots_deleted, projections = ?projections_rebuilding, "upcaster chain swapped");
+        Ok(UpcasterSwapped {
+            snapshots_deleted,
+            projections_rebuilding,
+        })
+    }
+
     /// Swaps the checked component in here.
     fn swap(
         &self,
@@ -484,7 +657,7 @@ impl PluginLog {
         kind: PluginKind,
         bytes: Vec<u8>,
         label: &str,
-    ) -> Result<Option<SwapOutcome>, ActivateError> {
+    ) -> Result<Swapped, ActivateError> {
         match kind {
             PluginKind::Aggregate => {
                 let loaded = self
@@ -501,15 +674,14 @@ impl PluginLog {
                         name: name.to_owned(),
                         reason: e.to_string(),
                     })?;
-                Ok(None)
+                Ok(Swapped::Aggregate)
             }
-            PluginKind::Projection => Ok(Some(self.inner.projections.swap_bytes(
-                name,
-                bytes,
-                label,
-                SwapMode::Rebuild,
-            )?)),
-            PluginKind::Upcaster => Err(ActivateError::NotSwappable(name.to_owned())),
+            PluginKind::Projection => Ok(Swapped::Projection(
+                self.inner
+                    .projections
+                    .swap_bytes(name, bytes, label, SwapMode::Rebuild)?,
+            )),
+            PluginKind::Upcaster => Ok(Swapped::Upcaster(self.swap_upcaster(name, &bytes, label)?)),
         }
     }
 
@@ -525,9 +697,6 @@ impl PluginLog {
         };
         let name = activation.name.as_str();
         let Some(kind) = self.kind_of(name) else {
-            if self.inner.upcasters.iter().any(|n| n == name) {
-                tracing::warn!(upcaster = %name, hash = %activation.content_hash, "an upcaster was activated elsewhere; it changes here on restart with that file");
-            }
             return;
         };
         let mut applied = self.inner.applied.lock().unwrap_or_else(|e| e.into_inner());
@@ -554,8 +723,8 @@ impl PluginLog {
         };
         let label = format!("{name} {} from {PLUGINS_STREAM}", activation.content_hash);
         match self.swap(name, kind, bytes, &label) {
-            Ok(outcome) => {
-                tracing::info!(plugin = %name, hash = %activation.content_hash, node = %activation.node, ?outcome, "activated from the log");
+            Ok(_) => {
+                tracing::info!(plugin = %name, hash = %activation.content_hash, node = %activation.node, "activated from the log");
                 applied.insert(
                     name.to_owned(),
                     (event.position, activation.content_hash.clone()),
