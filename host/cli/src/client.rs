@@ -201,6 +201,12 @@ async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response>
     }
     let body = response.text().await.unwrap_or_default();
     if let Ok(error) = serde_json::from_str::<ErrorBody>(&body) {
+        if let Some(report) = &error.check {
+            // A refused swap's report is the answer's point: printed like an answer.
+            if let Ok(report) = serde_json::to_string(report) {
+                println!("{report}");
+            }
+        }
         return Err(HttpError {
             status: status.as_u16(),
             error: error.error.to_string(),

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::client_verbs::{PluginHistoryArgs, PluginRollbackArgs, PluginSwapArgs, ServerArgs};
+use crate::client_verbs::{
+    PluginCheckArgs, PluginHistoryArgs, PluginRollbackArgs, PluginSwapArgs, ServerArgs,
+};
 use crate::output::print_json;
 
 /// `eshost plugin ...`.
@@ -14,11 +16,19 @@ pub enum PluginCommand {
     Inspect(PluginInspectArgs),
     /// The plugins a running host has loaded.
     List(ServerArgs),
-    /// Hot-swap a running host's aggregate or projection plugin NAME with the component FILE
-    /// (uploaded; needs an admin token when tokens are configured). The activation is
-    /// recorded in the log (`$plugins`): every node of a cluster follows it, and it survives
-    /// a restart.
+    /// Hot-swap a running host's aggregate, upcaster or projection plugin NAME with the
+    /// component FILE (uploaded; needs an admin token when tokens are configured). The
+    /// activation is recorded in the log (`$plugins`): every node of a cluster follows it, and
+    /// it survives a restart. An upcaster swap drops the aggregates' cached states and
+    /// snapshots and rebuilds the projections it affects.
     Swap(PluginSwapArgs),
+    /// Check the candidate component FILE against a running host's stored history, as the
+    /// new version of its plugin NAME (`--against`), without activating it: an upcaster over
+    /// every event of the types it upcasts (unchanged, changed, failed), an aggregate over
+    /// every stream of its type (differing and failing streams, at their first event), a
+    /// projection replayed and compared with the live read model. Prints the report; needs an
+    /// admin token when tokens are configured.
+    Check(PluginCheckArgs),
     /// Every activation of plugin NAME's versions (config, upload, watcher, rollback), oldest
     /// first, as recorded in `$plugins`.
     History(PluginHistoryArgs),
