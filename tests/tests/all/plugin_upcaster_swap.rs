@@ -204,3 +204,151 @@ async fn an_upcaster_that_is_not_one_is_refused_and_nothing_changes() {
         "{history}"
     );
 }
+
+/// Kills the host when the test ends, passing or not.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    /// SIGTERM, then waits (at most 20 s) for a clean exit.
+    fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        assert!(kill.unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                assert!(status.success(), "{status:?}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "eshost did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs `eshost ARGS --server BASE` (killed after 60 s): its exit code and stdout as JSON.
+fn eshost(base: &str, args: &[&str]) -> (Option<i32>, Value, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(eshost_tests::eshost_binary())
+        .args(args)
+        .args(["--server", base])
+        .env_remove("ESHOST_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("eshost {args:?} did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    (status.code(), json, stderr)
+}
+
+#[test]
+fn a_restarted_host_serves_the_upcaster_swapped_by_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = eshost_tests::start_bank_host(dir.path());
+    let host = Running(child);
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let balance = |base: String| {
+        let http = http.clone();
+        async move {
+            let url = format!("{base}/aggregates/bank-account/acct-r");
+            let state: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            state["state"]["balance"].as_u64().unwrap()
+        }
+    };
+    tokio.block_on(async {
+        let open = json!({"type": "Open", "owner": "Ann", "initial_deposit": 1000});
+        let url = format!("{base}/aggregates/bank-account/acct-r");
+        let opened = http.post(&url).json(&open).send().await.unwrap();
+        assert_eq!(opened.status(), StatusCode::OK);
+        let old = json!({"expected": "any", "events": [
+            {"type": "FundsDeposited", "data": {"amount": 5}, "schema_version": 1}
+        ]});
+        let url = format!("{base}/streams/acct-r");
+        let appended = http.post(&url).json(&old).send().await.unwrap();
+        assert_eq!(appended.status(), StatusCode::CREATED);
+        assert_eq!(balance(base.clone()).await, 1005);
+    });
+
+    let candidate = DEPOSIT_EUR;
+    let (code, report, stderr) = eshost(
+        &base,
+        &[
+            "plugin",
+            "check",
+            candidate,
+            "--against",
+            "deposit-currency",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["clean"], true, "{report}");
+    assert_eq!(report["upcaster"]["changed"], 1, "{report}");
+    let (code, swapped, stderr) = eshost(
+        &base,
+        &[
+            "plugin",
+            "swap",
+            "deposit-currency",
+            candidate,
+            "--require-check",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(swapped["outcome"], "swapped", "{swapped}");
+    assert_eq!(swapped["check"]["clean"], true, "{swapped}");
+    assert_eq!(tokio.block_on(balance(base.clone())), 1500);
+    host.stop();
+
+    // The config still names the first-party upcaster's file; the log says what runs.
+    let (child, base) = eshost_tests::start_bank_host(dir.path());
+    let _host = Running(child);
+    assert_eq!(tokio.block_on(balance(base.clone())), 1500);
+    let (code, plugins, stderr) = eshost(&base, &["plugin", "list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let listed = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "deposit-currency")
+        .unwrap()
+        .clone();
+    assert_eq!(listed["version"], "2-eur", "{plugins}");
+}
