@@ -351,7 +351,10 @@ pub(crate) fn plugin_check(args: PluginCheckArgs) -> anyhow::Result<()> {
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let client = args.server.client()?;
     let request = client
-        .request(Method::POST, client.url(&["plugins", &args.against, "check"]))
+        .request(
+            Method::POST,
+            client.url(&["plugins", &args.against, "check"]),
+        )
         .header("content-type", "application/wasm")
         .body(bytes);
     online(client.print::<api::CheckReport>(request))

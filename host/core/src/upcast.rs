@@ -189,7 +189,9 @@ pub enum ChainError {
 impl UpcasterChain {
     /// A chain of `plugins`, each claiming the (type, version) pairs its `describe()` lists.
     pub fn new(plugins: impl IntoIterator<Item = UpcasterPlugin>) -> Result<Self, ChainError> {
-        Ok(UpcasterChain::of(Chain::new(plugins.into_iter().collect())?))
+        Ok(UpcasterChain::of(Chain::new(
+            plugins.into_iter().collect(),
+        )?))
     }
 
     fn of(chain: Chain) -> Self {

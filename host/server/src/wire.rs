@@ -296,9 +296,8 @@ pub fn check_report(report: &CheckReport) -> api::CheckReport {
         }
         Findings::Projection(check) => {
             let diff = check.diff.as_ref();
-            let count = |f: fn(&eshost_core::projection::replay::DiffReport) -> u64| {
-                diff.map_or(0, f)
-            };
+            let count =
+                |f: fn(&eshost_core::projection::replay::DiffReport) -> u64| diff.map_or(0, f);
             let samples = diff
                 .into_iter()
                 .flat_map(|d| {

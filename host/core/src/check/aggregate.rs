@@ -168,8 +168,17 @@ impl Pair<'_> {
             Side::Live => &mut self.live,
             Side::Candidate => &mut self.candidate,
         };
-        let built = rebuild::build(instance, upcasting, store, None, aggregate_type, id, at, BATCH)
-            .and_then(|_| instance.state().map_err(StateError::from));
+        let built = rebuild::build(
+            instance,
+            upcasting,
+            store,
+            None,
+            aggregate_type,
+            id,
+            at,
+            BATCH,
+        )
+        .and_then(|_| instance.state().map_err(StateError::from));
         if built.is_err() {
             // Whatever failed, start both sides and the upcasters afresh.
             self.upcasting = self.upcasting.fresh();
@@ -184,7 +193,9 @@ impl Pair<'_> {
     /// the states after each: the first event the candidate fails on, or after which the
     /// states differ.
     fn walk(&mut self, id: &str, version: u64) -> Result<Option<Divergence>, ActivateError> {
-        let renewed = self.renew(Side::Live).and_then(|()| self.renew(Side::Candidate));
+        let renewed = self
+            .renew(Side::Live)
+            .and_then(|()| self.renew(Side::Candidate));
         renewed?;
         self.upcasting = self.upcasting.fresh();
         let fail = |e: eshost_runtime::PluginError| ActivateError::BadPlugin(e.to_string());
@@ -204,9 +215,11 @@ impl Pair<'_> {
                     event_type: event.event_type.clone(),
                     message,
                 };
-                let live = rebuild::apply_batch(&mut self.live, &mut self.upcasting, &mut vec![
-                    event.clone(),
-                ]);
+                let live = rebuild::apply_batch(
+                    &mut self.live,
+                    &mut self.upcasting,
+                    &mut vec![event.clone()],
+                );
                 let candidate = rebuild::apply_batch(
                     &mut self.candidate,
                     &mut self.upcasting,

@@ -150,12 +150,13 @@ pub fn check(log: &PluginLog, name: &str, bytes: &[u8]) -> Result<CheckReport, A
             let replayed = replay_into_memory(store.as_ref(), &plugin, batch, &upcasters, |_| {});
             Findings::Projection(match replayed {
                 Ok((model, handled)) => {
-                    let diff = diff_views(projections.views(), name, &model, SAMPLES).map_err(
-                        |e| ActivateError::Store {
-                            name: name.to_owned(),
-                            reason: format!("comparing with the live read model: {e:#}"),
-                        },
-                    )?;
+                    let diff =
+                        diff_views(projections.views(), name, &model, SAMPLES).map_err(|e| {
+                            ActivateError::Store {
+                                name: name.to_owned(),
+                                reason: format!("comparing with the live read model: {e:#}"),
+                            }
+                        })?;
                     ProjectionCheck {
                         handled,
                         keys: model.entries.len() as u64,

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Node;
 use crate::aggregate::Aggregates;
-use crate::projection::{ProjectionHostError, Projections, SwapMode, SwapOutcome};
 use crate::check::{CheckReport, Findings};
+use crate::projection::{ProjectionHostError, Projections, SwapMode, SwapOutcome};
 use crate::upcast::{ChainError, UpcasterChain};
 use eshost_runtime::{LoadedPlugin, PluginInfo, PluginKind, Runtime};
 use eshost_store::blob::content_hash;
@@ -631,14 +631,14 @@ impl PluginLog {
         };
         let mut changed = claims(&before);
         changed.extend(claims(&candidate));
-        let snapshots_deleted =
-            self.inner
-                .aggregates
-                .swap_upcasters(&candidate)
-                .map_err(|e| ActivateError::Store {
-                    name: name.to_owned(),
-                    reason: e.to_string(),
-                })?;
+        let snapshots_deleted = self
+            .inner
+            .aggregates
+            .swap_upcasters(&candidate)
+            .map_err(|e| ActivateError::Store {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })?;
         let projections_rebuilding = self
             .inner
             .projections
@@ -676,11 +676,12 @@ impl PluginLog {
                     })?;
                 Ok(Swapped::Aggregate)
             }
-            PluginKind::Projection => Ok(Swapped::Projection(
-                self.inner
-                    .projections
-                    .swap_bytes(name, bytes, label, SwapMode::Rebuild)?,
-            )),
+            PluginKind::Projection => Ok(Swapped::Projection(self.inner.projections.swap_bytes(
+                name,
+                bytes,
+                label,
+                SwapMode::Rebuild,
+            )?)),
             PluginKind::Upcaster => Ok(Swapped::Upcaster(self.swap_upcaster(name, &bytes, label)?)),
         }
     }

@@ -169,8 +169,9 @@ pub fn replay_into_memory(
     mut on_progress: impl FnMut(u64),
 ) -> anyhow::Result<(MemoryReadModel, u64)> {
     let head = store.head();
-    let relevance = upcasters.relevance(&plugin.info().handles);
+    // One chain for the whole replay, even if the live one is swapped meanwhile.
     let mut upcasting = upcasters.instantiate();
+    let relevance = upcasting.relevance(&plugin.info().handles);
     let mut instance = plugin.instantiate(MemoryReadModel::new())?;
     let mut from = 1;
     let mut handled = 0u64;

@@ -56,7 +56,9 @@ pub(crate) async fn swap_plugin(
     state.inner.metrics.swaps.fetch_add(1, Ordering::Relaxed);
     tracing::info!(plugin = %name, hash = %activated.info.content_hash, position = activated.position, checked = check.is_some(), "activated by upload");
     let (status, Json(mut answer)) = swapped(name, activated);
-    answer.check = check.as_ref().map(|report| Box::new(wire::check_report(report)));
+    answer.check = check
+        .as_ref()
+        .map(|report| Box::new(wire::check_report(report)));
     Ok((status, Json(answer)))
 }
 
@@ -67,11 +69,10 @@ pub(crate) async fn check_plugin(
     RawBody(bytes): RawBody,
 ) -> Result<Json<api::CheckReport>, ApiError> {
     let plugin_log = state.inner.host.plugin_log().clone();
-    let report = tokio::task::spawn_blocking(move || {
-        eshost_core::check::check(&plugin_log, &name, &bytes)
-    })
-    .await
-    .map_err(joined)??;
+    let report =
+        tokio::task::spawn_blocking(move || eshost_core::check::check(&plugin_log, &name, &bytes))
+            .await
+            .map_err(joined)??;
     Ok(Json(wire::check_report(&report)))
 }
 
