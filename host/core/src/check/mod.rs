@@ -2,8 +2,8 @@
 //! (`POST /plugins/{name}/check`, `eshost plugin check`, and a swap that requires a clean
 //! check):
 //!
-//! - an upcaster: every stored event of the types it upcasts, through the chain with the
-//!   candidate in place of the live version beside the live chain (`upcaster`);
+//! - an upcaster: every stored event of the types it or the live version upcasts, through the
+//!   chain with the candidate in place of the live version beside the live chain (`upcaster`);
 //! - an aggregate: every stream of its type rebuilt under the candidate beside the live
 //!   version (`aggregate`);
 //! - a projection: the whole history replayed into memory and compared key by key with the
@@ -84,6 +84,34 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// The first failure, in a few words (for an error message).
+    pub fn summary(&self) -> String {
+        match &self.findings {
+            Findings::Upcaster(check) => match &check.first_failure {
+                Some(f) => format!(
+                    "{} of {} events fail, the first at position {}: {}",
+                    check.failed, check.events, f.position, f.message
+                ),
+                None => "no failure".into(),
+            },
+            Findings::Aggregate(check) => match check.failures.first() {
+                Some(f) => format!(
+                    "{} of {} streams fail to rebuild, the first ({}) at version {} (position {}): {}",
+                    check.failed,
+                    check.streams,
+                    f.stream_id,
+                    f.stream_version,
+                    f.position,
+                    f.message
+                ),
+                None => "no failure".into(),
+            },
+            Findings::Projection(check) => {
+                check.failure.clone().unwrap_or_else(|| "no failure".into())
+            }
+        }
+    }
+
     /// True when nothing failed under the candidate.
     pub fn is_clean(&self) -> bool {
         match &self.findings {
@@ -118,9 +146,15 @@ pub fn check(log: &PluginLog, name: &str, bytes: &[u8]) -> Result<CheckReport, A
     let findings = match loaded {
         LoadedPlugin::Upcaster(_) => {
             let chain = log.candidate_chain(name, bytes, &label)?;
-            let types = candidate.upcasts.iter().map(|c| c.event_type.clone());
-            let types: std::collections::BTreeSet<String> = types.collect();
             let live = log.upcasters().detached();
+            // What either version raises: an event the live one claims and the candidate no
+            // longer does changes too.
+            let live_version = live.plugins().into_iter().filter(|p| p.info().name == name);
+            let claims = live_version.flat_map(|p| p.info().upcasts.clone());
+            let types: std::collections::BTreeSet<String> = (candidate.upcasts.iter().cloned())
+                .chain(claims)
+                .map(|claim| claim.event_type)
+                .collect();
             Findings::Upcaster(upcaster::check(
                 name,
                 store.as_ref(),

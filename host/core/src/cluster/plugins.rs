@@ -21,18 +21,18 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use super::Node;
 use crate::aggregate::Aggregates;
-use crate::check::{CheckReport, Findings};
+use crate::check::CheckReport;
 use crate::projection::{ProjectionHostError, Projections, SwapMode, SwapOutcome};
 use crate::upcast::{ChainError, UpcasterChain};
+
+pub use super::start::{StartVersion, at_start};
 use eshost_runtime::{LoadedPlugin, PluginInfo, PluginKind, Runtime};
-use eshost_store::blob::content_hash;
 use eshost_store::{
     AppendRequest, EventStore, ExpectedVersion, ProposedEvent, RecordedEvent, StreamRead, block_on,
 };
@@ -117,7 +117,7 @@ pub enum ActivateError {
         hash: String,
     },
     /// The candidate's check against history found failures; nothing was activated.
-    #[error("plugin {:?}: the check against history is not clean: {}", .0.candidate.name, check_summary(.0))]
+    #[error("plugin {:?}: the check against history is not clean: {}", .0.candidate.name, .0.summary())]
     CheckFailed(Box<CheckReport>),
     /// The projection refused or could not take the swap.
     #[error(transparent)]
@@ -130,27 +130,6 @@ pub enum ActivateError {
         /// What failed.
         reason: String,
     },
-}
-
-/// The first failure of a report, in a few words.
-fn check_summary(report: &CheckReport) -> String {
-    match &report.findings {
-        Findings::Upcaster(check) => match &check.first_failure {
-            Some(f) => format!(
-                "{} of {} events fail, the first at position {}: {}",
-                check.failed, check.events, f.position, f.message
-            ),
-            None => "no failure".into(),
-        },
-        Findings::Aggregate(check) => match check.failures.first() {
-            Some(f) => format!(
-                "{} of {} streams fail to rebuild, the first ({}) at version {} (position {}): {}",
-                check.failed, check.streams, f.stream_id, f.stream_version, f.position, f.message
-            ),
-            None => "no failure".into(),
-        },
-        Findings::Projection(check) => check.failure.clone().unwrap_or_else(|| "no failure".into()),
-    }
 }
 
 /// What an activation did on this node.
@@ -218,7 +197,8 @@ pub fn history(
     Ok(activations)
 }
 
-fn record(store: &dyn EventStore, activation: &Activation) -> Result<u64, String> {
+/// Appends `activation` to `$plugins`; returns its position.
+pub(super) fn record(store: &dyn EventStore, activation: &Activation) -> Result<u64, String> {
     let data = serde_json::to_string(activation).map_err(|e| e.to_string())?;
     let request = AppendRequest::new(
         PLUGINS_STREAM,
@@ -228,84 +208,6 @@ fn record(store: &dyn EventStore, activation: &Activation) -> Result<u64, String
     block_on(store.append_system(request))
         .map(|appended| appended.first_position)
         .map_err(|e| format!("recording the activation in {PLUGINS_STREAM}: {e}"))
-}
-
-/// The component a node runs for one configured plugin at start: the bytes, and a label for
-/// messages.
-#[derive(Debug)]
-pub struct StartVersion {
-    /// The component.
-    pub bytes: Vec<u8>,
-    /// Where it came from.
-    pub label: String,
-}
-
-/// The start rule (see the module documentation) for the plugin `name` of `kind` whose config
-/// names `path`, on node `node`. Records a config activation when the config changed for this
-/// node.
-pub fn at_start(
-    store: &dyn EventStore,
-    node: &str,
-    name: &str,
-    kind: PluginKind,
-    path: &Path,
-    describe: impl Fn(&[u8]) -> Result<String, String>,
-) -> Result<StartVersion, String> {
-    let file = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let file_hash = content_hash(&file);
-    let from_file = |file: Vec<u8>| StartVersion {
-        bytes: file,
-        label: path.display().to_string(),
-    };
-    let history = history(store, Some(name))?;
-    let mine = history
-        .iter()
-        .rev()
-        .find(|r| r.activation.source == ActivationSource::Config && r.activation.node == node)
-        .map(|r| r.activation.content_hash.as_str());
-    let latest = history.last().map(|r| &r.activation);
-    if mine != Some(file_hash.as_str()) {
-        // The config changed for this node (or it starts for the first time): its file is
-        // the version to run.
-        let version = describe(&file)?;
-        store
-            .put_blob(&file)
-            .map_err(|e| format!("storing {}: {e}", path.display()))?;
-        record(
-            store,
-            &Activation {
-                name: name.to_owned(),
-                kind: kind.as_str().to_owned(),
-                content_hash: file_hash,
-                version,
-                previous_hash: latest.map(|a| a.content_hash.clone()),
-                source: ActivationSource::Config,
-                user: Some("config".into()),
-                reason: Some(format!("the config names {}", path.display())),
-                node: node.to_owned(),
-            },
-        )?;
-        return Ok(from_file(file));
-    }
-    match latest {
-        Some(latest) if latest.content_hash != file_hash => {
-            match store.get_blob(&latest.content_hash) {
-                Ok(Some(bytes)) => Ok(StartVersion {
-                    bytes,
-                    label: format!(
-                        "{name} {} (activated by {:?} in {PLUGINS_STREAM})",
-                        latest.content_hash, latest.source
-                    ),
-                }),
-                Ok(None) => Err(format!(
-                    "the bytes of {name} {} (the latest activation in {PLUGINS_STREAM}) are not in the store",
-                    latest.content_hash
-                )),
-                Err(error) => Err(format!("loading {name} {}: {error}", latest.content_hash)),
-            }
-        }
-        _ => Ok(from_file(file)),
-    }
 }
 
 /// The versions a node chose at start, and the log position they reflect.
@@ -620,6 +522,17 @@ impl PluginLog {
     ) -> Result<UpcasterSwapped, ActivateError> {
         let candidate = self.candidate_chain(name, bytes, label)?;
         let before = self.inner.upcasters.detached();
+        let hashes = |chain: &UpcasterChain| -> Vec<String> {
+            let plugins = chain.plugins();
+            plugins
+                .iter()
+                .map(|p| p.info().content_hash.clone())
+                .collect()
+        };
+        if hashes(&before) == hashes(&candidate) {
+            // The version running: nothing was built through another chain.
+            return Ok(UpcasterSwapped::default());
+        }
         let claims = |chain: &UpcasterChain| -> Vec<(String, u32)> {
             chain
                 .plugins()
