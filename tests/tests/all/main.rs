@@ -8,6 +8,7 @@ mod aggregate_state;
 mod aggregate_support;
 mod cluster;
 mod cluster_support;
+mod cluster_upcaster;
 mod compat_fixtures;
 mod compat_patch;
 mod plugin_check;
