@@ -37,8 +37,8 @@ pub enum PluginCommand {
     Rollback(PluginRollbackArgs),
 }
 
-/// `eshost replay`. Events go through the live host's upcasters: those of `--config`, or the
-/// `--upcaster` files. Flags given beside `--config` win over it: `--store`/`--keys` over its
+/// `eshost replay`. Events go through the live host's upcasters: those of `--config` (each in
+/// the version its host runs: a swapped one from `$plugins`), or the `--upcaster` files. Flags given beside `--config` win over it: `--store`/`--keys` over its
 /// `store`/`keys`, and any `--upcaster` replaces its whole `[[upcasters]]` chain.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -105,9 +105,14 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let keys = args
         .keys
         .or_else(|| config.as_ref().and_then(|c| c.keys.clone()));
-    let upcasters = match (args.upcasters.is_empty(), &config) {
-        (true, Some(config)) => config.upcasters.iter().map(|u| u.plugin.clone()).collect(),
-        _ => args.upcasters,
+    // From the config, each upcaster runs the version its host runs (a swap is in $plugins).
+    let (upcasters, upcaster_names) = match (args.upcasters.is_empty(), &config) {
+        (true, Some(config)) => config
+            .upcasters
+            .iter()
+            .map(|u| (u.plugin.clone(), u.name.clone()))
+            .unzip(),
+        _ => (args.upcasters, Vec::new()),
     };
     let limits = config.map(|c| c.limits).unwrap_or_default();
     let options = eshost_core::projection::replay::ReplayOptions {
@@ -115,6 +120,7 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         keys,
         plugin: args.plugin,
         upcasters,
+        upcaster_names,
         limits,
         diff: args.diff,
         batch: args.batch.max(1),

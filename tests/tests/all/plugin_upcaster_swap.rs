@@ -240,10 +240,16 @@ impl Running {
 
 /// Runs `eshost ARGS --server BASE` (killed after 60 s): its exit code and stdout as JSON.
 fn eshost(base: &str, args: &[&str]) -> (Option<i32>, Value, String) {
+    let mut args = args.to_vec();
+    args.extend(["--server", base]);
+    eshost_offline(&args)
+}
+
+/// Runs `eshost ARGS` (killed after 60 s): its exit code and stdout as JSON.
+fn eshost_offline(args: &[&str]) -> (Option<i32>, Value, String) {
     use std::io::Read;
     let mut child = std::process::Command::new(eshost_tests::eshost_binary())
         .args(args)
-        .args(["--server", base])
         .env_remove("ESHOST_TOKEN")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -339,7 +345,7 @@ fn a_restarted_host_serves_the_upcaster_swapped_by_the_cli() {
 
     // The config still names the first-party upcaster's file; the log says what runs.
     let (child, base) = eshost_tests::start_bank_host(dir.path());
-    let _host = Running(child);
+    let host = Running(child);
     assert_eq!(tokio.block_on(balance(base.clone())), 1500);
     let (code, plugins, stderr) = eshost(&base, &["plugin", "list"]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -351,4 +357,35 @@ fn a_restarted_host_serves_the_upcaster_swapped_by_the_cli() {
         .unwrap()
         .clone();
     assert_eq!(listed["version"], "2-eur", "{plugins}");
+
+    // The read model, rebuilt through the new chain, is what an offline replay with the
+    // config gives: the replay takes the upcaster the host runs, not the config's file.
+    let url = format!("{base}/projections/balances/query/balance?account=acct-r");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row: Value =
+            tokio.block_on(async { http.get(&url).send().await.unwrap().json().await.unwrap() });
+        if row["balance"] == 1500 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "balances never read 1500: {row}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host.stop();
+    let config = dir.path().join("eshost.toml");
+    let plugin = dir.path().join("plugins/balances.wasm");
+    let (code, report, stderr) = eshost_offline(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--diff",
+        "balances",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["diff"]["changed"], 0, "{report}");
+    assert_eq!(report["diff"]["added"], 0, "{report}");
+    assert!(report["diff"]["same"].as_u64().unwrap() >= 1, "{report}");
 }

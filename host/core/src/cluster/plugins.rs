@@ -31,7 +31,7 @@ use crate::check::CheckReport;
 use crate::projection::{ProjectionHostError, Projections, SwapMode, SwapOutcome};
 use crate::upcast::{ChainError, UpcasterChain};
 
-pub use super::start::{StartVersion, at_start};
+pub use super::start::{StartVersion, at_start, recorded_version};
 use eshost_runtime::{LoadedPlugin, PluginInfo, PluginKind, Runtime};
 use eshost_store::{
     AppendRequest, EventStore, ExpectedVersion, ProposedEvent, RecordedEvent, StreamRead, block_on,

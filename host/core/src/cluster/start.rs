@@ -68,22 +68,56 @@ pub fn at_start(
         return Ok(from_file(file));
     }
     match latest {
-        Some(latest) if latest.content_hash != file_hash => {
-            match store.get_blob(&latest.content_hash) {
-                Ok(Some(bytes)) => Ok(StartVersion {
-                    bytes,
-                    label: format!(
-                        "{name} {} (activated by {:?} in {PLUGINS_STREAM})",
-                        latest.content_hash, latest.source
-                    ),
-                }),
-                Ok(None) => Err(format!(
-                    "the bytes of {name} {} (the latest activation in {PLUGINS_STREAM}) are not in the store",
-                    latest.content_hash
-                )),
-                Err(error) => Err(format!("loading {name} {}: {error}", latest.content_hash)),
-            }
-        }
+        Some(latest) if latest.content_hash != file_hash => recorded(store, name, latest),
         _ => Ok(from_file(file)),
+    }
+}
+
+/// The bytes of a recorded activation.
+fn recorded(
+    store: &dyn EventStore,
+    name: &str,
+    activation: &Activation,
+) -> Result<StartVersion, String> {
+    let hash = &activation.content_hash;
+    match store.get_blob(hash) {
+        Ok(Some(bytes)) => Ok(StartVersion {
+            bytes,
+            label: format!(
+                "{name} {hash} (activated by {:?} in {PLUGINS_STREAM})",
+                activation.source
+            ),
+        }),
+        Ok(None) => Err(format!(
+            "the bytes of {name} {hash} (the latest activation in {PLUGINS_STREAM}) are not in the store"
+        )),
+        Err(error) => Err(format!("loading {name} {hash}: {error}")),
+    }
+}
+
+/// What [`at_start`] would run for plugin `name` (whose config names `file`) on the node of
+/// the store directory `dir`, without recording anything: for tools that read a stopped
+/// store as its host would (`eshost replay --config`). `None`: the file.
+pub fn recorded_version(
+    store: &dyn EventStore,
+    dir: &Path,
+    name: &str,
+    file: &[u8],
+) -> Result<Option<StartVersion>, String> {
+    let node = std::fs::read_to_string(dir.join(super::NODE_ID_FILE)).unwrap_or_default();
+    let history = history(store, Some(name))?;
+    let file_hash = content_hash(file);
+    let mine = history
+        .iter()
+        .rev()
+        .find(|r| {
+            r.activation.source == ActivationSource::Config && r.activation.node == node.trim()
+        })
+        .map(|r| r.activation.content_hash.as_str());
+    match history.last().map(|r| &r.activation) {
+        Some(latest) if mine == Some(file_hash.as_str()) && latest.content_hash != file_hash => {
+            recorded(store, name, latest).map(Some)
+        }
+        _ => Ok(None),
     }
 }
