@@ -24,7 +24,8 @@ pub enum PluginCommand {
     Swap(PluginSwapArgs),
     /// Check the candidate component FILE against a running host's stored history, as the
     /// new version of its plugin NAME (`--against`), without activating it: an upcaster over
-    /// every event of the types it upcasts (unchanged, changed, failed), an aggregate over
+    /// every event of the types it or the live version upcasts (unchanged, changed, failed
+    /// against the live chain), an aggregate over
     /// every stream of its type (differing and failing streams, at their first event), a
     /// projection replayed and compared with the live read model. Prints the report; needs an
     /// admin token when tokens are configured.
