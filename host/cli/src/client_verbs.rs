@@ -2,6 +2,7 @@
 //! plugin list and swap.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -162,6 +163,9 @@ pub struct PluginSwapArgs {
     #[arg(long)]
     require_check: bool,
 }
+
+/// How long a check may take: it reads the whole log.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// `eshost plugin check`.
 #[derive(Debug, Args)]
@@ -336,14 +340,16 @@ pub(crate) fn plugin_swap(args: PluginSwapArgs) -> anyhow::Result<()> {
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let client = args.server.client()?;
     let mut url = client.url(&["plugins", &args.name]);
+    let mut timeout = crate::client::REQUEST_TIMEOUT;
     if args.require_check {
         url.set_query(Some("require_check=true"));
+        timeout = CHECK_TIMEOUT;
     }
     let request = client
         .request(Method::PUT, url)
         .header("content-type", "application/wasm")
         .body(bytes);
-    online(client.print::<api::PluginSwapped>(request))
+    online(client.print_within::<api::PluginSwapped>(request, timeout))
 }
 
 pub(crate) fn plugin_check(args: PluginCheckArgs) -> anyhow::Result<()> {
@@ -357,7 +363,7 @@ pub(crate) fn plugin_check(args: PluginCheckArgs) -> anyhow::Result<()> {
         )
         .header("content-type", "application/wasm")
         .body(bytes);
-    online(client.print::<api::CheckReport>(request))
+    online(client.print_within::<api::CheckReport>(request, CHECK_TIMEOUT))
 }
 
 pub(crate) fn plugin_history(args: PluginHistoryArgs) -> anyhow::Result<()> {
