@@ -292,6 +292,15 @@ impl Host {
                 .add_version(projection, version.bytes, &version.label)
                 .with_context(|| format!("config file {}: `{key}`", config.file.display()))?;
         }
+        crate::chain_record::reconcile(
+            &views,
+            store.as_ref(),
+            &runtime,
+            &upcasters,
+            &aggregates,
+            &projections,
+        )
+        .context("the upcaster chain recorded in views.redb")?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         // A plugin's new versions load under its own limits, like the one they replace.
         let runtimes = config

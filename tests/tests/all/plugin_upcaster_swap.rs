@@ -389,3 +389,46 @@ fn a_restarted_host_serves_the_upcaster_swapped_by_the_cli() {
     assert_eq!(report["diff"]["added"], 0, "{report}");
     assert!(report["diff"]["same"].as_u64().unwrap() >= 1, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upcaster_changed_while_the_host_was_down_is_handled_like_a_swap_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, router) = bank_host(dir.path(), "");
+    let open = json!({"type": "Open", "owner": "Ann", "initial_deposit": 1000});
+    assert_eq!(command(&router, "acct-c", open).await.0, StatusCode::OK);
+    old_deposits(&router, "acct-c", &[5]).await;
+    let aggregates = host.host().aggregates().clone();
+    let snapshot = aggregates.snapshot("bank-account", "acct-c").await.unwrap();
+    assert_eq!(snapshot.map(|s| s.version), Some(2));
+    caught_up(&host, "balances");
+    let path = "/projections/balances/query/balance?account=acct-c";
+    assert_eq!(get(&router, path).await.1["balance"], 1005);
+    drop((router, aggregates));
+    tokio::task::block_in_place(|| host.shutdown());
+
+    // The config now names the other version of the upcaster.
+    let file = dir.path().join("eshost.toml");
+    let config = std::fs::read_to_string(&file).unwrap();
+    let changed = config.replace(eshost_tests::DEPOSIT_CURRENCY, DEPOSIT_EUR);
+    assert_ne!(changed, config);
+    std::fs::write(&file, changed).unwrap();
+    let config = eshost_core::config::Config::load(&file).unwrap();
+    let host = tokio::task::block_in_place(|| eshost_server::Server::start(&config)).unwrap();
+    let router = host.router();
+    let left = host
+        .host()
+        .aggregates()
+        .snapshots()
+        .get("bank-account", "acct-c");
+    assert!(
+        left.unwrap().is_none(),
+        "a snapshot of the old chain survived"
+    );
+    assert_eq!(balance(&router, "acct-c").await, 1500);
+    caught_up(&host, "balances");
+    assert_eq!(
+        get(&router, path).await.1["balance"],
+        1500,
+        "the read model was rebuilt"
+    );
+}

@@ -556,6 +556,11 @@ impl PluginLog {
             .inner
             .projections
             .rebuild_after_upcaster_swap(&before, &changed)?;
+        if let Err(error) = crate::chain_record::record(self.inner.projections.views(), &candidate)
+        {
+            // The next start rebuilds once more; nothing is lost.
+            tracing::warn!(upcaster = %name, %error, "recording the swapped chain in views.redb");
+        }
         tracing::info!(upcaster = %name, snapshots_deleted, projections = ?projections_rebuilding, "upcaster chain swapped");
         Ok(UpcasterSwapped {
             snapshots_deleted,
