@@ -1,9 +1,11 @@
-//! Every error answer: `{error, message}`, with `actual_version` on a conflict and the
-//! command's id and version on a rejected command.
+//! Every error answer: `{error, message}`, with `actual_version` on a conflict, the
+//! command's id and version on a rejected command, and the report on a failed check.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::CheckReport;
 
 /// What went wrong, as a machine-readable code. Each code has one HTTP status
 /// ([`ErrorCode::status`]): a new code must choose one.
@@ -28,14 +30,15 @@ pub enum ErrorCode {
     Conflict,
     /// 409: an event id is stored with other content.
     DuplicateEventId,
-    /// 409: the plugin cannot be swapped while the host runs (upcasters).
-    NotSwappable,
     /// 413: the body is larger than the host accepts.
     TooLarge,
     /// 422: a business rule refused the command (`message` is the plugin's).
     Rejected,
     /// 422: personal data for a forgotten subject.
     SubjectForgotten,
+    /// 422: a swap that required a clean check of the candidate against history, whose
+    /// check found failures (`check` holds the report); nothing was activated.
+    CheckFailed,
     /// 500: a fault of the host or of a plugin.
     Internal,
     /// 503: the host is shutting down or a component stopped.
@@ -54,10 +57,10 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::DuplicateEventId,
-        ErrorCode::NotSwappable,
         ErrorCode::TooLarge,
         ErrorCode::Rejected,
         ErrorCode::SubjectForgotten,
+        ErrorCode::CheckFailed,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
     ];
@@ -70,9 +73,9 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::Conflict | ErrorCode::DuplicateEventId | ErrorCode::NotSwappable => 409,
+            ErrorCode::Conflict | ErrorCode::DuplicateEventId => 409,
             ErrorCode::TooLarge => 413,
-            ErrorCode::Rejected | ErrorCode::SubjectForgotten => 422,
+            ErrorCode::Rejected | ErrorCode::SubjectForgotten | ErrorCode::CheckFailed => 422,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }
@@ -90,10 +93,10 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::DuplicateEventId => "duplicate_event_id",
-            ErrorCode::NotSwappable => "not_swappable",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Rejected => "rejected",
             ErrorCode::SubjectForgotten => "subject_forgotten",
+            ErrorCode::CheckFailed => "check_failed",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
         }
@@ -122,6 +125,9 @@ pub struct ErrorBody {
     /// On a `rejected` command: its id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<Uuid>,
+    /// On `check_failed`: the candidate's check against history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Box<CheckReport>>,
 }
 
 impl ErrorBody {
@@ -133,6 +139,7 @@ impl ErrorBody {
             actual_version: None,
             stream_version: None,
             command_id: None,
+            check: None,
         }
     }
 }

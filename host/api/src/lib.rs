@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod aggregates;
+mod check;
 mod error;
 mod events;
 mod expected;
@@ -24,6 +25,10 @@ mod time;
 pub use aggregates::{
     AggregateState, Command, CommandAccepted, CommandQuery, EmittedEvent, History, HistoryEntry,
     HistoryQuery, SnapshotTaken, StateQuery,
+};
+pub use check::{
+    AggregateCheck, CheckFailure, CheckReport, DiffSample, EventShape, ProjectionCheck,
+    StateDifference, SwapQuery, UpcastSample, UpcasterCheck,
 };
 pub use error::{ErrorBody, ErrorCode};
 pub use events::{

@@ -68,7 +68,8 @@ pub struct PluginList {
 pub enum SwapOutcome {
     /// The upload is the version already running (same content hash): nothing changed.
     Unchanged,
-    /// An aggregate's new code serves the next command.
+    /// An aggregate's new code serves the next command; an upcaster's new chain every later
+    /// read.
     Swapped,
     /// A projection's new code took over the active generation.
     Continued,
@@ -79,7 +80,8 @@ pub enum SwapOutcome {
     },
 }
 
-/// `PUT /plugins/{name}`: 200 for an aggregate, 202 for a projection (it rebuilds).
+/// `PUT /plugins/{name}`: 200 for an aggregate or an upcaster, 202 for a projection (it
+/// rebuilds).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PluginSwapped {
     /// The plugin.
@@ -100,6 +102,16 @@ pub struct PluginSwapped {
     /// Where the activation is recorded in `$plugins` (every node follows it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_position: Option<u64>,
+    /// Upcasters: aggregate snapshots deleted on this node (built through the old chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots_deleted: Option<u64>,
+    /// Upcasters: the projections rebuilding from position 0 through the new chain (their
+    /// read models were built through the old one; it serves until each switches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projections_rebuilding: Option<Vec<String>>,
+    /// With `?require_check=true`: the clean check the swap passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Box<crate::CheckReport>>,
 }
 
 /// What made a plugin version active.

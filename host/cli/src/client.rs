@@ -19,6 +19,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// How long a request may take, unless said otherwise.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A connection to one server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -107,8 +110,17 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<(T, Value)> {
+        self.send_within(request, REQUEST_TIMEOUT).await
+    }
+
+    /// [`send`](Self::send), timing out after `timeout`.
+    pub async fn send_within<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> anyhow::Result<(T, Value)> {
         let response = request
-            .timeout(Duration::from_secs(60))
+            .timeout(timeout)
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
@@ -126,7 +138,16 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<()> {
-        let (_, value) = self.send::<T>(request).await?;
+        self.print_within::<T>(request, REQUEST_TIMEOUT).await
+    }
+
+    /// [`print`](Self::print), timing out after `timeout` (a check reads the whole log).
+    pub async fn print_within<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let (_, value) = self.send_within::<T>(request, timeout).await?;
         let mut out = std::io::stdout().lock();
         serde_json::to_writer(&mut out, &value)?;
         writeln!(out)?;
@@ -201,6 +222,12 @@ async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response>
     }
     let body = response.text().await.unwrap_or_default();
     if let Ok(error) = serde_json::from_str::<ErrorBody>(&body) {
+        if let Some(report) = &error.check {
+            // A refused swap's report is the answer's point: printed like an answer.
+            if let Ok(report) = serde_json::to_string(report) {
+                println!("{report}");
+            }
+        }
         return Err(HttpError {
             status: status.as_u16(),
             error: error.error.to_string(),

@@ -2,6 +2,7 @@
 //! plugin list and swap.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -168,6 +169,26 @@ pub struct PluginSwapArgs {
     name: String,
     /// The new component file.
     file: PathBuf,
+    /// Check FILE against the stored history first (as `eshost plugin check` does) and
+    /// refuse the swap unless the check is clean: nothing is activated, the report is printed
+    /// and the exit status is 1.
+    #[arg(long)]
+    require_check: bool,
+}
+
+/// How long a check may take: it reads the whole log.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `eshost plugin check`.
+#[derive(Debug, Args)]
+pub struct PluginCheckArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The candidate component file.
+    file: PathBuf,
+    /// The configured plugin it would replace.
+    #[arg(long)]
+    against: String,
 }
 
 /// `eshost plugin history`.
@@ -336,11 +357,31 @@ pub(crate) fn plugin_swap(args: PluginSwapArgs) -> anyhow::Result<()> {
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let client = args.server.client()?;
+    let mut url = client.url(&["plugins", &args.name]);
+    let mut timeout = crate::client::REQUEST_TIMEOUT;
+    if args.require_check {
+        url.set_query(Some("require_check=true"));
+        timeout = CHECK_TIMEOUT;
+    }
     let request = client
-        .request(Method::PUT, client.url(&["plugins", &args.name]))
+        .request(Method::PUT, url)
         .header("content-type", "application/wasm")
         .body(bytes);
-    online(client.print::<api::PluginSwapped>(request))
+    online(client.print_within::<api::PluginSwapped>(request, timeout))
+}
+
+pub(crate) fn plugin_check(args: PluginCheckArgs) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let client = args.server.client()?;
+    let request = client
+        .request(
+            Method::POST,
+            client.url(&["plugins", &args.against, "check"]),
+        )
+        .header("content-type", "application/wasm")
+        .body(bytes);
+    online(client.print_within::<api::CheckReport>(request, CHECK_TIMEOUT))
 }
 
 pub(crate) fn plugin_history(args: PluginHistoryArgs) -> anyhow::Result<()> {

@@ -78,7 +78,8 @@ pub enum Command {
     /// `$erasures`, and purge state derived from its data. Through a running host (--server)
     /// or on a stopped store (--store; read models are then rebuilt when the host starts).
     Forget(ForgetArgs),
-    /// Work with plugin files (`inspect`), or a running host's plugins (`list`, `swap`).
+    /// Work with plugin files (`inspect`), or a running host's plugins (`list`, `swap`,
+    /// `check`, `history`, `rollback`).
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Send a command (a JSON object) to an aggregate of a running host; prints the recorded
@@ -129,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(PluginCommand::Inspect(args)) => plugin::inspect(args),
         Command::Plugin(PluginCommand::List(args)) => client_verbs::plugin_list(args),
         Command::Plugin(PluginCommand::Swap(args)) => client_verbs::plugin_swap(args),
+        Command::Plugin(PluginCommand::Check(args)) => client_verbs::plugin_check(args),
         Command::Plugin(PluginCommand::History(args)) => client_verbs::plugin_history(args),
         Command::Plugin(PluginCommand::Rollback(args)) => client_verbs::plugin_rollback(args),
         Command::Command(args) => client_verbs::command(args),

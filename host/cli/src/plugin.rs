@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::client_verbs::{PluginHistoryArgs, PluginRollbackArgs, PluginSwapArgs, ServerArgs};
+use crate::client_verbs::{
+    PluginCheckArgs, PluginHistoryArgs, PluginRollbackArgs, PluginSwapArgs, ServerArgs,
+};
 use crate::output::print_json;
 
 /// `eshost plugin ...`.
@@ -14,11 +16,20 @@ pub enum PluginCommand {
     Inspect(PluginInspectArgs),
     /// The plugins a running host has loaded.
     List(ServerArgs),
-    /// Hot-swap a running host's aggregate or projection plugin NAME with the component FILE
-    /// (uploaded; needs an admin token when tokens are configured). The activation is
-    /// recorded in the log (`$plugins`): every node of a cluster follows it, and it survives
-    /// a restart.
+    /// Hot-swap a running host's aggregate, upcaster or projection plugin NAME with the
+    /// component FILE (uploaded; needs an admin token when tokens are configured). The
+    /// activation is recorded in the log (`$plugins`): every node of a cluster follows it, and
+    /// it survives a restart. An upcaster swap drops the aggregates' cached states and
+    /// snapshots and rebuilds the projections it affects.
     Swap(PluginSwapArgs),
+    /// Check the candidate component FILE against a running host's stored history, as the
+    /// new version of its plugin NAME (`--against`), without activating it: an upcaster over
+    /// every event of the types it or the live version upcasts (unchanged, changed, failed
+    /// against the live chain), an aggregate over
+    /// every stream of its type (differing and failing streams, at their first event), a
+    /// projection replayed and compared with the live read model. Prints the report; needs an
+    /// admin token when tokens are configured.
+    Check(PluginCheckArgs),
     /// Every activation of plugin NAME's versions (config, upload, watcher, rollback), oldest
     /// first, as recorded in `$plugins`.
     History(PluginHistoryArgs),
@@ -27,8 +38,8 @@ pub enum PluginCommand {
     Rollback(PluginRollbackArgs),
 }
 
-/// `eshost replay`. Events go through the live host's upcasters: those of `--config`, or the
-/// `--upcaster` files. Flags given beside `--config` win over it: `--store`/`--keys` over its
+/// `eshost replay`. Events go through the live host's upcasters: those of `--config` (each in
+/// the version its host runs: a swapped one from `$plugins`), or the `--upcaster` files. Flags given beside `--config` win over it: `--store`/`--keys` over its
 /// `store`/`keys`, and any `--upcaster` replaces its whole `[[upcasters]]` chain.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -95,9 +106,14 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let keys = args
         .keys
         .or_else(|| config.as_ref().and_then(|c| c.keys.clone()));
-    let upcasters = match (args.upcasters.is_empty(), &config) {
-        (true, Some(config)) => config.upcasters.iter().map(|u| u.plugin.clone()).collect(),
-        _ => args.upcasters,
+    // From the config, each upcaster runs the version its host runs (a swap is in $plugins).
+    let (upcasters, upcaster_names) = match (args.upcasters.is_empty(), &config) {
+        (true, Some(config)) => config
+            .upcasters
+            .iter()
+            .map(|u| (u.plugin.clone(), u.name.clone()))
+            .unzip(),
+        _ => (args.upcasters, Vec::new()),
     };
     let limits = config.map(|c| c.limits).unwrap_or_default();
     let options = eshost_core::projection::replay::ReplayOptions {
@@ -105,6 +121,7 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         keys,
         plugin: args.plugin,
         upcasters,
+        upcaster_names,
         limits,
         diff: args.diff,
         batch: args.batch.max(1),

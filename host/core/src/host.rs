@@ -213,7 +213,10 @@ impl Host {
                 &version,
                 PluginKind::Upcaster,
             )? {
-                LoadedPlugin::Upcaster(plugin) => upcasters.push(plugin),
+                LoadedPlugin::Upcaster(plugin) => {
+                    current.insert(entry.name.clone(), plugin.info().content_hash.clone());
+                    upcasters.push(plugin);
+                }
                 _ => unreachable!("load_kind checks the kind"),
             }
         }
@@ -289,6 +292,15 @@ impl Host {
                 .add_version(projection, version.bytes, &version.label)
                 .with_context(|| format!("config file {}: `{key}`", config.file.display()))?;
         }
+        crate::chain_record::reconcile(
+            &views,
+            store.as_ref(),
+            &runtime,
+            &upcasters,
+            &aggregates,
+            &projections,
+        )
+        .context("the upcaster chain recorded in views.redb")?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         // A plugin's new versions load under its own limits, like the one they replace.
         let runtimes = config
@@ -296,6 +308,7 @@ impl Host {
             .iter()
             .map(|entry| &entry.name)
             .chain(config.projections.iter().map(|entry| &entry.name))
+            .chain(config.upcasters.iter().map(|entry| &entry.name))
             .map(|name| {
                 let limits = config.plugin_limits(name);
                 (name.clone(), runtime.with_limits(limits))
@@ -306,7 +319,7 @@ impl Host {
             runtimes,
             aggregates.clone(),
             projections.clone(),
-            config.upcasters.iter().map(|u| u.name.clone()).collect(),
+            upcasters.clone(),
             node.clone(),
             StartedVersions { current, head },
         );
@@ -446,8 +459,8 @@ impl Host {
         self.parts.projections.shutdown();
     }
 }
-/// Watches the configured aggregate and projection files: a changed file is activated (and
-/// recorded, so every node follows).
+/// Watches the configured aggregate, upcaster and projection files: a changed file is
+/// activated (and recorded, so every node follows).
 fn watch_files(config: &Config, plugin_log: &PluginLog) -> anyhow::Result<PluginWatcher> {
     let aggregates = config.aggregates.iter().map(|entry| WatchedPlugin {
         kind: PluginKind::Aggregate,
@@ -459,9 +472,14 @@ fn watch_files(config: &Config, plugin_log: &PluginLog) -> anyhow::Result<Plugin
         name: entry.name.clone(),
         path: entry.plugin.clone(),
     });
+    let upcasters = config.upcasters.iter().map(|entry| WatchedPlugin {
+        kind: PluginKind::Upcaster,
+        name: entry.name.clone(),
+        path: entry.plugin.clone(),
+    });
     let plugin_log = plugin_log.clone();
     Ok(PluginWatcher::new(
-        aggregates.chain(projections).collect(),
+        aggregates.chain(upcasters).chain(projections).collect(),
         move |plugin| {
             let bytes = match std::fs::read(&plugin.path) {
                 Ok(bytes) => bytes,

@@ -20,6 +20,8 @@
 
 pub mod access;
 pub mod aggregate;
+pub mod chain_record;
+pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod host;

@@ -1,11 +1,16 @@
 //! Upcasting on read: old event shapes are raised, step by step, to the current ones before
 //! any aggregate or projection sees them. Stored events never change.
 //!
-//! An [`UpcasterChain`] is built once from the loaded upcaster plugins; each (event type,
-//! schema version) pair belongs to at most one upcaster. A reader thread makes its own
-//! [`Upcasting`] (sandboxed instances, created on first use) and passes events through it: an
-//! event goes to the upcaster that claims its (type, version), then again with the new (type,
-//! version), until no upcaster claims it.
+//! An [`UpcasterChain`] is built from the loaded upcaster plugins; each (event type, schema
+//! version) pair belongs to at most one upcaster. A reader thread makes its own [`Upcasting`]
+//! (sandboxed instances, created on first use) and passes events through it: an event goes to
+//! the upcaster that claims its (type, version), then again with the new (type, version),
+//! until no upcaster claims it.
+//!
+//! The chain is hot-swapped as a whole ([`UpcasterChain::adopt`]): every clone of a host's
+//! chain sees the new one, but an [`Upcasting`] keeps the chain it started with until its
+//! owner calls [`Upcasting::refresh`] at a point where that is safe (between two commands of
+//! a worker, between two batches of a projection), so no state or batch mixes two chains.
 //!
 //! A plugin sees only the events it handles (WIT `plugin-info.handles`), so only those that
 //! may become such events are upcast for it: the [`Relevance`] of each event to each plugin.
@@ -13,7 +18,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use eshost_runtime::{
     Event, PluginError, PluginInfo, UpcastError, UpcasterInstance, UpcasterPlugin,
@@ -21,10 +27,17 @@ use eshost_runtime::{
 use eshost_store::{EventRef, EventStore};
 
 /// The upcasters of a host, keyed by the (event type, schema version) each one raises.
-/// Cheap to clone.
+/// Cheap to clone; every clone sees a swap ([`adopt`](Self::adopt)).
 #[derive(Clone, Default)]
 pub struct UpcasterChain {
-    inner: Arc<Chain>,
+    live: Arc<Live>,
+}
+
+/// The chain in force, and how many times it was replaced.
+#[derive(Default)]
+struct Live {
+    current: RwLock<Arc<Chain>>,
+    generation: AtomicU64,
 }
 
 #[derive(Default)]
@@ -145,7 +158,8 @@ impl Claims {
 
 impl fmt::Debug for UpcasterChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<_> = self.inner.plugins.iter().map(|p| &p.info().name).collect();
+        let chain = self.current();
+        let names: Vec<_> = chain.plugins.iter().map(|p| &p.info().name).collect();
         f.debug_struct("UpcasterChain")
             .field("plugins", &names)
             .finish()
@@ -167,20 +181,26 @@ pub enum ChainError {
         /// The other one.
         second: String,
     },
+    /// A new version of an upcaster the chain does not hold.
+    #[error("no upcaster named {0:?} in the chain")]
+    Unknown(String),
 }
 
 impl UpcasterChain {
     /// A chain of `plugins`, each claiming the (type, version) pairs its `describe()` lists.
     pub fn new(plugins: impl IntoIterator<Item = UpcasterPlugin>) -> Result<Self, ChainError> {
-        let plugins: Vec<UpcasterPlugin> = plugins.into_iter().collect();
-        let claims = Claims::new(plugins.iter().map(UpcasterPlugin::info))?;
-        Ok(UpcasterChain {
-            inner: Arc::new(Chain {
-                plugins,
-                claims,
-                relevance: Mutex::default(),
+        Ok(UpcasterChain::of(Chain::new(
+            plugins.into_iter().collect(),
+        )?))
+    }
+
+    fn of(chain: Chain) -> Self {
+        UpcasterChain {
+            live: Arc::new(Live {
+                current: RwLock::new(Arc::new(chain)),
+                generation: AtomicU64::new(0),
             }),
-        })
+        }
     }
 
     /// A chain that changes nothing.
@@ -188,19 +208,27 @@ impl UpcasterChain {
         UpcasterChain::default()
     }
 
-    /// True when no upcaster is configured.
-    pub fn is_empty(&self) -> bool {
-        self.inner.claims.count == 0
+    fn current(&self) -> Arc<Chain> {
+        self.live
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// The upcasters, in the order given.
-    pub fn plugins(&self) -> &[UpcasterPlugin] {
-        &self.inner.plugins
+    /// True when no upcaster is configured.
+    pub fn is_empty(&self) -> bool {
+        self.current().claims.count == 0
+    }
+
+    /// The upcasters, in chain order.
+    pub fn plugins(&self) -> Vec<UpcasterPlugin> {
+        self.current().plugins.clone()
     }
 
     /// Whether some upcaster raises events of this type and version.
     pub fn upcasts(&self, event_type: &str, schema_version: u32) -> bool {
-        self.inner
+        self.current()
             .claims
             .claimant(event_type, schema_version)
             .is_some()
@@ -209,11 +237,77 @@ impl UpcasterChain {
     /// Which events matter to a plugin that handles `handles` (empty: every type), through
     /// this chain. Computed once per list and shared.
     pub fn relevance(&self, handles: &[String]) -> Arc<Relevance> {
-        let mut known = self
-            .inner
-            .relevance
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        self.current().relevance(handles)
+    }
+
+    /// How many times the chain was replaced.
+    pub fn generation(&self) -> u64 {
+        self.live.generation.load(Ordering::SeqCst)
+    }
+
+    /// A chain of its own holding the upcasters in force now: a later swap of this one does
+    /// not change it.
+    pub fn detached(&self) -> UpcasterChain {
+        UpcasterChain {
+            live: Arc::new(Live {
+                current: RwLock::new(self.current()),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A chain of its own: this one with `plugin` in place of the upcaster of its name.
+    /// Checked like a new chain (two claims of one type and version are refused); nothing
+    /// live changes.
+    pub fn with_version(&self, plugin: UpcasterPlugin) -> Result<UpcasterChain, ChainError> {
+        let mut plugins = self.plugins();
+        let name = &plugin.info().name;
+        let slot = plugins
+            .iter_mut()
+            .find(|p| &p.info().name == name)
+            .ok_or_else(|| ChainError::Unknown(name.clone()))?;
+        *slot = plugin;
+        UpcasterChain::new(plugins)
+    }
+
+    /// Makes `other`'s upcasters the ones in force, for every clone of this chain. Each
+    /// [`Upcasting`] moves to them at its next [`Upcasting::refresh`].
+    pub fn adopt(&self, other: &UpcasterChain) {
+        let chain = other.current();
+        let mut current = self.live.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = chain;
+        // Bumped under the lock, so a reader sees the generation and the chain agree.
+        self.live.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A per-thread runner of the chain in force now. Its instances are created on first use.
+    pub fn instantiate(&self) -> Upcasting {
+        let (pinned, generation) = {
+            let current = self.live.current.read().unwrap_or_else(|e| e.into_inner());
+            (current.clone(), self.generation())
+        };
+        Upcasting {
+            chain: self.clone(),
+            instances: (0..pinned.plugins.len()).map(|_| None).collect(),
+            pinned,
+            generation,
+            relevance: Vec::new(),
+        }
+    }
+}
+
+impl Chain {
+    fn new(plugins: Vec<UpcasterPlugin>) -> Result<Chain, ChainError> {
+        let claims = Claims::new(plugins.iter().map(UpcasterPlugin::info))?;
+        Ok(Chain {
+            plugins,
+            claims,
+            relevance: Mutex::default(),
+        })
+    }
+
+    fn relevance(&self, handles: &[String]) -> Arc<Relevance> {
+        let mut known = self.relevance.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(relevance) = known.get(handles) {
             return relevance.clone();
         }
@@ -221,18 +315,9 @@ impl UpcasterChain {
         if known.len() >= 64 {
             known.clear();
         }
-        let relevance = Arc::new(self.inner.claims.relevance(handles));
+        let relevance = Arc::new(self.claims.relevance(handles));
         known.insert(handles.to_vec(), relevance.clone());
         relevance
-    }
-
-    /// A per-thread runner of the chain. Its instances are created on first use.
-    pub fn instantiate(&self) -> Upcasting {
-        Upcasting {
-            chain: self.clone(),
-            instances: (0..self.inner.plugins.len()).map(|_| None).collect(),
-            relevance: Vec::new(),
-        }
     }
 }
 
@@ -281,20 +366,63 @@ pub struct UpcastFailure {
     pub error: UpcastError,
 }
 
-/// One thread's instances of an [`UpcasterChain`]. Call from a blocking context.
+/// One thread's instances of an [`UpcasterChain`], for the chain in force when it was made or
+/// last refreshed. Call from a blocking context.
 #[derive(Debug)]
 pub struct Upcasting {
     chain: UpcasterChain,
+    /// The chain this runs, until [`refresh`](Self::refresh).
+    pinned: Arc<Chain>,
+    /// The generation of `pinned`.
+    generation: u64,
     instances: Vec<Option<UpcasterInstance>>,
     /// (plugin content hash, its relevance) of the plugins this thread served lately: a
     /// look-up here takes no lock.
     relevance: Vec<(String, Arc<Relevance>)>,
 }
 
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.plugins.iter().map(|p| &p.info().name).collect();
+        f.debug_struct("Chain").field("plugins", &names).finish()
+    }
+}
+
 impl Upcasting {
-    /// The chain this runs.
-    pub fn chain(&self) -> &UpcasterChain {
-        &self.chain
+    /// Moves to the chain in force, if it was swapped since: drops the old instances. Returns
+    /// whether it moved (state built through the old chain is then stale).
+    pub fn refresh(&mut self) -> bool {
+        if self.chain.generation() == self.generation {
+            return false;
+        }
+        *self = self.chain.instantiate();
+        true
+    }
+
+    /// New instances of the same chain (after a trap left these unusable).
+    pub fn fresh(&self) -> Upcasting {
+        Upcasting {
+            chain: self.chain.clone(),
+            pinned: self.pinned.clone(),
+            generation: self.generation,
+            instances: (0..self.pinned.plugins.len()).map(|_| None).collect(),
+            relevance: Vec::new(),
+        }
+    }
+
+    /// The generation of the chain this runs (see [`UpcasterChain::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// True when the chain this runs changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.pinned.claims.count == 0
+    }
+
+    /// The [`Relevance`] of the chain this runs for a plugin that handles `handles`.
+    pub fn relevance(&self, handles: &[String]) -> Arc<Relevance> {
+        self.pinned.relevance(handles)
     }
 
     /// The chain's [`Relevance`] for `plugin`, remembered by this thread.
@@ -303,7 +431,7 @@ impl Upcasting {
         if let Some((_, relevance)) = self.relevance.iter().find(|(known, _)| known == hash) {
             return relevance.clone();
         }
-        let relevance = self.chain.relevance(&plugin.handles);
+        let relevance = self.pinned.relevance(&plugin.handles);
         if self.relevance.len() >= 16 {
             self.relevance.remove(0);
         }
@@ -313,16 +441,15 @@ impl Upcasting {
 
     /// Raises `event` through the chain, in place. Returns whether it changed.
     pub fn upcast(&mut self, event: &mut Event) -> Result<bool, UpcastError> {
-        if self.chain.is_empty() {
+        if self.is_empty() {
             return Ok(false);
         }
         let mut changed = false;
         // Every step raises the schema version (the runtime refuses one that does not), so
         // the chain ends; the bound is a second guard against a cycle through event types.
-        for _ in 0..=self.chain.inner.claims.count {
+        for _ in 0..=self.pinned.claims.count {
             let Some(index) = self
-                .chain
-                .inner
+                .pinned
                 .claims
                 .claimant(&event.event_type, event.schema_version)
             else {
@@ -330,14 +457,14 @@ impl Upcasting {
             };
             let instance = match &mut self.instances[index] {
                 Some(instance) => instance,
-                slot => slot.insert(self.chain.inner.plugins[index].instantiate()?),
+                slot => slot.insert(self.pinned.plugins[index].instantiate()?),
             };
             if !instance.upcast_in_place(event)? {
                 return Ok(changed);
             }
             changed = true;
         }
-        let plugin = self.chain.inner.plugins[0].info().name.clone();
+        let plugin = self.pinned.plugins[0].info().name.clone();
         Err(UpcastError::Plugin(PluginError::Contract {
             plugin,
             call: "upcast",
@@ -350,7 +477,7 @@ impl Upcasting {
 
     /// Raises every event of `events`, in place.
     pub fn upcast_all(&mut self, events: &mut [Event]) -> Result<(), UpcastFailure> {
-        if self.chain.is_empty() {
+        if self.is_empty() {
             return Ok(());
         }
         for event in events {

@@ -133,10 +133,14 @@ impl From<ActivateError> for ApiError {
     fn from(error: ActivateError) -> Self {
         match error {
             ActivateError::Unknown(_) => ApiError::not_found(error.to_string()),
-            ActivateError::NotSwappable(_) => {
-                ApiError::new(ErrorCode::NotSwappable, error.to_string())
+            ActivateError::BadPlugin(_) | ActivateError::Chain { .. } => {
+                ApiError::new(ErrorCode::BadPlugin, error.to_string())
             }
-            ActivateError::BadPlugin(_) => ApiError::new(ErrorCode::BadPlugin, error.to_string()),
+            ActivateError::CheckFailed(ref report) => {
+                let mut api_error = ApiError::new(ErrorCode::CheckFailed, error.to_string());
+                api_error.0.check = Some(Box::new(crate::wire::check_report(report)));
+                api_error
+            }
             ActivateError::UnknownVersion { .. } => ApiError::not_found(error.to_string()),
             ActivateError::Projection(error) => error.into(),
             ActivateError::Store { .. } => ApiError::internal(error.to_string()),

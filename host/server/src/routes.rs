@@ -358,12 +358,22 @@ pub const ROUTES: &[Route] = &[
         Method::PUT,
         "/plugins/{name}",
         ADMIN,
-        "Hot-swap an aggregate (200) or projection (202, it rebuilds) plugin: the body is the component (application/wasm)",
+        "Hot-swap an aggregate or upcaster (200) or projection (202, it rebuilds) plugin: the body is the component (application/wasm); ?require_check=true refuses it (422 check_failed, with the report) unless its check against history is clean",
         json::<api::PluginSwapped>(),
         || put(plugins::swap_plugin),
     )
     .body(Body::Wasm)
+    .query(query::<api::SwapQuery>())
     .statuses(&[200, 202]),
+    Route::new(
+        Method::POST,
+        "/plugins/{name}/check",
+        ADMIN,
+        "Check a candidate version against the stored history (the body is the component): an upcaster over every event of the types it upcasts, an aggregate over every stream of its type, a projection replayed and compared; nothing live changes",
+        json::<api::CheckReport>(),
+        || post(plugins::check_plugin),
+    )
+    .body(Body::Wasm),
     Route::new(
         Method::GET,
         "/plugins/{name}/history",

@@ -2,6 +2,7 @@
 
 use eshost_api as api;
 use eshost_core::aggregate::{AggregateState, EmittedEvent, HistoryEntry};
+use eshost_core::check::{CheckFailure, CheckReport, Findings};
 use eshost_core::cluster::NodeProgress;
 use eshost_core::cluster::plugins::{ActivationSource, RecordedActivation};
 use eshost_core::privacy::ForgetReport;
@@ -222,4 +223,108 @@ pub fn expected_version(expected: api::ExpectedVersion) -> eshost_store::Expecte
         api::ExpectedVersion::StreamExists => eshost_store::ExpectedVersion::StreamExists,
         api::ExpectedVersion::Exact(version) => eshost_store::ExpectedVersion::Exact(version),
     }
+}
+
+/// A check of a candidate against history.
+pub fn check_report(report: &CheckReport) -> api::CheckReport {
+    let info = &report.candidate;
+    let failure = |f: &CheckFailure| api::CheckFailure {
+        position: f.position,
+        stream_id: f.stream_id.clone(),
+        stream_version: f.stream_version,
+        event_type: f.event_type.clone(),
+        message: f.message.clone(),
+    };
+    let shape = |(event_type, schema_version, data): &(String, u32, String)| api::EventShape {
+        event_type: event_type.clone(),
+        schema_version: *schema_version,
+        data: json(data),
+    };
+    let mut answer = api::CheckReport {
+        name: info.name.clone(),
+        kind: plugin_kind(info.kind),
+        version: info.version.clone(),
+        content_hash: info.content_hash.clone(),
+        clean: report.is_clean(),
+        head: report.head,
+        elapsed_ms: report.elapsed_ms,
+        upcaster: None,
+        aggregate: None,
+        projection: None,
+    };
+    match &report.findings {
+        Findings::Upcaster(check) => {
+            answer.upcaster = Some(api::UpcasterCheck {
+                event_types: check.event_types.clone(),
+                events: check.events,
+                unchanged: check.unchanged,
+                changed: check.changed,
+                failed: check.failed,
+                samples: check
+                    .samples
+                    .iter()
+                    .map(|s| api::UpcastSample {
+                        position: s.position,
+                        stream_id: s.stream_id.clone(),
+                        before: shape(&s.before),
+                        after: shape(&s.after),
+                    })
+                    .collect(),
+                first_failure: check.first_failure.as_ref().map(failure),
+            })
+        }
+        Findings::Aggregate(check) => {
+            answer.aggregate = Some(api::AggregateCheck {
+                streams: check.streams,
+                same: check.same,
+                differing: check.differing,
+                failed: check.failed,
+                live_failed: check.live_failed,
+                differences: check
+                    .differences
+                    .iter()
+                    .map(|d| api::StateDifference {
+                        stream_id: d.stream_id.clone(),
+                        stream_version: d.stream_version,
+                        position: d.position,
+                        live: json(&d.live),
+                        candidate: json(&d.candidate),
+                    })
+                    .collect(),
+                failures: check.failures.iter().map(failure).collect(),
+            })
+        }
+        Findings::Projection(check) => {
+            let diff = check.diff.as_ref();
+            let count =
+                |f: fn(&eshost_core::projection::replay::DiffReport) -> u64| diff.map_or(0, f);
+            let samples = diff
+                .into_iter()
+                .flat_map(|d| {
+                    d.added_samples
+                        .iter()
+                        .chain(&d.removed_samples)
+                        .chain(&d.changed_samples)
+                })
+                .map(|sample| api::DiffSample {
+                    key: sample.key.clone(),
+                    live: sample.live.clone(),
+                    candidate: sample.replayed.clone(),
+                })
+                .collect();
+            answer.projection = Some(api::ProjectionCheck {
+                handled: check.handled,
+                keys: check.keys,
+                failure: check.failure.clone(),
+                live_position: count(|d| d.live_position),
+                live_keys: count(|d| d.live_keys),
+                added: count(|d| d.added),
+                removed: count(|d| d.removed),
+                changed: count(|d| d.changed),
+                same: count(|d| d.same),
+                samples,
+            })
+        }
+    }
+    answer
 }

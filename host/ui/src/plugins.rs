@@ -25,7 +25,6 @@ struct Row {
     wit: Option<String>,
     handles: Vec<String>,
     file: Option<std::path::PathBuf>,
-    swappable: bool,
 }
 
 /// The size of the configured file when it is the version running (its hash matches);
@@ -62,7 +61,6 @@ fn rows(ui: &Ui) -> Vec<Row> {
             wit: Some(info.wit_version),
             handles: info.handles,
             file,
-            swappable: true,
         });
     }
     for plugin in host.upcasters().plugins() {
@@ -83,7 +81,6 @@ fn rows(ui: &Ui) -> Vec<Row> {
             wit: Some(info.wit_version.clone()),
             handles: info.handles.clone(),
             file,
-            swappable: false,
         });
     }
     for status in host.projections().statuses() {
@@ -103,7 +100,6 @@ fn rows(ui: &Ui) -> Vec<Row> {
             wit: None,
             handles: Vec::new(),
             file,
-            swappable: true,
         });
     }
     rows
@@ -147,16 +143,12 @@ pub async fn list(
                     dt { "Events it wrote" } dd { a href={ (BASE) "/all?from=1&plugin=" (row.hash) } { "$all filtered by its hash" } }
                 }
                 @if viewer.can(Role::Admin) {
-                    @if row.swappable {
-                        form.stack method="post" enctype="multipart/form-data" action={ (BASE) "/plugins/" (segment(&row.name)) } {
-                            (csrf_field(&viewer))
-                            label { "New version of " (row.name) " (a .wasm component)"
-                                input type="file" name="plugin" accept=".wasm,application/wasm" required;
-                            }
-                            button type="submit" { "Upload and swap" }
+                    form.stack method="post" enctype="multipart/form-data" action={ (BASE) "/plugins/" (segment(&row.name)) } {
+                        (csrf_field(&viewer))
+                        label { "New version of " (row.name) " (a .wasm component)"
+                            input type="file" name="plugin" accept=".wasm,application/wasm" required;
                         }
-                    } @else {
-                        p.note { "Upcasters are fixed while the host runs: restart it with the new file." }
+                        button type="submit" { "Upload and swap" }
                     }
                 }
             }
@@ -193,8 +185,11 @@ pub async fn upload(
     .map_err(|error| match error {
         ActivateError::Unknown(_) => UiError::not_found(error.to_string()),
         ActivateError::BadPlugin(_)
-        | ActivateError::NotSwappable(_)
+        | ActivateError::Chain { .. }
         | ActivateError::UnknownVersion { .. } => UiError::bad_request(error.to_string()),
+        ActivateError::CheckFailed(_) => {
+            UiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+        }
         ActivateError::Projection(error) => error.into(),
         ActivateError::Store { .. } => {
             UiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
@@ -216,7 +211,14 @@ pub async fn upload(
             }
             (None, false) => {
                 p.ok { "Swapped: " (name) " → " (activated.info.version) "." }
-                p { "The next commands are decided by " code { (activated.info.content_hash) } "." }
+                @if let Some(upcaster) = &activated.upcaster {
+                    p { "Every later read goes through the new upcaster chain: cached states and " (upcaster.snapshots_deleted) " snapshots built through the old one were dropped." }
+                    @if !upcaster.projections_rebuilding.is_empty() {
+                        p { "Rebuilding through the new chain: " (upcaster.projections_rebuilding.join(", ")) "." }
+                    }
+                } @else {
+                    p { "The next commands are decided by " code { (activated.info.content_hash) } "." }
+                }
             }
         }
         p { a href={ (BASE) "/plugins#plugin-" (segment(&name)) } { "Back to the plugins" } }

@@ -186,7 +186,12 @@ async fn real_answers_of_every_route_follow_their_schemas() {
     let statement = std::fs::read(eshost_tests::STATEMENT).unwrap();
     let bank = std::fs::read(eshost_tests::BANK_ACCOUNT).unwrap();
     let bank_hash = blake3::hash(&bank).to_hex().to_string();
+    let deposit_eur = std::fs::read(eshost_tests::DEPOSIT_EUR).unwrap();
     let command = |body: Value| Some(Body::from(body.to_string()));
+    // An old deposit of 13 that the `deposit-eur` candidate refuses: its check fails.
+    let old_deposit = json!({"expected": "any", "events": [
+        {"type": "FundsDeposited", "data": {"amount": 13}, "schema_version": 1}
+    ]});
     // (template, method, uri, body, the status it must answer)
     let calls: Vec<(&str, Method, String, Option<Body>, u16)> = vec![
         (
@@ -366,14 +371,14 @@ async fn real_answers_of_every_route_follow_their_schemas() {
             "/plugins/{name}",
             Method::PUT,
             "/plugins/bank-account".into(),
-            Some(Body::from(bank)),
+            Some(Body::from(bank.clone())),
             200,
         ),
         (
             "/plugins/{name}",
             Method::PUT,
             "/plugins/statement".into(),
-            Some(Body::from(statement)),
+            Some(Body::from(statement.clone())),
             202,
         ),
         (
@@ -381,7 +386,56 @@ async fn real_answers_of_every_route_follow_their_schemas() {
             Method::PUT,
             "/plugins/deposit-currency".into(),
             Some(Body::from("x")),
-            409,
+            400,
+        ),
+        (
+            "/plugins/{name}",
+            Method::PUT,
+            "/plugins/bank-account?require_check=true".into(),
+            Some(Body::from(bank.clone())),
+            200,
+        ),
+        (
+            "/plugins/{name}/check",
+            Method::POST,
+            "/plugins/bank-account/check".into(),
+            Some(Body::from(bank.clone())),
+            200,
+        ),
+        (
+            "/plugins/{name}/check",
+            Method::POST,
+            "/plugins/statement/check".into(),
+            Some(Body::from(statement.clone())),
+            200,
+        ),
+        (
+            "/streams/{id}",
+            Method::POST,
+            "/streams/old-deposits".into(),
+            command(old_deposit),
+            201,
+        ),
+        (
+            "/plugins/{name}/check",
+            Method::POST,
+            "/plugins/deposit-currency/check".into(),
+            Some(Body::from(deposit_eur.clone())),
+            200,
+        ),
+        (
+            "/plugins/{name}",
+            Method::PUT,
+            "/plugins/deposit-currency?require_check=true".into(),
+            Some(Body::from(deposit_eur)),
+            422,
+        ),
+        (
+            "/plugins/{name}/check",
+            Method::POST,
+            "/plugins/nope/check".into(),
+            Some(Body::from("x")),
+            404,
         ),
         (
             "/plugins/{name}/history",

@@ -342,8 +342,10 @@ async fn plugins_list_and_swap_by_upload() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, body) = put("balances", b"not wasm".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Upcasters swap like the others: junk is a bad plugin, not a refusal to swap.
     let (status, body) = put("deposit-currency", b"x".to_vec()).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "bad_plugin");
     let (status, body) = put("nope", b"x".to_vec()).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }

@@ -19,7 +19,7 @@
 
 mod cache;
 mod idempotency;
-mod rebuild;
+pub(crate) mod rebuild;
 mod snapshot;
 mod types;
 mod worker;
@@ -266,6 +266,52 @@ impl Aggregates {
         Ok(old.plugin.info().clone())
     }
 
+    /// Puts `chain`'s upcasters in force (hot swap of an upcaster) and drops every state
+    /// built through the old ones: each type moves to a new generation, which discards cached
+    /// states and those being computed, and every snapshot is deleted (durably). Commands
+    /// already decided finish on the old chain; every later state is built through the new
+    /// one. Returns how many snapshots were deleted.
+    pub fn swap_upcasters(&self, chain: &UpcasterChain) -> Result<usize, SnapshotError> {
+        let shared = &self.engine.shared;
+        let deleted = {
+            let _fence = shared
+                .snapshot_fence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            // The chain first: a worker that sees the new generation sees the new chain.
+            shared.upcasters.adopt(chain);
+            self.next_generation();
+            shared.snapshots.clear()?
+        };
+        for worker in &self.engine.workers {
+            let _ = worker.send(Message::Refresh);
+        }
+        Ok(deleted)
+    }
+
+    /// Moves every registered type to a new generation. Call under the snapshot fence.
+    fn next_generation(&self) -> Vec<String> {
+        let shared = &self.engine.shared;
+        let mut registry = shared.registry.write().expect("registry lock");
+        let generation = shared.registry_version.fetch_add(1, Ordering::SeqCst) + 1;
+        for registered in registry.values_mut() {
+            *registered = Arc::new(Registered {
+                plugin: registered.plugin.clone(),
+                config: registered.config,
+                generation,
+            });
+        }
+        registry.keys().cloned().collect()
+    }
+
+    /// The plugin registered for `aggregate_type`.
+    pub fn plugin(&self, aggregate_type: &str) -> Option<AggregatePlugin> {
+        self.engine
+            .shared
+            .registered(aggregate_type)
+            .map(|r| r.plugin.clone())
+    }
+
     /// The registered plugins.
     pub fn types(&self) -> Vec<PluginInfo> {
         let registry = self.engine.shared.registry.read().expect("registry lock");
@@ -487,18 +533,7 @@ impl Aggregates {
                 .snapshot_fence
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let types: Vec<String> = {
-                let mut registry = shared.registry.write().expect("registry lock");
-                let generation = shared.registry_version.fetch_add(1, Ordering::SeqCst) + 1;
-                for registered in registry.values_mut() {
-                    *registered = Arc::new(Registered {
-                        plugin: registered.plugin.clone(),
-                        config: registered.config,
-                        generation,
-                    });
-                }
-                registry.keys().cloned().collect()
-            };
+            let types = self.next_generation();
             shared.snapshots.delete_all(&types, ids)?
         };
         // Each worker handles this before any later command or query.

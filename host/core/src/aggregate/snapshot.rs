@@ -2,7 +2,7 @@
 //! plugin that made them and the stream version they cover. They are derived data: losing
 //! one costs a replay, never correctness.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::views::Views;
 
@@ -159,6 +159,19 @@ impl Snapshots {
         }
         txn.commit().map_err(storage)?;
         Ok(deleted)
+    }
+
+    /// Deletes every snapshot, durably (after an upcaster swap: each was built through the
+    /// old chain). Returns how many there were.
+    pub fn clear(&self) -> Result<usize, SnapshotError> {
+        let txn = self.views.db().begin_write().map_err(storage)?;
+        let deleted = match txn.open_table(SNAPSHOTS) {
+            Ok(table) => table.len().map_err(storage)?,
+            Err(error) => return Err(storage(error)),
+        };
+        txn.delete_table(SNAPSHOTS).map_err(storage)?;
+        txn.commit().map_err(storage)?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
     /// Forgets one aggregate's snapshot.

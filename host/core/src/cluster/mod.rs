@@ -13,6 +13,7 @@
 pub mod control;
 pub mod erasures;
 pub mod plugins;
+mod start;
 
 use std::collections::HashSet;
 use std::future::Future;

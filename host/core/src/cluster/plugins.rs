@@ -15,19 +15,24 @@
 //!   carry that version's hash (`plugin_hash`). A swap replaces the plugin atomically between
 //!   two decisions and fails no command; the store's expected-version check still decides
 //!   between nodes running different versions for a moment.
+//! - An upcaster swap replaces the whole chain at once (checked first: two claims of one
+//!   type and version are refused), drops every aggregate state and snapshot built through
+//!   the old chain, and rebuilds the projections whose events it raises differently.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use super::Node;
 use crate::aggregate::Aggregates;
+use crate::check::CheckReport;
 use crate::projection::{ProjectionHostError, Projections, SwapMode, SwapOutcome};
+use crate::upcast::{ChainError, UpcasterChain};
+
+pub use super::start::{StartVersion, at_start, recorded_version};
 use eshost_runtime::{LoadedPlugin, PluginInfo, PluginKind, Runtime};
-use eshost_store::blob::content_hash;
 use eshost_store::{
     AppendRequest, EventStore, ExpectedVersion, ProposedEvent, RecordedEvent, StreamRead, block_on,
 };
@@ -92,9 +97,14 @@ pub enum ActivateError {
     /// No plugin of that name is configured.
     #[error("no plugin named {0:?}")]
     Unknown(String),
-    /// Upcasters change only with the config, at start.
-    #[error("upcaster {0:?} cannot be swapped while the host runs; restart with the new file")]
-    NotSwappable(String),
+    /// The new version of an upcaster cannot join the chain (it claims what another claims).
+    #[error("upcaster {name:?}: {error}")]
+    Chain {
+        /// The upcaster.
+        name: String,
+        /// Why the chain refuses it.
+        error: ChainError,
+    },
     /// The component is not a valid plugin of the right kind and name.
     #[error("{0}")]
     BadPlugin(String),
@@ -106,6 +116,9 @@ pub enum ActivateError {
         /// The hash asked for.
         hash: String,
     },
+    /// The candidate's check against history found failures; nothing was activated.
+    #[error("plugin {:?}: the check against history is not clean: {}", .0.candidate.name, .0.summary())]
+    CheckFailed(Box<CheckReport>),
     /// The projection refused or could not take the swap.
     #[error(transparent)]
     Projection(#[from] ProjectionHostError),
@@ -132,6 +145,24 @@ pub struct Activated {
     pub info: PluginInfo,
     /// For a projection: what the swap did.
     pub projection: Option<SwapOutcome>,
+    /// For an upcaster: what the swap dropped and rebuilt.
+    pub upcaster: Option<UpcasterSwapped>,
+}
+
+/// What an upcaster swap did on this node, beside putting the new chain in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpcasterSwapped {
+    /// Aggregate snapshots deleted (each was built through the old chain).
+    pub snapshots_deleted: usize,
+    /// The projections rebuilding from position 0 through the new chain.
+    pub projections_rebuilding: Vec<String>,
+}
+
+/// What a swap did, by kind.
+enum Swapped {
+    Aggregate,
+    Projection(SwapOutcome),
+    Upcaster(UpcasterSwapped),
 }
 
 /// The activations recorded for `name` (every plugin's when `None`), oldest first.
@@ -166,7 +197,8 @@ pub fn history(
     Ok(activations)
 }
 
-fn record(store: &dyn EventStore, activation: &Activation) -> Result<u64, String> {
+/// Appends `activation` to `$plugins`; returns its position.
+pub(super) fn record(store: &dyn EventStore, activation: &Activation) -> Result<u64, String> {
     let data = serde_json::to_string(activation).map_err(|e| e.to_string())?;
     let request = AppendRequest::new(
         PLUGINS_STREAM,
@@ -176,84 +208,6 @@ fn record(store: &dyn EventStore, activation: &Activation) -> Result<u64, String
     block_on(store.append_system(request))
         .map(|appended| appended.first_position)
         .map_err(|e| format!("recording the activation in {PLUGINS_STREAM}: {e}"))
-}
-
-/// The component a node runs for one configured plugin at start: the bytes, and a label for
-/// messages.
-#[derive(Debug)]
-pub struct StartVersion {
-    /// The component.
-    pub bytes: Vec<u8>,
-    /// Where it came from.
-    pub label: String,
-}
-
-/// The start rule (see the module documentation) for the plugin `name` of `kind` whose config
-/// names `path`, on node `node`. Records a config activation when the config changed for this
-/// node. Upcasters always run the configured file.
-pub fn at_start(
-    store: &dyn EventStore,
-    node: &str,
-    name: &str,
-    kind: PluginKind,
-    path: &Path,
-    describe: impl Fn(&[u8]) -> Result<String, String>,
-) -> Result<StartVersion, String> {
-    let file = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let file_hash = content_hash(&file);
-    let from_file = |file: Vec<u8>| StartVersion {
-        bytes: file,
-        label: path.display().to_string(),
-    };
-    let history = history(store, Some(name))?;
-    let mine = history
-        .iter()
-        .rev()
-        .find(|r| r.activation.source == ActivationSource::Config && r.activation.node == node)
-        .map(|r| r.activation.content_hash.as_str());
-    let latest = history.last().map(|r| &r.activation);
-    if mine != Some(file_hash.as_str()) {
-        // The config changed for this node (or it starts for the first time): its file is
-        // the version to run.
-        let version = describe(&file)?;
-        store
-            .put_blob(&file)
-            .map_err(|e| format!("storing {}: {e}", path.display()))?;
-        record(
-            store,
-            &Activation {
-                name: name.to_owned(),
-                kind: kind.as_str().to_owned(),
-                content_hash: file_hash,
-                version,
-                previous_hash: latest.map(|a| a.content_hash.clone()),
-                source: ActivationSource::Config,
-                user: Some("config".into()),
-                reason: Some(format!("the config names {}", path.display())),
-                node: node.to_owned(),
-            },
-        )?;
-        return Ok(from_file(file));
-    }
-    match latest {
-        Some(latest) if latest.content_hash != file_hash && kind != PluginKind::Upcaster => {
-            match store.get_blob(&latest.content_hash) {
-                Ok(Some(bytes)) => Ok(StartVersion {
-                    bytes,
-                    label: format!(
-                        "{name} {} (activated by {:?} in {PLUGINS_STREAM})",
-                        latest.content_hash, latest.source
-                    ),
-                }),
-                Ok(None) => Err(format!(
-                    "the bytes of {name} {} (the latest activation in {PLUGINS_STREAM}) are not in the store",
-                    latest.content_hash
-                )),
-                Err(error) => Err(format!("loading {name} {}: {error}", latest.content_hash)),
-            }
-        }
-        _ => Ok(from_file(file)),
-    }
 }
 
 /// The versions a node chose at start, and the log position they reflect.
@@ -279,7 +233,8 @@ struct Inner {
     runtimes: HashMap<String, Runtime>,
     aggregates: Aggregates,
     projections: Projections,
-    upcasters: Vec<String>,
+    /// The host's chain (every read path's).
+    upcasters: UpcasterChain,
     node: Node,
     /// Per plugin: the position of the activation applied last here, and its hash. Held while
     /// an activation is recorded and applied, so activations apply in log order.
@@ -294,7 +249,7 @@ impl PluginLog {
         runtimes: HashMap<String, Runtime>,
         aggregates: Aggregates,
         projections: Projections,
-        upcasters: Vec<String>,
+        upcasters: UpcasterChain,
         node: Node,
         started: StartedVersions,
     ) -> PluginLog {
@@ -347,10 +302,11 @@ impl PluginLog {
     }
 
     fn is_configured(&self, name: &str) -> bool {
-        self.kind_of(name).is_some() || self.inner.upcasters.iter().any(|n| n == name)
+        self.kind_of(name).is_some()
     }
 
-    fn kind_of(&self, name: &str) -> Option<PluginKind> {
+    /// The kind of the configured plugin `name`.
+    pub fn kind_of(&self, name: &str) -> Option<PluginKind> {
         if self
             .inner
             .aggregates
@@ -361,6 +317,14 @@ impl PluginLog {
             Some(PluginKind::Aggregate)
         } else if self.inner.projections.config(name).is_some() {
             Some(PluginKind::Projection)
+        } else if self
+            .inner
+            .upcasters
+            .plugins()
+            .iter()
+            .any(|p| p.info().name == name)
+        {
+            Some(PluginKind::Upcaster)
         } else {
             None
         }
@@ -377,9 +341,6 @@ impl PluginLog {
         reason: Option<String>,
     ) -> Result<Activated, ActivateError> {
         let Some(kind) = self.kind_of(name) else {
-            if self.inner.upcasters.iter().any(|n| n == name) {
-                return Err(ActivateError::NotSwappable(name.to_owned()));
-            }
             return Err(ActivateError::Unknown(name.to_owned()));
         };
         let label = format!("{source:?} of {name:?}").to_lowercase();
@@ -389,6 +350,10 @@ impl PluginLog {
             reason,
         };
         let mut applied = self.inner.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if kind == PluginKind::Upcaster {
+            // Under the lock: no other swap changes the chain between this check and the swap.
+            self.candidate_chain(name, &bytes, &label)?;
+        }
         let previous_hash = applied.get(name).map(|(_, hash)| hash.clone());
         self.inner
             .store
@@ -406,15 +371,61 @@ impl PluginLog {
             node: self.inner.node.id().to_owned(),
         };
         let position = record(self.inner.store.as_ref(), &activation).map_err(store_error)?;
-        let projection = self.swap(name, kind, bytes, &label)?;
+        let swapped = self.swap(name, kind, bytes, &label)?;
         applied.insert(name.to_owned(), (position, info.content_hash.clone()));
+        let (projection, upcaster) = match swapped {
+            Swapped::Aggregate => (None, None),
+            Swapped::Projection(outcome) => (Some(outcome), None),
+            Swapped::Upcaster(swapped) => (None, Some(swapped)),
+        };
         Ok(Activated {
             position,
             kind,
             previous_hash,
             info,
             projection,
+            upcaster,
         })
+    }
+
+    /// [`activate`](Self::activate) only if the candidate's check against history is clean
+    /// ([`crate::check`]); otherwise nothing is recorded or swapped and the report comes back
+    /// in [`ActivateError::CheckFailed`]. History appended between the check and the swap is
+    /// not checked. Blocking; reads the whole log.
+    pub fn activate_checked(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        source: ActivationSource,
+        user: Option<String>,
+        reason: Option<String>,
+    ) -> Result<(Activated, CheckReport), ActivateError> {
+        let report = crate::check::check(self, name, &bytes)?;
+        if !report.is_clean() {
+            return Err(ActivateError::CheckFailed(Box::new(report)));
+        }
+        let activated = self.activate(name, bytes, source, user, reason)?;
+        Ok((activated, report))
+    }
+
+    /// The store activations are recorded in.
+    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    /// The command pipeline whose plugins this swaps.
+    pub(crate) fn aggregates(&self) -> &Aggregates {
+        &self.inner.aggregates
+    }
+
+    /// The projections whose plugins this swaps.
+    pub(crate) fn projections(&self) -> &Projections {
+        &self.inner.projections
+    }
+
+    /// The host's upcaster chain.
+    pub(crate) fn upcasters(&self) -> &UpcasterChain {
+        &self.inner.upcasters
     }
 
     /// Activates again a version recorded for `name` (by its content hash). Blocking.
@@ -448,7 +459,7 @@ impl PluginLog {
     }
 
     /// The runtime plugin `name`'s versions load under (its configured limits).
-    fn runtime(&self, name: &str) -> Result<&Runtime, ActivateError> {
+    pub fn runtime(&self, name: &str) -> Result<&Runtime, ActivateError> {
         self.inner
             .runtimes
             .get(name)
@@ -477,6 +488,86 @@ impl PluginLog {
         Ok(info)
     }
 
+    /// The host's chain with `bytes` as the new version of upcaster `name`, checked (nothing
+    /// live changes).
+    pub fn candidate_chain(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        label: &str,
+    ) -> Result<UpcasterChain, ActivateError> {
+        let loaded = self
+            .runtime(name)?
+            .load_bytes(bytes, label, PluginKind::Upcaster)
+            .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
+        let LoadedPlugin::Upcaster(plugin) = loaded else {
+            return Err(ActivateError::BadPlugin("not an upcaster".into()));
+        };
+        self.inner
+            .upcasters
+            .with_version(plugin)
+            .map_err(|error| ActivateError::Chain {
+                name: name.to_owned(),
+                error,
+            })
+    }
+
+    /// Puts a new upcaster chain in force here: see [`Aggregates::swap_upcasters`] and
+    /// [`Projections::rebuild_after_upcaster_swap`].
+    fn swap_upcaster(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        label: &str,
+    ) -> Result<UpcasterSwapped, ActivateError> {
+        let candidate = self.candidate_chain(name, bytes, label)?;
+        let before = self.inner.upcasters.detached();
+        let hashes = |chain: &UpcasterChain| -> Vec<String> {
+            let plugins = chain.plugins();
+            plugins
+                .iter()
+                .map(|p| p.info().content_hash.clone())
+                .collect()
+        };
+        if hashes(&before) == hashes(&candidate) {
+            // The version running: nothing was built through another chain.
+            return Ok(UpcasterSwapped::default());
+        }
+        let claims = |chain: &UpcasterChain| -> Vec<(String, u32)> {
+            chain
+                .plugins()
+                .iter()
+                .filter(|p| p.info().name == name)
+                .flat_map(|p| p.info().upcasts.clone())
+                .map(|claim| (claim.event_type, claim.schema_version))
+                .collect()
+        };
+        let mut changed = claims(&before);
+        changed.extend(claims(&candidate));
+        let snapshots_deleted = self
+            .inner
+            .aggregates
+            .swap_upcasters(&candidate)
+            .map_err(|e| ActivateError::Store {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let projections_rebuilding = self
+            .inner
+            .projections
+            .rebuild_after_upcaster_swap(&before, &changed)?;
+        if let Err(error) = crate::chain_record::record(self.inner.projections.views(), &candidate)
+        {
+            // The next start rebuilds once more; nothing is lost.
+            tracing::warn!(upcaster = %name, %error, "recording the swapped chain in views.redb");
+        }
+        tracing::info!(upcaster = %name, snapshots_deleted, projections = ?projections_rebuilding, "upcaster chain swapped");
+        Ok(UpcasterSwapped {
+            snapshots_deleted,
+            projections_rebuilding,
+        })
+    }
+
     /// Swaps the checked component in here.
     fn swap(
         &self,
@@ -484,7 +575,7 @@ impl PluginLog {
         kind: PluginKind,
         bytes: Vec<u8>,
         label: &str,
-    ) -> Result<Option<SwapOutcome>, ActivateError> {
+    ) -> Result<Swapped, ActivateError> {
         match kind {
             PluginKind::Aggregate => {
                 let loaded = self
@@ -501,15 +592,15 @@ impl PluginLog {
                         name: name.to_owned(),
                         reason: e.to_string(),
                     })?;
-                Ok(None)
+                Ok(Swapped::Aggregate)
             }
-            PluginKind::Projection => Ok(Some(self.inner.projections.swap_bytes(
+            PluginKind::Projection => Ok(Swapped::Projection(self.inner.projections.swap_bytes(
                 name,
                 bytes,
                 label,
                 SwapMode::Rebuild,
             )?)),
-            PluginKind::Upcaster => Err(ActivateError::NotSwappable(name.to_owned())),
+            PluginKind::Upcaster => Ok(Swapped::Upcaster(self.swap_upcaster(name, &bytes, label)?)),
         }
     }
 
@@ -525,9 +616,6 @@ impl PluginLog {
         };
         let name = activation.name.as_str();
         let Some(kind) = self.kind_of(name) else {
-            if self.inner.upcasters.iter().any(|n| n == name) {
-                tracing::warn!(upcaster = %name, hash = %activation.content_hash, "an upcaster was activated elsewhere; it changes here on restart with that file");
-            }
             return;
         };
         let mut applied = self.inner.applied.lock().unwrap_or_else(|e| e.into_inner());
@@ -554,8 +642,8 @@ impl PluginLog {
         };
         let label = format!("{name} {} from {PLUGINS_STREAM}", activation.content_hash);
         match self.swap(name, kind, bytes, &label) {
-            Ok(outcome) => {
-                tracing::info!(plugin = %name, hash = %activation.content_hash, node = %activation.node, ?outcome, "activated from the log");
+            Ok(_) => {
+                tracing::info!(plugin = %name, hash = %activation.content_hash, node = %activation.node, "activated from the log");
                 applied.insert(
                     name.to_owned(),
                     (event.position, activation.content_hash.clone()),

@@ -253,6 +253,11 @@ impl Projections {
         Ok(plugin)
     }
 
+    /// The derived-data database the read models live in.
+    pub fn views(&self) -> &Views {
+        &self.inner.views
+    }
+
     /// The configured projections' names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -368,6 +373,44 @@ impl Projections {
                     plugins.values().any(|pool| {
                         let info = pool.plugin.info();
                         event_types.iter().any(|t| info.handles_event(t))
+                    })
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        for name in &affected {
+            let (ack, answer) = std::sync::mpsc::channel();
+            self.send(name, Control::Purge { ack })?;
+            answer
+                .recv()
+                .map_err(|_| ProjectionHostError::Stopped(name.clone()))??;
+        }
+        Ok(affected)
+    }
+
+    /// Rebuilds, from position 0, every projection that sees events the upcaster chain
+    /// raises differently now: those relevant to it, through the chain `before` or the one in
+    /// force, among the (type, schema version) pairs `changed` (what the old and the new
+    /// version of the swapped upcaster claim). Their read models were built through the old
+    /// chain; the old generation serves until the rebuild switches in. Returns the
+    /// projections rebuilding.
+    pub fn rebuild_after_upcaster_swap(
+        &self,
+        before: &UpcasterChain,
+        changed: &[(String, u32)],
+    ) -> Result<Vec<String>, ProjectionHostError> {
+        let now = &self.inner.upcasters;
+        let affected: Vec<String> = {
+            let map = self.inner.projections.lock().expect("not poisoned");
+            map.iter()
+                .filter(|(_, handle)| {
+                    let plugins = handle.shared.plugins.lock().expect("not poisoned");
+                    plugins.values().any(|pool| {
+                        let handles = &pool.plugin.info().handles;
+                        let (old, new) = (before.relevance(handles), now.relevance(handles));
+                        changed
+                            .iter()
+                            .any(|(t, v)| old.is_relevant(t, *v) || new.is_relevant(t, *v))
                     })
                 })
                 .map(|(name, _)| name.clone())

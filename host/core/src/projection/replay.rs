@@ -1,7 +1,7 @@
 //! `eshost replay`: runs a projection plugin over the whole history of a stopped store into a
 //! temporary read model, and optionally compares it key by key with a live projection. Events
-//! go through the same upcaster chain as in the live host (given as files, in chain order), so
-//! a difference is the plugin's, not the replay's.
+//! go through the same upcaster chain as in the live host (given as files, in chain order, or
+//! the versions a config's host runs), so a difference is the plugin's, not the replay's.
 
 use std::io::IsTerminal;
 use std::ops::ControlFlow;
@@ -14,9 +14,12 @@ use serde::Serialize;
 
 use super::runner::to_event;
 use super::schema;
+use crate::cluster::plugins::recorded_version;
 use crate::upcast::UpcasterChain;
 use crate::views::Views;
-use eshost_runtime::{Event, Limits, MemoryReadModel, Runtime, RuntimeConfig};
+use eshost_runtime::{
+    Event, Limits, LoadedPlugin, MemoryReadModel, PluginKind, Runtime, RuntimeConfig,
+};
 use eshost_store::{AllRead, EventStore, Store, StoreConfig};
 
 /// What to replay.
@@ -30,6 +33,10 @@ pub struct ReplayOptions {
     pub plugin: PathBuf,
     /// The upcaster components, in chain order: the live host's `[[upcasters]]`.
     pub upcasters: Vec<PathBuf>,
+    /// The config's names of `upcasters`, when they come from a config: each then runs the
+    /// version its host would run (the latest activation in `$plugins`, unless the config
+    /// changed). Empty: the files as they are.
+    pub upcaster_names: Vec<String>,
     /// The sandbox limits of every plugin call (the live host's `[limits]`).
     pub limits: Limits,
     /// Compare with the live projection of this name.
@@ -169,8 +176,9 @@ pub fn replay_into_memory(
     mut on_progress: impl FnMut(u64),
 ) -> anyhow::Result<(MemoryReadModel, u64)> {
     let head = store.head();
-    let relevance = upcasters.relevance(&plugin.info().handles);
+    // One chain for the whole replay, even if the live one is swapped meanwhile.
     let mut upcasting = upcasters.instantiate();
+    let relevance = upcasting.relevance(&plugin.info().handles);
     let mut instance = plugin.instantiate(MemoryReadModel::new())?;
     let mut from = 1;
     let mut handled = 0u64;
@@ -222,10 +230,23 @@ pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         .load_projection(&options.plugin)
         .with_context(|| format!("loading {}", options.plugin.display()))?;
     let mut upcasters = Vec::with_capacity(options.upcasters.len());
-    for file in &options.upcasters {
-        let upcaster = runtime
-            .load_upcaster(file)
-            .with_context(|| format!("loading upcaster {}", file.display()))?;
+    for (index, file) in options.upcasters.iter().enumerate() {
+        let mut bytes =
+            std::fs::read(file).with_context(|| format!("reading upcaster {}", file.display()))?;
+        let mut label = file.display().to_string();
+        if let Some(name) = options.upcaster_names.get(index) {
+            let swapped = recorded_version(&store, &options.store, name, &bytes)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("the version of upcaster {name:?} in $plugins"))?;
+            if let Some(swapped) = swapped {
+                (bytes, label) = (swapped.bytes, swapped.label);
+            }
+        }
+        let upcaster = match runtime.load_bytes(&bytes, &label, PluginKind::Upcaster) {
+            Ok(LoadedPlugin::Upcaster(upcaster)) => upcaster,
+            Ok(_) => bail!("{label} is not an upcaster"),
+            Err(error) => return Err(error).with_context(|| format!("loading upcaster {label}")),
+        };
         upcasters.push(upcaster);
     }
     let upcasters = UpcasterChain::new(upcasters)?;

@@ -182,13 +182,16 @@ impl Worker {
         }
     }
 
-    /// Drops the slots of types whose plugin was swapped (or removed) since last look.
+    /// Drops the slots of types whose plugin was swapped (or removed) since last look, and
+    /// moves to the upcaster chain in force (an upcaster swap moves every type to a new
+    /// generation after putting the new chain in force).
     fn refresh(&mut self) {
         let version = self.shared.registry_version.load(Ordering::SeqCst);
         if version == self.registry_seen {
             return;
         }
         self.registry_seen = version;
+        self.upcasting.refresh();
         let shared = self.shared.clone();
         self.slots.retain(|name, slot| {
             let current = shared.registered(name);
@@ -202,11 +205,21 @@ impl Worker {
 
     fn slot(&mut self, aggregate_type: &str) -> Result<&mut Slot, CommandError> {
         if !self.slots.contains_key(aggregate_type) {
-            let registered = self.shared.registered(aggregate_type).ok_or_else(|| {
+            let mut registered = self.shared.registered(aggregate_type).ok_or_else(|| {
                 CommandError::UnknownType {
                     aggregate_type: aggregate_type.to_owned(),
                 }
             })?;
+            if registered.generation > self.registry_seen {
+                // Swapped since this message began: catch up (the chain too) before building
+                // anything under the new generation.
+                self.refresh();
+                registered = self.shared.registered(aggregate_type).ok_or_else(|| {
+                    CommandError::UnknownType {
+                        aggregate_type: aggregate_type.to_owned(),
+                    }
+                })?;
+            }
             let instance = registered.plugin.instantiate()?;
             self.slots.insert(
                 aggregate_type.to_owned(),

@@ -88,7 +88,7 @@ impl Runner {
     /// The batch holds only events relevant to the plugin; those it handles once upcast go to
     /// it.
     pub(super) fn handle(&mut self, lane: &mut Lane, events: &mut Vec<Event>, last: u64) {
-        if !self.upcasting.chain().is_empty() {
+        if !self.upcasting.is_empty() {
             if let Err(failure) = self.upcasting.upcast_all(events) {
                 let message = format!("upcasting: {}", failure.error);
                 self.failed_batch(lane, events, Some(failure.position), message);

@@ -79,7 +79,7 @@ impl Runner {
                 };
                 commit().map_err(&err)?;
                 self.active.generation = meta.active;
-                self.active.relevance = self.upcasting.chain().relevance(&plugin.info().handles);
+                self.active.relevance = self.upcasting.relevance(&plugin.info().handles);
                 self.active.plugin = plugin.clone();
                 self.active.instance = None;
                 self.active.clear_failure();
@@ -136,8 +136,8 @@ impl Runner {
         plugins.insert(generation.number, QueryPool::new(plugin.clone()));
         drop(plugins);
         tracing::info!(projection = %name, generation = generation.number, "rebuild started");
-        let upcasters = self.upcasting.chain().clone();
-        self.shadow = Some(Lane::new(&name, generation.clone(), plugin, &upcasters, 0));
+        let relevance = self.upcasting.relevance(&plugin.info().handles);
+        self.shadow = Some(Lane::new(&name, generation.clone(), plugin, relevance, 0));
         Ok(generation.number)
     }
 

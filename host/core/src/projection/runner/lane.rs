@@ -8,7 +8,7 @@ use super::read_ahead::{ReadBatch, ReadSpec};
 use crate::projection::GenerationStatus;
 use crate::projection::read_model::BatchModel;
 use crate::projection::schema::{self, Generation};
-use crate::upcast::{Relevance, UpcasterChain};
+use crate::upcast::Relevance;
 use eshost_runtime::{ProjectionInstance, ProjectionPlugin};
 
 /// One generation being fed: the active one or the shadow.
@@ -38,13 +38,13 @@ impl Lane {
         name: &str,
         generation: Generation,
         plugin: ProjectionPlugin,
-        upcasters: &UpcasterChain,
+        relevance: Arc<Relevance>,
         checkpoint: u64,
     ) -> Lane {
         Lane {
             namespace: schema::namespace(name, generation.number),
             generation,
-            relevance: upcasters.relevance(&plugin.info().handles),
+            relevance,
             plugin,
             instance: None,
             checkpoint,

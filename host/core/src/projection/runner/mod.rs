@@ -44,8 +44,8 @@ pub(crate) enum Control {
     },
     AbortRebuild,
     /// Rebuild from position 0 because derived rows may hold personal data that is now
-    /// shredded: restarts a rebuild already running (with its plugin), as it may have read
-    /// that data too.
+    /// shredded, or were built through an upcaster chain since swapped: restarts a rebuild
+    /// already running (with its plugin), as it may have read the same.
     Purge {
         ack: Sender<Result<u64, ProjectionHostError>>,
     },
@@ -164,11 +164,12 @@ impl Runner {
         };
         let active_checkpoint =
             schema::checkpoint(&db, &schema::namespace(&name, meta.active.number)).map_err(&err)?;
+        let upcasting = upcasters.instantiate();
         let active = Lane::new(
             &name,
             meta.active.clone(),
             active_plugin.clone(),
-            &upcasters,
+            upcasting.relevance(&active_plugin.info().handles),
             active_checkpoint,
         );
         let mut plugins = std::collections::HashMap::new();
@@ -179,11 +180,12 @@ impl Runner {
                     schema::checkpoint(&db, &schema::namespace(&name, generation.number))
                         .map_err(&err)?;
                 plugins.insert(generation.number, QueryPool::new(shadow_plugin.clone()));
+                let relevance = upcasting.relevance(&shadow_plugin.info().handles);
                 Some(Lane::new(
                     &name,
                     generation.clone(),
                     shadow_plugin,
-                    &upcasters,
+                    relevance,
                     checkpoint,
                 ))
             }
@@ -214,7 +216,7 @@ impl Runner {
             shared: shared.clone(),
             control,
             head,
-            upcasting: upcasters.instantiate(),
+            upcasting,
             active,
             shadow,
             paused: false,
@@ -259,6 +261,7 @@ impl Runner {
         };
         let mut head_open = true;
         loop {
+            self.refresh_upcasters();
             while let Ok(control) = self.control.try_recv() {
                 if !self.apply(control) {
                     return;
@@ -309,8 +312,28 @@ impl Runner {
         }
     }
 
+    /// Moves to the upcaster chain in force if it was swapped: the next batch of each lane
+    /// goes through the new chain (a batch read ahead under the old one's relevance is read
+    /// again). What the read models already hold came through the old chain: the swap asks
+    /// each affected projection to rebuild ([`Control::Purge`]).
+    fn refresh_upcasters(&mut self) {
+        if !self.upcasting.refresh() {
+            return;
+        }
+        for lane in [Some(&mut self.active), self.shadow.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            lane.relevance = self.upcasting.relevance(&lane.plugin.info().handles);
+            lane.ahead = None;
+        }
+        tracing::info!(projection = %self.config.name, "upcaster chain swapped; later batches go through the new one");
+    }
+
     /// Applies one control message; false to stop.
     fn apply(&mut self, control: Control) -> bool {
+        // A rebuild asked for after an upcaster swap must run through the new chain.
+        self.refresh_upcasters();
         match control {
             Control::Stop => return false,
             Control::Pause => self.paused = true,
