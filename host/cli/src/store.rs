@@ -12,7 +12,7 @@ use clap::Args;
 use eshost_api::{self as api, ExpectedVersion};
 use eshost_store::{
     AllRead, AppendRequest, Bounds, Direction, EventStore, ProposedEvent, RecordedEvent, Store,
-    StoreConfig, StreamRead, Until, block_on, compact_redb,
+    StoreConfig, StreamRead, Until, block_on,
 };
 use eshost_store_postgres::{KekSource, PgConfig, PgStore, is_postgres_url};
 use reqwest::Method;
@@ -447,19 +447,27 @@ pub(crate) fn compact(args: StoreArgs) -> anyhow::Result<()> {
         store.compact()?
     } else {
         let directory = PathBuf::from(&args.store);
-        if !directory.join(eshost_store::EVENTS_FILE).is_file() {
+        let (events, views) = (
+            directory.join(eshost_store::EVENTS_FILE),
+            directory.join(eshost_core::views::VIEWS_FILE),
+        );
+        if !events.is_file() && !views.is_file() {
             bail!(
-                "{} holds no store (no {})",
+                "{} holds no store (no {} or {})",
                 directory.display(),
-                eshost_store::EVENTS_FILE
+                eshost_store::EVENTS_FILE,
+                eshost_core::views::VIEWS_FILE
             );
         }
-        let mut config = StoreConfig::new(&directory);
-        config.keys = args.keys.clone();
-        let mut files = vec![Store::compact(config)?];
-        let views = directory.join(eshost_core::views::VIEWS_FILE);
+        let mut files = Vec::new();
+        // A PostgreSQL node's data directory holds only its views.
+        if events.is_file() {
+            let mut config = StoreConfig::new(&directory);
+            config.keys = args.keys.clone();
+            files.push(Store::compact(config)?);
+        }
         if views.is_file() {
-            files.push(compact_redb(&views)?);
+            files.push(eshost_core::views::compact(&directory)?);
         }
         files
     };
