@@ -27,7 +27,7 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use wasmtime::component::{Linker, Resource, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{
@@ -301,25 +301,37 @@ impl HostMonotonicClock for FrozenMonotonicClock {
     }
 }
 
-/// [`StoreLimits`], plus a record of the growth it refused, so that the trap that usually
-/// follows (Rust aborts when an allocation fails) is reported as a memory limit.
+/// The memory limit of one plugin instance, counted over all its linear memories and
+/// tables: a component may declare many of each (multi-memory), and a limit per memory or
+/// per table would let each take the whole budget. Also records the growth it refused, so
+/// that the trap that usually follows (Rust aborts when an allocation fails) is reported as a
+/// memory limit.
 pub(crate) struct MemoryLimiter {
-    limits: StoreLimits,
     pub(crate) max_bytes: usize,
+    /// Bytes of every linear memory of the instance.
+    memory_bytes: usize,
+    /// Elements of every table of the instance.
+    table_elements: usize,
     /// The size a refused `memory.grow` asked for, during the current call.
     pub(crate) denied: Option<usize>,
 }
 
 impl MemoryLimiter {
-    fn new(max_bytes: usize) -> MemoryLimiter {
+    /// Function tables of real plugins hold thousands of entries (tens of thousands for an
+    /// interpreter); this bounds an instance's tables to ~8 MiB of host memory.
+    const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+    /// Linear memories, tables and core instances an instance may create: far more than any
+    /// compiler emits (an interpreter component links a few dozen core instances), far fewer
+    /// than wasmtime's default of 10,000, each of which reserves address space.
+    const MAX_MEMORIES: usize = 32;
+    const MAX_TABLES: usize = 256;
+    const MAX_INSTANCES: usize = 256;
+
+    pub(crate) fn new(max_bytes: usize) -> MemoryLimiter {
         MemoryLimiter {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(max_bytes)
-                // Function tables of real plugins hold thousands of entries (tens of
-                // thousands for an interpreter); this bounds a table's host memory to ~8 MiB.
-                .table_elements(1 << 20)
-                .build(),
             max_bytes,
+            memory_bytes: 0,
+            table_elements: 0,
             denied: None,
         }
     }
@@ -332,11 +344,13 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        if !allowed {
-            self.denied = Some(desired);
+        let total = (self.memory_bytes - current.min(self.memory_bytes)).saturating_add(desired);
+        if total > self.max_bytes || maximum.is_some_and(|maximum| desired > maximum) {
+            self.denied = Some(total);
+            return Ok(false);
         }
-        Ok(allowed)
+        self.memory_bytes = total;
+        Ok(true)
     }
 
     fn table_growing(
@@ -345,19 +359,25 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        let total =
+            (self.table_elements - current.min(self.table_elements)).saturating_add(desired);
+        if total > Self::MAX_TABLE_ELEMENTS || maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        Ok(true)
     }
 
     fn instances(&self) -> usize {
-        self.limits.instances()
+        Self::MAX_INSTANCES
     }
 
     fn tables(&self) -> usize {
-        self.limits.tables()
+        Self::MAX_TABLES
     }
 
     fn memories(&self) -> usize {
-        self.limits.memories()
+        Self::MAX_MEMORIES
     }
 }
 
@@ -491,6 +511,9 @@ impl tokio::io::AsyncWrite for LogPipe {
 
 #[cfg(test)]
 mod tests {
+    use wasmtime::Store;
+    use wasmtime::component::{Component, Linker};
+
     use super::*;
 
     #[test]
@@ -506,6 +529,61 @@ mod tests {
         assert_eq!(pipe.drain_to_log("p", "stderr"), "hello wo");
         assert!(pipe.lock().bytes.is_empty());
         assert_eq!(pipe.lock().dropped, 0);
+    }
+
+    #[test]
+    fn the_memory_limit_counts_every_memory_and_table_of_an_instance() {
+        let mut limiter = MemoryLimiter::new(10 << 20);
+        // Three memories of 3 MiB fit; a fourth does not, nor does growing one past the total.
+        for _ in 0..3 {
+            assert!(limiter.memory_growing(0, 3 << 20, None).unwrap());
+        }
+        assert!(!limiter.memory_growing(0, 3 << 20, None).unwrap());
+        assert!(!limiter.memory_growing(3 << 20, 5 << 20, None).unwrap());
+        assert!(limiter.memory_growing(3 << 20, 4 << 20, None).unwrap());
+        assert!(limiter.denied.is_some());
+        // Tables share one element budget.
+        let half = MemoryLimiter::MAX_TABLE_ELEMENTS / 2;
+        assert!(limiter.table_growing(0, half, None).unwrap());
+        assert!(limiter.table_growing(0, half, None).unwrap());
+        assert!(!limiter.table_growing(0, 1, None).unwrap());
+    }
+
+    #[test]
+    fn a_component_of_many_memories_cannot_instantiate_past_the_limit() {
+        let engine = Engine::default();
+        // One core module with 20 memories of 128 pages (8 MiB) each: 160 MiB in all.
+        let memories = "(memory 128) ".repeat(20);
+        let text =
+            format!("(component (core module $m {memories}) (core instance (instantiate $m)))");
+        let component = Component::new(&engine, text).unwrap();
+        let linker = Linker::<MemoryLimiter>::new(&engine);
+        let mut store = Store::new(&engine, MemoryLimiter::new(64 << 20));
+        store.limiter(|limiter| limiter);
+        let error = linker.instantiate(&mut store, &component).unwrap_err();
+        assert!(format!("{error:?}").contains("memor"), "{error:?}");
+        assert!(store.data().memory_bytes <= 64 << 20);
+
+        // Within the limit, the same shape instantiates.
+        let text = format!(
+            "(component (core module $m {}) (core instance (instantiate $m)))",
+            "(memory 128) ".repeat(4)
+        );
+        let component = Component::new(&engine, text).unwrap();
+        let mut store = Store::new(&engine, MemoryLimiter::new(64 << 20));
+        store.limiter(|limiter| limiter);
+        linker.instantiate(&mut store, &component).unwrap();
+        assert_eq!(store.data().memory_bytes, 4 * (8 << 20));
+
+        // Many tiny memories are refused by their count.
+        let text = format!(
+            "(component (core module $m {}) (core instance (instantiate $m)))",
+            "(memory 1) ".repeat(40)
+        );
+        let component = Component::new(&engine, text).unwrap();
+        let mut store = Store::new(&engine, MemoryLimiter::new(64 << 20));
+        store.limiter(|limiter| limiter);
+        assert!(linker.instantiate(&mut store, &component).is_err());
     }
 
     #[test]
