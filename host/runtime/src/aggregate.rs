@@ -12,6 +12,10 @@ use super::sandbox::Limits;
 use super::types::{Command, CommandError, Event, EventError, NewEvent};
 use super::wit::AggregatePre;
 
+/// What the host holds per emitted event beyond its own bytes (the command's metadata, ids,
+/// positions), for the output limit.
+const EVENT_OVERHEAD_BYTES: usize = 512;
+
 /// A loaded aggregate plugin. Cheap to clone; make one [`AggregateInstance`] per worker (or
 /// per cached aggregate) with [`instantiate`](Self::instantiate).
 #[derive(Clone)]
@@ -223,10 +227,13 @@ impl AggregateInstance {
         })?;
         match result {
             Ok(events) => {
+                // Each event also costs the host a copy of the command's metadata and its
+                // bookkeeping: counted, so that a flood of tiny events is refused up front.
                 let size = events
                     .iter()
                     .map(|e| {
-                        e.event_type.len()
+                        EVENT_OVERHEAD_BYTES
+                            + e.event_type.len()
                             + e.data.len()
                             + e.subject_id.as_ref().map_or(0, String::len)
                             + e.personal_data.as_ref().map_or(0, String::len)

@@ -221,6 +221,15 @@ impl<R: ReadModel> ProjectionInstance<R> {
             Err(CallFault::Host(HostFault::ReadModel(error))) => {
                 Err(ProjectionError::ReadModel { plugin, error })
             }
+            Err(CallFault::Host(HostFault::WritesTooLarge { bytes, limit })) => {
+                Err(PluginError::OutputTooLarge {
+                    plugin,
+                    call: "handle",
+                    size: bytes,
+                    limit,
+                }
+                .into())
+            }
             Err(CallFault::Host(fault)) => Err(PluginError::Trap {
                 plugin,
                 message: fault.to_string(),

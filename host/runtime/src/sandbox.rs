@@ -88,6 +88,10 @@ pub(crate) struct HostState {
     /// A fault raised by a host function during the current call (it also traps the guest).
     pub(crate) fault: Option<HostFault>,
     scan_entries: u32,
+    /// The output limit, which also bounds the read-model writes of one call.
+    output_bytes: usize,
+    /// Bytes of keys and values written to the read model during the current call.
+    written_bytes: usize,
 }
 
 impl std::fmt::Debug for HostState {
@@ -130,6 +134,8 @@ impl HostState {
             read_only: true,
             fault: None,
             scan_entries: limits.scan_entries,
+            output_bytes: limits.output_bytes,
+            written_bytes: 0,
         }
     }
 
@@ -138,6 +144,7 @@ impl HostState {
         self.clock_ms.store(now_ms, Ordering::Relaxed);
         self.limiter.denied = None;
         self.fault = None;
+        self.written_bytes = 0;
     }
 
     /// Writes what the call printed to the host log. Returns the tail of stderr (where a
@@ -166,6 +173,10 @@ pub(crate) enum HostFault {
     WriteDuringQuery { op: &'static str },
     #[error("the read model is not available outside handle and query")]
     NoReadModel,
+    #[error(
+        "read-model writes of one call reached {bytes} bytes, over the output limit of {limit}"
+    )]
+    WritesTooLarge { bytes: usize, limit: usize },
 }
 
 /// The `read-model` import, whatever the WIT version that declares it.
@@ -179,8 +190,18 @@ impl HostState {
         self.serve(result)
     }
 
-    /// Stores `value` under `key`; refused during a query.
+    /// Stores `value` under `key`; refused during a query, and once the call's writes pass
+    /// the output limit (each write is a copy the host holds until the batch commits).
     pub(crate) fn read_model_put(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        let bytes = self.written_bytes + key.len() + value.len();
+        if bytes > self.output_bytes {
+            let fault = HostFault::WritesTooLarge {
+                bytes,
+                limit: self.output_bytes,
+            };
+            return self.serve(Err(fault));
+        }
+        self.written_bytes = bytes;
         let result = self
             .writable("put")
             .and_then(|model| model.put(key, value).map_err(HostFault::ReadModel));
@@ -584,6 +605,33 @@ mod tests {
         let mut store = Store::new(&engine, MemoryLimiter::new(64 << 20));
         store.limiter(|limiter| limiter);
         assert!(linker.instantiate(&mut store, &component).is_err());
+    }
+
+    #[test]
+    fn read_model_writes_of_one_call_stop_at_the_output_limit() {
+        let limits = Limits {
+            output_bytes: 4 << 20,
+            ..Limits::default()
+        };
+        let mut state = HostState::new("bomb".into(), &limits);
+        state.read_model = Some(Box::new(crate::read_model::MemoryReadModel::default()));
+        state.read_only = false;
+        let value = "x".repeat(1 << 20);
+        let mut stored = 0;
+        while state
+            .read_model_put(format!("key-{stored}"), value.clone())
+            .is_ok()
+        {
+            stored += 1;
+            assert!(stored < 100, "writes never stopped");
+        }
+        assert_eq!(stored, 3);
+        assert!(
+            matches!(state.fault, Some(HostFault::WritesTooLarge { limit, .. }) if limit == 4 << 20)
+        );
+        // The next call starts with a fresh budget.
+        state.begin_call(0);
+        assert!(state.read_model_put("again".into(), value).is_ok());
     }
 
     #[test]

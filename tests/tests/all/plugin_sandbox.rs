@@ -189,6 +189,27 @@ fn exit_is_a_trap() {
 }
 
 #[test]
+fn a_flood_of_tiny_events_is_refused_before_the_host_copies_them() {
+    let fixture = fixture();
+    let mut instance = hostile_instance(&fixture);
+    let (result, took) = attack(&mut instance, "many");
+    match fault(result) {
+        PluginError::OutputTooLarge {
+            call, size, limit, ..
+        } => {
+            assert_eq!(call, "handle");
+            // 100,000 events of two bytes: their overhead, not their data, passes the limit.
+            assert!(size > limit && size >= 100_000 * 512, "{size} {limit}");
+        }
+        other => panic!("expected OutputTooLarge, got {other}"),
+    }
+    assert!(took < PATIENCE, "took {took:?}");
+    // Refusing output is not a fault of the instance: it keeps its aggregate.
+    instance.state().unwrap();
+    host_still_serves_after_success(&fixture);
+}
+
+#[test]
 fn a_huge_output_is_refused() {
     let fixture = fixture();
     let mut instance = hostile_instance(&fixture);

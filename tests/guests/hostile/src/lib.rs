@@ -225,6 +225,7 @@ impl GuestInstance for Instance {
             "panic" => panic!("the hostile guest panicked on purpose"),
             "exit" => std::process::exit(3),
             "huge" => Ok(vec![event("Huge", format!("\"{}\"", "x".repeat(8 << 20)))]),
+            "many" => Ok((0..100_000).map(|_| event("T", "{}".into())).collect()),
             "print" => {
                 let line = "spam ".repeat(200);
                 for _ in 0..2000 {
