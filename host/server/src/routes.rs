@@ -314,7 +314,7 @@ pub const ROUTES: &[Route] = &[
         Method::GET,
         "/projections/{name}/query/{query}",
         READ,
-        "Ask a projection (?args=JSON, or each parameter as an argument)",
+        "Ask a projection (?args=JSON, or each parameter as a string argument)",
         json::<api::QueryAnswer>(),
         || get(projections::projection_query),
     )

@@ -251,6 +251,12 @@ async fn projections_status_query_and_control() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["balance"], 700, "{body}");
+    // A parameter is a string argument, even when it looks like a number.
+    open_and_fund(&router, "123", 5).await;
+    caught_up(&host, "balances");
+    let (status, body) = get(&router, "/projections/balances/query/balance?account=123").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["balance"], 5, "{body}");
     let args = "%7B%22account%22%3A%22account-1%22%7D";
     let (_, body) = get(
         &router,

@@ -39,8 +39,9 @@ pub(crate) async fn projection(
     Ok(Json(wire::projection_status(status)))
 }
 
-/// A query's arguments as JSON text: `?args=JSON`, or each parameter as an argument (a value
-/// that parses as JSON other than a string is taken as that JSON), or `null` with none.
+/// A query's arguments as JSON text: `?args=JSON`, or each parameter as a string argument
+/// (`?book=123` is `{"book": "123"}`: an id that looks like a number stays an id; typed
+/// arguments go in `?args=`), or `null` with none.
 fn query_args(params: Map<String, Value>) -> Result<String, ApiError> {
     match params.get("args") {
         Some(Value::String(args)) => {
@@ -49,22 +50,7 @@ fn query_args(params: Map<String, Value>) -> Result<String, ApiError> {
             Ok(args.clone())
         }
         _ if params.is_empty() => Ok("null".to_owned()),
-        _ => {
-            let object: Map<String, Value> = params
-                .into_iter()
-                .map(|(key, value)| {
-                    let value = match value {
-                        Value::String(text) => serde_json::from_str(&text)
-                            .ok()
-                            .filter(|v: &Value| !v.is_string())
-                            .unwrap_or(Value::String(text)),
-                        other => other,
-                    };
-                    (key, value)
-                })
-                .collect();
-            Ok(Value::Object(object).to_string())
-        }
+        _ => Ok(Value::Object(params).to_string()),
     }
 }
 
