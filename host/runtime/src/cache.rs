@@ -8,12 +8,17 @@
 //!
 //! Files are written to a temporary name and renamed into place, so a reader never sees a half
 //! written artifact; a file that does not deserialize is removed and rebuilt.
+//!
+//! The cache is bounded: a hit marks its file as used (its modification time), and after each
+//! new artifact the least recently used files go until the directory holds at most
+//! `max_bytes` (default 2 GiB, `ESHOST_CACHE_MAX_MB`). An evicted plugin is compiled again on
+//! its next load.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -23,7 +28,11 @@ use wasmtime::component::Component;
 pub(crate) struct ComponentCache {
     dir: Option<PathBuf>,
     engine_hash: String,
+    max_bytes: u64,
 }
+
+/// The default bound of the cache directory.
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
 /// A component and how it was obtained.
 pub(crate) struct Cached {
@@ -34,7 +43,11 @@ pub(crate) struct Cached {
 
 impl ComponentCache {
     /// A cache in `dir` (created if missing), or no cache at all with `None`.
-    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        engine: &Engine,
+        dir: Option<PathBuf>,
+        max_bytes: u64,
+    ) -> std::io::Result<Self> {
         if let Some(dir) = &dir {
             fs::create_dir_all(dir)?;
         }
@@ -43,6 +56,7 @@ impl ComponentCache {
         Ok(ComponentCache {
             dir,
             engine_hash: format!("{:016x}", hasher.finish()),
+            max_bytes,
         })
     }
 
@@ -67,6 +81,7 @@ impl ComponentCache {
         {
             match deserialize(engine, path) {
                 Ok(component) => {
+                    mark_used(path);
                     return Ok(Cached {
                         component,
                         hit: true,
@@ -83,10 +98,14 @@ impl ComponentCache {
             }
         }
         let component = Component::new(engine, bytes)?;
-        if let Some(path) = &path
-            && let Err(error) = store(&component, path)
-        {
-            tracing::warn!(path = %path.display(), "cannot cache a compiled component: {error:#}");
+        if let Some(path) = &path {
+            match store(&component, path) {
+                Ok(()) => evict(path, self.max_bytes),
+                Err(error) => tracing::warn!(
+                    path = %path.display(),
+                    "cannot cache a compiled component: {error:#}"
+                ),
+            }
         }
         Ok(Cached {
             component,
@@ -94,6 +113,50 @@ impl ComponentCache {
             elapsed: start.elapsed(),
         })
     }
+}
+
+/// Marks a cached file as just used, for the eviction order.
+fn mark_used(path: &Path) {
+    if let Ok(file) = fs::File::options().append(true).open(path) {
+        let _ = file.set_modified(SystemTime::now());
+    }
+}
+
+/// Removes the least recently used artifacts beside `kept` (just written) until the
+/// directory's artifacts hold at most `max_bytes`.
+fn evict(kept: &Path, max_bytes: u64) {
+    let Some(dir) = kept.parent() else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(SystemTime, u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+        .filter_map(|path| {
+            let metadata = fs::metadata(&path).ok()?;
+            Some((metadata.modified().ok()?, metadata.len(), path))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+    files.sort();
+    for (_, len, path) in files {
+        if total <= max_bytes {
+            break;
+        }
+        if path != kept && fs::remove_file(&path).is_ok() {
+            tracing::info!(path = %path.display(), "evicted a compiled component from the cache");
+            total -= len;
+        }
+    }
+}
+
+/// The cache bound: `ESHOST_CACHE_MAX_MB`, else [`DEFAULT_MAX_BYTES`].
+pub(crate) fn default_max_bytes() -> u64 {
+    std::env::var("ESHOST_CACHE_MAX_MB")
+        .ok()
+        .and_then(|mb| mb.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_MAX_BYTES, |mb| mb.saturating_mul(1 << 20))
 }
 
 /// Loads a compiled component from the cache.
@@ -135,4 +198,41 @@ pub(crate) fn default_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("eshost").join("components")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(dir: &Path, name: &str, bytes: usize, age_secs: u64) -> PathBuf {
+        let path = dir.join(format!("{name}.cwasm"));
+        fs::write(&path, vec![0u8; bytes]).unwrap();
+        let file = fs::File::options().append(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(age_secs))
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn the_least_recently_used_artifacts_go_first_and_the_new_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let oldest = artifact(dir.path(), "a", 1000, 300);
+        let used = artifact(dir.path(), "b", 1000, 200);
+        let newer = artifact(dir.path(), "c", 1000, 100);
+        let other = dir.path().join("notes.txt");
+        fs::write(&other, vec![0u8; 5000]).unwrap();
+        // A hit makes the old "b" the most recently used.
+        mark_used(&used);
+        let kept = artifact(dir.path(), "d", 1000, 0);
+
+        evict(&kept, 2500);
+        assert!(!oldest.exists());
+        assert!(!newer.exists());
+        assert!(used.exists() && kept.exists() && other.exists());
+
+        // The new artifact stays even when it alone is over the bound.
+        evict(&kept, 10);
+        assert!(kept.exists());
+        assert!(!used.exists());
+    }
 }

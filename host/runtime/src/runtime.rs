@@ -30,6 +30,9 @@ pub struct RuntimeConfig {
     /// `$ESHOST_CACHE_DIR`, else `$XDG_CACHE_HOME/eshost/components`, else
     /// `~/.cache/eshost/components`.
     pub cache_dir: Option<PathBuf>,
+    /// The most bytes of compiled components the cache keeps; the least recently used go
+    /// first. Default: `$ESHOST_CACHE_MAX_MB` MiB, else 2 GiB.
+    pub cache_max_bytes: u64,
     /// How often the epoch advances: the granularity of time limits. Default 10 ms.
     pub epoch_tick: Duration,
     /// The most native stack a plugin call may use, in bytes. Default 512 KiB.
@@ -41,6 +44,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             limits: Limits::default(),
             cache_dir: Some(cache::default_dir()),
+            cache_max_bytes: cache::default_max_bytes(),
             epoch_tick: Duration::from_millis(10),
             max_wasm_stack: 512 * 1024,
         }
@@ -111,11 +115,10 @@ impl Runtime {
         let engine = engine::new_engine(config.max_wasm_stack)?;
         engine::start_ticker(&engine, config.epoch_tick)?;
         let cache =
-            cache::ComponentCache::new(&engine, config.cache_dir.clone()).map_err(|source| {
-                RuntimeError::CacheDir {
-                    path: config.cache_dir.clone().unwrap_or_default(),
-                    source,
-                }
+            cache::ComponentCache::new(&engine, config.cache_dir.clone(), config.cache_max_bytes)
+                .map_err(|source| RuntimeError::CacheDir {
+                path: config.cache_dir.clone().unwrap_or_default(),
+                source,
             })?;
         let linker_error = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
         let wasi_linker = sandbox::new_linker(&engine).map_err(linker_error)?;
