@@ -45,7 +45,7 @@ pub use plugins::{
 };
 pub use projections::{
     GenerationStatus, ProjectionList, ProjectionPaused, ProjectionRebuilding, ProjectionResumed,
-    ProjectionState, ProjectionStatus, QueryAnswer, QueryArgs,
+    ProjectionSkipped, ProjectionState, ProjectionStatus, QueryAnswer, QueryArgs, SkipRequest,
 };
 pub use time::{Timestamp, TimestampError};
 

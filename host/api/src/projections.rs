@@ -33,6 +33,9 @@ pub struct GenerationStatus {
     pub lag: u64,
     /// Set when this generation stopped at a failing event.
     pub failed: Option<String>,
+    /// The position of the event it is stopped at, if it is (what `POST /projections/{name}/skip` names).
+    #[serde(default)]
+    pub failed_at: Option<u64>,
 }
 
 /// The status of a projection.
@@ -98,6 +101,28 @@ pub struct ProjectionResumed {
     /// The projection.
     pub resumed: String,
     /// Its status once the runner acted on the resume.
+    pub status: Option<ProjectionStatus>,
+}
+
+/// `POST /projections/{name}/skip` body: the event a stopped projection is to leave out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkipRequest {
+    /// The position of the event the projection is stopped at.
+    pub position: u64,
+    /// Why (recorded in `$projections` with who asked; keep personal data out).
+    pub reason: String,
+}
+
+/// `POST /projections/{name}/skip` (200): the event is parked as a dead letter and the
+/// projection runs on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProjectionSkipped {
+    /// The projection.
+    pub skipped: String,
+    /// The position of the event left out.
+    pub position: u64,
+    /// Its status once the runner acted.
     pub status: Option<ProjectionStatus>,
 }
 

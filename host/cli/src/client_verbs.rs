@@ -136,6 +136,23 @@ pub enum ProjectionCommand {
     Resume(ProjectionNameArgs),
     /// Rebuild projection NAME from position 0 beside the active one (admin).
     Rebuild(ProjectionNameArgs),
+    /// Leave out the event at POSITION that projection NAME is stopped at: parked as a dead
+    /// letter, recorded in `$projections` with who and why (admin).
+    Skip(ProjectionSkipArgs),
+}
+
+/// `eshost projection skip`.
+#[derive(Debug, Args)]
+pub struct ProjectionSkipArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The projection.
+    name: String,
+    /// The position of the event it is stopped at.
+    position: u64,
+    /// Why (recorded; keep personal data out).
+    #[arg(long)]
+    reason: String,
 }
 
 /// A projection verb's arguments.
@@ -349,6 +366,17 @@ pub(crate) fn projection(command: ProjectionCommand) -> anyhow::Result<()> {
                 client.url(&["projections", &a.name, "rebuild"]),
             );
             online(client.print::<api::ProjectionRebuilding>(request))
+        }
+        ProjectionCommand::Skip(a) => {
+            let client = a.server.client()?;
+            let body = api::SkipRequest {
+                position: a.position,
+                reason: a.reason,
+            };
+            let request = client
+                .request(Method::POST, client.url(&["projections", &a.name, "skip"]))
+                .json(&body);
+            online(client.print::<api::ProjectionSkipped>(request))
         }
     }
 }

@@ -158,6 +158,9 @@ impl From<ProjectionHostError> for ApiError {
             ProjectionHostError::Stopped(_) => {
                 ApiError::new(ErrorCode::Unavailable, error.to_string())
             }
+            ProjectionHostError::NotStoppedAt { .. } => {
+                ApiError::new(ErrorCode::Conflict, error.to_string())
+            }
             _ => ApiError::internal(error.to_string()),
         }
     }

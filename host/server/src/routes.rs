@@ -339,6 +339,15 @@ pub const ROUTES: &[Route] = &[
     .statuses(&[202]),
     Route::new(
         Method::POST,
+        "/projections/{name}/skip",
+        ADMIN,
+        "Leave out the event a stopped projection failed on: parked as a dead letter, recorded in $projections with who and why; 409 unless stopped there",
+        json::<api::ProjectionSkipped>(),
+        || post(projections::projection_skip),
+    )
+    .body(Body::Json(schema::<api::SkipRequest>())),
+    Route::new(
+        Method::POST,
         "/projections/{name}/rebuild",
         ADMIN,
         "Rebuild a projection from position 0 beside the active one",

@@ -91,6 +91,7 @@ pub fn generation(status: GenerationStatus) -> api::GenerationStatus {
         position: status.position,
         lag: status.lag,
         failed: status.failed,
+        failed_at: status.failed_at,
     }
 }
 

@@ -116,6 +116,7 @@ pub fn router(ui: Ui) -> Router {
         )
         .route("/ui/projections/{name}/pause", post(projections::pause))
         .route("/ui/projections/{name}/resume", post(projections::resume))
+        .route("/ui/projections/{name}/skip", post(projections::skip))
         .route(
             "/ui/projections/{name}/rebuild",
             get(projections::confirm_rebuild).post(projections::rebuild),

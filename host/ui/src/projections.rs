@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Redirect;
 use eshost_core::config::Role;
@@ -74,6 +74,16 @@ fn controls(viewer: &Viewer, status: &ProjectionStatus) -> Markup {
                 (action_button(viewer, Role::Admin, &format!("{base}/pause"), "Pause"))
                 @if status.state == ProjectionState::Failed {
                     " " (action_button(viewer, Role::Admin, &format!("{base}/resume"), "Retry the failed event"))
+                    @if let Some(position) = status.active.failed_at {
+                        form.inline method="post" action={ (base) "/skip" } {
+                            (csrf_field(viewer))
+                            input type="hidden" name="position" value=(position);
+                            " "
+                            input type="text" name="reason" required placeholder="why (recorded)" aria-label="Why skip it";
+                            " "
+                            button.danger type="submit" { "Skip event " (position) }
+                        }
+                    }
                 }
             }
             " "
@@ -276,6 +286,30 @@ pub async fn resume(
     viewer.require(Role::Admin)?;
     ui.host().projections().resume(&name)?;
     settle(&ui, &name, |now| now != ProjectionState::Paused).await;
+    Ok(Redirect::to(&href(&name)))
+}
+
+#[derive(Deserialize)]
+pub struct SkipForm {
+    position: u64,
+    reason: String,
+}
+
+/// `POST /ui/projections/{name}/skip` (admin): parks the event it is stopped at, recorded in
+/// `$projections` with who and why.
+pub async fn skip(
+    State(ui): State<Ui>,
+    Extension(viewer): Extension<Viewer>,
+    Path(name): Path<String>,
+    Form(form): Form<SkipForm>,
+) -> Result<Redirect, UiError> {
+    viewer.require(Role::Admin)?;
+    let control = ui.host().projection_control().clone();
+    let user = viewer.caller.as_ref().map(|c| c.name.clone());
+    let target = name.clone();
+    let reason = form.reason.trim().to_owned();
+    blocking(move || Ok(control.skip(&target, form.position, &reason, user)?)).await?;
+    settle(&ui, &name, |now| now != ProjectionState::Failed).await;
     Ok(Redirect::to(&href(&name)))
 }
 

@@ -51,6 +51,41 @@ fn a_trapping_event_stops_the_projection_with_the_error_visible() {
 }
 
 #[test]
+fn an_operator_skips_only_the_event_a_projection_is_stopped_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = poisoned_store(dir.path());
+    let projections = host(&store, dir.path());
+    projections.add(tally(TALLY_V1)).unwrap();
+    projections
+        .wait_for("tally", WAIT, |s| s.state == ProjectionState::Failed)
+        .unwrap();
+
+    // Another position is refused, naming where it stopped; nothing moves.
+    let refused = projections.skip("tally", 12, "wrong one").unwrap_err();
+    assert!(
+        refused.to_string().contains("stopped at position 11"),
+        "{refused}"
+    );
+    assert_eq!(summary(&projections), ("1".into(), 10, 10));
+
+    projections.skip("tally", 11, "ticket 42").unwrap();
+    let status = projections.wait_caught_up("tally", WAIT).unwrap();
+    assert_eq!(status.position, 21, "{status:?}");
+    assert_eq!(summary(&projections), ("1".into(), 20, 20));
+    let letters = projections.dead_letters("tally").unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].position, letters[0].event_type.as_str()),
+        (11, "Poison")
+    );
+    assert_eq!(letters[0].reason, "skipped by an operator: ticket 42");
+
+    // A running projection has nothing to skip.
+    let refused = projections.skip("tally", 11, "again").unwrap_err();
+    assert!(refused.to_string().contains("not stopped"), "{refused}");
+}
+
+#[test]
 fn a_refused_event_in_a_big_batch_commits_what_came_before() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());

@@ -258,6 +258,13 @@ async fn real_answers_of_every_route_follow_their_schemas() {
             201,
         ),
         (
+            "/projections/{name}/skip",
+            Method::POST,
+            "/projections/balances/skip".into(),
+            command(json!({"position": 1, "reason": "not stopped"})),
+            409,
+        ),
+        (
             "/aggregates/{type}/{id}/snapshot",
             Method::POST,
             "/aggregates/bank-account/account-404/snapshot".into(),

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use crate::server_support::{bank_host, call, caught_up, get, post};
+use crate::server_support::{WAIT, bank_host, call, caught_up, get, post};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
+use eshost_core::projection::ProjectionState;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -299,6 +300,54 @@ async fn projections_status_query_and_control() {
     )
     .await;
     assert_eq!(body["balance"], 700, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_skips_the_event_a_projection_stopped_at_and_the_log_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, router) = bank_host(dir.path(), "");
+    open_and_fund(&router, "account-1", 700).await;
+    let (status, body) = post(
+        &router,
+        "/streams/account-junk",
+        json!({"events": [{"type": "FundsDeposited", "data": {"amount": "junk"}, "schema_version": 2}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let junk = body["first_position"].as_u64().unwrap();
+    let stopped = tokio::task::block_in_place(|| {
+        host.projections()
+            .wait_for("balances", WAIT, |s| s.state == ProjectionState::Failed)
+            .unwrap()
+    });
+    assert_eq!(stopped.state, ProjectionState::Failed, "{stopped:?}");
+
+    let skip = |position: u64| json!({"position": position, "reason": "junk from a test"});
+    let (status, body) = post(&router, "/projections/balances/skip", skip(junk + 1)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = post(&router, "/projections/balances/skip", skip(junk)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["position"], junk);
+    caught_up(&host, "balances");
+    let (_, body) = get(
+        &router,
+        "/projections/balances/query/balance?account=account-1",
+    )
+    .await;
+    assert_eq!(body["balance"], 700, "{body}");
+
+    // The skip is in the log: what, why, and on which node.
+    let (status, body) = get(&router, "/streams/%24projections").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let record = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "ProjectionEventSkipped")
+        .unwrap_or_else(|| panic!("no skip recorded: {body}"));
+    assert_eq!(record["data"]["name"], "balances");
+    assert_eq!(record["data"]["position"], junk);
+    assert_eq!(record["data"]["reason"], "junk from a test");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

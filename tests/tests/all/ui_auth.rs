@@ -350,3 +350,48 @@ async fn ui_false_serves_no_ui() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert!(answer.body.contains("no such route"), "{}", answer.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_skips_a_stopped_projections_event_from_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, router) = bank_host(dir.path(), TOKENS);
+    let junk = tokio::task::block_in_place(|| {
+        let request = AppendRequest::new(
+            "account-junk",
+            ExpectedVersion::Any,
+            vec![
+                ProposedEvent::new("FundsDeposited", r#"{"amount":"junk"}"#).with_schema_version(2),
+            ],
+        );
+        eshost_store::block_on(host.host().store().append(request))
+            .unwrap()
+            .first_position
+    });
+    tokio::task::block_in_place(|| {
+        host.projections()
+            .wait_for("balances", crate::server_support::WAIT, |s| {
+                s.state == eshost_core::projection::ProjectionState::Failed
+            })
+            .unwrap()
+    });
+    let (session, csrf) = sign_in(&router, "admin-token").await;
+    let page = send(&router, get("/ui/projections/balances", Some(&session))).await;
+    assert!(
+        page.body.contains(&format!("Skip event {junk}")),
+        "{}",
+        page.body
+    );
+    let skip = "/ui/projections/balances/skip";
+    let form = format!("csrf={csrf}&position={junk}&reason=bad+import");
+    let answer = send(&router, post_form(skip, &session, &form)).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(projection_state(&router, &session).await, "running");
+    let letters = host.projections().dead_letters("balances").unwrap();
+    assert_eq!(letters[0].position, junk);
+    assert_eq!(letters[0].reason, "skipped by an operator: bad import");
+    // A reader sees no skip control and cannot post one.
+    let (reader, reader_csrf) = sign_in(&router, "reader-token").await;
+    let form = format!("csrf={reader_csrf}&position={junk}&reason=x");
+    let answer = send(&router, post_form(skip, &reader, &form)).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+}

@@ -1,7 +1,9 @@
 //! Projection control that must reach every node: a rebuild requested through one node is
 //! recorded in the system stream `$projections`, performed at once on that node, and by every
 //! other node when it follows the stream (a node that was down does it when it is back: it
-//! follows from where it left off). Pause and resume stay a node's own business.
+//! follows from where it left off). Pause and resume stay a node's own business, and so does
+//! an operator's skip of a failing event, which is recorded there too (who, why) as the audit
+//! trail of what a read model left out.
 
 use std::sync::Arc;
 
@@ -17,6 +19,24 @@ use eshost_store::{
 pub const PROJECTIONS_STREAM: &str = "$projections";
 /// The type of a rebuild request.
 pub const REBUILD_EVENT: &str = "ProjectionRebuildRequested";
+
+/// The type of an operator's skip of a failing event.
+pub const SKIP_EVENT: &str = "ProjectionEventSkipped";
+
+/// An operator's skip, as recorded: the audit trail of events a read model left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkipRecord {
+    /// The projection.
+    pub name: String,
+    /// The skipped event's position.
+    pub position: u64,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub user: Option<String>,
+    /// The node it was skipped on.
+    pub node: String,
+}
 
 /// A rebuild request, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +135,41 @@ impl ProjectionControl {
         })?;
         inner.handled.insert(appended.first_position);
         inner.projections.rebuild(name)
+    }
+
+    /// Skips the event at `position` that `name` is stopped at on this node (parked as a
+    /// dead letter), then records who skipped it and why in `$projections`. Blocking.
+    pub fn skip(
+        &self,
+        name: &str,
+        position: u64,
+        reason: &str,
+        user: Option<String>,
+    ) -> Result<(), ProjectionHostError> {
+        let inner = &self.inner;
+        inner.projections.skip(name, position, reason)?;
+        let record = SkipRecord {
+            name: name.to_owned(),
+            position,
+            reason: reason.to_owned(),
+            user,
+            node: inner.node.clone(),
+        };
+        let data = serde_json::to_string(&record).expect("a record serialises");
+        let append = AppendRequest::new(
+            PROJECTIONS_STREAM,
+            ExpectedVersion::Any,
+            vec![ProposedEvent::new(SKIP_EVENT, data)],
+        );
+        block_on(inner.store.append_system(append)).map_err(|error| {
+            ProjectionHostError::Views {
+                name: name.to_owned(),
+                message: format!(
+                    "the event was skipped, but recording it in {PROJECTIONS_STREAM} failed: {error}"
+                ),
+            }
+        })?;
+        Ok(())
     }
 
     fn apply(&self, event: &RecordedEvent) {

@@ -351,6 +351,23 @@ impl Projections {
         self.send(name, Control::Resume)
     }
 
+    /// Skips the event at `position` that `name` is stopped at: parks it as a dead letter
+    /// with `reason` and runs on. Refused unless a generation is stopped at that event.
+    pub fn skip(&self, name: &str, position: u64, reason: &str) -> Result<(), ProjectionHostError> {
+        let (ack, answer) = std::sync::mpsc::channel();
+        self.send(
+            name,
+            Control::Skip {
+                position,
+                reason: reason.to_owned(),
+                ack,
+            },
+        )?;
+        answer
+            .recv()
+            .map_err(|_| ProjectionHostError::Stopped(name.to_owned()))?
+    }
+
     /// Rebuilds `name` from position 0 with its current code, beside the active generation.
     pub fn rebuild(&self, name: &str) -> Result<u64, ProjectionHostError> {
         let (ack, answer) = std::sync::mpsc::channel();

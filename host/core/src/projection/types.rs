@@ -82,6 +82,8 @@ pub struct GenerationStatus {
     pub lag: u64,
     /// Set when this generation stopped at a failing event.
     pub failed: Option<String>,
+    /// The position of the event it is stopped at, if it is (what a skip names).
+    pub failed_at: Option<u64>,
 }
 
 /// The status of a projection.
@@ -177,6 +179,19 @@ pub enum ProjectionHostError {
     /// The runner has stopped.
     #[error("projection {0:?} is not running")]
     Stopped(String),
+    /// A skip named an event the projection is not stopped at.
+    #[error("projection {name:?} is not stopped at position {position}{}", match stopped_at {
+        Some(at) => format!(" (it is stopped at position {at})"),
+        None => " (it is not stopped)".to_owned(),
+    })]
+    NotStoppedAt {
+        /// The projection.
+        name: String,
+        /// The position asked for.
+        position: u64,
+        /// Where its active generation is stopped, if it is.
+        stopped_at: Option<u64>,
+    },
 }
 
 /// Why a query could not be answered.

@@ -10,7 +10,7 @@ use eshost_core::projection::ProjectionState;
 use serde_json::{Map, Value};
 
 use super::joined;
-use crate::extract::{Params, PathParams};
+use crate::extract::{JsonBody, Params, PathParams};
 use crate::{ApiError, AppState, Caller, wire};
 
 pub(crate) async fn projections(State(state): State<AppState>) -> Json<api::ProjectionList> {
@@ -120,6 +120,27 @@ pub(crate) async fn projection_resume(
             status,
         }),
     ))
+}
+
+/// An operator's skip of the event a stopped projection failed on, recorded with who and why.
+pub(crate) async fn projection_skip(
+    State(state): State<AppState>,
+    PathParams(name): PathParams<String>,
+    caller: Option<Extension<Caller>>,
+    JsonBody(body): JsonBody<api::SkipRequest>,
+) -> Result<Json<api::ProjectionSkipped>, ApiError> {
+    let control = state.inner.host.projection_control().clone();
+    let target = name.clone();
+    let user = caller.map(|c| c.0.name);
+    tokio::task::spawn_blocking(move || control.skip(&target, body.position, &body.reason, user))
+        .await
+        .map_err(joined)??;
+    let status = projection_status(&state, &name);
+    Ok(Json(api::ProjectionSkipped {
+        skipped: name,
+        position: body.position,
+        status,
+    }))
 }
 
 /// Rebuilds on every node: the request is recorded in `$projections`, which each node follows.

@@ -268,6 +268,7 @@ impl Runner {
             return;
         }
         lane.failed = Some(format!("stopped at position {}: {message}", event.position));
+        lane.failed_at = Some(event.position);
         lane.retry_at = None;
     }
 

@@ -29,6 +29,8 @@ pub(super) struct Lane {
     pub(super) retry_at: Option<Instant>,
     /// Stopped at a failing event: the error. Cleared by resume or a swap.
     pub(super) failed: Option<String>,
+    /// The position of the event it stopped at.
+    pub(super) failed_at: Option<u64>,
     /// The next batch, being read by the reader thread while the plugin handles this one.
     pub(super) ahead: Option<(ReadSpec, std::sync::mpsc::Receiver<ReadBatch>)>,
 }
@@ -53,6 +55,7 @@ impl Lane {
             attempts: 0,
             retry_at: None,
             failed: None,
+            failed_at: None,
             ahead: None,
         }
     }
@@ -63,6 +66,7 @@ impl Lane {
 
     pub(super) fn clear_failure(&mut self) {
         self.failed = None;
+        self.failed_at = None;
         self.attempts = 0;
         self.retry_at = None;
     }
@@ -75,6 +79,7 @@ impl Lane {
             position: self.checkpoint,
             lag: head.saturating_sub(self.checkpoint),
             failed: self.failed.clone(),
+            failed_at: self.failed_at,
         }
     }
 }
@@ -93,6 +98,7 @@ pub(super) fn placeholder(lane: &Lane) -> Lane {
         attempts: 0,
         retry_at: None,
         failed: None,
+        failed_at: None,
         ahead: None,
     }
 }

@@ -12,6 +12,7 @@ mod batch;
 mod generations;
 mod lane;
 mod read_ahead;
+mod skip;
 
 pub(crate) use read_ahead::to_event;
 
@@ -48,6 +49,12 @@ pub(crate) enum Control {
     /// already running (with its plugin), as it may have read the same.
     Purge {
         ack: Sender<Result<u64, ProjectionHostError>>,
+    },
+    /// Park the event a lane is stopped at, with an operator's reason, and run on.
+    Skip {
+        position: u64,
+        reason: String,
+        ack: Sender<Result<(), ProjectionHostError>>,
     },
     Swap {
         plugin: ProjectionPlugin,
@@ -356,6 +363,14 @@ impl Runner {
                 };
                 let result = self.start_shadow(plugin, None);
                 self.answer(ack, result);
+            }
+            Control::Skip {
+                position,
+                reason,
+                ack,
+            } => {
+                let result = self.skip(position, &reason);
+                let _ = ack.send(result);
             }
             Control::AbortRebuild => {
                 if let Err(error) = self.drop_shadow() {
