@@ -355,8 +355,11 @@ pub async fn rebuild(
     Path(name): Path<String>,
 ) -> Result<Redirect, UiError> {
     viewer.require(Role::Admin)?;
-    let projections = ui.host().projections().clone();
+    // Through the cluster control, like the API: recorded in `$projections`, so every node
+    // rebuilds, not only the one whose page was used.
+    let control = ui.host().projection_control().clone();
+    let user = viewer.caller.as_ref().map(|c| c.name.clone());
     let target = name.clone();
-    blocking(move || Ok(projections.rebuild(&target)?)).await?;
+    blocking(move || Ok(control.rebuild(&target, user)?)).await?;
     Ok(Redirect::to(&href(&name)))
 }

@@ -395,3 +395,30 @@ async fn an_admin_skips_a_stopped_projections_event_from_its_page() {
     let answer = send(&router, post_form(skip, &reader, &form)).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_from_the_ui_is_recorded_for_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, router) = bank_host(dir.path(), TOKENS);
+    let (session, csrf) = sign_in(&router, "admin-token").await;
+    let rebuild = "/ui/projections/balances/rebuild";
+    let answer = send(
+        &router,
+        post_form(rebuild, &session, &format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let recorded = tokio::task::block_in_place(|| {
+        host.host()
+            .store()
+            .read_stream("$projections", &eshost_store::StreamRead::forward())
+            .unwrap()
+    });
+    let request = recorded
+        .iter()
+        .find(|e| e.event_type == "ProjectionRebuildRequested")
+        .expect("the rebuild is recorded in $projections");
+    let data: serde_json::Value = serde_json::from_str(&request.data).unwrap();
+    assert_eq!(data["name"], "balances");
+    assert_eq!(data["user"], "ada");
+}
