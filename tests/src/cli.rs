@@ -6,6 +6,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A running `eshost` process, killed when dropped (a test that fails leaves nothing behind).
+#[derive(Debug)]
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What a run printed and how it ended.
 #[derive(Debug)]
 pub struct Output {

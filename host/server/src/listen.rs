@@ -106,6 +106,9 @@ async fn body_deadline(
     request: Request,
     next: Next,
 ) -> Response {
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
     let request = request.map(|body| {
         Body::new(DeadlineBody {
             inner: body,

@@ -6,18 +6,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Child;
 use std::time::Duration;
 
-/// Kills the host when the test ends, passing or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use eshost_tests::cli::Running;
 
 /// Everything the server sends until it closes the connection; fails if it keeps it open
 /// longer than `within`.

@@ -3,22 +3,12 @@
 //! aggregate's state as of an RFC 3339 time; snapshots taken on demand.
 //! Needs `target/release/eshost` (built by `cargo test --release --workspace`).
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use eshost_api::Timestamp;
-use eshost_tests::cli::{eshost_offline, eshost_online, json, json_lines};
+use eshost_tests::cli::{Running, eshost_offline, eshost_online, json, json_lines};
 use serde_json::Value;
-
-/// Kills the host when the test ends, passing or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Sends each command to `account-id` and returns the events recorded, in order.
 fn commands(base: &str, id: &str, bodies: &[&str]) -> Vec<Value> {

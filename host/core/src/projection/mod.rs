@@ -294,6 +294,42 @@ impl Projections {
             .map_err(|_| ProjectionHostError::Stopped(name.to_owned()))
     }
 
+    /// Sends `name` the control `make` builds around a reply channel, and waits for the
+    /// runner's answer.
+    fn ask<T>(
+        &self,
+        name: &str,
+        make: impl FnOnce(std::sync::mpsc::Sender<Result<T, ProjectionHostError>>) -> Control,
+    ) -> Result<T, ProjectionHostError> {
+        let (ack, answer) = std::sync::mpsc::channel();
+        self.send(name, make(ack))?;
+        answer
+            .recv()
+            .map_err(|_| ProjectionHostError::Stopped(name.to_owned()))?
+    }
+
+    /// Rebuilds from position 0 ([`Control::Purge`]) every projection with a plugin version
+    /// for which `affected` holds. Returns their names.
+    fn purge_where(
+        &self,
+        affected: impl Fn(&eshost_runtime::PluginInfo) -> bool,
+    ) -> Result<Vec<String>, ProjectionHostError> {
+        let names: Vec<String> = {
+            let map = self.inner.projections.lock().expect("not poisoned");
+            map.iter()
+                .filter(|(_, handle)| {
+                    let plugins = handle.shared.plugins.lock().expect("not poisoned");
+                    plugins.values().any(|pool| affected(pool.plugin.info()))
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        for name in &names {
+            self.ask(name, |ack| Control::Purge { ack })?;
+        }
+        Ok(names)
+    }
+
     /// The status of `name`.
     pub fn status(&self, name: &str) -> Option<ProjectionStatus> {
         let shared = self.shared(name)?;
@@ -354,27 +390,16 @@ impl Projections {
     /// Skips the event at `position` that `name` is stopped at: parks it as a dead letter
     /// with `reason` and runs on. Refused unless a generation is stopped at that event.
     pub fn skip(&self, name: &str, position: u64, reason: &str) -> Result<(), ProjectionHostError> {
-        let (ack, answer) = std::sync::mpsc::channel();
-        self.send(
-            name,
-            Control::Skip {
-                position,
-                reason: reason.to_owned(),
-                ack,
-            },
-        )?;
-        answer
-            .recv()
-            .map_err(|_| ProjectionHostError::Stopped(name.to_owned()))?
+        self.ask(name, |ack| Control::Skip {
+            position,
+            reason: reason.to_owned(),
+            ack,
+        })
     }
 
     /// Rebuilds `name` from position 0 with its current code, beside the active generation.
     pub fn rebuild(&self, name: &str) -> Result<u64, ProjectionHostError> {
-        let (ack, answer) = std::sync::mpsc::channel();
-        self.send(name, Control::Rebuild { ack })?;
-        answer
-            .recv()
-            .map_err(|_| ProjectionHostError::Stopped(name.to_owned()))?
+        self.ask(name, |ack| Control::Rebuild { ack })
     }
 
     /// Rebuilds, from position 0, every projection that handles any of `event_types` (the
@@ -382,27 +407,7 @@ impl Projections {
     /// data are replaced by rows built from the now shredded events. Returns the projections
     /// rebuilding; [`wait_caught_up`](Self::wait_caught_up) tells when each has switched.
     pub fn purge(&self, event_types: &[String]) -> Result<Vec<String>, ProjectionHostError> {
-        let affected: Vec<String> = {
-            let map = self.inner.projections.lock().expect("not poisoned");
-            map.iter()
-                .filter(|(_, handle)| {
-                    let plugins = handle.shared.plugins.lock().expect("not poisoned");
-                    plugins.values().any(|pool| {
-                        let info = pool.plugin.info();
-                        event_types.iter().any(|t| info.handles_event(t))
-                    })
-                })
-                .map(|(name, _)| name.clone())
-                .collect()
-        };
-        for name in &affected {
-            let (ack, answer) = std::sync::mpsc::channel();
-            self.send(name, Control::Purge { ack })?;
-            answer
-                .recv()
-                .map_err(|_| ProjectionHostError::Stopped(name.clone()))??;
-        }
-        Ok(affected)
+        self.purge_where(|info| event_types.iter().any(|t| info.handles_event(t)))
     }
 
     /// Rebuilds, from position 0, every projection that sees events the upcaster chain
@@ -417,30 +422,15 @@ impl Projections {
         changed: &[(String, u32)],
     ) -> Result<Vec<String>, ProjectionHostError> {
         let now = &self.inner.upcasters;
-        let affected: Vec<String> = {
-            let map = self.inner.projections.lock().expect("not poisoned");
-            map.iter()
-                .filter(|(_, handle)| {
-                    let plugins = handle.shared.plugins.lock().expect("not poisoned");
-                    plugins.values().any(|pool| {
-                        let handles = &pool.plugin.info().handles;
-                        let (old, new) = (before.relevance(handles), now.relevance(handles));
-                        changed
-                            .iter()
-                            .any(|(t, v)| old.is_relevant(t, *v) || new.is_relevant(t, *v))
-                    })
-                })
-                .map(|(name, _)| name.clone())
-                .collect()
-        };
-        for name in &affected {
-            let (ack, answer) = std::sync::mpsc::channel();
-            self.send(name, Control::Purge { ack })?;
-            answer
-                .recv()
-                .map_err(|_| ProjectionHostError::Stopped(name.clone()))??;
-        }
-        Ok(affected)
+        self.purge_where(|info| {
+            let (old, new) = (
+                before.relevance(&info.handles),
+                now.relevance(&info.handles),
+            );
+            changed
+                .iter()
+                .any(|(t, v)| old.is_relevant(t, *v) || new.is_relevant(t, *v))
+        })
     }
 
     /// Drops a rebuild in progress (or failed); the active generation is untouched.
@@ -491,19 +481,12 @@ impl Projections {
                 return Err(error);
             }
         };
-        let (ack, answer) = std::sync::mpsc::channel();
-        self.send(
-            name,
-            Control::Swap {
-                plugin,
-                bytes,
-                mode,
-                ack,
-            },
-        )?;
-        answer
-            .recv()
-            .map_err(|_| ProjectionHostError::Stopped(name.to_owned()))?
+        self.ask(name, |ack| Control::Swap {
+            plugin,
+            bytes,
+            mode,
+            ack,
+        })
     }
 
     /// Runs `query` with `args` (JSON) on the active generation of `name`, read-only, on one
