@@ -172,12 +172,7 @@ pub fn run(options: &CommandBenchOptions) -> anyhow::Result<CommandBenchReport> 
             ..EngineConfig::default()
         },
     )?;
-    aggregates.register(
-        plugin,
-        AggregateConfig {
-            snapshot_every: options.snapshot_every,
-        },
-    )?;
+    aggregates.register(plugin, AggregateConfig::every(options.snapshot_every))?;
     let account = |index: usize| format!("account-{index}");
     const OPENING: u64 = 100;
 

@@ -304,7 +304,7 @@ pub fn cold_loads(
         UpcasterChain::empty(),
         EngineConfig::default(),
     )?;
-    aggregates.register(plugin, AggregateConfig { snapshot_every: 0 })?;
+    aggregates.register(plugin, AggregateConfig::every(0))?;
     // One load first, so that the plugin's first instantiation is not timed.
     aggregates.state_blocking(&name, &fill.random_probe(), At::Latest, false)?;
     let started = Instant::now();

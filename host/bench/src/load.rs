@@ -142,7 +142,7 @@ pub fn run(options: &LoadBenchOptions) -> anyhow::Result<LoadBenchReport> {
         UpcasterChain::empty(),
         engine,
     )?;
-    aggregates.register(plugin, AggregateConfig { snapshot_every: 0 })?;
+    aggregates.register(plugin, AggregateConfig::every(0))?;
 
     let runs = options.runs.max(1);
     let mut replays = Vec::with_capacity(runs);

@@ -254,6 +254,7 @@ impl Host {
                 plugin,
                 AggregateConfig {
                     snapshot_every: entry.snapshot_every,
+                    instance_per_aggregate: entry.instance_per_aggregate,
                 },
             )?;
         }

@@ -9,6 +9,7 @@ use wasmtime::component::ResourceAny;
 use super::error::PluginError;
 use super::plugin::{LoadStats, PluginCore, PluginInfo, Sandboxed};
 use super::sandbox::Limits;
+use super::seed::call_seed;
 use super::types::{Command, CommandError, Event, EventError, NewEvent};
 use super::wit::AggregatePre;
 
@@ -158,6 +159,16 @@ pub enum RestoreError {
 }
 
 impl AggregateInstance {
+    /// Another instance of the same plugin, as fresh as a new one: the guest is instantiated
+    /// on its first call (cheap until then). Nothing this instance ran can show in it.
+    pub fn fresh(&self) -> AggregateInstance {
+        AggregateInstance {
+            sandbox: Sandboxed::new(self.sandbox.core.clone(), self.sandbox.pre.clone()),
+            current: None,
+            generation: 0,
+        }
+    }
+
     /// The id of the aggregate currently loaded, if any.
     pub fn aggregate_id(&self) -> Option<&str> {
         self.current.as_ref().map(|(_, id)| id.as_str())
@@ -175,7 +186,9 @@ impl AggregateInstance {
         self.release();
         let resource = self
             .sandbox
-            .call_plain(0, |store, guest| guest.construct(store, id))
+            .call_plain(0, call_seed(&[b"new", id.as_bytes()]), |store, guest| {
+                guest.construct(store, id)
+            })
             .inspect_err(|_| self.generation += 1)?;
         self.current = Some((resource, id.to_owned()));
         Ok(())
@@ -187,7 +200,11 @@ impl AggregateInstance {
         self.release();
         let result = self
             .sandbox
-            .call_plain(0, |store, guest| guest.restore(store, id, snapshot))
+            .call_plain(
+                0,
+                call_seed(&[b"restore", id.as_bytes()]),
+                |store, guest| guest.restore(store, id, snapshot),
+            )
             .inspect_err(|_| self.generation += 1)?;
         match result {
             Ok(resource) => {
@@ -205,8 +222,10 @@ impl AggregateInstance {
     /// (thousands per call), not one by one.
     pub fn apply(&mut self, events: &[Event]) -> Result<(), ApplyError> {
         let resource = self.current_resource()?;
+        let first = events.first().map_or(0, |event| event.stream_version);
+        let seed = self.seed(b"apply", &first.to_le_bytes());
         let result = self.guarded(|sandbox| {
-            sandbox.call_plain(0, |store, guest| guest.apply(store, resource, events))
+            sandbox.call_plain(0, seed, |store, guest| guest.apply(store, resource, events))
         })?;
         result.map_err(|EventError { position, message }| ApplyError::Event {
             plugin: self.info().name.clone(),
@@ -220,8 +239,9 @@ impl AggregateInstance {
     /// reads `command.issued_at` during the call.
     pub fn handle(&mut self, command: &Command) -> Result<Vec<NewEvent>, HandleError> {
         let resource = self.current_resource()?;
+        let seed = self.seed(command.payload.as_bytes(), &command.issued_at.to_le_bytes());
         let result = self.guarded(|sandbox| {
-            sandbox.call_plain(command.issued_at, |store, guest| {
+            sandbox.call_plain(command.issued_at, seed, |store, guest| {
                 guest.handle(store, resource, command)
             })
         })?;
@@ -251,8 +271,9 @@ impl AggregateInstance {
     /// version).
     pub fn snapshot(&mut self) -> Result<Vec<u8>, PluginError> {
         let resource = self.current_resource()?;
+        let seed = self.seed(b"snapshot", &[]);
         let bytes = self.guarded(|sandbox| {
-            sandbox.call_plain(0, |store, guest| guest.snapshot(store, resource))
+            sandbox.call_plain(0, seed, |store, guest| guest.snapshot(store, resource))
         })?;
         self.sandbox.core.check_output("snapshot", bytes.len())?;
         Ok(bytes)
@@ -261,11 +282,19 @@ impl AggregateInstance {
     /// The current state as JSON, for queries.
     pub fn state(&mut self) -> Result<String, PluginError> {
         let resource = self.current_resource()?;
+        let seed = self.seed(b"state", &[]);
         let json = self.guarded(|sandbox| {
-            sandbox.call_plain(0, |store, guest| guest.state(store, resource))
+            sandbox.call_plain(0, seed, |store, guest| guest.state(store, resource))
         })?;
         self.sandbox.core.check_output("state", json.len())?;
         Ok(json)
+    }
+
+    /// The randomness seed of a call on the current aggregate: its id, the call and where in
+    /// its history the call is.
+    fn seed(&self, call: &[u8], at: &[u8]) -> u64 {
+        let id = self.aggregate_id().unwrap_or_default();
+        call_seed(&[id.as_bytes(), call, at])
     }
 
     fn current_resource(&self) -> Result<ResourceAny, PluginError> {
@@ -334,7 +363,7 @@ impl AggregateInstance {
         {
             let dropped = self
                 .sandbox
-                .call_plain(0, |store, _| resource.resource_drop(store));
+                .call_plain(0, 0, |store, _| resource.resource_drop(store));
             if let Err(error) = dropped {
                 self.generation += 1;
                 tracing::warn!(target: "eshost::plugin", "dropping an aggregate failed: {error}");

@@ -47,6 +47,7 @@ mod projection;
 mod read_model;
 mod runtime;
 mod sandbox;
+mod seed;
 mod types;
 mod upcaster;
 mod wit;

@@ -190,7 +190,7 @@ impl From<PluginError> for CallFault {
 /// replaced after any fault.
 pub(crate) struct Sandboxed<W: World> {
     pub(crate) core: Arc<PluginCore>,
-    pre: Arc<W>,
+    pub(crate) pre: Arc<W>,
     live: Option<Live<W::Bindings>>,
 }
 
@@ -208,17 +208,20 @@ impl<W: World> fmt::Debug for Sandboxed<W> {
     }
 }
 
-/// What a call may do: read the clock at `now_ms`, use a read model.
+/// What a call may do: read the clock at `now_ms`, draw randomness from `seed`, use a read
+/// model.
 pub(crate) struct CallContext {
     pub(crate) now_ms: u64,
+    pub(crate) seed: u64,
     pub(crate) read_model: Option<Box<dyn ReadModel>>,
     pub(crate) read_only: bool,
 }
 
 impl CallContext {
-    pub(crate) fn plain(now_ms: u64) -> CallContext {
+    pub(crate) fn plain(now_ms: u64, seed: u64) -> CallContext {
         CallContext {
             now_ms,
+            seed,
             read_model: None,
             read_only: true,
         }
@@ -244,7 +247,7 @@ impl<W: World> Sandboxed<W> {
         if self.live.is_none() {
             let mut store = self.core.new_store();
             store.set_epoch_deadline(self.core.deadline_ticks());
-            store.data_mut().begin_call(0);
+            store.data_mut().begin_call(0, 0);
             let result = self.pre.instantiate(&mut store);
             let stderr = store.data_mut().end_call();
             match result {
@@ -271,6 +274,7 @@ impl<W: World> Sandboxed<W> {
     ) -> (Option<Box<dyn ReadModel>>, Result<R, CallFault>) {
         let CallContext {
             now_ms,
+            seed,
             read_model,
             read_only,
         } = context;
@@ -284,7 +288,7 @@ impl<W: World> Sandboxed<W> {
         store.set_epoch_deadline(ticks);
         {
             let state = store.data_mut();
-            state.begin_call(now_ms);
+            state.begin_call(now_ms, seed);
             state.read_model = read_model;
             state.read_only = read_only;
         }
@@ -315,9 +319,10 @@ impl<W: World> Sandboxed<W> {
     pub(crate) fn call_plain<R>(
         &mut self,
         now_ms: u64,
+        seed: u64,
         f: impl FnOnce(&mut Store<HostState>, &W::Bindings) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let (_, result) = self.call(CallContext::plain(now_ms), f);
+        let (_, result) = self.call(CallContext::plain(now_ms, seed), f);
         result.map_err(|fault| match fault {
             CallFault::Plugin(error) => error,
             CallFault::Host(fault) => PluginError::Trap {

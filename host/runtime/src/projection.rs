@@ -15,6 +15,7 @@ use super::error::PluginError;
 use super::plugin::{CallContext, CallFault, LoadStats, PluginCore, PluginInfo, Sandboxed};
 use super::read_model::{ReadModel, ReadModelError};
 use super::sandbox::{HostFault, Limits};
+use super::seed::call_seed;
 use super::types::{Event, EventError, QueryRefusal};
 use super::wit::ProjectionPre;
 
@@ -201,8 +202,10 @@ impl<R: ReadModel> ProjectionInstance<R> {
     /// read model may hold part of the batch's writes: the runner must not commit them.
     pub fn handle(&mut self, events: &[Event]) -> Result<(), ProjectionError> {
         let plugin = self.info().name.clone();
+        let first = events.first().map_or(0, |event| event.position);
         let context = CallContext {
             now_ms: 0,
+            seed: call_seed(&[b"handle", &first.to_le_bytes()]),
             read_model: self.read_model.take(),
             read_only: false,
         };
@@ -244,6 +247,7 @@ impl<R: ReadModel> ProjectionInstance<R> {
         let plugin = self.info().name.clone();
         let context = CallContext {
             now_ms: 0,
+            seed: call_seed(&[b"query", name.as_bytes(), args.as_bytes()]),
             read_model: self.read_model.take(),
             read_only: true,
         };

@@ -343,7 +343,7 @@ fn describe<W: World>(
 ) -> Result<(Arc<PluginCore>, Arc<W>), LoadError> {
     let pre = Arc::new(pre);
     let mut probe = Sandboxed::new(Arc::new(core.clone()), pre.clone());
-    let described = probe.call_plain(0, W::describe)?;
+    let described = probe.call_plain(0, 0, W::describe)?;
     check_description(&core, &described, expected)?;
     core.name = Arc::from(described.name.as_str());
     core.info.name = described.name;

@@ -7,7 +7,9 @@
 //! - The wall clock reads a fixed instant: the command's `issued-at` during `handle`, the Unix
 //!   epoch otherwise. The monotonic clock never advances, and sleeping returns at once, so a
 //!   plugin can neither observe nor wait for real time.
-//! - Random bytes come from a generator seeded with a constant, fresh for every instance.
+//! - Random bytes come from generators reseeded before every call from what the call is
+//!   about (`seed`), so a draw never depends on what the instance ran before. The
+//!   `insecure-seed` (which languages use for hash-map keys, once per instance) is a constant.
 //! - stdout and stderr go to the host log (target `eshost::plugin`), at most
 //!   [`Limits::log_bytes`] per call; the rest is dropped and counted.
 //! - Each instance has a memory limit, each call a time limit (epoch deadline) and an output
@@ -24,8 +26,6 @@ use std::time::Duration;
 use std::{io, pin::Pin};
 
 use bytes::Bytes;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -35,6 +35,7 @@ use wasmtime_wasi::{
 };
 
 use super::read_model::{ReadModel, ReadModelError};
+use super::seed::{CallRng, RANDOM_SEED};
 
 /// Limits applied to every plugin instance and call. The defaults are safe for production;
 /// tighten them per plugin in the config.
@@ -67,9 +68,6 @@ impl Default for Limits {
     }
 }
 
-/// The seed of every instance's random generators: randomness is reproducible by design.
-const RANDOM_SEED: u64 = 0x6573_686f_7374_2131; // "eshost!1"
-
 /// The data of one plugin instance's `Store`.
 pub(crate) struct HostState {
     /// The plugin's name, for the log and for errors.
@@ -81,6 +79,9 @@ pub(crate) struct HostState {
     stderr: LogPipe,
     /// Milliseconds since the epoch that the wall clock reads.
     clock_ms: Arc<AtomicU64>,
+    /// `wasi:random/random` and `wasi:random/insecure`, reseeded per call.
+    secure_random: CallRng,
+    insecure_random: CallRng,
     /// The read model lent to a projection for the current call.
     pub(crate) read_model: Option<Box<dyn ReadModel>>,
     /// Whether the current call may write to the read model.
@@ -108,13 +109,15 @@ impl HostState {
         let clock_ms = Arc::new(AtomicU64::new(0));
         let stdout = LogPipe::new(limits.log_bytes);
         let stderr = LogPipe::new(limits.log_bytes);
+        let secure_random = CallRng::new(0);
+        let insecure_random = CallRng::new(RANDOM_SEED.rotate_left(32));
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .wall_clock(FixedWallClock(clock_ms.clone()))
             .monotonic_clock(FrozenMonotonicClock)
-            .secure_random(StdRng::seed_from_u64(RANDOM_SEED))
-            .insecure_random(StdRng::seed_from_u64(RANDOM_SEED.rotate_left(32)))
+            .secure_random(secure_random.clone())
+            .insecure_random(insecure_random.clone())
             .insecure_random_seed(u128::from(RANDOM_SEED))
             .max_random_size(1024 * 1024)
             .allow_tcp(false)
@@ -130,6 +133,8 @@ impl HostState {
             stdout,
             stderr,
             clock_ms,
+            secure_random,
+            insecure_random,
             read_model: None,
             read_only: true,
             fault: None,
@@ -139,9 +144,12 @@ impl HostState {
         }
     }
 
-    /// Resets the per-call state before a call; `now_ms` is what the wall clock will read.
-    pub(crate) fn begin_call(&mut self, now_ms: u64) {
+    /// Resets the per-call state before a call; `now_ms` is what the wall clock will read,
+    /// `seed` what the call's randomness starts from ([`call_seed`](crate::seed::call_seed)).
+    pub(crate) fn begin_call(&mut self, now_ms: u64, seed: u64) {
         self.clock_ms.store(now_ms, Ordering::Relaxed);
+        self.secure_random.reseed(seed);
+        self.insecure_random.reseed(seed);
         self.limiter.denied = None;
         self.fault = None;
         self.written_bytes = 0;
@@ -630,7 +638,7 @@ mod tests {
             matches!(state.fault, Some(HostFault::WritesTooLarge { limit, .. }) if limit == 4 << 20)
         );
         // The next call starts with a fresh budget.
-        state.begin_call(0);
+        state.begin_call(0, 0);
         assert!(state.read_model_put("again".into(), value).is_ok());
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::error::PluginError;
 use super::plugin::{LoadStats, PluginCore, PluginInfo, Sandboxed};
 use super::sandbox::Limits;
+use super::seed::call_seed;
 use super::types::{Event, UpcastResult, UpcastedEvent};
 use super::wit::UpcasterPre;
 
@@ -93,9 +94,11 @@ impl UpcasterInstance {
     /// ([`may_produce`](PluginInfo::may_produce): the host decides from the declarations which
     /// plugins an event can reach), or data that is not JSON.
     pub fn upcast(&mut self, event: &Event) -> Result<UpcastResult, UpcastError> {
-        let result = self
-            .sandbox
-            .call_plain(0, |store, guest| guest.upcast(store, event))?;
+        let result = self.sandbox.call_plain(
+            0,
+            call_seed(&[&event.position.to_le_bytes()]),
+            |store, guest| guest.upcast(store, event),
+        )?;
         match result {
             Ok(UpcastResult::Unchanged) => Ok(UpcastResult::Unchanged),
             Ok(UpcastResult::Upcasted(new)) => {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deposits_and_withdrawals_lose_no_update() {
-    let host = host(AggregateConfig { snapshot_every: 5 });
+    let host = host(AggregateConfig::every(5));
     // A second pipeline on the same store competes for the same accounts, so appends do
     // conflict and commands are retried on the state as it now is.
     let rival = pipeline(
@@ -19,7 +19,7 @@ async fn concurrent_deposits_and_withdrawals_lose_no_update() {
         &host.views,
         &host.runtime,
         &host.bank,
-        AggregateConfig { snapshot_every: 5 },
+        AggregateConfig::every(5),
         true,
     );
     let accounts = ["account-1", "account-2", "account-3"];
@@ -498,13 +498,13 @@ async fn an_explicit_expected_version_is_checked_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_cache_evicts_and_rebuilds_without_changing_answers() {
-    let host = host(AggregateConfig { snapshot_every: 4 });
+    let host = host(AggregateConfig::every(4));
     let small = crate::aggregate_support::pipeline_with(
         &host.store,
         &host.views,
         &host.runtime,
         &host.bank,
-        AggregateConfig { snapshot_every: 4 },
+        AggregateConfig::every(4),
         true,
         eshost_core::aggregate::EngineConfig {
             workers: 1,

@@ -26,9 +26,7 @@ fn script() -> Vec<String> {
 async fn state_with_snapshots_equals_state_without() {
     let mut finals: Vec<Value> = Vec::new();
     for every in [0, 1, 2, 3, 7, 16, 1000] {
-        let host = host(AggregateConfig {
-            snapshot_every: every,
-        });
+        let host = host(AggregateConfig::every(every));
         for command in script() {
             send(&host.aggregates, "account-1", &command).await;
         }
@@ -91,7 +89,7 @@ async fn state_with_snapshots_equals_state_without() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_foreign_snapshots_fall_back_to_replay() {
-    let host = host(AggregateConfig { snapshot_every: 0 });
+    let host = host(AggregateConfig::every(0));
     for command in script() {
         send(&host.aggregates, "account-1", &command).await;
     }
@@ -160,7 +158,7 @@ async fn corrupt_or_foreign_snapshots_fall_back_to_replay() {
             &host.views,
             &host.runtime,
             &host.bank,
-            AggregateConfig { snapshot_every: 0 },
+            AggregateConfig::every(0),
             true,
         );
         let before = truth.state["balance"].as_u64().unwrap();
@@ -177,7 +175,7 @@ fn stored(event_type: &str, schema_version: u32, data: Value) -> ProposedEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_1_deposits_reach_the_aggregate_as_version_2() {
-    let host = host(AggregateConfig { snapshot_every: 0 });
+    let host = host(AggregateConfig::every(0));
     // History written before deposits had a currency.
     host.store
         .append(AppendRequest::new(
@@ -241,7 +239,7 @@ async fn version_1_deposits_reach_the_aggregate_as_version_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporal_state_and_history_match_a_hand_computed_account() {
-    let host = host(AggregateConfig { snapshot_every: 2 });
+    let host = host(AggregateConfig::every(2));
     let commands = [
         r#"{"type":"Open","owner":"Ann","initial_deposit":500}"#,
         r#"{"type":"Deposit","amount":200}"#,
@@ -334,7 +332,7 @@ fn rebuilt(bytes: &[u8], tag: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swapped_plugin_decides_every_later_command_and_ignores_old_snapshots() {
-    let host = host(AggregateConfig { snapshot_every: 3 });
+    let host = host(AggregateConfig::every(3));
     for command in script().iter().take(12) {
         send(&host.aggregates, "account-1", command).await;
     }
@@ -471,7 +469,7 @@ fn two_upcasters_for_one_event_version_are_refused() {
 /// snapshots and history keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_event_in_the_stream_leaves_commands_and_state_working() {
-    let config = AggregateConfig { snapshot_every: 2 };
+    let config = AggregateConfig::every(2);
     let host = host(config);
     send(
         &host.aggregates,

@@ -1,7 +1,10 @@
 //! Replays are deterministic even for a plugin that reads the clock and randomness for every
 //! event (`tests/guests/hostile`): the same events give the same state, whatever the batching,
-//! the instance or the runtime.
+//! the instance or the runtime; and a worker given an instance per aggregate decides on the
+//! state a replay builds.
 
+use crate::aggregate_support::{host, pipeline_with};
+use eshost_core::aggregate::{AggregateConfig, At, CommandOptions, EngineConfig};
 use eshost_runtime::{AggregatePlugin, Event};
 use eshost_tests::{HOSTILE, event, runtime};
 use serde_json::Value;
@@ -63,4 +66,76 @@ fn an_event_the_plugin_refuses_names_its_position() {
         error.to_string(),
         "plugin \"hostile\" could not apply the event at position 42: poisoned event"
     );
+}
+
+/// For aggregates sharing one worker, what each `digest` command was decided on (the
+/// worker's state) and what a replay of the stream up to that command builds.
+async fn decided_and_replayed(instance_per_aggregate: bool) -> Vec<(Value, Value)> {
+    let host = host(AggregateConfig::every(0));
+    let hostile = host.runtime.load_aggregate(HOSTILE).unwrap();
+    let config = AggregateConfig {
+        snapshot_every: 0,
+        instance_per_aggregate,
+    };
+    let engine = EngineConfig {
+        workers: 1,
+        ..EngineConfig::default()
+    };
+    let aggregates = pipeline_with(
+        &host.store,
+        &host.views,
+        &host.runtime,
+        &hostile,
+        config,
+        false,
+        engine,
+    );
+    let ids: Vec<String> = (0..6).map(|n| format!("victim-{n}")).collect();
+    let send = |id: String, kind: &'static str| {
+        let aggregates = aggregates.clone();
+        async move {
+            let command = format!(r#"{{"type":"{kind}"}}"#);
+            let reply = aggregates
+                .execute("hostile", &id, &command, CommandOptions::default())
+                .await
+                .unwrap();
+            assert!(reply.accepted(), "{kind} on {id}: {reply:?}");
+            reply
+        }
+    };
+    // Interleaved, so that each aggregate's events are applied among the others'.
+    for _round in 0..4 {
+        for id in &ids {
+            send(id.clone(), "ok").await;
+        }
+    }
+    let mut pairs = Vec::new();
+    for id in ids.iter().rev() {
+        let reply = send(id.clone(), "digest").await;
+        let observed = &reply.events()[0];
+        let decided: Value = serde_json::from_str(&observed.data).unwrap();
+        let replayed = aggregates
+            .state("hostile", id, At::Version(observed.stream_version - 1))
+            .await
+            .unwrap();
+        pairs.push((decided["digest"].clone(), replayed.state["digest"].clone()));
+    }
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_with_an_instance_of_its_own_decides_on_the_state_a_replay_builds() {
+    // The guest's randomness comes from std's `RandomState`, whose keys Rust draws once per
+    // instance and then counts up: in a shared instance they depend on every aggregate it
+    // served, and the worker decides on a state no replay reproduces.
+    let shared = decided_and_replayed(false).await;
+    assert!(
+        shared.iter().any(|(decided, replayed)| decided != replayed),
+        "a shared instance should show the hidden per-instance state: {shared:?}"
+    );
+    let isolated = decided_and_replayed(true).await;
+    for (decided, replayed) in &isolated {
+        assert!(decided.is_string(), "{isolated:?}");
+        assert_eq!(decided, replayed, "{isolated:?}");
+    }
 }

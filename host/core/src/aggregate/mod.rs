@@ -42,7 +42,8 @@ pub use rebuild::{At, StateError};
 pub use snapshot::{Snapshot, SnapshotError, Snapshots};
 pub use types::{
     AggregateConfig, AggregateState, CommandError, CommandOptions, CommandReply, Decision,
-    EmittedEvent, EngineConfig, EngineError, HistoryEntry, HistoryPage, PipelineStats, QueryError,
+    EmittedEvent, EngineConfig, EngineError, HistoryEntry, HistoryPage, ISOLATED_CACHE_ENTRIES,
+    PipelineStats, QueryError,
 };
 
 /// Events read from the store at a time while building a history page.

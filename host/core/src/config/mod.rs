@@ -27,6 +27,7 @@
 //! name = "bank-account"
 //! plugin = "plugins/bank_account.wasm"
 //! snapshot_every = 100
+//! instance_per_aggregate = false # true: a wasm instance per cached aggregate (determinism)
 //! limits = { memory_mb = 256 }   # this plugin's own limits, over [limits] key by key
 //!
 //! [[upcasters]]
@@ -136,6 +137,9 @@ pub struct AggregateEntry {
     /// Snapshot every N events (0: never).
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// A wasm instance per cached aggregate (see `AggregateConfig::instance_per_aggregate`).
+    #[serde(default)]
+    pub instance_per_aggregate: bool,
     /// This plugin's own sandbox limits, over `[limits]` ([`Config::plugin_limits`]).
     #[serde(default)]
     pub limits: Option<LimitOverrides>,
@@ -609,8 +613,12 @@ mod tests {
         );
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert!(config.ui, "the admin UI is on by default");
+        assert!(!config.aggregates[0].instance_per_aggregate);
         let off = Config::parse("store = \"data\"\nui = false\n", &file).unwrap();
         assert!(!off.ui);
+        let isolated = "store = \"d\"\n[[aggregates]]\nname = \"a\"\nplugin = \"plugins/a.wasm\"\n\
+                        instance_per_aggregate = true\n";
+        assert!(Config::parse(isolated, &file).unwrap().aggregates[0].instance_per_aggregate);
     }
 
     #[test]

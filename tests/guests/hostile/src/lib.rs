@@ -4,7 +4,7 @@
 //! `alloc` (a memory bomb), `recurse` and `recurse-frames`, `panic`, `exit`, `huge` (an 8 MiB
 //! event), `print`
 //! (floods stdout and stderr), and the probes `file`, `env`, `socket`, `clock`, `random`, whose
-//! one event's data says what the guest could see.
+//! one event's data says what the guest could see; `digest` reports the state it decides on.
 //!
 //! `apply` mixes, for every event, the wall clock, the monotonic clock and fresh randomness
 //! into the state, so that replays show whether any of them leak host entropy.
@@ -276,6 +276,17 @@ impl GuestInstance for Instance {
                 Ok(vec![event(
                     "Probed",
                     format!("{{\"wall_ms\":{wall},\"slept_ns\":{slept_ns}}}"),
+                )])
+            }
+            "digest" => {
+                // What the state is as this command is decided (no randomness drawn).
+                let state = self.0.borrow();
+                Ok(vec![event(
+                    "Observed",
+                    format!(
+                        "{{\"digest\":\"{:016x}\",\"applied\":{}}}",
+                        state.digest, state.applied
+                    ),
                 )])
             }
             "random" => Ok(vec![event(

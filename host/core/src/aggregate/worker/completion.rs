@@ -298,7 +298,7 @@ impl Worker {
         if slot.registered.generation != generation {
             return;
         }
-        if slot.instance.unpark(state.parked).is_err() {
+        if !slot.make_current(state.held) {
             return;
         }
         let mut events: Vec<Event> = reply
@@ -329,9 +329,7 @@ impl Worker {
         {
             tracing::warn!(stream_id = %key.1, %error, "applying stored events failed; the state will be rebuilt");
             // Whatever is current is not the state after these events.
-            if let Some(parked) = slot.instance.park() {
-                slot.instance.discard(parked);
-            }
+            slot.drop_current();
             return;
         }
         let mut since_snapshot = state.since_snapshot + stored;

@@ -15,7 +15,9 @@
 //! state, and a command on a parked state (unpark, handle, apply, park) takes ~5 µs against
 //! ~8 µs for keeping snapshot bytes instead (restore, handle, apply, snapshot). The cache is
 //! bounded by count; the instance's memory limit bounds its bytes (a fault there empties the
-//! cache, which is rebuilt on demand).
+//! cache, which is rebuilt on demand). A type configured `instance_per_aggregate` keeps an
+//! instance per cached aggregate instead (`Held::Own`): the price of plugins whose hidden
+//! per-instance state (std `HashMap` keys, statics) would otherwise differ from a replay's.
 //!
 //! This file decides; `completion` hands decided events to the store, polls the append, and
 //! applies what was stored to the cached state.
@@ -35,7 +37,8 @@ use uuid::Uuid;
 use super::cache::Lru;
 use super::rebuild::{self, At, StateError};
 use super::{
-    CommandError, CommandOptions, CommandReply, Counters, Decision, Registered, Shared, idempotency,
+    CommandError, CommandOptions, CommandReply, Counters, Decision, ISOLATED_CACHE_ENTRIES,
+    Registered, Shared, idempotency,
 };
 use crate::upcast::Upcasting;
 use eshost_runtime::{AggregateInstance, ApplyError, Command, HandleError, Parked};
@@ -93,9 +96,17 @@ enum Finished {
 /// (aggregate type, aggregate id).
 type Key = (String, String);
 
-/// A cached aggregate: its state parked in the type's instance.
+/// Where a cached aggregate's state lives.
+enum Held {
+    /// Parked in the type's shared instance.
+    Parked(Parked),
+    /// Current in an instance of its own (`instance_per_aggregate`).
+    Own(AggregateInstance),
+}
+
+/// A cached aggregate: its state, parked in the type's instance or in one of its own.
 struct Cached {
-    parked: Parked,
+    held: Held,
     /// The stream version the state covers.
     version: u64,
     /// Events applied since the last snapshot.
@@ -114,8 +125,8 @@ struct InFlight {
     pending: Option<PendingAppend>,
 }
 
-/// One aggregate type on this worker: its instance (holding every cached aggregate) and
-/// cache, for one plugin generation.
+/// One aggregate type on this worker: its working instance (holding every cached aggregate,
+/// unless they have their own) and cache, for one plugin generation.
 struct Slot {
     registered: Arc<Registered>,
     instance: AggregateInstance,
@@ -123,18 +134,59 @@ struct Slot {
 }
 
 impl Slot {
-    /// Drops a parked state from the guest.
+    fn isolated(&self) -> bool {
+        self.registered.config.instance_per_aggregate
+    }
+
+    /// Drops a cached state.
     fn discard(&mut self, cached: Cached) {
-        self.instance.discard(cached.parked);
+        match cached.held {
+            Held::Parked(parked) => self.instance.discard(parked),
+            Held::Own(instance) => drop(instance),
+        }
+    }
+
+    /// Takes the current aggregate out of the working instance: parked in it, or with the
+    /// whole instance (a fresh one takes its place, so no aggregate sees another's traces).
+    fn take_current(&mut self) -> Option<Held> {
+        if !self.isolated() {
+            return self.instance.park().map(Held::Parked);
+        }
+        self.instance.aggregate_id()?;
+        let fresh = self.instance.fresh();
+        Some(Held::Own(std::mem::replace(&mut self.instance, fresh)))
+    }
+
+    /// Makes a cached aggregate current; false when its state is gone (a fault discarded
+    /// the instance it lived in).
+    fn make_current(&mut self, held: Held) -> bool {
+        match held {
+            Held::Parked(parked) => self.instance.unpark(parked).is_ok(),
+            Held::Own(instance) if instance.aggregate_id().is_some() => {
+                self.instance = instance;
+                true
+            }
+            Held::Own(_) => false,
+        }
+    }
+
+    /// Drops the current aggregate, readying the working instance for another one: fresh,
+    /// when each aggregate has its own.
+    fn drop_current(&mut self) {
+        if self.isolated() {
+            self.instance = self.instance.fresh();
+        } else if let Some(stale) = self.instance.park() {
+            self.instance.discard(stale);
+        }
     }
 
     /// Caches the current aggregate, evicting the least recently used if full.
     fn park(&mut self, id: &str, version: u64, since_snapshot: u64) {
-        let Some(parked) = self.instance.park() else {
+        let Some(held) = self.take_current() else {
             return;
         };
         let cached = Cached {
-            parked,
+            held,
             version,
             since_snapshot,
         };
@@ -221,12 +273,16 @@ impl Worker {
                 })?;
             }
             let instance = registered.plugin.instantiate()?;
+            let mut entries = self.shared.config.cache_entries;
+            if registered.config.instance_per_aggregate {
+                entries = entries.min(ISOLATED_CACHE_ENTRIES);
+            }
             self.slots.insert(
                 aggregate_type.to_owned(),
                 Slot {
                     registered,
                     instance,
-                    cache: Lru::new(self.shared.config.cache_entries),
+                    cache: Lru::new(entries),
                 },
             );
         }
@@ -327,8 +383,8 @@ impl Worker {
             let decision = match slot.instance.handle(&command) {
                 Ok(events) if events.is_empty() => Decision::Accepted { events: Vec::new() },
                 Ok(events) => {
-                    let state = slot.instance.park().map(|parked| Cached {
-                        parked,
+                    let state = slot.take_current().map(|held| Cached {
+                        held,
                         version: loaded.version,
                         since_snapshot: loaded.since_snapshot,
                     });
@@ -474,7 +530,7 @@ fn current_state(
 ) -> Result<Loaded, StateError> {
     if let Some(cached) = slot.cache.take(id) {
         let (version, since_snapshot) = (cached.version, cached.since_snapshot);
-        if slot.instance.unpark(cached.parked).is_ok() {
+        if slot.make_current(cached.held) {
             Counters::bump(&shared.counters.cache_hits);
             return Ok(Loaded {
                 version,
@@ -492,9 +548,7 @@ fn rebuild_state(
     shared: &Shared,
     id: &str,
 ) -> Result<Loaded, StateError> {
-    if let Some(stale) = slot.instance.park() {
-        slot.instance.discard(stale);
-    }
+    slot.drop_current();
     Counters::bump(&shared.counters.rebuilds);
     let mut build = |slot: &mut Slot| {
         rebuild::build(
