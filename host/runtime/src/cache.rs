@@ -18,6 +18,7 @@ use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::Engine;
@@ -29,6 +30,9 @@ pub(crate) struct ComponentCache {
     dir: Option<PathBuf>,
     engine_hash: String,
     max_bytes: u64,
+    /// Held while compiling: compiles run one at a time (each is parallel inside), so a
+    /// burst of uploads queues instead of taking every core and its memory at once.
+    compiling: Arc<Mutex<()>>,
 }
 
 /// The default bound of the cache directory.
@@ -57,6 +61,7 @@ impl ComponentCache {
             dir,
             engine_hash: format!("{:016x}", hasher.finish()),
             max_bytes,
+            compiling: Arc::default(),
         })
     }
 
@@ -97,7 +102,13 @@ impl ComponentCache {
                 }
             }
         }
-        let component = Component::new(engine, bytes)?;
+        let component = {
+            let _one_at_a_time = self
+                .compiling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            Component::new(engine, bytes)?
+        };
         if let Some(path) = &path {
             match store(&component, path) {
                 Ok(()) => evict(path, self.max_bytes),

@@ -87,6 +87,17 @@ pub enum LoadError {
         /// The kind it was loaded as.
         expected: PluginKind,
     },
+    /// The component exports another world than the kind it is loaded as: seen in its bytes,
+    /// before compiling it.
+    #[error("{file} is {} component; expected {}", found.with_article(), expected.with_article())]
+    WrongWorld {
+        /// The file (or upload) it came from.
+        file: String,
+        /// The world the component exports.
+        found: PluginKind,
+        /// The kind it was loaded as.
+        expected: PluginKind,
+    },
     /// `describe()` reports another kind than the world the component targets.
     #[error(
         "plugin \"{name}\" targets the {world} world but describes itself as {}",

@@ -255,6 +255,17 @@ impl Runtime {
     ) -> Result<(LoadedPlugin, Component), LoadError> {
         let start = Instant::now();
         check_header(bytes, label)?;
+        if let Some(expected) = expected
+            && let Some(kinds) = wit::declared_kinds(bytes)
+            && let [found] = kinds[..]
+            && found != expected
+        {
+            return Err(LoadError::WrongWorld {
+                file: label.to_owned(),
+                found,
+                expected,
+            });
+        }
         let content_hash = blake3::hash(bytes).to_hex().to_string();
         let engine = &self.shared.engine;
         let cached = self

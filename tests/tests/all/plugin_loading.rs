@@ -18,35 +18,40 @@ fn load_error(runtime: &Runtime, path: &std::path::Path, kind: PluginKind) -> Lo
 }
 
 #[test]
-fn a_component_of_another_world_is_refused() {
-    let (runtime, _cache) = runtime();
+fn a_component_of_another_world_is_refused_before_it_is_compiled() {
+    let (runtime, cache) = runtime();
     let cases = [
         (
             BALANCES,
             PluginKind::Aggregate,
-            "plugin \"balances\" is a projection component; expected an aggregate",
+            "balances.wasm is a projection component; expected an aggregate",
         ),
         (
             BANK_ACCOUNT,
             PluginKind::Projection,
-            "plugin \"bank-account\" is an aggregate component; expected a projection",
+            "bank_account.wasm is an aggregate component; expected a projection",
         ),
         (
             DEPOSIT_CURRENCY,
             PluginKind::Aggregate,
-            "plugin \"deposit-currency\" is an upcaster component; expected an aggregate",
+            "deposit_currency.wasm is an upcaster component; expected an aggregate",
         ),
         (
             COUNTER,
             PluginKind::Upcaster,
-            "plugin \"counter\" is a projection component; expected an upcaster",
+            "counter.wasm is a projection component; expected an upcaster",
         ),
     ];
     for (path, kind, message) in cases {
         let error = load_error(&runtime, path.as_ref(), kind);
-        assert!(matches!(error, LoadError::WrongKind { .. }), "{error:?}");
+        assert!(matches!(error, LoadError::WrongWorld { .. }), "{error:?}");
         assert_eq!(error.to_string(), message);
     }
+    // Read from the bytes: nothing was compiled, so nothing was cached.
+    let cached = fs::read_dir(cache.path()).unwrap().count();
+    assert_eq!(cached, 0, "a refused component was compiled");
+    runtime.load(BALANCES, PluginKind::Projection).unwrap();
+    assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 1);
 }
 
 #[test]

@@ -104,6 +104,31 @@ fn parse_export(name: &str) -> Option<(PluginKind, &str)> {
     Some((kind, version))
 }
 
+/// The plugin worlds a component's top level exports, read from its bytes without compiling
+/// them: an upload of the wrong kind is refused before it costs a compilation. `None` when the
+/// bytes do not parse (the compiler then says why).
+pub(crate) fn declared_kinds(bytes: &[u8]) -> Option<Vec<PluginKind>> {
+    let mut kinds = Vec::new();
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentExportSection(exports) if depth == 1 => {
+                for export in exports {
+                    if let Some((kind, _)) = parse_export(export.ok()?.name.name)
+                        && !kinds.contains(&kind)
+                    {
+                        kinds.push(kind);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(kinds)
+}
+
 /// Which world and contract version a component targets, from the eshost interfaces it
 /// exports. A component exporting two worlds is refused; one exporting only versions this host
 /// does not support is refused naming them; of several supported versions the newest wins.
