@@ -30,8 +30,15 @@ pub struct Output {
 
 /// Runs `eshost ARGS` without the environment's server, token or store, killed after 20 s.
 pub fn eshost_offline(args: &[&str]) -> Output {
+    eshost_with(args, &[], Duration::from_secs(20))
+}
+
+/// [`eshost_offline`] with variables `env` set, killed after `limit` (a run that compiles an
+/// interpreter component takes longer than most).
+pub fn eshost_with(args: &[&str], env: &[(&str, &std::ffi::OsStr)], limit: Duration) -> Output {
     let mut child = Command::new(crate::eshost_binary())
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("ESHOST_TOKEN")
         .env_remove("ESHOST_STORE")
         .env_remove("ESHOST_KEYS")
@@ -54,14 +61,14 @@ pub fn eshost_offline(args: &[&str]) -> Output {
         let _ = stderr_pipe.read_to_string(&mut text);
         text
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for eshost") {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("eshost {args:?} did not finish in 20 s");
+            panic!("eshost {args:?} did not finish in {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     };

@@ -128,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Forget(args) => store::forget(args),
         Command::Replay(args) => plugin::replay(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin::inspect(args),
+        Command::Plugin(PluginCommand::Test(args)) => plugin::test(args),
         Command::Plugin(PluginCommand::List(args)) => client_verbs::plugin_list(args),
         Command::Plugin(PluginCommand::Swap(args)) => client_verbs::plugin_swap(args),
         Command::Plugin(PluginCommand::Check(args)) => client_verbs::plugin_check(args),

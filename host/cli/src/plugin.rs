@@ -14,6 +14,11 @@ use crate::output::print_json;
 pub enum PluginCommand {
     /// What a plugin file is: kind, name, contract version, events, imports, hash.
     Inspect(PluginInspectArgs),
+    /// Run the component FILE (any language) in the real sandbox against the cases of a
+    /// fixture file: given events, then a command (aggregate: the events, rejection or state
+    /// expected), queries (projection: the answers) or nothing (upcaster: the events as the
+    /// chain leaves them). Prints each case, with where a mismatch is; exits 1 if any fails.
+    Test(PluginTestArgs),
     /// The plugins a running host has loaded.
     List(ServerArgs),
     /// Hot-swap a running host's aggregate, upcaster or projection plugin NAME with the
@@ -71,6 +76,28 @@ pub struct ReplayArgs {
     /// Differing keys to show per kind (added, removed, changed).
     #[arg(long, default_value_t = 5)]
     samples: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `eshost plugin test`.
+#[derive(Debug, Args)]
+pub struct PluginTestArgs {
+    /// The component file.
+    file: PathBuf,
+    /// The fixture file (JSON: `{"upcasters": [...], "cases": [...]}`; see the plugin guides).
+    #[arg(long, short)]
+    fixture: PathBuf,
+    /// An upcaster component the events go through, after the fixture's; repeat for a chain.
+    #[arg(long = "upcaster", value_name = "FILE")]
+    upcasters: Vec<PathBuf>,
+    /// The time limit of each plugin call, as in the config's `limits` [default: 1000].
+    #[arg(long, value_name = "MS")]
+    time_ms: Option<u64>,
+    /// The memory limit of each plugin instance, as in the config's `limits` [default: 128].
+    #[arg(long, value_name = "MB")]
+    memory_mb: Option<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -134,6 +161,31 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     } else {
         print!("{report}");
         Ok(())
+    }
+}
+
+pub(crate) fn test(args: PluginTestArgs) -> anyhow::Result<()> {
+    let fixture = eshost_core::fixture::Fixture::load(&args.fixture)?;
+    let mut limits = eshost_runtime::Limits::default();
+    if let Some(ms) = args.time_ms {
+        limits.time = std::time::Duration::from_millis(ms.max(1));
+    }
+    if let Some(mb) = args.memory_mb {
+        limits.memory_bytes = mb.max(1).saturating_mul(1024 * 1024);
+    }
+    let runtime = eshost_runtime::Runtime::new(eshost_runtime::RuntimeConfig {
+        limits,
+        ..eshost_runtime::RuntimeConfig::default()
+    })?;
+    let report = eshost_core::fixture::run(&runtime, &args.file, &fixture, &args.upcasters)?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print!("{report}");
+    }
+    match report.failed() {
+        0 => Ok(()),
+        failed => anyhow::bail!("{failed} of {} cases failed", report.cases.len()),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod chain_record;
 pub mod check;
 pub mod cluster;
 pub mod config;
+pub mod fixture;
 pub mod host;
 pub mod privacy;
 pub mod projection;

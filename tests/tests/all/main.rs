@@ -14,6 +14,7 @@ mod compat_patch;
 mod plugin_check;
 mod plugin_determinism;
 mod plugin_first_party;
+mod plugin_fixture;
 mod plugin_loading;
 mod plugin_log;
 mod plugin_projection;

@@ -101,7 +101,7 @@ enum Held {
     /// Parked in the type's shared instance.
     Parked(Parked),
     /// Current in an instance of its own (`instance_per_aggregate`).
-    Own(AggregateInstance),
+    Own(Box<AggregateInstance>),
 }
 
 /// A cached aggregate: its state, parked in the type's instance or in one of its own.
@@ -154,7 +154,8 @@ impl Slot {
         }
         self.instance.aggregate_id()?;
         let fresh = self.instance.fresh();
-        Some(Held::Own(std::mem::replace(&mut self.instance, fresh)))
+        let own = std::mem::replace(&mut self.instance, fresh);
+        Some(Held::Own(Box::new(own)))
     }
 
     /// Makes a cached aggregate current; false when its state is gone (a fault discarded
@@ -163,7 +164,7 @@ impl Slot {
         match held {
             Held::Parked(parked) => self.instance.unpark(parked).is_ok(),
             Held::Own(instance) if instance.aggregate_id().is_some() => {
-                self.instance = instance;
+                self.instance = *instance;
                 true
             }
             Held::Own(_) => false,

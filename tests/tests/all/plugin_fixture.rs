@@ -1,0 +1,172 @@
+//! `eshost plugin test`: every first-party plugin, in Rust, Python and JavaScript, passes the
+//! fixtures shipped in `examples/bank/fixtures`; a mismatch fails with where it is; fixtures
+//! that cannot be right are refused, not passed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use eshost_tests::cli::{Output, eshost_with};
+use eshost_tests::{BALANCES, BANK_ACCOUNT, DEPOSIT_CURRENCY};
+
+use crate::polyglot_support::component;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/bank/fixtures")
+        .join(name)
+}
+
+/// `eshost plugin test PLUGIN --fixture FIXTURE EXTRA...`, with the interpreter limits the
+/// guides recommend and the polyglot tests' component cache (an interpreter compiles once).
+fn plugin_test(plugin: &Path, fixture: &Path, extra: &[&str]) -> Output {
+    let cache = std::env::temp_dir().join("eshost-polyglot-tests-cache");
+    let mut args = vec![
+        "plugin",
+        "test",
+        plugin.to_str().unwrap(),
+        "--fixture",
+        fixture.to_str().unwrap(),
+        "--time-ms",
+        "5000",
+        "--memory-mb",
+        "256",
+    ];
+    args.extend(extra);
+    eshost_with(
+        &args,
+        &[("ESHOST_CACHE_DIR", cache.as_os_str())],
+        Duration::from_secs(300),
+    )
+}
+
+fn assert_passes(output: &Output, cases: usize) {
+    assert_eq!(
+        output.code,
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        output.stdout,
+        output.stderr
+    );
+    assert!(
+        output.stdout.contains(&format!("{cases} passed, 0 failed")),
+        "{}",
+        output.stdout
+    );
+}
+
+#[test]
+fn every_bank_account_plugin_passes_the_shipped_fixture() {
+    let aggregates = [
+        PathBuf::from(BANK_ACCOUNT),
+        component("bank-account-py"),
+        component("bank-account-js"),
+    ];
+    for plugin in &aggregates {
+        let output = plugin_test(
+            plugin,
+            &fixture("bank-account.json"),
+            &["--upcaster", DEPOSIT_CURRENCY],
+        );
+        assert_passes(&output, 6);
+    }
+}
+
+#[test]
+fn every_balances_plugin_and_the_upcaster_pass_the_shipped_fixtures() {
+    for plugin in [
+        PathBuf::from(BALANCES),
+        component("balances-py"),
+        component("balances-js"),
+    ] {
+        assert_passes(&plugin_test(&plugin, &fixture("balances.json"), &[]), 2);
+    }
+    let upcaster = plugin_test(
+        Path::new(DEPOSIT_CURRENCY),
+        &fixture("deposit-currency.json"),
+        &[],
+    );
+    assert_passes(&upcaster, 2);
+}
+
+#[test]
+fn a_mismatch_fails_with_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrong.json");
+    std::fs::write(
+        &path,
+        r#"{"cases": [
+            {"name": "right", "when": {"type": "Open", "owner": "Ann"},
+             "then": [{"type": "AccountOpened", "data": {"owner": "Ann", "currency": "USD"}}]},
+            {"name": "a wrong balance",
+             "given": [{"type": "AccountOpened", "data": {"owner": "Ann", "initial_deposit": 40, "currency": "USD"}}],
+             "state": {"id": "test-1", "owner": "Ann", "balance": 41, "currency": "USD",
+                       "frozen": false, "open": true, "closed": false}},
+            {"name": "expects a refusal", "when": {"type": "Open", "owner": "Bob"},
+             "rejected": "already open"}
+        ]}"#,
+    )
+    .unwrap();
+    let output = plugin_test(Path::new(BANK_ACCOUNT), &path, &[]);
+    assert_eq!(output.code, Some(1), "{}", output.stdout);
+    let text = &output.stdout;
+    assert!(text.contains("  ok    right"), "{text}");
+    assert!(text.contains("  FAIL  a wrong balance"), "{text}");
+    assert!(
+        text.contains("state at balance: expected 41, got 40"),
+        "{text}"
+    );
+    assert!(
+        text.contains("expected the command rejected (\"already open\"); it was accepted"),
+        "{text}"
+    );
+    assert!(text.contains("1 passed, 2 failed"), "{text}");
+    assert!(
+        output.stderr.contains("2 of 3 cases failed"),
+        "{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn fixtures_that_cannot_be_right_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // An expectation of another kind of plugin would pass whatever the plugin does.
+    let misplaced = write(
+        "misplaced.json",
+        r#"{"cases": [{"name": "queries an aggregate", "queries": [{"name": "x", "answer": 1}]}]}"#,
+    );
+    let output = plugin_test(Path::new(BANK_ACCOUNT), &misplaced, &[]);
+    assert_eq!(output.code, Some(1));
+    assert!(
+        output
+            .stdout
+            .contains("`queries` does not apply to aggregate plugins"),
+        "{}",
+        output.stdout
+    );
+    // A misspelt key, and a file with no cases, are errors naming the file.
+    let misspelt = write(
+        "misspelt.json",
+        r#"{"cases": [{"name": "x", "rejcted": "no"}]}"#,
+    );
+    let output = plugin_test(Path::new(BANK_ACCOUNT), &misspelt, &[]);
+    assert_eq!(output.code, Some(1));
+    assert!(output.stderr.contains("misspelt.json"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("unknown field `rejcted`"),
+        "{}",
+        output.stderr
+    );
+    let empty = write("empty.json", r#"{"cases": []}"#);
+    let output = plugin_test(Path::new(BANK_ACCOUNT), &empty, &[]);
+    assert!(
+        output.stderr.contains("empty.json: no cases"),
+        "{}",
+        output.stderr
+    );
+}
