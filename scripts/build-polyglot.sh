@@ -165,6 +165,8 @@ build balances-py python projection-plugin examples/python/balances
 build bank-account-py python aggregate-plugin examples/python/bank_account
 build balances-js javascript projection-plugin examples/javascript/balances balances.js
 build bank-account-js javascript aggregate-plugin examples/javascript/bank_account bank_account.js
+build deposit-currency-py python upcaster-plugin examples/python/deposit_currency
+build deposit-currency-js javascript upcaster-plugin examples/javascript/deposit_currency deposit_currency.js
 build hostile-py python projection-plugin tests/polyglot-guests/hostile-py
 
 printf '%s' "$MANIFEST" >"$OUT/components.txt.tmp"

@@ -72,7 +72,7 @@ fn every_bank_account_plugin_passes_the_shipped_fixture() {
 }
 
 #[test]
-fn every_balances_plugin_and_the_upcaster_pass_the_shipped_fixtures() {
+fn every_balances_and_deposit_currency_plugin_passes_the_shipped_fixtures() {
     for plugin in [
         PathBuf::from(BALANCES),
         component("balances-py"),
@@ -80,12 +80,21 @@ fn every_balances_plugin_and_the_upcaster_pass_the_shipped_fixtures() {
     ] {
         assert_passes(&plugin_test(&plugin, &fixture("balances.json"), &[]), 2);
     }
-    let upcaster = plugin_test(
-        Path::new(DEPOSIT_CURRENCY),
-        &fixture("deposit-currency.json"),
-        &[],
-    );
-    assert_passes(&upcaster, 2);
+    for upcaster in [
+        PathBuf::from(DEPOSIT_CURRENCY),
+        component("deposit-currency-py"),
+        component("deposit-currency-js"),
+    ] {
+        let output = plugin_test(&upcaster, &fixture("deposit-currency.json"), &[]);
+        assert_passes(&output, 2);
+        // And in a chain before an aggregate, as the live host runs it.
+        let chained = plugin_test(
+            Path::new(BANK_ACCOUNT),
+            &fixture("bank-account.json"),
+            &["--upcaster", upcaster.to_str().unwrap()],
+        );
+        assert_passes(&chained, 6);
+    }
 }
 
 #[test]

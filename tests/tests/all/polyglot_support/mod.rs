@@ -61,7 +61,7 @@ fn components_dir() -> &'static Path {
     })
 }
 
-/// The component `name` (`balances-py`, `balances-js`, `bank-account-py`, `hostile-py`).
+/// The component `name` (`balances-py`, `balances-js`, `bank-account-py`, `deposit-currency-js`, `hostile-py`, ...: see `scripts/build-polyglot.sh`).
 pub fn component(name: &str) -> PathBuf {
     let path = components_dir().join(format!("{name}.wasm"));
     assert!(
