@@ -169,7 +169,12 @@ fn an_endless_loop_is_stopped_at_the_time_limit() {
 #[test]
 fn a_memory_bomb_hits_the_memory_limit() {
     let fixture = fixture();
-    let mut hostile = instance(&fixture.hostile);
+    // Time enough that only memory stops it, however loaded the machine.
+    let patient = fixture.hostile.with_limits(Limits {
+        time: PATIENCE,
+        ..interpreter_limits()
+    });
+    let mut hostile = instance(&patient);
     let (result, took) = attack(&mut hostile, "alloc");
     let error = fault(result);
     assert_eq!(
