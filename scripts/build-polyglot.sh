@@ -158,6 +158,38 @@ build() {
     say "built $name in $((SECONDS - started)) s: $(du -h "$wasm" | cut -f1) $wasm"
 }
 
+# `build-polyglot.sh component LANGUAGE WORLD SOURCE-DIR ENTRY OUT.wasm`: one component from
+# a project anywhere (`eshost plugin new` makes such projects), with the tools pinned here.
+# ENTRY is the Python module (app) or the JavaScript file inside SOURCE-DIR.
+if [[ "${1:-}" == component ]]; then
+    [[ $# -eq 6 ]] || die "usage: build-polyglot.sh component python|javascript WORLD SOURCE-DIR ENTRY OUT.wasm"
+    language="$2" world="$3" entry="$5"
+    src="$(cd "$4" && pwd)" || die "no directory $4"
+    target="$(cd "$(dirname "$6")" && pwd)/$(basename "$6")" || die "no directory for $6"
+    case "$language" in
+        python) install_python_tools ;;
+        javascript) install_js_tools ;;
+        *) die "unknown language $language (python or javascript)" ;;
+    esac
+    tmp="$target.tmp" log="$target.log"
+    rm -f "$tmp"
+    case "$language" in
+        python)
+            (cd "$OUT" && PYTHONDONTWRITEBYTECODE=1 componentize_py -d "$WIT" -w "$world" \
+                componentize -p "$src" "$entry" -o "$tmp") >"$log" 2>&1 ||
+                die "componentize-py failed (log: $log):"$'\n'"$(tail -n 40 "$log")"
+            ;;
+        javascript)
+            componentize_js "$src/$entry" --wit "$WIT" --world-name "$world" \
+                --disable http fetch-event -o "$tmp" >"$log" 2>&1 ||
+                die "componentize-js failed (log: $log):"$'\n'"$(tail -n 40 "$log")"
+            ;;
+    esac
+    [[ -s "$tmp" ]] || die "the build produced no component"
+    mv -f "$tmp" "$target"
+    exit 0
+fi
+
 install_python_tools
 install_js_tools
 

@@ -132,9 +132,6 @@ pub fn start_bank_host_with(
     env: &[(&str, &str)],
     extra_config: &str,
 ) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let config = std::fs::read_to_string(root.join("examples/bank/eshost.toml"))
         .expect("read the bank config");
@@ -151,13 +148,27 @@ pub fn start_bank_host_with(
     ] {
         std::fs::copy(path, dir.join("plugins").join(file)).expect("copy a plugin");
     }
+    start_host(&dir.join("eshost.toml"), &dir.join(HOST_LOG), env)
+}
+
+/// Starts `eshost run --config CONFIG` on a free loopback port, its log (stderr) in `log`.
+/// Returns the process (stdout consumed up to the listening line) and the base URL. The
+/// caller stops it.
+pub fn start_host(
+    config: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
     let mut child = Command::new(eshost_binary())
         .args(["run", "--config"])
-        .arg(dir.join("eshost.toml"))
+        .arg(config)
         .args(["--listen", "127.0.0.1:0"])
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join(HOST_LOG)).expect("create the host's log file"))
+        .stderr(std::fs::File::create(log).expect("create the host's log file"))
         .spawn()
         .expect("start eshost run");
     let mut line = String::new();

@@ -8,6 +8,7 @@ mod client_verbs;
 mod output;
 mod plugin;
 mod run;
+mod scaffold;
 mod store;
 
 use std::process::ExitCode;
@@ -129,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => plugin::replay(args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin::inspect(args),
         Command::Plugin(PluginCommand::Test(args)) => plugin::test(args),
+        Command::Plugin(PluginCommand::New(args)) => scaffold::new(args),
         Command::Plugin(PluginCommand::List(args)) => client_verbs::plugin_list(args),
         Command::Plugin(PluginCommand::Swap(args)) => client_verbs::plugin_swap(args),
         Command::Plugin(PluginCommand::Check(args)) => client_verbs::plugin_check(args),

@@ -19,6 +19,10 @@ pub enum PluginCommand {
     /// expected), queries (projection: the answers) or nothing (upcaster: the events as the
     /// chain leaves them). Prints each case, with where a mismatch is; exits 1 if any fails.
     Test(PluginTestArgs),
+    /// Create a plugin project of its own (outside the eshost checkout): a small working
+    /// aggregate, projection or upcaster in Rust, Python or JavaScript, a build script using
+    /// the checkout's pinned tools, a fixture for `plugin test` and an eshost.toml serving it.
+    New(crate::scaffold::PluginNewArgs),
     /// The plugins a running host has loaded.
     List(ServerArgs),
     /// Hot-swap a running host's aggregate, upcaster or projection plugin NAME with the

@@ -19,6 +19,7 @@ mod plugin_loading;
 mod plugin_log;
 mod plugin_projection;
 mod plugin_sandbox;
+mod plugin_scaffold;
 mod plugin_upcaster;
 mod plugin_upcaster_swap;
 mod polyglot_aggregate;

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds {{NAME}}.wasm, a WebAssembly component, from app.py with the pinned componentize-py
+# the eshost checkout installs once, outside this project (ESHOST_HOME: the checkout).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ESHOST_HOME="${ESHOST_HOME:-{{ESHOST_HOME}}}"
+"$ESHOST_HOME/scripts/build-polyglot.sh" component python {{WORLD}} . app {{NAME}}.wasm
+echo "built $(pwd)/{{NAME}}.wasm"

@@ -1,0 +1,156 @@
+//! `eshost plugin new`: every kind in every language scaffolds a project outside the checkout
+//! that builds with its own script, passes its own fixture in the real sandbox, and is served
+//! by `eshost run` with its own config.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eshost_tests::cli::{Running, eshost_offline, eshost_online, eshost_with, json};
+use eshost_tests::start_host;
+
+/// Runs `command` to its end, at most `limit`; panics with its output when it fails.
+fn run_bounded(command: &mut Command, limit: Duration) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("start the build");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not finish in {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert!(status.success(), "{command:?} failed ({status}):\n{output}");
+}
+
+/// Scaffolds, builds and tests one project in `dir`; returns the component's path.
+fn scaffold(dir: &Path, name: &str, kind: &str, lang: &str) {
+    let new = eshost_offline(&[
+        "plugin",
+        "new",
+        name,
+        "--kind",
+        kind,
+        "--lang",
+        lang,
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(new.code, Some(0), "{}", new.stderr);
+    assert!(new.stdout.contains("./build.sh"), "{}", new.stdout);
+    // Rust projects share a target directory across runs, so only the first compiles the SDK.
+    let rust_target = std::env::temp_dir().join("eshost-scaffold-target");
+    run_bounded(
+        Command::new(dir.join("build.sh")).env("CARGO_TARGET_DIR", &rust_target),
+        Duration::from_secs(900),
+    );
+    let wasm = dir.join(format!("{name}.wasm"));
+    let cache = std::env::temp_dir().join("eshost-polyglot-tests-cache");
+    let tested = eshost_with(
+        &[
+            "plugin",
+            "test",
+            wasm.to_str().unwrap(),
+            "--fixture",
+            dir.join("cases.json").to_str().unwrap(),
+            "--time-ms",
+            "5000",
+            "--memory-mb",
+            "256",
+        ],
+        &[("ESHOST_CACHE_DIR", cache.as_os_str())],
+        Duration::from_secs(300),
+    );
+    assert_eq!(
+        tested.code,
+        Some(0),
+        "{lang} {kind}: {}\n{}",
+        tested.stdout,
+        tested.stderr
+    );
+    assert!(tested.stdout.contains(" 0 failed"), "{}", tested.stdout);
+}
+
+#[test]
+fn every_kind_in_every_language_builds_and_passes_its_own_fixture() {
+    let root = tempfile::tempdir().unwrap();
+    for lang in ["rust", "python", "javascript"] {
+        for kind in ["aggregate", "projection", "upcaster"] {
+            let dir = root.path().join(format!("{lang}-{kind}"));
+            scaffold(&dir, &format!("my-{kind}"), kind, lang);
+        }
+    }
+}
+
+#[test]
+fn a_scaffolded_aggregate_is_served_by_its_own_config() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("counter");
+    scaffold(&dir, "counter", "aggregate", "python");
+    let (child, base) = start_host(&dir.join("eshost.toml"), &dir.join("eshost.log"), &[]);
+    let _host = Running(child);
+    let sent = eshost_online(
+        &base,
+        &[
+            "command",
+            "counter",
+            "counter-1",
+            r#"{"type":"Add","by":3}"#,
+        ],
+    );
+    assert_eq!(json(&sent)["stream_version"], 1, "{}", sent.stdout);
+    let state = json(&eshost_online(&base, &["state", "counter", "counter-1"]));
+    assert_eq!(state["state"]["count"], 3, "{state}");
+}
+
+#[test]
+fn a_bad_name_or_a_taken_directory_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let bad = eshost_offline(&[
+        "plugin",
+        "new",
+        "My Plugin",
+        "--kind",
+        "projection",
+        "--lang",
+        "rust",
+    ]);
+    assert_eq!(bad.code, Some(1));
+    assert!(
+        bad.stderr.contains("lowercase letters, digits and '-'"),
+        "{}",
+        bad.stderr
+    );
+    std::fs::write(root.path().join("keep.txt"), "mine").unwrap();
+    let taken = eshost_offline(&[
+        "plugin",
+        "new",
+        "x",
+        "--kind",
+        "upcaster",
+        "--lang",
+        "python",
+        "--dir",
+        root.path().to_str().unwrap(),
+    ]);
+    assert_eq!(taken.code, Some(1));
+    assert!(
+        taken.stderr.contains("exists and is not empty"),
+        "{}",
+        taken.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("keep.txt")).unwrap(),
+        "mine"
+    );
+}
