@@ -78,8 +78,8 @@ pub(crate) struct Archive {
 }
 
 impl Archive {
-    /// The archive of the store in `store_dir`, as `manifest` records it. Segment files the
-    /// manifest does not name are removed: an archive that stopped before its commit left
+    /// The archive of the store in `store_dir`, as `manifest` records it. Segment files (and
+    /// temporary ones) the manifest does not name are removed: an archive that stopped before its commit left
     /// them, and redb still holds their records.
     pub fn open(store_dir: &Path, manifest: Manifest) -> std::io::Result<Archive> {
         let dir = store_dir.join(ARCHIVE_DIR);
@@ -89,7 +89,9 @@ impl Archive {
             for entry in std::fs::read_dir(&dir)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !named.contains(&name) {
+                // Only what an archive writes: other files are not the store's to remove.
+                let ours = name.ends_with(".seg") || name.ends_with(".seg.tmp");
+                if ours && !named.contains(&name) {
                     tracing::info!(file = %entry.path().display(), "removing an unfinished archive segment");
                     std::fs::remove_file(entry.path())?;
                 }
