@@ -153,6 +153,9 @@ fn read_error(error: SegmentError) -> ReadError {
     }
 }
 
+/// What a read does with one record (its position and bytes): go on or stop.
+pub(crate) type Emit<'e> = dyn FnMut(u64, &[u8]) -> Result<ControlFlow<()>, ReadError> + 'e;
+
 /// The archive as one reader sees it.
 pub(crate) struct ArchiveView<'a> {
     archive: &'a Archive,
@@ -193,7 +196,7 @@ impl ArchiveView<'_> {
         from: u64,
         to: u64,
         backward: bool,
-        emit: &mut dyn FnMut(u64, &[u8]) -> Result<ControlFlow<()>, ReadError>,
+        emit: &mut Emit<'_>,
     ) -> Result<ControlFlow<()>, ReadError> {
         let to = to.min(self.through());
         if from > to {
