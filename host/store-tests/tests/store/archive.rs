@@ -142,6 +142,15 @@ pub fn archived_events_read_as_one_log_with_the_hot_ones(backend: Backend) {
         all,
         "after reopening"
     );
+    // Over two segments and the hot log, times resolve as before (later events are later).
+    let again: Vec<u64> = times
+        .iter()
+        .map(|t| store.position_at(*t).unwrap())
+        .collect();
+    assert_eq!(again, positions_at);
+    let last = all.last().unwrap();
+    assert_eq!(store.position_at(last.recorded_at).unwrap(), 330);
+    assert_eq!(store.position_at(0).unwrap(), 0);
     assert_eq!(store.head(), 330);
     assert!(store.verify().unwrap().is_ok());
     fill(&store, 330, 331);

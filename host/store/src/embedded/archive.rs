@@ -242,6 +242,22 @@ impl ArchiveView<'_> {
         Ok(ControlFlow::Continue(()))
     }
 
+    /// Bounds `(low, high)` for a search of the last position recorded at or before `time`
+    /// in a log ending at `head`, narrowed by the segments' first and last commit times, so
+    /// that the search reads records of one segment at most: every position below `low` is
+    /// at or before `time`, every one above `high` after it.
+    pub fn narrow(&self, time: u64, head: u64) -> (u64, u64) {
+        let segments = &self.manifest.segments;
+        // Commit times never go down along the log.
+        let done = segments.partition_point(|h| h.last_recorded_at <= time);
+        let low = done.checked_sub(1).map_or(1, |i| segments[i].last + 1);
+        let high = segments
+            .get(done..)
+            .and_then(|rest| rest.iter().find(|h| h.first_recorded_at > time))
+            .map_or(head, |h| h.first - 1);
+        (low, high.max(low.saturating_sub(1)))
+    }
+
     /// The commit time of the archived record at `position`, from the headers when it is a
     /// segment's first or last.
     pub fn recorded_at(&self, position: u64) -> Result<u64, ReadError> {

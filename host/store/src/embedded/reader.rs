@@ -250,7 +250,7 @@ pub fn position_at(
         })
     };
     // Invariant: every position < low is at or before `time`; every position > high is after.
-    let (mut low, mut high) = (1, head);
+    let (mut low, mut high) = archived.narrow(time, head);
     while low <= high {
         let middle = low + (high - low) / 2;
         if recorded_at(middle)? <= time {
