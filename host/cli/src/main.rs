@@ -72,11 +72,12 @@ pub enum Command {
     /// space of freed pages, and the old bytes they held, back to the file system; a
     /// PostgreSQL store's tables are rewritten (VACUUM FULL). Prints the sizes.
     Compact(StoreArgs),
-    /// Move a stopped directory store's events before a position or time out of events.redb
-    /// into sealed, compressed, immutable segment files (its `archive` directory), then
-    /// compact events.redb. Every read, subscription, rebuild, export and verify still covers
-    /// them. Prints the sizes. A running host archives on a schedule instead (`[archive]` in
-    /// its config).
+    /// Move a stopped directory store's oldest events into sealed, compressed segment files.
+    ///
+    /// The events before a position or time leave events.redb for immutable segment files in
+    /// the store's `archive` directory, then events.redb is compacted. Every read,
+    /// subscription, rebuild, export and verify still covers them. Prints the sizes. A running
+    /// host archives on a schedule instead (`[archive]` in its config).
     Archive(ArchiveArgs),
     /// Write a stopped store's events (or one stream's) as NDJSON, exactly as stored.
     Export(ExportArgs),

@@ -217,3 +217,77 @@ fn an_altered_archive_segment_is_an_error_naming_it() {
     );
     assert_names(store.verify().unwrap_err(), &segment, "fails its checksum");
 }
+
+#[test]
+fn archiving_beside_live_appends_and_reads_never_shows_a_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = eshost_store::StoreConfig::new(dir.path());
+    // Frequent checkpoints, so that each archive finds new events in redb.
+    config.index_flush_events = 64;
+    config.durability = eshost_store::Durability::None;
+    let store = eshost_store::Store::open(config).unwrap();
+    const APPENDS: usize = 3000;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..APPENDS {
+                let event = ProposedEvent::new("Added", format!(r#"{{"i":{i}}}"#));
+                let request = AppendRequest::new(STREAMS[i % 3], ExpectedVersion::Any, vec![event]);
+                store.append_blocking(request).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        // Readers see every position once, in order, whatever the archive moves meanwhile.
+        let reader = scope.spawn(|| {
+            let mut rounds = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the appends took too long"
+                );
+                let head = store.head();
+                let all = store.read_all(&AllRead::from(1)).unwrap();
+                assert!(all.len() as u64 >= head);
+                for (index, event) in all.iter().enumerate() {
+                    assert_eq!(event.position, index as u64 + 1);
+                }
+                let stream = store
+                    .read_stream(STREAMS[1], &StreamRead::forward())
+                    .unwrap();
+                for (index, event) in stream.iter().enumerate() {
+                    assert_eq!(event.stream_version, index as u64 + 1);
+                }
+                rounds += 1;
+            }
+            rounds
+        });
+        let (mut archived_through, mut archives) = (0, 0);
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the appends took too long"
+            );
+            let archived = store
+                .archive(ArchiveCut::BeforePosition(store.head() + 1))
+                .unwrap();
+            assert!(archived.archived_through >= archived_through);
+            if archived.events > 0 {
+                archives += 1;
+            } else {
+                // Nothing checkpointed since the last one: let the appender run.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            archived_through = archived.archived_through;
+        }
+        assert!(reader.join().unwrap() > 0);
+        assert!(archives > 1, "{archives} archives ran beside the appends");
+    });
+    let all = store.read_all(&AllRead::from(1)).unwrap();
+    assert_eq!(all.len(), APPENDS);
+    assert!(store.verify().unwrap().is_ok());
+    drop(store);
+    let store = eshost_store::Store::open(eshost_store::StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(store.read_all(&AllRead::from(1)).unwrap(), all);
+    assert!(store.verify().unwrap().is_ok());
+}
