@@ -19,9 +19,8 @@
 //! header_timeout_ms = 30000      # headers (and idle keep-alive) within this, or closed
 //! body_timeout_ms = 120000       # a body within this, or refused
 //!
-//! [archive]                      # a directory store's retention (default: off)
-//! after_days = 90                # older events move to sealed segments in data/archive
-//! every_secs = 3600              # how often the host looks (and once at start)
+//! [archive]                      # retention of a directory store (default: off)
+//! after_days = 90                # older events move to sealed segments; every_secs = 3600
 //!
 //! [limits]                       # sandbox limits for every plugin call
 //! time_ms = 1000

@@ -63,9 +63,9 @@ pub(crate) fn seal(
     let mut chunk: Vec<Vec<u8>> = Vec::new();
     let (mut chunk_first, mut chunk_bytes, mut expected) = (first, 0usize, first);
     let mut flush = |chunk: &mut Vec<Vec<u8>>, chunk_first: u64| -> Result<(), ArchiveError> {
-        let written = segment::write(dir, chunk_first, chunk).map_err(write_failed(
-            dir.join(format!("segment from position {chunk_first}")),
-        ))?;
+        let last = chunk_first + chunk.len() as u64 - 1;
+        let file = dir.join(segment::file_name(chunk_first, last));
+        let written = segment::write(dir, chunk_first, chunk).map_err(write_failed(file))?;
         sealed.push(written);
         chunk.clear();
         Ok(())

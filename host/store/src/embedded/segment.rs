@@ -88,13 +88,18 @@ impl Header {
 
     /// The segment's file name (its position range).
     pub fn file_name(&self) -> String {
-        format!("{:020}-{:020}.seg", self.first, self.last)
+        file_name(self.first, self.last)
     }
 
     /// How many records it holds.
     pub fn count(&self) -> u64 {
         self.last - self.first + 1
     }
+}
+
+/// The file name of the segment holding positions `first..=last`.
+pub fn file_name(first: u64, last: u64) -> String {
+    format!("{first:020}-{last:020}.seg")
 }
 
 /// A segment read back and checked: its records, uncompressed.
