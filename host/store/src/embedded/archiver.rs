@@ -23,23 +23,33 @@ pub(crate) const SEGMENT_EVENTS: usize = 64 * 1024;
 /// The most uncompressed bytes in one segment: a reader holds a whole segment in memory.
 pub(crate) const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
 
-/// Archive every position from the archive's end through `last` (which redb must hold).
+/// The most records one round moves: its deletion holds redb's write lock, which the
+/// checkpointer (and, once the write-ahead log fills, the appends) wait for.
+const ROUND_EVENTS: u64 = 16 * SEGMENT_EVENTS as u64;
+
+/// Archive every position from the archive's end through `last` (which redb must hold), in
+/// rounds of at most [`ROUND_EVENTS`], each committed on its own.
 pub(crate) fn archive(
     db: &Database,
     archive: &Archive,
     last: u64,
 ) -> Result<Archived, ArchiveError> {
     let _running = archive.running.lock().unwrap_or_else(|e| e.into_inner());
-    let old = archive.view().manifest.as_ref().clone();
-    if last <= old.through() {
-        return Ok(Archived {
-            events: 0,
-            segments: Vec::new(),
-            archived_through: old.through(),
-        });
+    let mut total = Archived {
+        events: 0,
+        segments: Vec::new(),
+        archived_through: archive.view().through(),
+    };
+    while total.archived_through < last {
+        let old = archive.view().manifest.as_ref().clone();
+        let first = old.through() + 1;
+        let sealed = seal(db, archive, first, last.min(first + ROUND_EVENTS - 1))?;
+        let round = commit(db, archive, old, sealed)?;
+        total.events += round.events;
+        total.segments.extend(round.segments);
+        total.archived_through = round.archived_through;
     }
-    let sealed = seal(db, archive, old.through() + 1, last)?;
-    commit(db, archive, old, sealed)
+    Ok(total)
 }
 
 /// Write positions `first..=last` from redb as segments; their headers, in order.
