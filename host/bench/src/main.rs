@@ -4,6 +4,7 @@
 
 mod append;
 mod append_pg;
+mod archive;
 mod command;
 mod growth;
 mod growth_measure;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         BenchCommand::Command(args) => bench_command(args),
         BenchCommand::Load(args) => bench_load(args),
         BenchCommand::Projection(args) => bench_projection(args),
+        BenchCommand::Archive(args) => bench_archive(args),
         BenchCommand::Http(args) => bench_http(args),
         BenchCommand::Growth(args) => bench_growth(args),
         BenchCommand::GrowthCrashChild(args) => growth::crash_child(&args.store, args.events),
@@ -70,6 +72,10 @@ pub enum BenchCommand {
     /// Rebuilds the balances projection over a large store through the projection runner,
     /// and times a hot swap from the file changing to the new version serving.
     Projection(BenchProjectionArgs),
+    /// Archives every event of a store of bank events: hot file size before and after,
+    /// segment size (compression ratio), and `balances` rebuilt from the hot log vs from the
+    /// archive.
+    Archive(BenchProjectionArgs),
     /// Starts the real HTTP server in-process on a loopback port (scratch durable store,
     /// bank-account plugin) and sends deposits from concurrent keep-alive HTTP clients.
     Http(BenchHttpArgs),
@@ -179,7 +185,7 @@ pub struct BenchHttpArgs {
     json: bool,
 }
 
-/// `eshost-bench projection`.
+/// `eshost-bench projection` and `eshost-bench archive`.
 #[derive(Debug, Args)]
 pub struct BenchProjectionArgs {
     /// The balances component.
@@ -453,6 +459,19 @@ fn bench_projection(args: BenchProjectionArgs) -> anyhow::Result<()> {
         dir: args.dir,
     };
     let report = projection::run(&options)?;
+    print_report(&report, args.json)
+}
+
+fn bench_archive(args: BenchProjectionArgs) -> anyhow::Result<()> {
+    require_plugin(&args.plugin)?;
+    let options = archive::ArchiveBenchOptions {
+        plugin: args.plugin,
+        events: args.events,
+        accounts: args.accounts,
+        batch: args.batch.max(1),
+        dir: args.dir,
+    };
+    let report = archive::run(&options)?;
     print_report(&report, args.json)
 }
 

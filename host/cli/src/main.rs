@@ -1,8 +1,10 @@
 //! The `eshost` binary: thin glue over the library crates. One module per verb group:
 //! `run` (the server), `store` (verbs on a stopped store, some with an online form),
+//! `archive` (moving a stopped store's oldest events into sealed segments),
 //! `client` (verbs against a running host, and the HTTP client), `plugin` (plugin files and
 //! offline replay); `output` prints.
 
+mod archive;
 mod client;
 mod client_verbs;
 mod output;
@@ -15,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use archive::ArchiveArgs;
 use client_verbs::{
     ClientCommandArgs, ClientHistoryArgs, ClientSnapshotArgs, ClientStateArgs, ClientSubscribeArgs,
     ProjectionCommand,
@@ -70,6 +73,13 @@ pub enum Command {
     /// space of freed pages, and the old bytes they held, back to the file system; a
     /// PostgreSQL store's tables are rewritten (VACUUM FULL). Prints the sizes.
     Compact(StoreArgs),
+    /// Move a stopped directory store's oldest events into sealed, compressed segment files.
+    ///
+    /// The events before a position or time leave events.redb for immutable segment files in
+    /// the store's `archive` directory, then events.redb is compacted. Every read,
+    /// subscription, rebuild, export and verify still covers them. Prints the sizes. A running
+    /// host archives on a schedule instead (`[archive]` in its config).
+    Archive(ArchiveArgs),
     /// Write a stopped store's events (or one stream's) as NDJSON, exactly as stored.
     Export(ExportArgs),
     /// Restore NDJSON exported by `eshost export` into a stopped store, keeping positions,
@@ -124,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Streams(args) => store::streams(args),
         Command::Verify(args) => store::verify(args),
         Command::Compact(args) => store::compact(args),
+        Command::Archive(args) => archive::archive(args),
         Command::Export(args) => store::export(args),
         Command::Import(args) => store::import(args),
         Command::Forget(args) => store::forget(args),

@@ -348,6 +348,7 @@ impl Host {
         )
         .with_node(node.clone());
         resume_erasures(&forgetting);
+        crate::retention::start(store.clone(), config.archive, stopped.clone());
         erasures::start(
             store.clone(),
             &views,

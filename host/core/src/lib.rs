@@ -9,6 +9,7 @@
 //! - [`subscription`]: `$all` from a position, caught up and then followed live;
 //! - [`cluster`]: what every node of a cluster learns from the log (code changes in
 //!   `$plugins`, projection rebuilds, erasures) and the node registry;
+//! - [`retention`]: the schedule that archives old events in a running host;
 //! - [`access`]: the tokens of a config and who may see personal data;
 //! - [`config`] and [`host`]: the composition root that builds a running [`Host`] from an
 //!   `eshost.toml`.
@@ -28,6 +29,7 @@ pub mod fixture;
 pub mod host;
 pub mod privacy;
 pub mod projection;
+pub mod retention;
 pub mod subscription;
 pub mod upcast;
 pub mod views;

@@ -147,6 +147,14 @@ pub enum ReadError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An archive segment the log needs is missing or does not match what was sealed.
+    #[error("archive segment {} {reason}", file.display())]
+    Archive {
+        /// The segment's file.
+        file: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Why the store could not be opened.
@@ -200,4 +208,4 @@ macro_rules! storage_from {
 }
 
 storage_from!(AppendError: redb::Error, redb::StorageError, redb::TableError, redb::TransactionError, redb::CommitError);
-storage_from!(ReadError: redb::Error, redb::StorageError, redb::TableError, redb::TransactionError);
+storage_from!(ReadError: redb::Error, redb::StorageError, redb::TableError, redb::TransactionError, redb::CommitError);

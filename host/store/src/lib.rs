@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod blob;
 pub mod codec;
 mod embedded;
@@ -32,6 +33,7 @@ use std::pin::Pin;
 
 use tokio::sync::watch;
 
+pub use archive::{ArchiveCut, ArchiveError, Archived, SegmentInfo};
 pub use blob::BlobError;
 pub use embedded::{
     CompactError, Compacted, Durability, EVENTS_FILE, Gather, Store, StoreConfig, WriterStats,
@@ -146,6 +148,15 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// The registered nodes, with how long ago each last reported (by the store's clock).
     fn nodes(&self) -> Result<Vec<NodeRow>, ReadError> {
         Ok(Vec::new())
+    }
+
+    // The archive (see [`archive`]).
+
+    /// Move the events before `cut` out of the hot log into sealed, compressed segments;
+    /// every read keeps covering them. Backends without an archive say so.
+    fn archive(&self, cut: ArchiveCut) -> Result<Archived, ArchiveError> {
+        let _ = cut;
+        Err(ArchiveError::Unsupported)
     }
 
     /// The event owned, with its personal data decrypted (or marked shredded).

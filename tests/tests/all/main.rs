@@ -42,6 +42,7 @@ mod server_e2e;
 mod server_hardening;
 mod server_router;
 mod server_support;
+mod store_archive;
 mod store_ranges;
 mod subscription;
 mod ui_auth;

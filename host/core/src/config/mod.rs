@@ -19,6 +19,9 @@
 //! header_timeout_ms = 30000      # headers (and idle keep-alive) within this, or closed
 //! body_timeout_ms = 120000       # a body within this, or refused
 //!
+//! [archive]                      # retention of a directory store (default: off)
+//! after_days = 90                # older events move to sealed segments; every_secs = 3600
+//!
 //! [limits]                       # sandbox limits for every plugin call
 //! time_ms = 1000
 //! memory_mb = 128
@@ -59,8 +62,10 @@ use serde::Deserialize;
 
 use eshost_runtime::Limits;
 
+mod archive;
 mod http;
 
+pub use archive::ArchivePolicy;
 pub use http::HttpLimits;
 
 use crate::aggregate::AggregateConfig;
@@ -105,6 +110,8 @@ pub struct Config {
     pub ui: bool,
     /// What one client connection may hold (`[http]`).
     pub http: HttpLimits,
+    /// `[archive]`: how long events stay hot.
+    pub archive: ArchivePolicy,
     /// Sandbox limits of every plugin without limits of its own ([`Config::plugin_limits`]).
     pub limits: Limits,
     /// Aggregate plugins.
@@ -310,6 +317,8 @@ struct RawConfig {
     #[serde(default)]
     http: HttpLimits,
     #[serde(default)]
+    archive: ArchivePolicy,
+    #[serde(default)]
     limits: Option<LimitOverrides>,
     #[serde(default)]
     aggregates: Vec<AggregateEntry>,
@@ -508,6 +517,9 @@ impl Config {
             }
             (resolve(Path::new(&raw.store)), None)
         };
+        raw.archive
+            .check(postgres.is_some())
+            .map_err(|message| invalid("archive".into(), message))?;
         Ok(Config {
             file: file.to_owned(),
             store,
@@ -520,6 +532,7 @@ impl Config {
             watch_plugins: raw.watch_plugins.unwrap_or(DEFAULT_WATCH_PLUGINS),
             ui: raw.ui.unwrap_or(true),
             http: raw.http,
+            archive: raw.archive,
             limits,
             aggregates,
             upcasters,

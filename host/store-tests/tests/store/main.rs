@@ -26,6 +26,7 @@ macro_rules! conformance {
     };
 }
 
+mod archive;
 mod between;
 mod blobs;
 mod contract;

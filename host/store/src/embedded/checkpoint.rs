@@ -10,9 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use redb::{Database, WriteTransaction};
+use redb::{Database, ReadableTable, WriteTransaction};
 
-use super::schema::{EVENTS, META, META_FORMAT, META_HEAD, STORE_FORMAT};
+use super::schema::{
+    ARCHIVED_STORE_FORMAT, EVENTS, META, META_ARCHIVE, META_FORMAT, META_HEAD, STORE_FORMAT,
+};
 use super::syncer::freeze;
 use super::tail::{Generation, Tail};
 use super::writer::{Shared, WriterStats, add_elapsed};
@@ -99,8 +101,14 @@ impl Checkpointer {
         }
         let marked = (|| -> Result<(), redb::Error> {
             let txn = self.db.begin_write()?;
-            txn.open_table(META)?
-                .insert(META_FORMAT, STORE_FORMAT.to_le_bytes().as_slice())?;
+            {
+                let mut meta = txn.open_table(META)?;
+                let format = match meta.get(META_ARCHIVE)? {
+                    Some(_) => ARCHIVED_STORE_FORMAT,
+                    None => STORE_FORMAT,
+                };
+                meta.insert(META_FORMAT, format.to_le_bytes().as_slice())?;
+            }
             txn.commit()?;
             Ok(())
         })();

@@ -2,6 +2,8 @@
 //! write-ahead log makes appends durable (see `writer` for the pipeline); read on redb read
 //! transactions plus the in-memory tail from any thread.
 
+mod archive;
+mod archiver;
 mod blobs;
 mod checkpoint;
 mod compact;
@@ -10,6 +12,7 @@ mod index;
 mod open;
 mod reader;
 pub(crate) mod schema;
+mod segment;
 mod stage;
 mod syncer;
 mod tail;
@@ -30,6 +33,7 @@ use uuid::Uuid;
 pub use compact::{CompactError, Compacted, compact_redb};
 pub use writer::{Durability, Gather, WriterStats, now_ms};
 
+use crate::archive::{ArchiveCut, ArchiveError, Archived};
 use crate::error::{AppendError, OpenError, ReadError, ValidationError};
 use crate::event::{AppendRequest, Appended, EventRef, RecordedEvent, StreamInfo};
 use crate::keys::{self, Forgot, KeyStore, Personal, SubjectKeys};
@@ -37,7 +41,8 @@ use crate::read::{AllRead, Direction, StreamRead, Until};
 use crate::report::VerifyReport;
 use crate::validate::{self, Limits};
 use crate::{BoxFuture, EventStore};
-use schema::OPEN_FORMAT;
+use archive::{Archive, ArchiveView};
+use schema::ARCHIVED_OPEN_FORMAT;
 use tail::Tail;
 use writer::{Msg, WriteOp, WriteRequest, Writer};
 
@@ -102,6 +107,7 @@ struct Inner {
     stats: Arc<WriterStats>,
     tail: Arc<RwLock<Tail>>,
     keys: Arc<KeyStore>,
+    archive: Arc<Archive>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -160,7 +166,7 @@ impl Store {
             open::Initialise::Format(found) => OpenError::Format {
                 path: path.clone(),
                 found,
-                supported: OPEN_FORMAT,
+                supported: ARCHIVED_OPEN_FORMAT,
             },
             open::Initialise::Database(reason) => OpenError::Database {
                 path: path.clone(),
@@ -185,6 +191,13 @@ impl Store {
             .clone()
             .unwrap_or_else(|| config.dir.join(keys::KEYS_FILE));
         let keys = Arc::new(KeyStore::open(&keys_path)?);
+        let archive = Archive::open(&config.dir, initialised.manifest).map_err(|source| {
+            OpenError::Directory {
+                path: config.dir.join(segment::ARCHIVE_DIR),
+                source,
+            }
+        })?;
+        let archive = Arc::new(archive);
         let db = Arc::new(db);
         let head = initialised.head;
         let (head_tx, head_rx) = watch::channel(head.position);
@@ -229,6 +242,7 @@ impl Store {
                 initialised.epoch,
                 head,
                 initialised.next_stream_number,
+                archive.clone(),
             ),
             stats: stats.clone(),
             shared,
@@ -250,6 +264,7 @@ impl Store {
                 stats,
                 tail,
                 keys,
+                archive,
                 writer: Some(writer),
             }),
         })
@@ -383,14 +398,35 @@ impl Store {
 
     /// A redb read transaction begun under the tail's lock, with what `copy` takes from the
     /// tail and the tail's base: redb holds positions up to it, the copy what follows (see
-    /// `tail`).
+    /// `tail`); and the archive's manifest, taken after the transaction began: positions up
+    /// to its end are read from segments (see `archive`).
     fn begin_read<T>(
         &self,
         copy: impl FnOnce(&Tail) -> T,
-    ) -> Result<(T, u64, redb::ReadTransaction), ReadError> {
+    ) -> Result<(T, u64, redb::ReadTransaction, ArchiveView<'_>), ReadError> {
         let tail = self.inner.tail.read().unwrap_or_else(|e| e.into_inner());
         let txn = self.inner.db.begin_read()?;
-        Ok((copy(&tail), tail.base, txn))
+        let archived = self.inner.archive.view();
+        Ok((copy(&tail), tail.base, txn, archived))
+    }
+
+    /// Move the events before `cut` out of `events.redb` into sealed segments in the
+    /// store's `archive` directory; reads cover both as one log. Only events the checkpointer
+    /// has copied into redb move (opening the store copies them all; in a running store, the
+    /// most recent ones may wait for the next archive), so it runs beside the live writer.
+    pub fn archive(&self, cut: ArchiveCut) -> Result<Archived, ArchiveError> {
+        let last = match cut {
+            ArchiveCut::BeforePosition(position) => position.saturating_sub(1),
+            ArchiveCut::BeforeTime(0) => 0,
+            ArchiveCut::BeforeTime(time) => self.position_at(time - 1)?,
+        };
+        let base = self
+            .inner
+            .tail
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .base;
+        archiver::archive(&self.inner.db, &self.inner.archive, last.min(base))
     }
 
     /// The highest position a read may return under `until`.
@@ -420,8 +456,13 @@ impl EventStore for Store {
     ) -> Result<(), ReadError> {
         validate::stored_stream_id(stream_id)?;
         let max_position = self.bound(read.until)?;
-        let (tail, base, txn) = self.begin_read(|tail| tail.stream(stream_id))?;
-        reader::visit_stream(&txn, base, stream_id, tail, read, max_position, visit)
+        let (tail, base, txn, archived) = self.begin_read(|tail| tail.stream(stream_id))?;
+        let tiers = reader::Tiers {
+            txn: &txn,
+            base,
+            archived: &archived,
+        };
+        reader::visit_stream(&tiers, stream_id, tail, read, max_position, visit)
     }
 
     fn visit_all(
@@ -435,22 +476,27 @@ impl EventStore for Store {
         } else {
             usize::MAX
         };
-        let (tail, base, txn) = self.begin_read(|tail| match read.direction {
+        let (tail, base, txn, archived) = self.begin_read(|tail| match read.direction {
             Direction::Forward => tail.view_from(read.from_position, limit),
             Direction::Backward => tail.view_from(0, usize::MAX),
         })?;
-        reader::visit_all(&txn, base, &tail, read, max_position, visit)
+        let tiers = reader::Tiers {
+            txn: &txn,
+            base,
+            archived: &archived,
+        };
+        reader::visit_all(&tiers, &tail, read, max_position, visit)
     }
 
     fn stream_info(&self, stream_id: &str) -> Result<Option<StreamInfo>, ReadError> {
         validate::stored_stream_id(stream_id)?;
-        let (row, _, txn) = self.begin_read(|tail| tail.row(stream_id))?;
+        let (row, _, txn, _) = self.begin_read(|tail| tail.row(stream_id))?;
         reader::stream_info(&txn, stream_id, row)
     }
 
     fn event_position(&self, event_id: Uuid) -> Result<Option<u64>, ReadError> {
         let id = event_id.as_u128();
-        let (in_tail, _, txn) = self.begin_read(|tail| tail.position_of(id))?;
+        let (in_tail, _, txn, _) = self.begin_read(|tail| tail.position_of(id))?;
         match in_tail {
             Some(position) => Ok(Some(position)),
             None => reader::indexed_event_position(&txn, id),
@@ -463,14 +509,19 @@ impl EventStore for Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, StreamInfo)>, ReadError> {
-        let (rows, _, txn) = self.begin_read(|tail| tail.rows_with_prefix(prefix))?;
+        let (rows, _, txn, _) = self.begin_read(|tail| tail.rows_with_prefix(prefix))?;
         reader::streams(&txn, prefix, after, limit, rows)
     }
 
     fn position_at(&self, time: u64) -> Result<u64, ReadError> {
-        let ((tail, head), base, txn) =
+        let ((tail, head), base, txn, archived) =
             self.begin_read(|tail| (tail.view_from(0, usize::MAX), tail.head().position))?;
-        reader::position_at(&txn, base, &tail, head, time)
+        let tiers = reader::Tiers {
+            txn: &txn,
+            base,
+            archived: &archived,
+        };
+        reader::position_at(&tiers, &tail, head, time)
     }
 
     fn head(&self) -> u64 {
@@ -533,9 +584,14 @@ impl EventStore for Store {
     }
 
     fn verify(&self) -> Result<VerifyReport, ReadError> {
-        let ((tail, head), base, txn) =
+        let ((tail, head), base, txn, archived) =
             self.begin_read(|tail| (tail.view_from(0, usize::MAX), tail.head()))?;
-        verify::verify(&txn, base, &tail, head)
+        let tiers = reader::Tiers {
+            txn: &txn,
+            base,
+            archived: &archived,
+        };
+        verify::verify(&tiers, &tail, head)
     }
 
     fn put_blob(&self, bytes: &[u8]) -> Result<String, crate::BlobError> {
@@ -544,5 +600,9 @@ impl EventStore for Store {
 
     fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, crate::BlobError> {
         blobs::get(&self.inner.db, hash)
+    }
+
+    fn archive(&self, cut: ArchiveCut) -> Result<Archived, ArchiveError> {
+        Store::archive(self, cut)
     }
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableTable};
 
+use super::archive::Manifest;
 use super::checkpoint::write_generation;
 use super::index::{self, RecentIndex};
 use super::schema::{
-    EVENT_IDS, EVENTS, Head, META, META_FORMAT, META_HEAD, META_WAL_EPOCH, OPEN_FORMAT,
-    STORE_FORMAT, STREAM_EVENTS, STREAMS,
+    ARCHIVED_OPEN_FORMAT, ARCHIVED_STORE_FORMAT, EVENT_IDS, EVENTS, Head, META, META_ARCHIVE,
+    META_FORMAT, META_HEAD, META_WAL_EPOCH, OPEN_FORMAT, STORE_FORMAT, STREAM_EVENTS, STREAMS,
 };
 use super::tail::{Batch, Generation};
 use super::wal;
@@ -33,6 +34,8 @@ pub(crate) struct Initialised {
     pub epoch: u32,
     /// Events recovered from the WAL.
     pub recovered: usize,
+    /// The archive's segments.
+    pub manifest: Manifest,
 }
 
 /// Create the tables of a new store, check the format of an old one, read its head, index
@@ -43,7 +46,7 @@ pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initi
     let failed = |error: redb::Error| Initialise::Database(error.to_string());
     let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
     txn.set_quick_repair(true);
-    let (mut head, epoch) = {
+    let (mut head, epoch, manifest) = {
         let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
         let format = meta
             .get(META_FORMAT)
@@ -56,11 +59,22 @@ pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initi
                     .unwrap_or(u32::MAX)
             });
         match format {
-            Some(STORE_FORMAT | OPEN_FORMAT) | None => {}
+            Some(STORE_FORMAT | OPEN_FORMAT | ARCHIVED_STORE_FORMAT | ARCHIVED_OPEN_FORMAT)
+            | None => {}
             Some(other) => return Err(Initialise::Format(other)),
         }
-        // Until the clean close writes STORE_FORMAT back (see `checkpoint`).
-        meta.insert(META_FORMAT, OPEN_FORMAT.to_le_bytes().as_slice())
+        let manifest = match meta.get(META_ARCHIVE).map_err(|e| failed(e.into()))? {
+            Some(bytes) => Manifest::decode(bytes.value())
+                .ok_or_else(|| Initialise::Database("the archive manifest is malformed".into()))?,
+            None => Manifest::default(),
+        };
+        let open_format = if manifest.segments.is_empty() {
+            OPEN_FORMAT
+        } else {
+            ARCHIVED_OPEN_FORMAT
+        };
+        // Until the clean close writes the closed format back (see `checkpoint`).
+        meta.insert(META_FORMAT, open_format.to_le_bytes().as_slice())
             .map_err(|e| failed(e.into()))?;
         let head = match meta.get(META_HEAD).map_err(|e| failed(e.into()))? {
             Some(bytes) => Head::decode(bytes.value())
@@ -72,7 +86,7 @@ pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initi
             .map_err(|e| failed(e.into()))?
             .and_then(|bytes| bytes.value().try_into().ok().map(u32::from_le_bytes))
             .unwrap_or(0);
-        (head, epoch)
+        (head, epoch, manifest)
     };
     // Open every table once so readers find them even in an empty store.
     txn.open_table(STREAM_EVENTS)
@@ -83,10 +97,11 @@ pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initi
         .open_table(EVENTS)
         .and_then(|events| Ok(events.last()?.map(|(key, _)| key.value())))
         .map_err(|e| failed(e.into()))?;
-    if last.unwrap_or(0) != head.position {
+    // With every hot record archived, the log ends at the archive's last segment.
+    let last = last.unwrap_or(manifest.through());
+    if last != head.position {
         return Err(Initialise::Database(format!(
-            "the log ends at position {} but its head says {}",
-            last.unwrap_or(0),
+            "the log ends at position {last} but its head says {}",
             head.position
         )));
     }
@@ -118,6 +133,7 @@ pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initi
         next_stream_number,
         epoch,
         recovered,
+        manifest,
     })
 }
 

@@ -9,8 +9,17 @@ use crate::error::ReadError;
 use crate::event::{EventRef, StreamInfo};
 use crate::read::{AllRead, Direction, StreamRead};
 
+use super::archive::ArchiveView;
 use super::schema::{EVENT_IDS, EVENTS, STREAM_EVENTS, STREAMS, StreamRow};
 use super::tail::{StreamTail, TailView};
+
+/// The stored tiers one read sees: archive segments up to `archived.through()`, then redb
+/// (`txn`) up to `base`; the tail holds what follows.
+pub struct Tiers<'a> {
+    pub txn: &'a ReadTransaction,
+    pub base: u64,
+    pub archived: &'a ArchiveView<'a>,
+}
 
 fn corrupt(position: u64) -> impl FnOnce(String) -> ReadError {
     move |reason| ReadError::Corrupt { position, reason }
@@ -19,18 +28,19 @@ fn corrupt(position: u64) -> impl FnOnce(String) -> ReadError {
 /// Visit the events of `stream` selected by `read`, up to `max_position` (the bound of
 /// `read.until`), stopping early when `visit` breaks.
 ///
-/// Positions up to `base` come from redb (`txn`); `tail` is the stream's state in the tail,
-/// if it has events there: its row, the (version, position) of those events, and the batches
-/// holding them.
+/// Positions up to `base` come from the archive and redb (`tiers`); `tail` is the stream's
+/// state in the tail, if it has events there: its row, the (version, position) of those
+/// events, and the batches holding them.
 pub fn visit_stream(
-    txn: &ReadTransaction,
-    base: u64,
+    tiers: &Tiers<'_>,
     stream: &str,
     tail: Option<StreamTail>,
     read: &StreamRead,
     max_position: u64,
     visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), ReadError> {
+    let (txn, base) = (tiers.txn, tiers.base);
+    let through = tiers.archived.through();
     let (number, recent, view) = match tail {
         Some((row, entries, view)) => (row.0, entries, view),
         None => match stream_row(txn, stream)? {
@@ -57,16 +67,19 @@ pub fn visit_stream(
             position,
             reason: "the stream index points at a missing event".into(),
         };
-        let stored;
-        let record = if position <= base {
-            stored = events.get(position)?.ok_or_else(missing)?;
-            stored.value()
-        } else {
-            view.record(position).ok_or_else(missing)?
-        };
-        let decoded = codec::decode(position, record).map_err(corrupt(position))?;
         returned += 1;
-        Ok(visit(decoded.event))
+        let mut emit_record = |record: &[u8]| -> Result<ControlFlow<()>, ReadError> {
+            let decoded = codec::decode(position, record).map_err(corrupt(position))?;
+            Ok(visit(decoded.event))
+        };
+        if position <= through {
+            return tiers.archived.with_record(position, emit_record);
+        }
+        if position <= base {
+            let stored = events.get(position)?.ok_or_else(missing)?;
+            return emit_record(stored.value());
+        }
+        emit_record(view.record(position).ok_or_else(missing)?)
     };
     // redb's index may hold entries past `base` (a checkpoint committed after the tail was
     // copied): the tail has those, so they are skipped.
@@ -110,17 +123,18 @@ pub fn visit_stream(
 }
 
 /// Visit the events of `$all` selected by `read`, up to `max_position` (the bound of
-/// `read.until`), stopping early when `visit` breaks: up to `base` from redb, then from
-/// `tail`.
+/// `read.until`), stopping early when `visit` breaks: archived positions from segments, then
+/// up to `base` from redb, then from `tail`.
 pub fn visit_all(
-    txn: &ReadTransaction,
-    base: u64,
+    tiers: &Tiers<'_>,
     tail: &TailView,
     read: &AllRead,
     max_position: u64,
     visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), ReadError> {
-    let events = match txn.open_table(EVENTS) {
+    let (base, archived) = (tiers.base, tiers.archived);
+    let through = archived.through();
+    let events = match tiers.txn.open_table(EVENTS) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(()),
         Err(error) => return Err(error.into()),
@@ -152,8 +166,16 @@ pub fn visit_all(
     match read.direction {
         Direction::Forward => {
             let last_stored = max_position.min(base);
-            if read.from_position <= last_stored {
-                for entry in events.range(read.from_position..=last_stored)? {
+            if archived
+                .visit(read.from_position, last_stored, false, &mut emit)?
+                .is_break()
+            {
+                return Ok(());
+            }
+            // A snapshot older than the archive's manifest may still hold archived records.
+            let from_hot = read.from_position.max(through + 1);
+            if from_hot <= last_stored {
+                for entry in events.range(from_hot..=last_stored)? {
                     let (key, value) = entry?;
                     if emit(key.value(), value.value())?.is_break() {
                         return Ok(());
@@ -176,12 +198,16 @@ pub fn visit_all(
                     return Ok(());
                 }
             }
-            for entry in events.range(..=from.min(base))?.rev() {
-                let (key, value) = entry?;
-                if emit(key.value(), value.value())?.is_break() {
-                    return Ok(());
+            let last_stored = from.min(base);
+            if through < last_stored {
+                for entry in events.range(through + 1..=last_stored)?.rev() {
+                    let (key, value) = entry?;
+                    if emit(key.value(), value.value())?.is_break() {
+                        return Ok(());
+                    }
                 }
             }
+            let _ = archived.visit(1, last_stored, true, &mut emit)?;
         }
     }
     Ok(())
@@ -192,13 +218,13 @@ pub fn visit_all(
 ///
 /// Commit times never decrease along the log, so this is a binary search over positions.
 pub fn position_at(
-    txn: &ReadTransaction,
-    base: u64,
+    tiers: &Tiers<'_>,
     tail: &TailView,
     head: u64,
     time: u64,
 ) -> Result<u64, ReadError> {
-    let events = match txn.open_table(EVENTS) {
+    let (base, archived) = (tiers.base, tiers.archived);
+    let events = match tiers.txn.open_table(EVENTS) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(0),
         Err(error) => return Err(error.into()),
@@ -208,6 +234,9 @@ pub fn position_at(
             position,
             reason: "missing from a gap-free log".into(),
         };
+        if position <= archived.through() {
+            return archived.recorded_at(position);
+        }
         let stored;
         let record = if position <= base {
             stored = events.get(position)?.ok_or_else(missing)?;
@@ -221,7 +250,7 @@ pub fn position_at(
         })
     };
     // Invariant: every position < low is at or before `time`; every position > high is after.
-    let (mut low, mut high) = (1, head);
+    let (mut low, mut high) = archived.narrow(time, head);
     while low <= high {
         let middle = low + (high - low) / 2;
         if recorded_at(middle)? <= time {

@@ -31,11 +31,19 @@ pub const META_INDEXED: &str = "indexed";
 /// Key in `META` of the write-ahead log's epoch (u32 LE): frames of other epochs are stale.
 /// See `wal`.
 pub const META_WAL_EPOCH: &str = "wal_epoch";
+/// Key in `META` of the archive's manifest: the headers of its sealed segments (see
+/// `archive`).
+pub const META_ARCHIVE: &str = "archive";
 /// The format of a closed store: every event in redb. A clean close writes it.
 pub const STORE_FORMAT: u32 = 1;
 /// The format while the store is open or after a crash: the write-ahead log may hold
 /// acknowledged events redb lacks. A build without the log refuses it rather than lose them.
 pub const OPEN_FORMAT: u32 = 2;
+/// [`STORE_FORMAT`] of a store whose oldest events are in archive segments: a build that
+/// knows no archive would read it with a hole, so it must refuse it.
+pub const ARCHIVED_STORE_FORMAT: u32 = 3;
+/// [`OPEN_FORMAT`] of a store with archive segments.
+pub const ARCHIVED_OPEN_FORMAT: u32 = 4;
 
 /// The end of the log: last position, its hash, and its commit time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 use tokio::sync::oneshot;
 
+use super::archive::Archive;
 use super::index::RecentIndex;
 use super::schema::{EVENT_IDS, EVENTS, Head, STREAMS, StreamRow};
 use super::tail::{Batch, Tail};
@@ -80,6 +81,8 @@ pub(crate) struct Stager {
     pub open: Open,
     pub inflight: Option<Inflight>,
     view: Option<RedbView>,
+    /// Where records the hot log no longer holds are.
+    pub archive: Arc<Archive>,
 }
 
 impl Stager {
@@ -90,6 +93,7 @@ impl Stager {
         epoch: u32,
         head: Head,
         next_stream_number: u64,
+        archive: Arc<Archive>,
     ) -> Stager {
         let mut stager = Stager {
             db,
@@ -100,6 +104,7 @@ impl Stager {
             open: Open::default(),
             inflight: None,
             view: None,
+            archive,
         };
         stager.open.batch.first = head.position + 1;
         stager
@@ -342,11 +347,18 @@ impl Stager {
             already_stored: true,
         };
         for (index, ((event, sealed), position)) in stored.iter().enumerate() {
-            let record = self.record(*position)?.ok_or_else(|| {
-                AppendError::Storage(format!(
-                    "event id index points at missing position {position}"
-                ))
-            })?;
+            let record = match self.record(*position)? {
+                Some(record) => record,
+                // Archived: a segment that cannot be read fails this append only.
+                None => match self
+                    .archive
+                    .view()
+                    .with_record(*position, |r| Ok(r.to_vec()))
+                {
+                    Ok(record) => record,
+                    Err(error) => return Ok(Some(Err(AppendError::Storage(error.to_string())))),
+                },
+            };
             let decoded = codec::decode(*position, &record)
                 .map_err(|reason| AppendError::Storage(format!("position {position}: {reason}")))?;
             let duplicate = |reason| {

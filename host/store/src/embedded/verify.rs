@@ -2,21 +2,21 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadTransaction, TableError};
+use std::ops::ControlFlow;
 
+use redb::TableError;
+
+use super::reader::Tiers;
 use super::schema::{EVENTS, Head};
 use super::tail::TailView;
 use crate::codec::{self, GENESIS_HASH};
 use crate::error::ReadError;
 use crate::report::{BadRecord, VerifyReport};
 
-/// Walk the whole log once: positions up to `base` in redb, then the tail, to `head`.
-pub fn verify(
-    txn: &ReadTransaction,
-    base: u64,
-    tail: &TailView,
-    head: Head,
-) -> Result<VerifyReport, ReadError> {
+/// Walk the whole log once: the archive's segments (each read back and checked against its
+/// sealed header), then positions up to `base` in redb, then the tail, to `head`. A segment
+/// that is missing or altered is an error naming its file.
+pub fn verify(tiers: &Tiers<'_>, tail: &TailView, head: Head) -> Result<VerifyReport, ReadError> {
     let mut report = VerifyReport {
         events_checked: 0,
         head: head.position,
@@ -25,7 +25,8 @@ pub fn verify(
     let bad = |report: &mut VerifyReport, position, reason: String| {
         report.first_bad = Some(BadRecord { position, reason });
     };
-    let events = match txn.open_table(EVENTS) {
+    let (base, through) = (tiers.base, tiers.archived.through());
+    let events = match tiers.txn.open_table(EVENTS) {
         Ok(table) => Some(table),
         Err(TableError::TableDoesNotExist(_)) => None,
         Err(error) => return Err(error.into()),
@@ -35,8 +36,26 @@ pub fn verify(
         expected_position: 1,
         stream_versions: HashMap::new(),
     };
-    if let Some(events) = events {
-        for entry in events.range(..=base)? {
+    let mut failed = None;
+    // Breaks only at a bad record, which `failed` holds.
+    let _ = tiers
+        .archived
+        .visit(1, through, false, &mut |position, record| {
+            if let Err(found) = check.next(position, record) {
+                failed = Some(found);
+                return Ok(ControlFlow::Break(()));
+            }
+            report.events_checked += 1;
+            Ok(ControlFlow::Continue(()))
+        })?;
+    if let Some((position, reason)) = failed {
+        bad(&mut report, position, reason);
+        return Ok(report);
+    }
+    if let Some(events) = events
+        && through < base
+    {
+        for entry in events.range(through + 1..=base)? {
             let (key, value) = entry?;
             if let Err((position, reason)) = check.next(key.value(), value.value()) {
                 bad(&mut report, position, reason);
