@@ -38,8 +38,14 @@ pub(crate) struct Initialised {
 /// Create the tables of a new store, check the format of an old one, read its head, index
 /// what an older store left unindexed, copy the events of the last run's WAL that redb does
 /// not hold yet, start a new WAL epoch, and mark the store open: all in one durable
-/// transaction.
-pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initialise> {
+/// transaction. With `recover_until` (a reopen after an I/O error: the last position that
+/// was acknowledged), frames past it are left behind: their batch failed, and the new epoch
+/// makes them stale.
+pub(crate) fn initialise(
+    db: &Database,
+    dir: &Path,
+    recover_until: Option<u64>,
+) -> Result<Initialised, Initialise> {
     let failed = |error: redb::Error| Initialise::Database(error.to_string());
     let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
     txn.set_quick_repair(true);
@@ -96,9 +102,12 @@ pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initi
         let recent = RecentIndex::recover(&txn, head.position).map_err(Initialise::Database)?;
         recent.flush(&txn, head.position).map_err(failed)?;
     }
-    let records = wal::recover(dir, epoch, &head).map_err(|error| {
+    let mut records = wal::recover(dir, epoch, &head).map_err(|error| {
         Initialise::Database(format!("cannot read the write-ahead log: {error}"))
     })?;
+    if let Some(until) = recover_until {
+        records.retain(|(position, _)| *position <= until);
+    }
     let recovered = records.len();
     if !records.is_empty() {
         let generation = recovered_generation(&txn, head, records)?;
