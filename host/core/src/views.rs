@@ -87,7 +87,10 @@ impl Views {
     /// A write transaction; after an I/O error latched in the file, reopens it first.
     pub fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
         let generation = self.generation();
-        match self.db()?.begin_write() {
+        // Bound first: the database must not be held (a temporary of the match) while the
+        // reopen waits for every holder to let go.
+        let attempt = self.db()?.begin_write();
+        match attempt {
             Err(TransactionError::Storage(StorageError::PreviousIo)) => {
                 self.reopen(generation).map_err(unavailable)?;
                 self.db()?.begin_write()

@@ -40,6 +40,7 @@ mod server_e2e;
 mod server_hardening;
 mod server_router;
 mod server_support;
+mod store_disk_full;
 mod store_ranges;
 mod subscription;
 mod ui_auth;

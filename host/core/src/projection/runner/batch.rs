@@ -181,7 +181,6 @@ impl Runner {
         })();
         match result {
             Ok(()) => {
-                self.stalled = None;
                 if durable {
                     self.synced();
                 } else {

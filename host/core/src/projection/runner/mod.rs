@@ -286,6 +286,11 @@ impl Runner {
                 }
             }
             self.reload_if_views_reopened();
+            if self.unsynced && self.last_durable.elapsed() >= DURABLE_EVERY {
+                // Idle with commits not yet on disk: make them durable now, not at the next
+                // batch, so that a disk that cannot take them shows.
+                self.sync();
+            }
             let head = *self.head.borrow_and_update();
             let worked = !self.paused && self.work(head);
             self.publish(head);
@@ -300,6 +305,11 @@ impl Runner {
                 .filter_map(|lane| lane.retry_at)
                 .min()
                 .filter(|_| !self.paused);
+            let sync_at = self.unsynced.then(|| self.last_durable + DURABLE_EVERY);
+            let retry_at = match (retry_at, sync_at) {
+                (Some(retry), Some(sync)) => Some(retry.min(sync)),
+                (retry, sync) => retry.or(sync),
+            };
             let control = waiter.block_on(async {
                 let sleep = async {
                     match retry_at {
@@ -482,6 +492,7 @@ impl Runner {
     fn synced(&mut self) {
         self.last_durable = Instant::now();
         self.unsynced = false;
+        self.stalled = None;
     }
 
     /// Makes the commits made without waiting for the disk durable (an empty durable commit
@@ -490,18 +501,28 @@ impl Runner {
         if !self.unsynced {
             return;
         }
+        let txn = self.views.begin_write();
+        if self.reload_if_views_reopened() {
+            // The commits to make durable were lost with the failed file: the lanes redo them.
+            return;
+        }
         let result = (|| -> Result<(), redb::Error> {
-            let mut txn = self.views.begin_write().map_err(redb_error)?;
+            let mut txn = txn.map_err(redb_error)?;
             txn.set_durability(redb::Durability::Immediate)
                 .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
             txn.commit().map_err(redb_error)
         })();
         match result {
             Ok(()) => self.synced(),
-            Err(error) => tracing::warn!(
-                projection = %self.config.name,
-                "making the last commits durable: {error}; the next start redoes them"
-            ),
+            Err(error) => {
+                let message = format!("making the last commits durable: {error}");
+                tracing::warn!(projection = %self.config.name, "{message}");
+                // Tried again after DURABLE_EVERY; views.redb reopens itself on the way, and
+                // the lanes go on from what it holds.
+                self.last_durable = Instant::now();
+                self.stalled = Some(message.clone());
+                self.last_error = Some(message);
+            }
         }
     }
 
