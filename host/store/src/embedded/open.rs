@@ -170,3 +170,48 @@ fn recovered_generation(
     generation.batches.push(Arc::new(batch));
     Ok(generation)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{GENESIS_HASH, RecordBody};
+
+    /// Frames of `epoch` for positions `1..=count` of one stream, chained from genesis.
+    fn frames(epoch: u32, count: u64) -> Vec<u8> {
+        let mut frames = Vec::new();
+        let mut hash = GENESIS_HASH;
+        for position in 1..=count {
+            let start = wal::begin_frame(&mut frames);
+            hash = RecordBody {
+                stream_version: position,
+                event_id: uuid::Uuid::now_v7(),
+                schema_version: 1,
+                recorded_at: 7,
+                stream_id: "s",
+                event_type: "E",
+                data: "{}",
+                metadata: "{}",
+                personal: None,
+            }
+            .encode_into(position, &hash, &mut frames);
+            wal::finish_frame(&mut frames, start, epoch, position);
+        }
+        frames
+    }
+
+    #[test]
+    fn a_reopen_recovers_the_log_only_up_to_the_last_acknowledged_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("events.redb")).unwrap();
+        // A new store starts at epoch 0: five frames of it, the last two of a batch that
+        // failed (never acknowledged).
+        let mut log = wal::Wal::open(dir.path(), 64 * 1024).unwrap();
+        log.append(&frames(0, 5), true).unwrap();
+        let reopened = initialise(&db, dir.path(), Some(3)).ok().unwrap();
+        assert_eq!((reopened.recovered, reopened.head.position), (3, 3));
+        // The new epoch makes the failed batch's frames stale for good, a crash later included.
+        let again = initialise(&db, dir.path(), None).ok().unwrap();
+        assert_eq!((again.recovered, again.head.position), (0, 3));
+        assert_eq!(again.epoch, reopened.epoch + 1);
+    }
+}

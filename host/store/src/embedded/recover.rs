@@ -181,7 +181,6 @@ impl Shared {
     /// next attempt opens it.
     fn reopen(&self) -> Result<(), String> {
         let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
-        let durable = *self.head.borrow();
         if let Some(failed) = slot.take() {
             let deadline = Instant::now() + READERS_DEADLINE;
             while Arc::strong_count(&failed.inner) > 1 {
@@ -194,6 +193,9 @@ impl Shared {
             // Joins its writer, syncer and checkpointer, and releases the file lock.
             drop(failed);
         }
+        // Read once its syncer has stopped: a batch it was syncing when the error struck may
+        // still have been acknowledged.
+        let durable = *self.head.borrow();
         let carried = Carried {
             head: self.head.clone(),
             keys: self.keys.clone(),
