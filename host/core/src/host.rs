@@ -166,9 +166,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
         None => {
             let mut store_config = StoreConfig::new(&config.store);
             store_config.keys = config.keys.clone();
-            Ok(Arc::new(RecoveringStore::open(store_config).with_context(|| {
-                format!("opening store {}", config.store.display())
-            })?))
+            Ok(Arc::new(RecoveringStore::open(store_config).with_context(
+                || format!("opening store {}", config.store.display()),
+            )?))
         }
     }
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, StorageError, TransactionError, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, StorageError, TransactionError, WriteTransaction,
+};
 
 /// The file, inside the store directory, that holds derived data.
 pub const VIEWS_FILE: &str = "views.redb";

@@ -34,8 +34,8 @@ use tokio::sync::watch;
 
 pub use blob::BlobError;
 pub use embedded::{
-    CompactError, Compacted, Durability, EVENTS_FILE, Gather, RecoveringStore, Store,
-    StoreConfig, WriterStats, compact_redb, now_ms,
+    CompactError, Compacted, Durability, EVENTS_FILE, Gather, RecoveringStore, Store, StoreConfig,
+    WriterStats, compact_redb, now_ms,
 };
 pub use error::{AppendError, OpenError, ReadError, ValidationError};
 pub use event::{

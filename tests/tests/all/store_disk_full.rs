@@ -218,10 +218,7 @@ async fn a_full_disk_makes_the_store_read_only_and_freeing_it_recovers_without_a
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(
-        health["cause"]
-            .as_str()
-            .unwrap()
-            .contains("No space left"),
+        health["cause"].as_str().unwrap().contains("No space left"),
         "{health}"
     );
     // The statement projection cannot commit its read model to the full disk.
@@ -281,9 +278,16 @@ async fn a_full_disk_makes_the_store_read_only_and_freeing_it_recovers_without_a
         .await
         .iter()
         .filter(|event| event["event_type"] == "AccountFrozen")
-        .map(|event| event["data"]["reason"].as_str().unwrap()[..6].parse().unwrap())
+        .map(|event| {
+            event["data"]["reason"].as_str().unwrap()[..6]
+                .parse()
+                .unwrap()
+        })
         .collect();
-    assert!(!reasons.contains(&refused), "refused append {refused} was stored");
+    assert!(
+        !reasons.contains(&refused),
+        "refused append {refused} was stored"
+    );
     assert_eq!(reasons, acknowledged);
 
     // The read model equals a rebuild of it.

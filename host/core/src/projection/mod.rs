@@ -26,7 +26,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 use crate::views::Views;
 use eshost_runtime::{Limits, ProjectionInstance, ProjectionPlugin, QueryError, Runtime};
 use eshost_store::EventStore;
@@ -514,11 +513,7 @@ impl Projections {
         args: &str,
     ) -> Result<Option<Result<String, QueryError>>, QueryFailure> {
         let views = |e: redb::Error| QueryFailure::Views(e.to_string());
-        let txn = self
-            .inner
-            .views
-            .begin_read()
-            .map_err(|e| views(e.into()))?;
+        let txn = self.inner.views.begin_read().map_err(|e| views(e.into()))?;
         let meta = schema::read_meta_in(&txn, name)
             .map_err(views)?
             .ok_or_else(|| QueryFailure::Unknown(name.to_owned()))?;

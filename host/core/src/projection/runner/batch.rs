@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-
 use super::lane::Lane;
 use super::read_ahead::{ReadBatch, ReadJob, ReadSpec, read_batch, spawn_reader};
 use super::{DURABLE_EVERY, Runner, redb_error};
