@@ -260,6 +260,13 @@ async fn a_full_disk_makes_the_store_read_only_and_freeing_it_recovers_without_a
         .await
         .unwrap();
     assert_eq!(answer.status().as_u16(), 200);
+    // The refused deposit left no trace in the aggregate's cached state either.
+    let (_, state) = get(&client, format!("{base}/aggregates/bank-account/{other}")).await;
+    assert_eq!(
+        (&state["version"], &state["state"]["balance"]),
+        (&json!(2), &json!(105)),
+        "{state}"
+    );
     let (_, head) = get(&client, format!("{base}/health")).await;
     let head = head["head"].as_u64().unwrap();
     for name in ["statement", "balances"] {

@@ -403,7 +403,13 @@ impl EventStore for RecoveringStore {
     }
 
     fn degraded(&self) -> Option<String> {
-        if let Some(failure) = self.current().and_then(|store| store.failure()) {
+        // Never waits for a reopen in progress (the cause is recorded until it succeeds):
+        // `/health` and refused writes answer at once.
+        let failure = match self.shared.current.try_read() {
+            Ok(slot) => slot.as_ref().and_then(Store::failure),
+            Err(_) => None,
+        };
+        if let Some(failure) = failure {
             return Some(self.shared.notice(&failure));
         }
         self.shared.lock().cause.clone()
