@@ -149,9 +149,8 @@ impl Runner {
     ) {
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
         let txn = self.views.begin_write();
-        if self.reload_if_views_reopened() {
+        if self.reload_if_views_reopened(Some(lane)) {
             // Reopened under this batch: it was read from a checkpoint the file may have lost.
-            lane.retry_at = None;
             return;
         }
         let result = (|| -> Result<(), redb::Error> {

@@ -77,7 +77,8 @@ pub(crate) struct Runner {
     /// [`Views::generation`]).
     views_generation: u64,
     /// The I/O error the last batch failed with (reading the log, committing the read
-    /// model), until a batch commits: the projection reports `failed` meanwhile and retries.
+    /// model), until a commit is durable: the projection reports `failed` meanwhile and
+    /// retries.
     stalled: Option<String>,
     shared: Arc<Shared>,
     control: mpsc::UnboundedReceiver<Control>,
@@ -285,7 +286,7 @@ impl Runner {
                     return;
                 }
             }
-            self.reload_if_views_reopened();
+            self.reload_if_views_reopened(None);
             if self.unsynced && self.last_durable.elapsed() >= DURABLE_EVERY {
                 // Idle with commits not yet on disk: make them durable now, not at the next
                 // batch, so that a disk that cannot take them shows.
@@ -457,18 +458,21 @@ impl Runner {
     }
 
     /// After `views.redb` was reopened (an I/O error), it holds its last durable commit: the
-    /// lanes go on from the checkpoints it holds, not from those of commits it lost. Returns
-    /// whether it was reopened.
-    pub(super) fn reload_if_views_reopened(&mut self) -> bool {
+    /// lanes go on from the checkpoints it holds, not from those of commits it lost. `lent`:
+    /// the lane being stepped (out of `self` meanwhile). Returns whether it was reopened.
+    fn reload_if_views_reopened(&mut self, mut lent: Option<&mut Lane>) -> bool {
         let generation = self.views.generation();
         if generation == self.views_generation {
             return false;
         }
-        let reloaded = (|| -> Result<(), redb::Error> {
-            let db = self.views.db()?;
-            for lane in [Some(&mut self.active), self.shadow.as_mut()]
-                .into_iter()
-                .flatten()
+        let reloaded = self.views.db().map_err(redb::Error::from).and_then(|db| {
+            for lane in [
+                Some(&mut self.active),
+                self.shadow.as_mut(),
+                lent.as_deref_mut(),
+            ]
+            .into_iter()
+            .flatten()
             {
                 lane.checkpoint = schema::checkpoint(&db, &lane.namespace)?;
                 lane.ahead = None;
@@ -476,14 +480,24 @@ impl Runner {
                 lane.careful_until = 0;
             }
             Ok(())
-        })();
+        });
         match reloaded {
             Ok(()) => {
                 tracing::info!(projection = %self.config.name, "views.redb was reopened; going on from its checkpoint");
                 self.views_generation = generation;
                 self.unsynced = false;
             }
-            Err(error) => self.stalled = Some(format!("reading the checkpoint: {error}")),
+            Err(error) => {
+                // Not fed until the checkpoints are read again (at the next turn of the loop).
+                let retry_at = Instant::now() + self.config.backoff;
+                for lane in [Some(&mut self.active), self.shadow.as_mut(), lent]
+                    .into_iter()
+                    .flatten()
+                {
+                    lane.retry_at = Some(retry_at);
+                }
+                self.stalled = Some(format!("reading the checkpoint: {error}"));
+            }
         }
         true
     }
@@ -502,7 +516,7 @@ impl Runner {
             return;
         }
         let txn = self.views.begin_write();
-        if self.reload_if_views_reopened() {
+        if self.reload_if_views_reopened(None) {
             // The commits to make durable were lost with the failed file: the lanes redo them.
             return;
         }
