@@ -43,11 +43,14 @@ pub enum ErrorCode {
     Internal,
     /// 503: the host is shutting down or a component stopped.
     Unavailable,
+    /// 503 with `Retry-After`: an I/O error (a full disk) made the event store read-only;
+    /// it takes writes again by itself once the cause is gone. Nothing was written.
+    ReadOnly,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidCommand,
         ErrorCode::BadPlugin,
@@ -63,6 +66,7 @@ impl ErrorCode {
         ErrorCode::CheckFailed,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
+        ErrorCode::ReadOnly,
     ];
 
     /// The HTTP status of an answer with this code.
@@ -77,7 +81,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::Rejected | ErrorCode::SubjectForgotten | ErrorCode::CheckFailed => 422,
             ErrorCode::Internal => 500,
-            ErrorCode::Unavailable => 503,
+            ErrorCode::Unavailable | ErrorCode::ReadOnly => 503,
         }
     }
 
@@ -99,6 +103,7 @@ impl ErrorCode {
             ErrorCode::CheckFailed => "check_failed",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::ReadOnly => "read_only",
         }
     }
 }

@@ -6,12 +6,17 @@ use utoipa::ToSchema;
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok`.
+    /// `ok`; `degraded` (answered with 503, for load balancers) while an I/O error keeps the
+    /// event store read-only.
     pub status: String,
     /// The last committed position.
     pub head: u64,
     /// Seconds since the host started.
     pub uptime_seconds: u64,
+    /// While degraded: why (the I/O error that stopped the store's writer). Reads are still
+    /// served; writes answer `read_only` until the store has recovered by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 /// `POST /subjects/{id}/forget`: the body is optional.

@@ -3,7 +3,7 @@
 //! config) is handled at start like a swap: the aggregates' snapshots are dropped and the
 //! affected projections rebuilt.
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 
 use crate::aggregate::Aggregates;
 use crate::projection::Projections;
@@ -27,7 +27,7 @@ fn versions(chain: &UpcasterChain) -> Versions {
 }
 
 fn recorded(views: &Views) -> Result<Option<Versions>, redb::Error> {
-    let txn = views.db().begin_read()?;
+    let txn = views.begin_read()?;
     let table = match txn.open_table(CHAIN) {
         Ok(table) => table,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -42,7 +42,7 @@ fn recorded(views: &Views) -> Result<Option<Versions>, redb::Error> {
 /// Records `chain` as the one the derived data is built through now.
 pub fn record(views: &Views, chain: &UpcasterChain) -> Result<(), redb::Error> {
     let text = serde_json::to_string(&versions(chain)).expect("strings serialize");
-    let txn = views.db().begin_write()?;
+    let txn = views.begin_write()?;
     txn.open_table(CHAIN)?.insert(KEY, text.as_str())?;
     txn.commit()?;
     Ok(())

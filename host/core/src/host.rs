@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use eshost_runtime::{LoadedPlugin, PluginKind, Runtime, RuntimeConfig};
-use eshost_store::{EventStore, Store, StoreConfig};
+use eshost_store::{EventStore, RecoveringStore, StoreConfig};
 use eshost_store_postgres::{KekSource, PgConfig, PgStore};
 
 use crate::aggregate::{AggregateConfig, Aggregates, EngineConfig};
@@ -166,9 +166,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
         None => {
             let mut store_config = StoreConfig::new(&config.store);
             store_config.keys = config.keys.clone();
-            Ok(Arc::new(Store::open(store_config).with_context(|| {
-                format!("opening store {}", config.store.display())
-            })?))
+            Ok(Arc::new(RecoveringStore::open(store_config).with_context(
+                || format!("opening store {}", config.store.display()),
+            )?))
         }
     }
 }

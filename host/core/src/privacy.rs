@@ -18,7 +18,7 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregates;
@@ -244,7 +244,7 @@ impl Forgetting {
 
     /// Subjects whose erasure has not finished, with their erasure event's position.
     pub fn pending(&self) -> Result<Vec<(String, u64)>, String> {
-        let txn = self.views.db().begin_read().map_err(|e| e.to_string())?;
+        let txn = self.views.begin_read().map_err(|e| e.to_string())?;
         let table = match txn.open_table(PENDING) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -337,7 +337,7 @@ impl Forgetting {
     }
 
     fn mark_pending(&self, subject: &str, position: u64) -> Result<(), String> {
-        let txn = self.views.db().begin_write().map_err(|e| e.to_string())?;
+        let txn = self.views.begin_write().map_err(|e| e.to_string())?;
         {
             let mut table = txn.open_table(PENDING).map_err(|e| e.to_string())?;
             table.insert(subject, position).map_err(|e| e.to_string())?;
@@ -346,7 +346,7 @@ impl Forgetting {
     }
 
     fn clear_pending(&self, subject: &str) -> Result<(), String> {
-        let txn = self.views.db().begin_write().map_err(|e| e.to_string())?;
+        let txn = self.views.begin_write().map_err(|e| e.to_string())?;
         {
             let mut table = txn.open_table(PENDING).map_err(|e| e.to_string())?;
             table.remove(subject).map_err(|e| e.to_string())?;

@@ -3,18 +3,34 @@
 //! log's writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use redb::Database;
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, StorageError, TransactionError, WriteTransaction,
+};
 
 /// The file, inside the store directory, that holds derived data.
 pub const VIEWS_FILE: &str = "views.redb";
 
 /// The derived-data database. Each subsystem defines its own tables in it.
+///
+/// redb latches an I/O error (a full disk): every later write transaction of that
+/// `Database` fails. [`Views::begin_write`] then closes and reopens the file, which rolls it
+/// back to its last durable commit, and bumps [`Views::generation`] so that whoever keeps
+/// state that mirrors the file (a projection's checkpoint) reads it again.
 #[derive(Debug, Clone)]
 pub struct Views {
-    db: Arc<Database>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `None` after a reopen failed, until the next one succeeds.
+    db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
+    generation: AtomicU64,
 }
 
 /// Why `views.redb` could not be opened.
@@ -27,39 +43,138 @@ pub struct ViewsOpenError {
     pub reason: String,
 }
 
+/// How long a reopen waits for transactions begun on the failed file to let go of it.
+const REOPEN_DEADLINE: Duration = Duration::from_secs(2);
+
 impl Views {
     /// Open (or create) `views.redb` in the store directory `dir`.
     pub fn open(dir: &Path) -> Result<Views, ViewsOpenError> {
         let path = dir.join(VIEWS_FILE);
-        let failed = |reason: String| ViewsOpenError {
+        std::fs::create_dir_all(dir).map_err(|error| ViewsOpenError {
             path: path.clone(),
-            reason,
-        };
-        std::fs::create_dir_all(dir).map_err(|error| failed(error.to_string()))?;
-        let db = Database::builder()
-            .set_cache_size(128 * 1024 * 1024)
-            .create(&path)
-            .map_err(|error| match error {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    failed("it is locked by another process (is `eshost run` using it?)".into())
-                }
-                other => failed(other.to_string()),
-            })?;
+            reason: error.to_string(),
+        })?;
+        let db = open_file(&path)?;
         Ok(Views {
-            db: Arc::new(db),
-            path,
+            inner: Arc::new(Inner {
+                db: RwLock::new(Some(Arc::new(db))),
+                path,
+                generation: AtomicU64::new(0),
+            }),
         })
     }
 
-    /// The database, for subsystems to open their tables in.
-    pub fn db(&self) -> &Arc<Database> {
-        &self.db
+    /// The database, for subsystems to open their tables in. Hold it only for one
+    /// operation: a reopen waits for it. An error while a failed reopen is retried.
+    pub fn db(&self) -> Result<Arc<Database>, StorageError> {
+        let slot = self.inner.db.read().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(db) => Ok(db.clone()),
+            None => {
+                drop(slot);
+                let generation = self.generation();
+                self.reopen(generation).map_err(unavailable)?;
+                let slot = self.inner.db.read().unwrap_or_else(|e| e.into_inner());
+                slot.clone()
+                    .ok_or_else(|| unavailable("views.redb is being reopened".into()))
+            }
+        }
+    }
+
+    /// A read transaction.
+    pub fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
+        self.db()?.begin_read()
+    }
+
+    /// A write transaction; after an I/O error latched in the file, reopens it first.
+    pub fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
+        let generation = self.generation();
+        // Bound first: the database must not be held (a temporary of the match) while the
+        // reopen waits for every holder to let go.
+        let attempt = self.db()?.begin_write();
+        match attempt {
+            Err(TransactionError::Storage(StorageError::PreviousIo)) => {
+                self.reopen(generation).map_err(unavailable)?;
+                self.db()?.begin_write()
+            }
+            other => other,
+        }
+    }
+
+    /// How many times the file was reopened after an I/O error.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// Close the failed file and open it again, unless another caller did since
+    /// `generation`.
+    fn reopen(&self, generation: u64) -> Result<(), String> {
+        let mut slot = self.inner.db.write().unwrap_or_else(|e| e.into_inner());
+        if self.generation() != generation {
+            return Ok(());
+        }
+        let deadline = Instant::now() + REOPEN_DEADLINE;
+        if let Some(failed) = slot.take() {
+            // Its file lock is released once the failed database is closed.
+            let mut failed = failed;
+            loop {
+                match Arc::try_unwrap(failed) {
+                    Ok(db) => break drop(db),
+                    Err(shared) if Instant::now() < deadline => failed = shared,
+                    Err(shared) => {
+                        *slot = Some(shared);
+                        return Err("views.redb failed and is still in use; retrying later".into());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let reopened = (|| {
+            let mut last = String::new();
+            while Instant::now() < deadline + REOPEN_DEADLINE {
+                match open_file(&self.inner.path) {
+                    Ok(db) => return Ok(db),
+                    Err(error) => last = error.reason,
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(last)
+        })();
+        match reopened {
+            Ok(db) => {
+                *slot = Some(Arc::new(db));
+                self.inner.generation.fetch_add(1, Ordering::AcqRel);
+                tracing::info!(path = %self.inner.path.display(), "views database reopened after an I/O error");
+                Ok(())
+            }
+            Err(reason) => Err(format!("reopening views.redb: {reason}")),
+        }
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
+}
+
+fn unavailable(reason: String) -> StorageError {
+    StorageError::Io(std::io::Error::other(reason))
+}
+
+fn open_file(path: &Path) -> Result<Database, ViewsOpenError> {
+    let failed = |reason: String| ViewsOpenError {
+        path: path.to_owned(),
+        reason,
+    };
+    Database::builder()
+        .set_cache_size(128 * 1024 * 1024)
+        .create(path)
+        .map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                failed("it is locked by another process (is `eshost run` using it?)".into())
+            }
+            other => failed(other.to_string()),
+        })
 }
 
 /// Rewrites `views.redb` of a stopped host into a fresh file, table by table, and puts it in

@@ -68,9 +68,16 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
     StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// Seconds a client is asked to wait before retrying a write the read-only store refused.
+pub const READ_ONLY_RETRY_AFTER_SECS: u64 = 5;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.0)).into_response()
+        let retry_after = (self.0.error == ErrorCode::ReadOnly).then_some([(
+            axum::http::header::RETRY_AFTER,
+            READ_ONLY_RETRY_AFTER_SECS.to_string(),
+        )]);
+        (self.status(), retry_after, Json(self.0)).into_response()
     }
 }
 
@@ -83,6 +90,7 @@ impl From<AppendError> for ApiError {
                 ApiError::new(ErrorCode::DuplicateEventId, error.to_string())
             }
             AppendError::Closed => ApiError::new(ErrorCode::Unavailable, error.to_string()),
+            AppendError::ReadOnly { .. } => ApiError::new(ErrorCode::ReadOnly, error.to_string()),
             AppendError::Seal(eshost_store::keys::SealError::Forgotten { .. }) => {
                 ApiError::new(ErrorCode::SubjectForgotten, error.to_string())
             }

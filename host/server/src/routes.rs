@@ -405,10 +405,11 @@ pub const ROUTES: &[Route] = &[
         Method::GET,
         "/health",
         Access::Public,
-        "Liveness",
+        "Liveness: 200 ok, or 503 degraded while the event store is read-only",
         json::<api::Health>(),
         || get(operations::health),
-    ),
+    )
+    .statuses(&[200, 503]),
     Route::new(
         Method::GET,
         "/nodes",

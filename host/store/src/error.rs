@@ -125,6 +125,13 @@ pub enum AppendError {
     /// The storage engine failed; the batch was not committed.
     #[error("event store write failed: {0}")]
     Storage(String),
+    /// An I/O error (a full disk, a failing device) stopped the writer; the store reopens
+    /// itself once the cause is gone. Nothing of this append was written: retry later.
+    #[error("the event store is read-only until it recovers from an I/O error: {cause}")]
+    ReadOnly {
+        /// The I/O error that stopped the writer.
+        cause: String,
+    },
     /// The store has been closed.
     #[error("the event store is closed")]
     Closed,

@@ -36,8 +36,8 @@ use tokio::sync::watch;
 pub use archive::{ArchiveCut, ArchiveError, Archived, SegmentInfo};
 pub use blob::BlobError;
 pub use embedded::{
-    CompactError, Compacted, Durability, EVENTS_FILE, Gather, Store, StoreConfig, WriterStats,
-    compact_redb, now_ms,
+    CompactError, Compacted, Durability, EVENTS_FILE, Gather, RecoveringStore, Store, StoreConfig,
+    WriterStats, compact_redb, now_ms,
 };
 pub use error::{AppendError, OpenError, ReadError, ValidationError};
 pub use event::{
@@ -136,6 +136,12 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     fn put_blob(&self, bytes: &[u8]) -> Result<String, BlobError>;
     /// The bytes stored under `hash` (checked against it), or `None`.
     fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, BlobError>;
+
+    /// Why appends fail right now, if an I/O error stopped the writer (the store is
+    /// read-only until it recovers); `None` while the store takes writes.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 
     // The node registry: which nodes share the store, for work every node must do.
 

@@ -61,7 +61,9 @@ fn stats(ui: &Ui) -> Markup {
             div.tile { div.label { "Store size" } div.value { (bytes(store_bytes(ui))) } }
             div.tile { div.label { "Uptime" } div.value { (uptime / 3600) "h " (uptime / 60 % 60) "m" } }
             div.tile { div.label { "Health" } div.value {
-                @if failed.is_empty() { span.ok { "ok" } }
+                @if let Some(cause) = host.store().degraded() {
+                    span.problem { "store read-only: " (cause) }
+                } @else if failed.is_empty() { span.ok { "ok" } }
                 @else { span.problem { "failed: " (failed.join(", ")) } }
             } }
         }

@@ -69,7 +69,20 @@ async fn load(
 /// computed from the log; returns them.
 async fn balances_agree(cluster: &Cluster, nodes: &[usize]) -> BTreeMap<String, i64> {
     let client = client();
-    let events = all_events(&client, &cluster.nodes[nodes[0]].base).await;
+    // A node learns of another's commits from a NOTIFY (or its next poll): wait until the
+    // node the log is read through knows the highest head any node reports, or its `$all`
+    // may end before the last commit.
+    let mut head = 0;
+    for &index in nodes {
+        let health = get(&client, &cluster.nodes[index].base, "/health").await;
+        head = head.max(health["head"].as_u64().unwrap_or(0));
+    }
+    let reader = &cluster.nodes[nodes[0]].base;
+    wait_for(&client, reader, "/health", Duration::from_secs(30), |h| {
+        h["head"].as_u64() >= Some(head)
+    })
+    .await;
+    let events = all_events(&client, reader).await;
     let expected = balances_from_log(&events);
     for &index in nodes {
         let base = &cluster.nodes[index].base;

@@ -25,7 +25,7 @@
 
 use std::ops::ControlFlow;
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -83,7 +83,7 @@ impl IdempotencyKeys {
         id: &str,
         key: &str,
     ) -> Result<Option<CommandReply>, String> {
-        let txn = self.views.db().begin_read().map_err(failed)?;
+        let txn = self.views.begin_read().map_err(failed)?;
         let table = match txn.open_table(KEYS) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -107,7 +107,7 @@ impl IdempotencyKeys {
         reply: &CommandReply,
     ) -> Result<(), String> {
         let json = serde_json::to_vec(reply).map_err(failed)?;
-        let txn = self.views.db().begin_write().map_err(failed)?;
+        let txn = self.views.begin_write().map_err(failed)?;
         {
             let mut table = txn.open_table(KEYS).map_err(failed)?;
             table

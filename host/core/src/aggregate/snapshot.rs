@@ -2,7 +2,7 @@
 //! plugin that made them and the stream version they cover. They are derived data: losing
 //! one costs a replay, never correctness.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::views::Views;
 
@@ -62,7 +62,7 @@ impl Snapshots {
 
     /// The latest snapshot of one aggregate, if any.
     pub fn get(&self, aggregate_type: &str, id: &str) -> Result<Option<Snapshot>, SnapshotError> {
-        let txn = self.views.db().begin_read().map_err(storage)?;
+        let txn = self.views.begin_read().map_err(storage)?;
         let table = match txn.open_table(SNAPSHOTS) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -98,7 +98,7 @@ impl Snapshots {
         id: &str,
         bytes: &[u8],
     ) -> Result<(), SnapshotError> {
-        let mut txn = self.views.db().begin_write().map_err(storage)?;
+        let mut txn = self.views.begin_write().map_err(storage)?;
         txn.set_durability(redb::Durability::None)
             .map_err(storage)?;
         {
@@ -111,7 +111,7 @@ impl Snapshots {
     /// Deletes the snapshots of `ids` under every type of `types`, durably (a crash must not
     /// bring back a purged state). Returns how many there were.
     pub fn delete_all(&self, types: &[String], ids: &[String]) -> Result<usize, SnapshotError> {
-        let txn = self.views.db().begin_write().map_err(storage)?;
+        let txn = self.views.begin_write().map_err(storage)?;
         let mut deleted = 0;
         {
             let mut table = txn.open_table(SNAPSHOTS).map_err(storage)?;
@@ -135,7 +135,7 @@ impl Snapshots {
     /// not know the types. Scans the snapshot table once.
     pub fn delete_ids(&self, ids: &[String]) -> Result<usize, SnapshotError> {
         let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let txn = self.views.db().begin_write().map_err(storage)?;
+        let txn = self.views.begin_write().map_err(storage)?;
         let mut deleted = 0;
         {
             let mut table = txn.open_table(SNAPSHOTS).map_err(storage)?;
@@ -164,7 +164,7 @@ impl Snapshots {
     /// Deletes every snapshot, durably (after an upcaster swap: each was built through the
     /// old chain). Returns how many there were.
     pub fn clear(&self) -> Result<usize, SnapshotError> {
-        let txn = self.views.db().begin_write().map_err(storage)?;
+        let txn = self.views.begin_write().map_err(storage)?;
         let deleted = match txn.open_table(SNAPSHOTS) {
             Ok(table) => table.len().map_err(storage)?,
             Err(error) => return Err(storage(error)),
@@ -176,7 +176,7 @@ impl Snapshots {
 
     /// Forgets one aggregate's snapshot.
     pub fn delete(&self, aggregate_type: &str, id: &str) -> Result<(), SnapshotError> {
-        let mut txn = self.views.db().begin_write().map_err(storage)?;
+        let mut txn = self.views.begin_write().map_err(storage)?;
         txn.set_durability(redb::Durability::None)
             .map_err(storage)?;
         {

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::Serialize;
 
 use crate::subscription::{Subscription, SubscriptionOptions};
@@ -273,7 +273,7 @@ impl Followed {
 
     /// The last position handled, if the follower ran before.
     pub(crate) fn get(&self) -> Result<Option<u64>, String> {
-        let txn = self.views.db().begin_read().map_err(|e| e.to_string())?;
+        let txn = self.views.begin_read().map_err(|e| e.to_string())?;
         let table = match txn.open_table(FOLLOWED) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -287,7 +287,7 @@ impl Followed {
 
     /// Records that everything up to `position` is handled (durably).
     pub(crate) fn set(&self, position: u64) -> Result<(), String> {
-        let txn = self.views.db().begin_write().map_err(|e| e.to_string())?;
+        let txn = self.views.begin_write().map_err(|e| e.to_string())?;
         {
             let mut table = txn.open_table(FOLLOWED).map_err(|e| e.to_string())?;
             let current = table

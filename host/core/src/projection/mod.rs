@@ -26,8 +26,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::ReadableDatabase;
-
 use crate::views::Views;
 use eshost_runtime::{Limits, ProjectionInstance, ProjectionPlugin, QueryError, Runtime};
 use eshost_store::EventStore;
@@ -181,7 +179,7 @@ impl Projections {
         let (runner, shared) = Runner::open(
             config.clone(),
             self.inner.store.clone(),
-            self.inner.views.db().clone(),
+            self.inner.views.clone(),
             runtime,
             plugin,
             bytes,
@@ -514,9 +512,8 @@ impl Projections {
         query: &str,
         args: &str,
     ) -> Result<Option<Result<String, QueryError>>, QueryFailure> {
-        let db = self.inner.views.db();
         let views = |e: redb::Error| QueryFailure::Views(e.to_string());
-        let txn = db.begin_read().map_err(|e| views(e.into()))?;
+        let txn = self.inner.views.begin_read().map_err(|e| views(e.into()))?;
         let meta = schema::read_meta_in(&txn, name)
             .map_err(views)?
             .ok_or_else(|| QueryFailure::Unknown(name.to_owned()))?;
@@ -557,11 +554,12 @@ impl Projections {
 
     /// The events `name` parked in its active generation.
     pub fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, ProjectionHostError> {
-        let db = self.inner.views.db();
         let views = |e: redb::Error| ProjectionHostError::Views {
             name: name.to_owned(),
             message: e.to_string(),
         };
+        let db = self.inner.views.db().map_err(|e| views(e.into()))?;
+        let db = &db;
         let meta = schema::read_meta(db, name)
             .map_err(views)?
             .ok_or_else(|| ProjectionHostError::Unknown(name.to_owned()))?;

@@ -316,7 +316,8 @@ pub fn diff_views(
     replayed: &MemoryReadModel,
     samples: usize,
 ) -> anyhow::Result<DiffReport> {
-    let db = views.db();
+    let db = views.db()?;
+    let db = &db;
     let txn = db.begin_read()?;
     let Some(meta) = schema::read_meta_in(&txn, name)? else {
         bail!(

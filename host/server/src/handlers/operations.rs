@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eshost_api as api;
 use eshost_core::projection::ProjectionState;
@@ -12,13 +12,23 @@ use serde_json::Value;
 use crate::metrics::{counter, gauge};
 use crate::{ApiError, AppState};
 
-pub(crate) async fn health(State(state): State<AppState>) -> Json<api::Health> {
+/// 200 `ok`, or 503 `degraded` with the cause while the store cannot take writes.
+pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<api::Health>) {
     let inner = &state.inner;
-    Json(api::Health {
-        status: "ok".to_owned(),
-        head: inner.host.store().head(),
-        uptime_seconds: inner.host.started().elapsed().as_secs(),
-    })
+    let cause = inner.host.store().degraded();
+    let (status, word) = match cause {
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+        None => (StatusCode::OK, "ok"),
+    };
+    (
+        status,
+        Json(api::Health {
+            status: word.to_owned(),
+            head: inner.host.store().head(),
+            uptime_seconds: inner.host.started().elapsed().as_secs(),
+            cause,
+        }),
+    )
 }
 
 pub(crate) async fn nodes(State(state): State<AppState>) -> Result<Json<api::NodeList>, ApiError> {

@@ -11,6 +11,7 @@ mod file;
 mod index;
 mod open;
 mod reader;
+mod recover;
 pub(crate) mod schema;
 mod segment;
 mod stage;
@@ -31,6 +32,7 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 pub use compact::{CompactError, Compacted, compact_redb};
+pub use recover::RecoveringStore;
 pub use writer::{Durability, Gather, WriterStats, now_ms};
 
 use crate::archive::{ArchiveCut, ArchiveError, Archived};
@@ -104,11 +106,24 @@ struct Inner {
     limits: Limits,
     requests: Option<mpsc::Sender<Msg>>,
     head: watch::Receiver<u64>,
+    head_tx: Arc<watch::Sender<u64>>,
     stats: Arc<WriterStats>,
     tail: Arc<RwLock<Tail>>,
     keys: Arc<KeyStore>,
     archive: Arc<Archive>,
     writer: Option<JoinHandle<()>>,
+    /// What the writer, syncer and checkpointer share: whether they failed.
+    shared: Arc<writer::Shared>,
+}
+
+/// What a reopen after an I/O error carries over from the store it replaces.
+pub(crate) struct Carried {
+    /// The head watch, so that subscribers keep theirs.
+    pub head: Arc<watch::Sender<u64>>,
+    /// The key store, which callers borrow from.
+    pub keys: Arc<KeyStore>,
+    /// The last acknowledged position: frames past it belong to a batch that failed.
+    pub durable: u64,
 }
 
 impl Drop for Inner {
@@ -124,9 +139,22 @@ impl Drop for Inner {
     }
 }
 
+impl Inner {
+    fn head_sender(&self) -> Arc<watch::Sender<u64>> {
+        self.head_tx.clone()
+    }
+}
+
 impl Store {
     /// Open (or create) the store in `config.dir`.
     pub fn open(config: StoreConfig) -> Result<Store, OpenError> {
+        Store::open_carrying(config, None)
+    }
+
+    pub(crate) fn open_carrying(
+        config: StoreConfig,
+        carried: Option<Carried>,
+    ) -> Result<Store, OpenError> {
         std::fs::create_dir_all(&config.dir).map_err(|source| OpenError::Directory {
             path: config.dir.clone(),
             source,
@@ -162,7 +190,8 @@ impl Store {
                     reason: other.to_string(),
                 },
             })?;
-        let initialised = open::initialise(&db, &config.dir).map_err(|reason| match reason {
+        let initialised = open::initialise(&db, &config.dir, carried.as_ref().map(|c| c.durable))
+            .map_err(|reason| match reason {
             open::Initialise::Format(found) => OpenError::Format {
                 path: path.clone(),
                 found,
@@ -190,7 +219,6 @@ impl Store {
             .keys
             .clone()
             .unwrap_or_else(|| config.dir.join(keys::KEYS_FILE));
-        let keys = Arc::new(KeyStore::open(&keys_path)?);
         let archive = Archive::open(&config.dir, initialised.manifest).map_err(|source| {
             OpenError::Directory {
                 path: config.dir.join(segment::ARCHIVE_DIR),
@@ -200,7 +228,17 @@ impl Store {
         let archive = Arc::new(archive);
         let db = Arc::new(db);
         let head = initialised.head;
-        let (head_tx, head_rx) = watch::channel(head.position);
+        let (keys, head_tx) = match carried {
+            Some(carried) => {
+                carried.head.send_replace(head.position);
+                (carried.keys, carried.head)
+            }
+            None => (
+                Arc::new(KeyStore::open(&keys_path)?),
+                Arc::new(watch::channel(head.position).0),
+            ),
+        };
+        let head_rx = head_tx.subscribe();
         // Unbounded: every queued append has a caller awaiting it, so the queue is bounded by
         // the callers in flight, which the server limits.
         let (requests, receiver) = mpsc::channel();
@@ -229,7 +267,7 @@ impl Store {
             durable: config.durability == Durability::Immediate,
             tail: tail.clone(),
             shared: shared.clone(),
-            head_tx,
+            head_tx: head_tx.clone(),
             stats: stats.clone(),
             freeze_events: config.index_flush_events.max(1),
             writer: requests.clone(),
@@ -245,7 +283,7 @@ impl Store {
                 archive.clone(),
             ),
             stats: stats.clone(),
-            shared,
+            shared: shared.clone(),
             max_batch: config.max_batch.max(1),
             max_batch_bytes: (wal_bytes / 4) as usize,
             gather: config.gather,
@@ -261,13 +299,21 @@ impl Store {
                 limits: config.limits,
                 requests: Some(requests),
                 head: head_rx,
+                head_tx,
                 stats,
                 tail,
                 keys,
                 archive,
                 writer: Some(writer),
+                shared,
             }),
         })
+    }
+
+    /// The error that stopped the writer, if one did: appends fail until the store is
+    /// reopened (see [`RecoveringStore`]).
+    pub fn failure(&self) -> Option<AppendError> {
+        self.inner.shared.failed.get().cloned()
     }
 
     /// The events file.

@@ -41,8 +41,14 @@ pub(crate) struct Initialised {
 /// Create the tables of a new store, check the format of an old one, read its head, index
 /// what an older store left unindexed, copy the events of the last run's WAL that redb does
 /// not hold yet, start a new WAL epoch, and mark the store open: all in one durable
-/// transaction.
-pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initialise> {
+/// transaction. With `recover_until` (a reopen after an I/O error: the last position that
+/// was acknowledged), frames past it are left behind: their batch failed, and the new epoch
+/// makes them stale.
+pub(crate) fn initialise(
+    db: &Database,
+    dir: &Path,
+    recover_until: Option<u64>,
+) -> Result<Initialised, Initialise> {
     let failed = |error: redb::Error| Initialise::Database(error.to_string());
     let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
     txn.set_quick_repair(true);
@@ -111,9 +117,12 @@ pub(crate) fn initialise(db: &Database, dir: &Path) -> Result<Initialised, Initi
         let recent = RecentIndex::recover(&txn, head.position).map_err(Initialise::Database)?;
         recent.flush(&txn, head.position).map_err(failed)?;
     }
-    let records = wal::recover(dir, epoch, &head).map_err(|error| {
+    let mut records = wal::recover(dir, epoch, &head).map_err(|error| {
         Initialise::Database(format!("cannot read the write-ahead log: {error}"))
     })?;
+    if let Some(until) = recover_until {
+        records.retain(|(position, _)| *position <= until);
+    }
     let recovered = records.len();
     if !records.is_empty() {
         let generation = recovered_generation(&txn, head, records)?;
@@ -176,4 +185,49 @@ fn recovered_generation(
     generation.bytes = batch.frames.len() as u64;
     generation.batches.push(Arc::new(batch));
     Ok(generation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{GENESIS_HASH, RecordBody};
+
+    /// Frames of `epoch` for positions `1..=count` of one stream, chained from genesis.
+    fn frames(epoch: u32, count: u64) -> Vec<u8> {
+        let mut frames = Vec::new();
+        let mut hash = GENESIS_HASH;
+        for position in 1..=count {
+            let start = wal::begin_frame(&mut frames);
+            hash = RecordBody {
+                stream_version: position,
+                event_id: uuid::Uuid::now_v7(),
+                schema_version: 1,
+                recorded_at: 7,
+                stream_id: "s",
+                event_type: "E",
+                data: "{}",
+                metadata: "{}",
+                personal: None,
+            }
+            .encode_into(position, &hash, &mut frames);
+            wal::finish_frame(&mut frames, start, epoch, position);
+        }
+        frames
+    }
+
+    #[test]
+    fn a_reopen_recovers_the_log_only_up_to_the_last_acknowledged_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("events.redb")).unwrap();
+        // A new store starts at epoch 0: five frames of it, the last two of a batch that
+        // failed (never acknowledged).
+        let mut log = wal::Wal::open(dir.path(), 64 * 1024).unwrap();
+        log.append(&frames(0, 5), true).unwrap();
+        let reopened = initialise(&db, dir.path(), Some(3)).ok().unwrap();
+        assert_eq!((reopened.recovered, reopened.head.position), (3, 3));
+        // The new epoch makes the failed batch's frames stale for good, a crash later included.
+        let again = initialise(&db, dir.path(), None).ok().unwrap();
+        assert_eq!((again.recovered, again.head.position), (0, 3));
+        assert_eq!(again.epoch, reopened.epoch + 1);
+    }
 }

@@ -32,7 +32,7 @@ pub(crate) struct Syncer {
     pub durable: bool,
     pub tail: Arc<RwLock<Tail>>,
     pub shared: Arc<Shared>,
-    pub head_tx: watch::Sender<u64>,
+    pub head_tx: Arc<watch::Sender<u64>>,
     pub stats: Arc<WriterStats>,
     /// Freeze the active generation once it holds this many events.
     pub freeze_events: usize,

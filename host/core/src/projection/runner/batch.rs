@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::ReadableDatabase;
-
 use super::lane::Lane;
 use super::read_ahead::{ReadBatch, ReadJob, ReadSpec, read_batch, spawn_reader};
 use super::{DURABLE_EVERY, Runner, redb_error};
@@ -134,7 +132,7 @@ impl Runner {
     }
 
     pub(super) fn snapshot(&self, namespace: &str) -> Result<Snapshot, redb::Error> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
+        let txn = self.views.begin_read().map_err(redb_error)?;
         match txn.open_table(schema::data_table(namespace)) {
             Ok(table) => Ok(Snapshot::new(Some(table))),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(Snapshot::new(None)),
@@ -150,8 +148,13 @@ impl Runner {
         last: u64,
     ) {
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
+        let txn = self.views.begin_write();
+        if self.reload_if_views_reopened(Some(lane)) {
+            // Reopened under this batch: it was read from a checkpoint the file may have lost.
+            return;
+        }
         let result = (|| -> Result<(), redb::Error> {
-            let mut txn = self.db.begin_write().map_err(redb_error)?;
+            let mut txn = txn.map_err(redb_error)?;
             if !durable {
                 txn.set_durability(redb::Durability::None)
                     .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
@@ -196,6 +199,7 @@ impl Runner {
         tracing::warn!(projection = %self.config.name, "{message}");
         lane.attempts = lane.attempts.saturating_add(1);
         lane.retry_at = Some(Instant::now() + self.backoff(lane.attempts));
+        self.stalled = Some(message.clone());
         self.last_error = Some(message);
     }
 
@@ -275,7 +279,7 @@ impl Runner {
     /// Parks `letter` and moves the checkpoint past it, in one transaction.
     pub(super) fn park(&mut self, lane: &Lane, letter: &DeadLetter) -> Result<(), redb::Error> {
         let bytes = serde_json::to_vec(letter).expect("a dead letter serializes");
-        let txn = self.db.begin_write().map_err(redb_error)?;
+        let txn = self.views.begin_write().map_err(redb_error)?;
         txn.open_table(schema::DEAD_LETTERS)?
             .insert((lane.namespace.as_str(), letter.position), bytes.as_slice())?;
         txn.open_table(schema::CHECKPOINTS)?

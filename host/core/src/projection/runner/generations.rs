@@ -64,12 +64,13 @@ impl Runner {
             SwapMode::Continue => {
                 let name = self.config.name.clone();
                 let err = views_error(&name);
-                let mut meta = schema::read_meta(&self.db, &name)
+                let db = self.views.db().map_err(|e| err(e.into()))?;
+                let mut meta = schema::read_meta(&db, &name)
                     .map_err(&err)?
                     .ok_or_else(|| ProjectionHostError::Unknown(name.clone()))?;
                 meta.active.hash = hash.clone();
                 let commit = || -> Result<(), redb::Error> {
-                    let txn = self.db.begin_write().map_err(redb_error)?;
+                    let txn = self.views.begin_write().map_err(redb_error)?;
                     txn.open_table(schema::CODE)?
                         .insert(hash.as_str(), bytes.as_slice())?;
                     schema::write_meta(&txn, &name, &meta)?;
@@ -102,7 +103,8 @@ impl Runner {
     ) -> Result<u64, ProjectionHostError> {
         let name = self.config.name.clone();
         let err = views_error(&name);
-        let mut meta = schema::read_meta(&self.db, &name)
+        let db = self.views.db().map_err(|e| err(e.into()))?;
+        let mut meta = schema::read_meta(&db, &name)
             .map_err(&err)?
             .ok_or_else(|| ProjectionHostError::Unknown(name.clone()))?;
         let old_shadow = meta.shadow.take();
@@ -114,7 +116,7 @@ impl Runner {
         meta.shadow = Some(generation.clone());
         let namespace = schema::namespace(&name, generation.number);
         let commit = || -> Result<(), redb::Error> {
-            let txn = self.db.begin_write().map_err(redb_error)?;
+            let txn = self.views.begin_write().map_err(redb_error)?;
             if let Some(old) = &old_shadow {
                 schema::drop_namespace(&txn, &schema::namespace(&name, old.number))?;
             }
@@ -146,10 +148,10 @@ impl Runner {
             return Ok(());
         };
         let name = self.config.name.clone();
-        let mut meta = schema::read_meta(&self.db, &name)?
+        let mut meta = schema::read_meta(&*self.views.db()?, &name)?
             .ok_or_else(|| redb::Error::Corrupted(format!("no record of {name:?}")))?;
         meta.shadow = None;
-        let txn = self.db.begin_write().map_err(redb_error)?;
+        let txn = self.views.begin_write().map_err(redb_error)?;
         schema::drop_namespace(&txn, &shadow.namespace)?;
         schema::write_meta(&txn, &name, &meta)?;
         schema::collect_code(&txn)?;
@@ -167,11 +169,11 @@ impl Runner {
     pub(super) fn switch(&mut self) -> Result<(), redb::Error> {
         let shadow = self.shadow.as_ref().expect("a shadow to switch to");
         let name = self.config.name.clone();
-        let mut meta = schema::read_meta(&self.db, &name)?
+        let mut meta = schema::read_meta(&*self.views.db()?, &name)?
             .ok_or_else(|| redb::Error::Corrupted(format!("no record of {name:?}")))?;
         meta.active = shadow.generation.clone();
         meta.shadow = None;
-        let mut txn = self.db.begin_write().map_err(redb_error)?;
+        let mut txn = self.views.begin_write().map_err(redb_error)?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
         schema::drop_namespace(&txn, &self.active.namespace)?;

@@ -24,7 +24,6 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::Database;
 use tokio::sync::{mpsc, watch};
 
 use super::schema::{self, Generation};
@@ -33,6 +32,7 @@ use super::{
     SwapMode, SwapOutcome,
 };
 use crate::upcast::{UpcasterChain, Upcasting};
+use crate::views::Views;
 use eshost_runtime::{Event, ProjectionPlugin, Runtime};
 use eshost_store::EventStore;
 
@@ -72,7 +72,14 @@ const DURABLE_EVERY: Duration = Duration::from_millis(500);
 pub(crate) struct Runner {
     config: ProjectionConfig,
     store: Arc<dyn EventStore>,
-    db: Arc<Database>,
+    views: Views,
+    /// The reopen count of `views.redb` the lanes' checkpoints were read at (see
+    /// [`Views::generation`]).
+    views_generation: u64,
+    /// The I/O error the last batch failed with (reading the log, committing the read
+    /// model), until a commit is durable: the projection reports `failed` meanwhile and
+    /// retries.
+    stalled: Option<String>,
     shared: Arc<Shared>,
     control: mpsc::UnboundedReceiver<Control>,
     head: watch::Receiver<u64>,
@@ -111,7 +118,7 @@ impl Runner {
     pub(crate) fn open(
         config: ProjectionConfig,
         store: Arc<dyn EventStore>,
-        db: Arc<Database>,
+        views: Views,
         runtime: Runtime,
         plugin: ProjectionPlugin,
         bytes: Vec<u8>,
@@ -121,6 +128,8 @@ impl Runner {
         let name = config.name.clone();
         let err = views_error(&name);
         let hash = plugin.info().content_hash.clone();
+        let views_generation = views.generation();
+        let db = views.db().map_err(|e| err(e.into()))?;
         let meta = schema::read_meta(&db, &name).map_err(&err)?;
         // The code of a recorded generation, from views.redb (or the configured file).
         let code_of =
@@ -216,10 +225,13 @@ impl Runner {
             status: Mutex::new(status),
             plugins: Mutex::new(plugins),
         });
+        drop(db);
         let mut runner = Runner {
             config,
             store,
-            db,
+            views,
+            views_generation,
+            stalled: None,
             shared: shared.clone(),
             control,
             head,
@@ -274,6 +286,12 @@ impl Runner {
                     return;
                 }
             }
+            self.reload_if_views_reopened(None);
+            if self.unsynced && self.last_durable.elapsed() >= DURABLE_EVERY {
+                // Idle with commits not yet on disk: make them durable now, not at the next
+                // batch, so that a disk that cannot take them shows.
+                self.sync();
+            }
             let head = *self.head.borrow_and_update();
             let worked = !self.paused && self.work(head);
             self.publish(head);
@@ -288,6 +306,11 @@ impl Runner {
                 .filter_map(|lane| lane.retry_at)
                 .min()
                 .filter(|_| !self.paused);
+            let sync_at = self.unsynced.then(|| self.last_durable + DURABLE_EVERY);
+            let retry_at = match (retry_at, sync_at) {
+                (Some(retry), Some(sync)) => Some(retry.min(sync)),
+                (retry, sync) => retry.or(sync),
+            };
             let control = waiter.block_on(async {
                 let sleep = async {
                     match retry_at {
@@ -434,10 +457,56 @@ impl Runner {
         worked
     }
 
+    /// After `views.redb` was reopened (an I/O error), it holds its last durable commit: the
+    /// lanes go on from the checkpoints it holds, not from those of commits it lost. `lent`:
+    /// the lane being stepped (out of `self` meanwhile). Returns whether it was reopened.
+    fn reload_if_views_reopened(&mut self, mut lent: Option<&mut Lane>) -> bool {
+        let generation = self.views.generation();
+        if generation == self.views_generation {
+            return false;
+        }
+        let reloaded = self.views.db().map_err(redb::Error::from).and_then(|db| {
+            for lane in [
+                Some(&mut self.active),
+                self.shadow.as_mut(),
+                lent.as_deref_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                lane.checkpoint = schema::checkpoint(&db, &lane.namespace)?;
+                lane.ahead = None;
+                lane.bound = None;
+                lane.careful_until = 0;
+            }
+            Ok(())
+        });
+        match reloaded {
+            Ok(()) => {
+                tracing::info!(projection = %self.config.name, "views.redb was reopened; going on from its checkpoint");
+                self.views_generation = generation;
+                self.unsynced = false;
+            }
+            Err(error) => {
+                // Not fed until the checkpoints are read again (at the next turn of the loop).
+                let retry_at = Instant::now() + self.config.backoff;
+                for lane in [Some(&mut self.active), self.shadow.as_mut(), lent]
+                    .into_iter()
+                    .flatten()
+                {
+                    lane.retry_at = Some(retry_at);
+                }
+                self.stalled = Some(format!("reading the checkpoint: {error}"));
+            }
+        }
+        true
+    }
+
     /// A durable commit just made every earlier one durable too.
     fn synced(&mut self) {
         self.last_durable = Instant::now();
         self.unsynced = false;
+        self.stalled = None;
     }
 
     /// Makes the commits made without waiting for the disk durable (an empty durable commit
@@ -446,18 +515,28 @@ impl Runner {
         if !self.unsynced {
             return;
         }
+        let txn = self.views.begin_write();
+        if self.reload_if_views_reopened(None) {
+            // The commits to make durable were lost with the failed file: the lanes redo them.
+            return;
+        }
         let result = (|| -> Result<(), redb::Error> {
-            let mut txn = self.db.begin_write().map_err(redb_error)?;
+            let mut txn = txn.map_err(redb_error)?;
             txn.set_durability(redb::Durability::Immediate)
                 .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
             txn.commit().map_err(redb_error)
         })();
         match result {
             Ok(()) => self.synced(),
-            Err(error) => tracing::warn!(
-                projection = %self.config.name,
-                "making the last commits durable: {error}; the next start redoes them"
-            ),
+            Err(error) => {
+                let message = format!("making the last commits durable: {error}");
+                tracing::warn!(projection = %self.config.name, "{message}");
+                // Tried again after DURABLE_EVERY; views.redb reopens itself on the way, and
+                // the lanes go on from what it holds.
+                self.last_durable = Instant::now();
+                self.stalled = Some(message.clone());
+                self.last_error = Some(message);
+            }
         }
     }
 
@@ -481,6 +560,8 @@ impl Runner {
         };
         let state = if self.paused {
             ProjectionState::Paused
+        } else if self.stalled.is_some() {
+            ProjectionState::Failed
         } else if self.shadow.is_some() {
             ProjectionState::Rebuilding
         } else if self.active.failed.is_some() {
@@ -489,9 +570,11 @@ impl Runner {
             ProjectionState::Running
         };
         let dead_letters = if self.config.dead_letter {
-            schema::dead_letters(&self.db, &self.active.namespace)
-                .map(|l| l.len() as u64)
-                .unwrap_or(0)
+            self.views
+                .db()
+                .ok()
+                .and_then(|db| schema::dead_letters(&db, &self.active.namespace).ok())
+                .map_or(0, |l| l.len() as u64)
         } else {
             0
         };
