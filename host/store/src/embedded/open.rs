@@ -190,27 +190,14 @@ fn recovered_generation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{GENESIS_HASH, RecordBody};
+    use crate::codec::GENESIS_HASH;
 
     /// Frames of `epoch` for positions `1..=count` of one stream, chained from genesis.
     fn frames(epoch: u32, count: u64) -> Vec<u8> {
         let mut frames = Vec::new();
         let mut hash = GENESIS_HASH;
         for position in 1..=count {
-            let start = wal::begin_frame(&mut frames);
-            hash = RecordBody {
-                stream_version: position,
-                event_id: uuid::Uuid::now_v7(),
-                schema_version: 1,
-                recorded_at: 7,
-                stream_id: "s",
-                event_type: "E",
-                data: "{}",
-                metadata: "{}",
-                personal: None,
-            }
-            .encode_into(position, &hash, &mut frames);
-            wal::finish_frame(&mut frames, start, epoch, position);
+            hash = wal::tests::record(position, &hash, &mut frames, epoch);
         }
         frames
     }

@@ -247,11 +247,18 @@ fn live_frames(mut file: impl io::Read, epoch: u32, head: u64) -> io::Result<Vec
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::codec::{GENESIS_HASH, RecordBody};
 
-    fn record(position: u64, previous: &[u8; 32], frames: &mut Vec<u8>, epoch: u32) -> [u8; 32] {
+    /// Appends to `frames` the frame of a one-event record at `position` chained from
+    /// `previous`; returns its hash.
+    pub(crate) fn record(
+        position: u64,
+        previous: &[u8; 32],
+        frames: &mut Vec<u8>,
+        epoch: u32,
+    ) -> [u8; 32] {
         let start = begin_frame(frames);
         let hash = RecordBody {
             stream_version: position,
