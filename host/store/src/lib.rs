@@ -24,6 +24,7 @@ mod page;
 pub mod range;
 pub mod read;
 pub mod report;
+pub mod tap;
 pub mod transfer;
 pub mod validate;
 
@@ -37,7 +38,7 @@ pub use archive::{ArchiveCut, ArchiveError, Archived, SegmentInfo};
 pub use blob::BlobError;
 pub use embedded::{
     CompactError, Compacted, Durability, EVENTS_FILE, Gather, RecoveringStore, Store, StoreConfig,
-    WriterStats, compact_redb, now_ms,
+    WriterStats, compact_redb, now_ms, unfinished_redb,
 };
 pub use error::{AppendError, OpenError, ReadError, ValidationError};
 pub use event::{

@@ -10,15 +10,28 @@
 //! opened, so zeroing `[zeroed_until, ..)` never overwrites data. On open, `zeroed_until` is
 //! the file's length: what lies in an existing file is unknown, so it is never zeroed.
 
-use std::fs::File;
 use std::ops::Bound;
+use std::path::Path;
 use std::sync::Mutex;
 
-use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
+
+use crate::tap::{Tap, TappedBackend};
 
 // What redb's backend I/O methods return (without its experimental API).
 type BackendIoError = std::io::Error;
+
+/// Whether the redb file at `path` exists but has no magic number (all zeros): redb writes it
+/// last when it creates a file, so such a file is one whose creation never finished.
+pub fn unfinished_redb(path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut magic = [0xffu8; 9];
+    match std::fs::File::open(path) {
+        Ok(file) => Ok(file.read_exact_at(&mut magic, 0).is_ok() && magic == [0; 9]),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    }
+}
 
 /// How far ahead of redb's writes the file is zeroed, in bytes.
 const ZERO_CHUNK: u64 = 4 * 1024 * 1024;
@@ -26,16 +39,17 @@ const ZERO_CHUNK: u64 = 4 * 1024 * 1024;
 /// A redb storage backend that zero-fills the file ahead of writes.
 #[derive(Debug)]
 pub struct ZeroAheadFile {
-    inner: FileBackend,
+    inner: TappedBackend,
     zeroed_until: Mutex<u64>,
 }
 
 impl ZeroAheadFile {
-    /// Wrap an open file.
-    pub fn new(file: File) -> Result<Self, redb::DatabaseError> {
-        let length = file.metadata()?.len();
+    /// Open (or create) the file at `path`, its writes through `tap`.
+    pub fn open(path: &Path, tap: &Tap) -> Result<Self, redb::DatabaseError> {
+        let inner = TappedBackend::open(path, tap)?;
+        let length = inner.len()?;
         Ok(ZeroAheadFile {
-            inner: FileBackend::new(file)?,
+            inner,
             zeroed_until: Mutex::new(length),
         })
     }

@@ -32,6 +32,7 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 pub use compact::{CompactError, Compacted, compact_redb};
+pub use file::unfinished_redb;
 pub use recover::RecoveringStore;
 pub use writer::{Durability, Gather, WriterStats, now_ms};
 
@@ -41,6 +42,7 @@ use crate::event::{AppendRequest, Appended, EventRef, RecordedEvent, StreamInfo}
 use crate::keys::{self, Forgot, KeyStore, Personal, SubjectKeys};
 use crate::read::{AllRead, Direction, StreamRead, Until};
 use crate::report::VerifyReport;
+use crate::tap::Tap;
 use crate::validate::{self, Limits};
 use crate::{BoxFuture, EventStore};
 use archive::{Archive, ArchiveView};
@@ -74,6 +76,9 @@ pub struct StoreConfig {
     pub wal_bytes: u64,
     /// The key store file; `None`: `keys.eshk` in the store directory.
     pub keys: Option<PathBuf>,
+    /// What every write to the store's files goes through (the power-cut tests' recorder);
+    /// `None` in production.
+    pub tap: Tap,
 }
 
 impl StoreConfig {
@@ -89,6 +94,7 @@ impl StoreConfig {
             index_flush_events: 16 * 1024,
             wal_bytes: 8 * 1024 * 1024,
             keys: None,
+            tap: None,
         }
     }
 }
@@ -160,17 +166,13 @@ impl Store {
             source,
         })?;
         let path = config.dir.join(EVENTS_FILE);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|source| OpenError::Directory {
+        open::discard_unfinished_creation(&config.dir, &path).map_err(|source| {
+            OpenError::Directory {
                 path: path.clone(),
                 source,
-            })?;
-        let db = file::ZeroAheadFile::new(file)
+            }
+        })?;
+        let db = file::ZeroAheadFile::open(&path, &config.tap)
             .and_then(|file| {
                 Database::builder()
                     .set_cache_size(config.cache_bytes)
@@ -209,11 +211,12 @@ impl Store {
             );
         }
         let wal_bytes = config.wal_bytes.max(64 * 1024);
-        let wal =
-            wal::Wal::open(&config.dir, wal_bytes).map_err(|source| OpenError::Directory {
+        let wal = wal::Wal::open(&config.dir, wal_bytes, &config.tap).map_err(|source| {
+            OpenError::Directory {
                 path: config.dir.join(wal::WAL_FILES[0]),
                 source,
-            })?;
+            }
+        })?;
         // Opened after the events file, whose lock makes this store's key file ours too.
         let keys_path = config
             .keys
@@ -234,7 +237,7 @@ impl Store {
                 (carried.keys, carried.head)
             }
             None => (
-                Arc::new(KeyStore::open(&keys_path)?),
+                Arc::new(KeyStore::open_tapped(&keys_path, &config.tap)?),
                 Arc::new(watch::channel(head.position).0),
             ),
         };

@@ -38,6 +38,22 @@ pub(crate) struct Initialised {
     pub manifest: Manifest,
 }
 
+/// redb writes a new file's magic number last, after the rest of its header is durable, so a
+/// crash while `events.redb` is created leaves a file redb refuses ("magic number mismatch").
+/// Such a file never held an event: no append is acknowledged before the store opened, and
+/// the write-ahead log files are created only after it. If the file's magic is all zeros and
+/// neither log file exists, remove it, so that the store is created again. Anything else is
+/// left for redb to judge.
+pub(crate) fn discard_unfinished_creation(dir: &Path, path: &Path) -> std::io::Result<bool> {
+    let unfinished = super::file::unfinished_redb(path)?
+        && wal::WAL_FILES.iter().all(|name| !dir.join(name).exists());
+    if unfinished {
+        tracing::warn!(path = %path.display(), "removing an event file whose creation never finished");
+        std::fs::remove_file(path)?;
+    }
+    Ok(unfinished)
+}
+
 /// Create the tables of a new store, check the format of an old one, read its head, index
 /// what an older store left unindexed, copy the events of the last run's WAL that redb does
 /// not hold yet, start a new WAL epoch, and mark the store open: all in one durable
@@ -208,7 +224,7 @@ mod tests {
         let db = Database::create(dir.path().join("events.redb")).unwrap();
         // A new store starts at epoch 0: five frames of it, the last two of a batch that
         // failed (never acknowledged).
-        let mut log = wal::Wal::open(dir.path(), 64 * 1024).unwrap();
+        let mut log = wal::Wal::open(dir.path(), 64 * 1024, &None).unwrap();
         log.append(&frames(0, 5), true).unwrap();
         let reopened = initialise(&db, dir.path(), Some(3)).ok().unwrap();
         assert_eq!((reopened.recovered, reopened.head.position), (3, 3));

@@ -22,11 +22,11 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::schema::Head;
 use crate::codec;
+use crate::tap::{self, Tap, TappedFile};
 
 /// The two WAL files in the store directory.
 pub const WAL_FILES: [&str; 2] = ["events.wal0", "events.wal1"];
@@ -72,7 +72,7 @@ fn frame_check(len: u32, epoch: u32, position: u64, record_hash: &[u8]) -> u64 {
 /// The WAL files, as the syncer writes them.
 #[derive(Debug)]
 pub struct Wal {
-    files: [File; 2],
+    files: [TappedFile; 2],
     capacity: [u64; 2],
     active: usize,
     offset: u64,
@@ -80,18 +80,13 @@ pub struct Wal {
 
 impl Wal {
     /// Open both files, creating them, or extending them with zeros to `bytes` each.
-    pub fn open(dir: &Path, bytes: u64) -> io::Result<Wal> {
+    pub fn open(dir: &Path, bytes: u64, tap: &Tap) -> io::Result<Wal> {
         let mut created = false;
-        let mut open = |name: &str| -> io::Result<(File, u64)> {
+        let mut open = |name: &str| -> io::Result<(TappedFile, u64)> {
             let path = dir.join(name);
             created |= !path.exists();
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            let length = file.metadata()?.len();
+            let file = TappedFile::open(&path, tap)?;
+            let length = file.file().metadata()?.len();
             if length < bytes {
                 write_zeros(&file, length, bytes)?;
                 file.sync_all()?;
@@ -101,7 +96,7 @@ impl Wal {
         let (first, first_len) = open(WAL_FILES[0])?;
         let (second, second_len) = open(WAL_FILES[1])?;
         if created {
-            File::open(dir)?.sync_all()?;
+            tap::sync_dir(dir, tap)?;
         }
         Ok(Wal {
             files: [first, second],
@@ -154,7 +149,7 @@ impl Wal {
     }
 }
 
-fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+fn write_zeros(file: &TappedFile, from: u64, to: u64) -> io::Result<()> {
     let zeros = vec![0u8; ZERO_CHUNK];
     let mut at = from;
     while at < to {
@@ -287,7 +282,7 @@ pub(crate) mod tests {
     #[test]
     fn recovery_takes_the_frames_that_continue_the_chain_and_stops_at_a_torn_one() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 64 * 1024).unwrap();
+        let mut wal = Wal::open(dir.path(), 64 * 1024, &None).unwrap();
         let mut frames = Vec::new();
         let mut hash = GENESIS_HASH;
         let mut hashes = vec![hash];
@@ -324,7 +319,7 @@ pub(crate) mod tests {
     #[test]
     fn recovery_follows_the_chain_across_both_files_past_stale_frames() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 64 * 1024).unwrap();
+        let mut wal = Wal::open(dir.path(), 64 * 1024, &None).unwrap();
         let mut hash = GENESIS_HASH;
         // File 0: positions 1..=4, later partly overwritten by 9..=10 (stale 3..=4 stay behind).
         let mut first = Vec::new();
@@ -357,7 +352,7 @@ pub(crate) mod tests {
             hash = record(position, &hash, &mut frames, 2);
         }
         let at_four = head_after(hash, 4);
-        let mut wal = Wal::open(dir.path(), 64 * 1024).unwrap();
+        let mut wal = Wal::open(dir.path(), 64 * 1024, &None).unwrap();
         wal.append(&frames, true).unwrap();
         wal.switch();
         let mut frames = Vec::new();
@@ -372,7 +367,7 @@ pub(crate) mod tests {
     #[test]
     fn a_batch_larger_than_a_file_grows_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 4096).unwrap();
+        let mut wal = Wal::open(dir.path(), 4096, &None).unwrap();
         assert_eq!(wal.room(), 4096);
         wal.grow(10_000).unwrap();
         assert!(wal.room() >= 10_000);
