@@ -9,14 +9,14 @@
 //! them).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use uuid::Uuid;
 use zeroize::Zeroize;
+
+use crate::tap::{self, Tap, TappedFile};
 
 use super::seal::{KEY_LEN, SubjectKey as Key, unhex_key};
 use super::{Forgot, KeyLine, KeyStoreError, Personal, SealError, SubjectKeys, check_subject};
@@ -28,6 +28,8 @@ const MAGIC: &[u8; 8] = b"ESHKEYS1";
 const LIVE: u8 = 1;
 const FORGOTTEN: u8 = 2;
 const CHECK_LEN: usize = 8;
+/// The largest entry: the longest subject id with its key and check.
+const MAX_ENTRY_LEN: usize = 3 + super::MAX_SUBJECT_ID_BYTES + KEY_LEN + CHECK_LEN;
 
 struct Live {
     offset: u64,
@@ -38,6 +40,8 @@ struct Live {
 struct Keys {
     live: HashMap<String, Live>,
     forgotten: HashSet<String>,
+    /// Where tombstones still hold key bytes: an erasure a crash cut short.
+    unerased: Vec<u64>,
 }
 
 /// The subjects' keys. Lookups share a read lock; new keys and forgetting are serialized by
@@ -45,7 +49,7 @@ struct Keys {
 pub struct KeyStore {
     path: PathBuf,
     keys: RwLock<Keys>,
-    file: Mutex<File>,
+    file: Mutex<TappedFile>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -59,6 +63,11 @@ impl std::fmt::Debug for KeyStore {
 impl KeyStore {
     /// Open (or create) the key file at `path` and lock it.
     pub fn open(path: &Path) -> Result<KeyStore, KeyStoreError> {
+        KeyStore::open_tapped(path, &None)
+    }
+
+    /// Open (or create) the key file at `path` and lock it; its writes go through `tap`.
+    pub fn open_tapped(path: &Path, tap: &Tap) -> Result<KeyStore, KeyStoreError> {
         let io = |source| KeyStoreError::Io {
             path: path.to_owned(),
             source,
@@ -66,14 +75,8 @@ impl KeyStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
-        match file.try_lock() {
+        let file = TappedFile::open(path, tap).map_err(io)?;
+        match file.file().try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(KeyStoreError::Locked {
@@ -83,11 +86,11 @@ impl KeyStore {
             Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
         }
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
+        file.file().read_to_end(&mut bytes).map_err(io)?;
         if bytes.is_empty() {
-            file.write_all(MAGIC).map_err(io)?;
+            file.write_all_at(MAGIC, 0).map_err(io)?;
             file.sync_all().map_err(io)?;
-            sync_parent(path).map_err(io)?;
+            sync_parent(path, tap).map_err(io)?;
             bytes.extend_from_slice(MAGIC);
         }
         let (keys, valid_len) = parse(path, &bytes)?;
@@ -101,7 +104,19 @@ impl KeyStore {
             file.set_len(valid_len).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
-        file.seek(SeekFrom::End(0)).map_err(io)?;
+        let mut keys = keys;
+        if !keys.unerased.is_empty() {
+            tracing::warn!(
+                path = %path.display(),
+                subjects = keys.unerased.len(),
+                "finishing the erasure of forgotten keys a crash interrupted"
+            );
+            for offset in keys.unerased.drain(..) {
+                file.write_all_at(&[0; KEY_LEN + CHECK_LEN], offset)
+                    .map_err(io)?;
+            }
+            file.sync_data().map_err(io)?;
+        }
         Ok(KeyStore {
             path: path.to_owned(),
             keys: RwLock::new(keys),
@@ -198,11 +213,13 @@ impl KeyStore {
         };
         let outcome = match offset {
             Some(offset) => {
-                let mut erased = vec![FORGOTTEN];
-                erased.extend_from_slice(&(subject.len() as u16).to_le_bytes());
-                erased.extend_from_slice(subject.as_bytes());
-                erased.extend_from_slice(&[0; KEY_LEN + CHECK_LEN]);
-                file.write_all_at(&erased, offset).map_err(io)?;
+                // The state byte first, on its own (a one-byte write is never torn): a power
+                // cut during the erasure below then leaves a tombstone, never a live entry
+                // that fails its check. `open` finishes an erasure that was cut short.
+                file.write_all_at(&[FORGOTTEN], offset).map_err(io)?;
+                file.sync_data().map_err(io)?;
+                file.write_all_at(&[0; KEY_LEN + CHECK_LEN], key_offset(offset, subject))
+                    .map_err(io)?;
                 file.sync_data().map_err(io)?;
                 Forgot::KeyErased
             }
@@ -346,6 +363,12 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Keys, u64), KeyStoreError> {
     let mut at = MAGIC.len();
     while at < bytes.len() {
         let rest = &bytes[at..];
+        // Entries are appended one at a time, each synced before the next: only the last can
+        // be torn, and a torn one is no longer than the largest entry. Its pieces may be any
+        // of its sectors (the length field included), so what fails to parse within that
+        // reach of the end, with no whole entry after it, is the torn append; anything else
+        // is damage.
+        let torn_tail = rest.len() <= MAX_ENTRY_LEN && !ends_in_an_entry(&rest[1..]);
         let Some(len) = rest
             .get(1..3)
             .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
@@ -356,11 +379,14 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Keys, u64), KeyStoreError> {
         if rest.len() < size {
             break; // torn: the last append did not finish
         }
-        let subject = std::str::from_utf8(&rest[3..3 + len])
-            .map_err(|_| corrupt(at, "a subject id is not UTF-8"))?;
+        let Ok(subject) = std::str::from_utf8(&rest[3..3 + len]) else {
+            if torn_tail {
+                break;
+            }
+            return Err(corrupt(at, "a subject id is not UTF-8"));
+        };
         let key: [u8; KEY_LEN] = rest[3 + len..3 + len + KEY_LEN].try_into().unwrap();
         let check = &rest[3 + len + KEY_LEN..size];
-        let is_last = at + size == bytes.len();
         match rest[0] {
             LIVE if check == check_of(subject, &key) => {
                 keys.forgotten.remove(subject);
@@ -372,12 +398,14 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Keys, u64), KeyStoreError> {
                     },
                 );
             }
-            LIVE if is_last => break,
-            FORGOTTEN => {
+            FORGOTTEN if len > 0 => {
                 keys.live.remove(subject);
                 keys.forgotten.insert(subject.to_owned());
+                if key.iter().chain(check).any(|byte| *byte != 0) {
+                    keys.unerased.push(key_offset(at as u64, subject));
+                }
             }
-            0 if is_last => break,
+            _ if torn_tail => break,
             _ => return Err(corrupt(at, "an entry fails its check")),
         }
         at += size;
@@ -386,12 +414,12 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Keys, u64), KeyStoreError> {
 }
 
 fn append_entry(
-    file: &mut File,
+    file: &mut TappedFile,
     subject: &str,
     state: u8,
     key: &[u8; KEY_LEN],
 ) -> std::io::Result<u64> {
-    let offset = file.seek(SeekFrom::End(0))?;
+    let offset = file.file().metadata()?.len();
     let mut entry = Vec::with_capacity(3 + subject.len() + KEY_LEN + CHECK_LEN);
     entry.push(state);
     entry.extend_from_slice(&(subject.len() as u16).to_le_bytes());
@@ -402,7 +430,9 @@ fn append_entry(
     } else {
         entry.extend_from_slice(&[0; CHECK_LEN]);
     }
-    let written = file.write_all(&entry).and_then(|()| file.sync_data());
+    let written = file
+        .write_all_at(&entry, offset)
+        .and_then(|()| file.sync_data());
     if let Err(error) = written {
         // Leave no half entry behind for the next append to land after.
         let _ = file.set_len(offset);
@@ -410,6 +440,36 @@ fn append_entry(
     }
     entry.zeroize();
     Ok(offset)
+}
+
+/// Whether `bytes` ends with a whole, valid entry.
+fn ends_in_an_entry(bytes: &[u8]) -> bool {
+    (0..bytes.len()).any(|start| {
+        let rest = &bytes[start..];
+        let Some(len) = rest
+            .get(1..3)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+        else {
+            return false;
+        };
+        if len == 0 || rest.len() != 3 + len + KEY_LEN + CHECK_LEN {
+            return false;
+        }
+        let Ok(subject) = std::str::from_utf8(&rest[3..3 + len]) else {
+            return false;
+        };
+        let key: [u8; KEY_LEN] = rest[3 + len..3 + len + KEY_LEN].try_into().unwrap();
+        match rest[0] {
+            LIVE => rest[3 + len + KEY_LEN..] == check_of(subject, &key),
+            FORGOTTEN => true,
+            _ => false,
+        }
+    })
+}
+
+/// Where the key of the entry at `entry` lies.
+fn key_offset(entry: u64, subject: &str) -> u64 {
+    entry + 3 + subject.len() as u64
 }
 
 fn check_of(subject: &str, key: &[u8; KEY_LEN]) -> [u8; CHECK_LEN] {
@@ -421,9 +481,9 @@ fn check_of(subject: &str, key: &[u8; KEY_LEN]) -> [u8; CHECK_LEN] {
         .unwrap()
 }
 
-fn sync_parent(path: &Path) -> std::io::Result<()> {
+fn sync_parent(path: &Path, tap: &Tap) -> std::io::Result<()> {
     match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => File::open(parent)?.sync_all(),
+        Some(parent) => tap::sync_dir(parent, tap),
         None => Ok(()),
     }
 }
@@ -498,6 +558,47 @@ mod tests {
         assert_eq!(keys.forget("carol").unwrap(), Forgot::NoKey);
         drop(keys);
         assert_eq!(KeyStore::open(&path).unwrap().counts(), (1, 2));
+    }
+
+    #[test]
+    fn a_forget_cut_after_its_state_byte_is_finished_when_the_file_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEYS_FILE);
+        let keys = KeyStore::open(&path).unwrap();
+        let sealed = keys.seal("alice", id(1), r#""Alice""#).unwrap();
+        keys.seal("bob", id(2), r#""Bob""#).unwrap();
+        let alice_key = hex_to_bytes(keys.export()[0].key.as_deref().unwrap());
+        drop(keys);
+        // The first of forget's two writes reached the disk, the erasure did not.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[MAGIC.len()] = FORGOTTEN;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let keys = KeyStore::open(&path).unwrap();
+        assert_eq!(keys.counts(), (1, 1));
+        assert_eq!(keys.unseal("alice", id(1), &sealed), Personal::Shredded);
+        let file_bytes = std::fs::read(&path).unwrap();
+        assert!(!file_bytes.windows(KEY_LEN).any(|w| w == alice_key));
+    }
+
+    #[test]
+    fn a_last_entry_torn_anywhere_is_dropped_even_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEYS_FILE);
+        let keys = KeyStore::open(&path).unwrap();
+        keys.seal("alice", id(1), "1").unwrap();
+        let before = std::fs::read(&path).unwrap().len();
+        keys.seal("bob", id(2), "2").unwrap();
+        drop(keys);
+        let whole = std::fs::read(&path).unwrap();
+        // Only a later sector of bob's entry reached the disk: its head reads as zeros.
+        let mut torn = whole.clone();
+        torn[before..before + 10].fill(0);
+        std::fs::write(&path, &torn).unwrap();
+        let keys = KeyStore::open(&path).unwrap();
+        assert_eq!(keys.counts(), (1, 0));
+        drop(keys);
+        assert_eq!(std::fs::read(&path).unwrap(), whole[..before]);
     }
 
     #[test]
