@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use eshost_runtime::{LoadedPlugin, PluginKind, Runtime, RuntimeConfig};
+use eshost_store::tap::Tap;
 use eshost_store::{EventStore, RecoveringStore, StoreConfig};
 use eshost_store_postgres::{KekSource, PgConfig, PgStore};
 
@@ -151,6 +152,11 @@ fn resume_erasures(forgetting: &Forgetting) {
 
 /// The store the config names: the embedded one in its directory, or PostgreSQL.
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
+    open_store_tapped(config, None)
+}
+
+/// [`open_store`], the embedded store's writes going through `tap` (the power-cut tests).
+pub fn open_store_tapped(config: &Config, tap: Tap) -> anyhow::Result<Arc<dyn EventStore>> {
     match &config.postgres {
         Some(postgres) => {
             let pg = PgConfig::new(
@@ -166,6 +172,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
         None => {
             let mut store_config = StoreConfig::new(&config.store);
             store_config.keys = config.keys.clone();
+            store_config.tap = tap;
             Ok(Arc::new(RecoveringStore::open(store_config).with_context(
                 || format!("opening store {}", config.store.display()),
             )?))
@@ -176,8 +183,14 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
 impl Host {
     /// Opens the store and loads every plugin the config names. Call inside a tokio runtime.
     pub fn start(config: &Config) -> anyhow::Result<Host> {
-        let store = open_store(config)?;
-        let views = Views::open(&config.store)?;
+        Host::start_tapped(config, None)
+    }
+
+    /// [`Host::start`], every write to the embedded store's files and to `views.redb` going
+    /// through `tap`: the power-cut tests record them and cut the power.
+    pub fn start_tapped(config: &Config, tap: Tap) -> anyhow::Result<Host> {
+        let store = open_store_tapped(config, tap.clone())?;
+        let views = Views::open_tapped(&config.store, tap)?;
         let node_id = node_id(&config.store)
             .with_context(|| format!("the node id in {}", config.store.display()))?;
         let node = Node::start(node_id.clone(), config.listen.to_string(), store.clone());

@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use eshost_store::tap::{Tap, TappedBackend};
 use redb::{
     Database, ReadTransaction, ReadableDatabase, StorageError, TransactionError, WriteTransaction,
 };
@@ -30,7 +31,10 @@ struct Inner {
     /// `None` after a reopen failed, until the next one succeeds.
     db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
+    tap: Tap,
     generation: AtomicU64,
+    /// When a reopen last failed, and why.
+    last_failure: Mutex<Option<(Instant, String)>>,
 }
 
 /// Why `views.redb` could not be opened.
@@ -45,21 +49,30 @@ pub struct ViewsOpenError {
 
 /// How long a reopen waits for transactions begun on the failed file to let go of it.
 const REOPEN_DEADLINE: Duration = Duration::from_secs(2);
+/// How long after a failed reopen the next one is tried.
+const REOPEN_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Views {
     /// Open (or create) `views.redb` in the store directory `dir`.
     pub fn open(dir: &Path) -> Result<Views, ViewsOpenError> {
+        Views::open_tapped(dir, None)
+    }
+
+    /// [`Views::open`], every write to the file going through `tap` (the power-cut tests).
+    pub fn open_tapped(dir: &Path, tap: Tap) -> Result<Views, ViewsOpenError> {
         let path = dir.join(VIEWS_FILE);
         std::fs::create_dir_all(dir).map_err(|error| ViewsOpenError {
             path: path.clone(),
             reason: error.to_string(),
         })?;
-        let db = open_file(&path)?;
+        let db = open_file(&path, &tap)?;
         Ok(Views {
             inner: Arc::new(Inner {
                 db: RwLock::new(Some(Arc::new(db))),
                 path,
+                tap,
                 generation: AtomicU64::new(0),
+                last_failure: Mutex::new(None),
             }),
         })
     }
@@ -101,6 +114,13 @@ impl Views {
         }
     }
 
+    fn last_failure(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
+        self.inner
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// How many times the file was reopened after an I/O error.
     pub fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
@@ -109,6 +129,12 @@ impl Views {
     /// Close the failed file and open it again, unless another caller did since
     /// `generation`.
     fn reopen(&self, generation: u64) -> Result<(), String> {
+        // While the cause lasts, callers fail at once instead of queueing for attempts.
+        if let Some((at, reason)) = &*self.last_failure()
+            && at.elapsed() < REOPEN_BACKOFF
+        {
+            return Err(reason.clone());
+        }
         let mut slot = self.inner.db.write().unwrap_or_else(|e| e.into_inner());
         if self.generation() != generation {
             return Ok(());
@@ -130,15 +156,16 @@ impl Views {
             }
         }
         let reopened = (|| {
-            let mut last = String::new();
-            while Instant::now() < deadline + REOPEN_DEADLINE {
-                match open_file(&self.inner.path) {
+            loop {
+                match create_database(&self.inner.path, &self.inner.tap) {
                     Ok(db) => return Ok(db),
-                    Err(error) => last = error.reason,
+                    // The failed file's lock goes with its last holder: wait for that only.
+                    Err(error)
+                        if is_locked(&error) && Instant::now() < deadline + REOPEN_DEADLINE => {}
+                    Err(error) => return Err(error.to_string()),
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(last)
         })();
         match reopened {
             Ok(db) => {
@@ -147,7 +174,11 @@ impl Views {
                 tracing::info!(path = %self.inner.path.display(), "views database reopened after an I/O error");
                 Ok(())
             }
-            Err(reason) => Err(format!("reopening views.redb: {reason}")),
+            Err(reason) => {
+                let reason = format!("reopening views.redb: {reason}");
+                *self.last_failure() = Some((Instant::now(), reason.clone()));
+                Err(reason)
+            }
         }
     }
 
@@ -161,20 +192,42 @@ fn unavailable(reason: String) -> StorageError {
     StorageError::Io(std::io::Error::other(reason))
 }
 
-fn open_file(path: &Path) -> Result<Database, ViewsOpenError> {
-    let failed = |reason: String| ViewsOpenError {
+fn open_file(path: &Path, tap: &Tap) -> Result<Database, ViewsOpenError> {
+    create_database(path, tap).map_err(|error| ViewsOpenError {
         path: path.to_owned(),
-        reason,
-    };
-    Database::builder()
-        .set_cache_size(128 * 1024 * 1024)
-        .create(path)
-        .map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                failed("it is locked by another process (is `eshost run` using it?)".into())
-            }
-            other => failed(other.to_string()),
-        })
+        reason: if is_locked(&error) {
+            "it is locked by another process (is `eshost run` using it?)".into()
+        } else {
+            error.to_string()
+        },
+    })
+}
+
+fn create_database(path: &Path, tap: &Tap) -> Result<Database, redb::DatabaseError> {
+    // A crash while the file was created leaves it without redb's magic number; it never
+    // held anything.
+    if eshost_store::unfinished_redb(path)? {
+        tracing::warn!(path = %path.display(), "removing a views file whose creation never finished");
+        std::fs::remove_file(path)?;
+    }
+    let mut builder = Database::builder();
+    builder.set_cache_size(128 * 1024 * 1024);
+    match tap {
+        None => builder.create(path),
+        Some(_) => {
+            TappedBackend::open(path, tap).and_then(|file| builder.create_with_backend(file))
+        }
+    }
+}
+
+fn is_locked(error: &redb::DatabaseError) -> bool {
+    match error {
+        redb::DatabaseError::DatabaseAlreadyOpen => true,
+        redb::DatabaseError::Storage(StorageError::Io(io)) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+        }
+        _ => false,
+    }
 }
 
 /// Rewrites `views.redb` of a stopped host into a fresh file, table by table, and puts it in
