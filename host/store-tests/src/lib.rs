@@ -5,6 +5,8 @@
 //! The PostgreSQL tests need a server: `scripts/test` starts a throwaway cluster and names it
 //! in `ESHOST_TEST_POSTGRES`. Without one they fail, saying so; they never skip.
 
+pub mod powercut;
+
 use std::ops::Deref;
 use std::sync::atomic::Ordering;
 

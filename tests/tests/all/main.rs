@@ -44,6 +44,7 @@ mod server_router;
 mod server_support;
 mod store_archive;
 mod store_disk_full;
+mod store_powercut;
 mod store_ranges;
 mod subscription;
 mod ui_auth;

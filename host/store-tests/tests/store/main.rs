@@ -32,5 +32,6 @@ mod blobs;
 mod contract;
 mod personal;
 mod postgres;
+mod powercut;
 mod ranges;
 mod transfer;
