@@ -8,8 +8,9 @@ use crate::PgStore;
 use crate::error::read_error;
 
 /// The store's tables, in the order they are rewritten.
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "events",
+    "segments",
     "streams",
     "subject_keys",
     "head",
