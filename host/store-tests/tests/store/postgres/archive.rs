@@ -1,0 +1,178 @@
+//! The archive on a shared database: one node archives while another appends and reads, two
+//! nodes archive at once, and an archived event still answers for its id, its stream version
+//! and its place in the hash chain.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use eshost_store::{
+    AllRead, AppendError, AppendRequest, ArchiveCut, EventStore, ExpectedVersion, ProposedEvent,
+    ReadError, StreamRead, block_on,
+};
+use eshost_store_tests::PgPlace;
+
+use super::append;
+
+const STREAMS: [&str; 3] = ["order-1", "order-2", "customer-7"];
+
+fn event(i: usize) -> ProposedEvent {
+    ProposedEvent::new("Added", format!(r#"{{"i":{i},"note":"line {i}"}}"#))
+}
+
+#[test]
+fn one_node_archives_while_another_appends_and_reads_and_no_read_sees_a_hole() {
+    let place = PgPlace::new();
+    let (archiver, writer) = (place.open(), place.open());
+    const APPENDS: usize = 1500;
+    let done = AtomicBool::new(false);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..APPENDS {
+                append(&writer, STREAMS[i % 3], vec![event(i)]).unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        // The appending node's reads see every position once, in order, whatever moves.
+        let reader = scope.spawn(|| {
+            let mut rounds = 0;
+            while !done.load(Ordering::SeqCst) {
+                assert!(Instant::now() < deadline, "the appends took too long");
+                let head = writer.head();
+                let all = writer.read_all(&AllRead::from(1)).unwrap();
+                assert!(all.len() as u64 >= head);
+                for (index, event) in all.iter().enumerate() {
+                    assert_eq!(event.position, index as u64 + 1);
+                }
+                let stream = writer
+                    .read_stream(STREAMS[1], &StreamRead::forward())
+                    .unwrap();
+                for (index, event) in stream.iter().enumerate() {
+                    assert_eq!(event.stream_version, index as u64 + 1);
+                }
+                rounds += 1;
+            }
+            rounds
+        });
+        let (mut through, mut archives) = (0, 0);
+        while !done.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the appends took too long");
+            let archived = archiver
+                .archive(ArchiveCut::BeforePosition(u64::MAX))
+                .unwrap();
+            assert!(archived.archived_through >= through);
+            if archived.events > 0 {
+                archives += 1;
+            } else {
+                std::thread::yield_now();
+            }
+            through = archived.archived_through;
+        }
+        assert!(reader.join().unwrap() > 0);
+        assert!(archives > 1, "{archives} archives ran beside the appends");
+    });
+    let all = writer.read_all(&AllRead::from(1)).unwrap();
+    assert_eq!(all.len(), APPENDS);
+    assert_eq!(archiver.read_all(&AllRead::from(1)).unwrap(), all);
+    assert!(writer.verify().unwrap().is_ok());
+    assert!(archiver.verify().unwrap().is_ok());
+    // Stream versions go on from the archived ones, checked on either node.
+    let version = archiver.stream_info(STREAMS[0]).unwrap().unwrap().version;
+    assert_eq!(version, (APPENDS as u64).div_ceil(3));
+    let on = block_on(writer.append(AppendRequest::new(
+        STREAMS[0],
+        ExpectedVersion::Exact(version),
+        vec![event(APPENDS)],
+    )))
+    .unwrap();
+    assert_eq!(on.first_version, version + 1);
+}
+
+#[test]
+fn two_nodes_archiving_at_once_seal_each_event_once() {
+    let place = PgPlace::new();
+    let (a, b) = (place.open(), place.open());
+    for i in 0..600 {
+        append(&a, STREAMS[i % 3], vec![event(i)]).unwrap();
+    }
+    let before = a.read_all(&AllRead::from(1)).unwrap();
+    let (x, y) = std::thread::scope(|scope| {
+        let x = scope.spawn(|| a.archive(ArchiveCut::BeforePosition(401)).unwrap());
+        let y = scope.spawn(|| b.archive(ArchiveCut::BeforePosition(501)).unwrap());
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    // Whichever ran second sealed only what the first had not.
+    assert_eq!(x.events + y.events, 500, "{x:?} {y:?}");
+    assert_eq!(x.archived_through.max(y.archived_through), 500);
+    let rows = place.query_text(
+        "SELECT string_agg(first_position || '-' || last_position, ',' ORDER BY first_position)
+         FROM \"$schema\".segments",
+    );
+    let segments = rows[0].clone().unwrap();
+    assert!(
+        segments == "1-500" || segments == "1-400,401-500",
+        "{segments}"
+    );
+    assert_eq!(a.read_all(&AllRead::from(1)).unwrap(), before);
+    assert_eq!(b.read_all(&AllRead::from(1)).unwrap(), before);
+    assert!(b.verify().unwrap().is_ok());
+}
+
+#[test]
+fn an_archived_event_keeps_its_id_its_version_and_its_place() {
+    let place = PgPlace::new();
+    let store = place.open();
+    for i in 0..30 {
+        append(&store, STREAMS[i % 3], vec![event(i)]).unwrap();
+    }
+    let before = store.read_all(&AllRead::from(1)).unwrap();
+    let archived = store.archive(ArchiveCut::BeforePosition(31)).unwrap();
+    assert_eq!((archived.events, archived.archived_through), (30, 30));
+    // The payloads left the hot table; the store says builds without the archive keep off.
+    assert_eq!(
+        place.query_text("SELECT count(*) FROM \"$schema\".events WHERE data IS NOT NULL"),
+        vec![Some("0".to_owned())]
+    );
+    assert_eq!(
+        place.query_text("SELECT convert_from(value, 'UTF8') FROM \"$schema\".meta WHERE key = 'format'"),
+        vec![Some("2".to_owned())]
+    );
+
+    let first = &before[0];
+    let altered = ProposedEvent::new(first.event_type.clone(), r#"{"other":1}"#)
+        .with_id(first.event_id);
+    let refused = block_on(store.append(AppendRequest::new(
+        first.stream_id.clone(),
+        ExpectedVersion::Any,
+        vec![altered],
+    )));
+    assert!(
+        matches!(refused, Err(AppendError::DuplicateEventId { position: 1, .. })),
+        "{refused:?}"
+    );
+    let stale = block_on(store.append(AppendRequest::new(
+        STREAMS[0],
+        ExpectedVersion::NoStream,
+        vec![event(99)],
+    )));
+    assert!(
+        matches!(stale, Err(AppendError::Conflict { actual: 10, .. })),
+        "{stale:?}"
+    );
+    let mut reused = before[29].clone();
+    (reused.position, reused.stream_version) = (31, 11);
+    let import = block_on(store.import_events(vec![reused]));
+    assert!(matches!(import, Err(AppendError::Import { .. })), "{import:?}");
+    assert_eq!(store.read_all(&AllRead::from(1)).unwrap(), before);
+
+    // A slim row altered behind the store's back no longer matches its archived record.
+    place.execute("UPDATE \"$schema\".events SET event_type = 'Forged' WHERE position = 7");
+    let store = place.open();
+    let error = store.read_all(&AllRead::from(1)).unwrap_err();
+    assert!(
+        matches!(&error, ReadError::Corrupt { position: 7, reason } if reason.contains("archive segment")),
+        "{error}"
+    );
+    let report = store.verify().unwrap();
+    assert_eq!(report.first_bad.map(|bad| bad.position), Some(7));
+}
