@@ -59,6 +59,25 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// The size of one of the store's tables (`events`, `segments`, ...), with its indexes
+    /// and TOAST, in bytes.
+    pub fn table_bytes(&self, table: &str) -> Result<u64, ReadError> {
+        let pool = self.inner.pool.clone();
+        let name = format!("{}.{}", quote(&self.inner.sql.schema), quote(table));
+        self.block(async move {
+            let conn = pool.get().await.map_err(read_error)?;
+            let bytes: i64 = conn
+                .client
+                .query_one("SELECT pg_total_relation_size($1::text::regclass)::bigint", &[&name])
+                .await
+                .map_err(read_error)?
+                .get(0);
+            Ok(bytes.max(0) as u64)
+        })
+    }
+}
+
 /// An SQL identifier, quoted.
 fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
