@@ -69,7 +69,10 @@ fn decode(bytes: &[u8]) -> Option<Manifest> {
 
 /// The manifest as the `meta` row holds it now (empty before the first archive).
 pub(crate) async fn read_manifest(conn: &mut Conn, sql: &Sql) -> Result<Manifest, ReadError> {
-    let statement = conn.statement(&sql.read_manifest).await.map_err(read_error)?;
+    let statement = conn
+        .statement(&sql.read_manifest)
+        .await
+        .map_err(read_error)?;
     let row = conn
         .client
         .query_opt(&statement, &[])

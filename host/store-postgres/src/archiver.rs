@@ -117,7 +117,10 @@ async fn seal_one(
     sql: &Sql,
     last: u64,
 ) -> Result<Option<(Header, Manifest)>, ArchiveError> {
-    let lock = conn.statement(&sql.archive_lock).await.map_err(read_error)?;
+    let lock = conn
+        .statement(&sql.archive_lock)
+        .await
+        .map_err(read_error)?;
     conn.client.query(&lock, &[]).await.map_err(read_error)?;
     let mut manifest = archive::read_manifest(conn, sql).await?;
     let first = archive::through(&manifest) + 1;
@@ -125,7 +128,9 @@ async fn seal_one(
         return Ok(None);
     }
     let end = last.min(first + SEGMENT_EVENTS as u64 - 1);
-    let mut previous = manifest.last().map_or(GENESIS_HASH, |header| header.last_hash);
+    let mut previous = manifest
+        .last()
+        .map_or(GENESIS_HASH, |header| header.last_hash);
     let (records, next) = read_records(conn, sql, first, end, &mut previous).await?;
     let name = segment_name(&sql.schema, first, next - 1);
     let (header, body) = tokio::task::spawn_blocking(move || segment::seal(first, &records))
@@ -137,9 +142,18 @@ async fn seal_one(
             reason: error.to_string(),
         })?;
     manifest.push(header);
-    let insert = conn.statement(&sql.insert_segment).await.map_err(read_error)?;
-    let slim = conn.statement(&sql.archive_events).await.map_err(read_error)?;
-    let write_manifest = conn.statement(&sql.write_manifest).await.map_err(read_error)?;
+    let insert = conn
+        .statement(&sql.insert_segment)
+        .await
+        .map_err(read_error)?;
+    let slim = conn
+        .statement(&sql.archive_events)
+        .await
+        .map_err(read_error)?;
+    let write_manifest = conn
+        .statement(&sql.write_manifest)
+        .await
+        .map_err(read_error)?;
     let number = |value: u64| value as i64;
     let (first_at, last_at, count) = (
         number(header.first_recorded_at),

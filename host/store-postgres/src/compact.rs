@@ -69,7 +69,10 @@ impl PgStore {
             let conn = pool.get().await.map_err(read_error)?;
             let bytes: i64 = conn
                 .client
-                .query_one("SELECT pg_total_relation_size($1::text::regclass)::bigint", &[&name])
+                .query_one(
+                    "SELECT pg_total_relation_size($1::text::regclass)::bigint",
+                    &[&name],
+                )
                 .await
                 .map_err(read_error)?
                 .get(0);

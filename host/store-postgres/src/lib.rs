@@ -43,9 +43,9 @@ use std::time::Duration;
 
 use eshost_store::keys::SubjectKeys;
 use eshost_store::{
-    AllRead, AppendError, ArchiveCut, ArchiveError, Archived, AppendRequest, Appended, BlobError, BoxFuture, Direction, EventRef,
-    EventStore, Limits, NodeReport, NodeRow, ReadError, RecordedEvent, StreamInfo, StreamRead,
-    ValidationError, VerifyReport, WriterStats, validate,
+    AllRead, AppendError, AppendRequest, Appended, ArchiveCut, ArchiveError, Archived, BlobError,
+    BoxFuture, Direction, EventRef, EventStore, Limits, NodeReport, NodeRow, ReadError,
+    RecordedEvent, StreamInfo, StreamRead, ValidationError, VerifyReport, WriterStats, validate,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -464,9 +464,9 @@ impl EventStore for PgStore {
         self.inner
             .runtime
             .block(async move { archiver::archive(&pool, &sql, &tier, cut).await })
-            .unwrap_or_else(|| {
-                Err(ReadError::Storage("the postgres store is closed".into()).into())
-            })
+            .unwrap_or_else(
+                || Err(ReadError::Storage("the postgres store is closed".into()).into()),
+            )
     }
 
     fn put_blob(&self, bytes: &[u8]) -> Result<String, BlobError> {

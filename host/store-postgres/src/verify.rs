@@ -9,9 +9,9 @@ use std::sync::Arc;
 use eshost_store::codec::GENESIS_HASH;
 use eshost_store::{BadRecord, ReadError, VerifyReport};
 
+use crate::archive::Tier;
 use crate::error::read_error;
 use crate::pool::Pool;
-use crate::archive::Tier;
 use crate::reader::{Stored, stored_of};
 use crate::schema::Sql;
 use crate::stage::body_of;

@@ -23,9 +23,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::archive::Tier;
 use crate::error::{append_error, describe};
 use crate::pool::{Conn, Connector};
-use crate::archive::Tier;
 use crate::reader::{Slim, Stored, stored_of};
 use crate::schema::Sql;
 use crate::stage::{self, Head, Known, Op, StreamRow};

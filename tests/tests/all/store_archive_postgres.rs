@@ -35,9 +35,7 @@ async fn deposits(client: &reqwest::Client, node: &str, rounds: i64) {
         for index in 0..ACCOUNTS {
             let body = json!({"type": "Deposit", "amount": round});
             let account = format!("account-{index}");
-            let (status, answer) = command(client, node, &account, &body, None)
-                .await
-                .unwrap();
+            let (status, answer) = command(client, node, &account, &body, None).await.unwrap();
             assert_eq!(status, 200, "{account}: {answer}");
         }
     }
@@ -59,7 +57,10 @@ async fn the_archive_verb_runs_beside_a_live_node_and_its_schedule_archives_too(
     assert_eq!(archived["archived_events"], head, "{archived}");
     assert_eq!(archived["archived_through"], head, "{archived}");
     let file = archived["segments"][0]["file"].as_str().unwrap();
-    assert!(file.starts_with("postgres:") && file.ends_with(&format!("/1-{head}")), "{file}");
+    assert!(
+        file.starts_with("postgres:") && file.ends_with(&format!("/1-{head}")),
+        "{file}"
+    );
     assert!(archived["archive_bytes"].as_u64() > Some(0), "{archived}");
 
     // The live node reads the same log, and its commands go on after the archived versions.
@@ -94,7 +95,11 @@ async fn the_archive_verb_runs_beside_a_live_node_and_its_schedule_archives_too(
     .await;
     for (account, amount) in balances_from_log(&events) {
         let answer = balance(&client, &node, &account).await;
-        assert_eq!(answer["balance"].as_i64(), Some(amount), "{account}: {answer}");
+        assert_eq!(
+            answer["balance"].as_i64(),
+            Some(amount),
+            "{account}: {answer}"
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -149,7 +149,6 @@ pub fn archived_events_read_as_one_log_with_the_hot_ones(backend: Backend) {
     assert!(store.verify().unwrap().is_ok());
 }
 
-
 /// A store of 100 events, the first 60 archived in one segment; and that segment's name.
 fn archived_place(backend: Backend) -> (Place, std::path::PathBuf) {
     let place = Place::new(backend);

@@ -134,20 +134,25 @@ fn an_archived_event_keeps_its_id_its_version_and_its_place() {
         vec![Some("0".to_owned())]
     );
     assert_eq!(
-        place.query_text("SELECT convert_from(value, 'UTF8') FROM \"$schema\".meta WHERE key = 'format'"),
+        place.query_text(
+            "SELECT convert_from(value, 'UTF8') FROM \"$schema\".meta WHERE key = 'format'"
+        ),
         vec![Some("2".to_owned())]
     );
 
     let first = &before[0];
-    let altered = ProposedEvent::new(first.event_type.clone(), r#"{"other":1}"#)
-        .with_id(first.event_id);
+    let altered =
+        ProposedEvent::new(first.event_type.clone(), r#"{"other":1}"#).with_id(first.event_id);
     let refused = block_on(store.append(AppendRequest::new(
         first.stream_id.clone(),
         ExpectedVersion::Any,
         vec![altered],
     )));
     assert!(
-        matches!(refused, Err(AppendError::DuplicateEventId { position: 1, .. })),
+        matches!(
+            refused,
+            Err(AppendError::DuplicateEventId { position: 1, .. })
+        ),
         "{refused:?}"
     );
     let stale = block_on(store.append(AppendRequest::new(
@@ -162,7 +167,10 @@ fn an_archived_event_keeps_its_id_its_version_and_its_place() {
     let mut reused = before[29].clone();
     (reused.position, reused.stream_version) = (31, 11);
     let import = block_on(store.import_events(vec![reused]));
-    assert!(matches!(import, Err(AppendError::Import { .. })), "{import:?}");
+    assert!(
+        matches!(import, Err(AppendError::Import { .. })),
+        "{import:?}"
+    );
     assert_eq!(store.read_all(&AllRead::from(1)).unwrap(), before);
 
     // A slim row altered behind the store's back no longer matches its archived record.
