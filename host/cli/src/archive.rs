@@ -95,6 +95,12 @@ pub(crate) fn archive(args: ArchiveArgs) -> anyhow::Result<()> {
 /// archived rows' payloads leave `events` at once, but their space goes back to the file
 /// system only when `eshost compact` rewrites the table.
 fn archive_postgres(args: ArchiveArgs) -> anyhow::Result<()> {
+    if args.store.keys.is_some() {
+        bail!(
+            "--keys names the key file of a directory store; a postgres store keeps subject \
+             keys in its database, wrapped under --key-encryption-key"
+        );
+    }
     let config = PgConfig::new(
         &args.store.store,
         KekSource::parse(&args.store.key_encryption_key),
