@@ -1,6 +1,7 @@
 //! The archive on a shared database: one node archives while another appends and reads, two
-//! nodes archive at once, and an archived event still answers for its id, its stream version
-//! and its place in the hash chain.
+//! nodes archive at once, a process killed mid-archive loses and duplicates nothing, and an
+//! archived event still answers for its id, its stream version and its place in the hash
+//! chain.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -183,4 +184,102 @@ fn an_archived_event_keeps_its_id_its_version_and_its_place() {
     );
     let report = store.verify().unwrap();
     assert_eq!(report.first_bad.map(|bad| bad.position), Some(7));
+}
+
+const CHILD_SCHEMA: &str = "ESHOST_PG_ARCHIVE_CHILD_SCHEMA";
+const CHILD_KEK: &str = "ESHOST_PG_ARCHIVE_CHILD_KEK";
+
+/// Runs only as a child of `a_kill_mid_archive_loses_and_duplicates_nothing`: archives the
+/// whole log.
+#[test]
+fn child_archiver() {
+    let (Ok(schema), Ok(kek)) = (std::env::var(CHILD_SCHEMA), std::env::var(CHILD_KEK)) else {
+        return;
+    };
+    let url = format!("{}?schema={schema}", eshost_store_tests::server_url());
+    let kek = eshost_store::keys::KeyEncryptionKey::from_hex(&kek).expect("the parent's key");
+    let config =
+        eshost_store_postgres::PgConfig::new(&url, eshost_store_postgres::KekSource::Key(kek))
+            .unwrap();
+    let store = eshost_store_postgres::PgStore::open(config).unwrap();
+    store.archive(ArchiveCut::BeforePosition(u64::MAX)).unwrap();
+}
+
+#[test]
+fn a_kill_mid_archive_loses_and_duplicates_nothing() {
+    let place = PgPlace::new();
+    let store = place.open();
+    // Enough events for four segments: the kill lands after the first commits.
+    const EVENTS: usize = 200_000;
+    for batch in 0..EVENTS / 500 {
+        let events = (0..500).map(|i| event(batch * 500 + i)).collect();
+        append(&store, STREAMS[batch % 3], events).unwrap();
+    }
+    let hashes = |store: &dyn EventStore| {
+        let mut hashes = Vec::with_capacity(EVENTS);
+        store
+            .visit_all(&AllRead::from(1), &mut |event| {
+                assert_eq!(
+                    event.position,
+                    hashes.len() as u64 + 1,
+                    "each position once"
+                );
+                hashes.push(event.hash);
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+        hashes
+    };
+    let before = hashes(&store);
+    assert_eq!(before.len(), EVENTS);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "postgres::archive::child_archiver",
+            "--test-threads=1",
+        ])
+        .env(CHILD_SCHEMA, &place.schema)
+        .env(CHILD_KEK, place.kek.to_hex())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the archive finished (or failed) before the kill"
+        );
+        let segments = place.query_text("SELECT count(*) FROM \"$schema\".segments");
+        if segments[0].as_deref() != Some("0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no segment appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // What committed is whole, what did not left nothing: every event once, the chain intact.
+    let store = place.open();
+    let partly = store.archive(ArchiveCut::BeforePosition(1)).unwrap();
+    assert!(
+        partly.archived_through > 0 && partly.archived_through < EVENTS as u64,
+        "{partly:?}"
+    );
+    assert_eq!(
+        place.query_text(
+            "SELECT count(*) FROM \"$schema\".events
+             WHERE data IS NULL AND position > (SELECT max(last_position) FROM \"$schema\".segments)"
+        ),
+        vec![Some("0".to_owned())],
+        "no row is slim past the last committed segment"
+    );
+    assert!(store.verify().unwrap().is_ok());
+    assert_eq!(hashes(&store), before);
+    let rest = store.archive(ArchiveCut::BeforePosition(u64::MAX)).unwrap();
+    assert_eq!(rest.archived_through, EVENTS as u64);
+    assert_eq!(rest.segments[0].first_position, partly.archived_through + 1);
+    assert!(store.verify().unwrap().is_ok());
+    assert_eq!(hashes(&store), before);
 }
