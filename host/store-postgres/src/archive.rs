@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
-use eshost_store::segment::{self, HEADER_LEN, Header, Loaded};
+use eshost_store::segment::{self, HEADER_LEN, Header, Loaded, SEGMENT_BYTES};
 use eshost_store::{ReadError, RecordedEvent, codec};
 use tokio_postgres::Row;
 
@@ -27,8 +27,12 @@ use crate::pool::Conn;
 use crate::reader::{Slim, Stored, stored_of};
 use crate::schema::Sql;
 
-/// How many checked, uncompressed segments stay in memory for readers.
-const CACHED_SEGMENTS: usize = 4;
+/// How many uncompressed bytes of checked segments stay in memory for readers: four full
+/// segments, or many small ones (a frequent schedule seals small segments, and a read across
+/// them must not fetch each again for every row).
+const CACHED_BYTES: u64 = 4 * SEGMENT_BYTES as u64;
+/// The most segments cached, however small.
+const CACHED_SEGMENTS: usize = 256;
 
 /// The stable name of the segment holding `first..=last` in `schema`.
 pub(crate) fn segment_name(schema: &str, first: u64, last: u64) -> String {
@@ -89,7 +93,7 @@ pub(crate) async fn read_manifest(conn: &mut Conn, sql: &Sql) -> Result<Manifest
     }
 }
 
-/// One store's view of its archive: the manifest last read and a few segments read back.
+/// One store's view of its archive: the manifest last read and the segments read back last.
 #[derive(Debug)]
 pub(crate) struct Tier {
     sql: Arc<Sql>,
@@ -199,15 +203,19 @@ impl Tier {
     async fn segment(&self, conn: &mut Conn, header: &Header) -> Result<Arc<Loaded>, ReadError> {
         let cached = {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache.iter().find(|s| s.header == *header).cloned()
+            // Most rows of a read fall in the segment the row before fell in.
+            cache.iter().rev().find(|s| s.header == *header).cloned()
         };
         if let Some(loaded) = cached {
             return Ok(loaded);
         }
         let loaded = Arc::new(self.load(conn, header).await?);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHED_SEGMENTS {
-            cache.pop_front();
+        let mut bytes: u64 = cache.iter().map(|s| s.header.raw_bytes).sum();
+        while cache.len() >= CACHED_SEGMENTS
+            || (!cache.is_empty() && bytes + header.raw_bytes > CACHED_BYTES)
+        {
+            bytes -= cache.pop_front().map_or(0, |s| s.header.raw_bytes);
         }
         cache.push_back(loaded.clone());
         Ok(loaded)

@@ -28,11 +28,12 @@ fn one_node_archives_while_another_appends_and_reads_and_no_read_sees_a_hole() {
     let done = AtomicBool::new(false);
     let deadline = Instant::now() + Duration::from_secs(120);
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            for i in 0..APPENDS {
-                append(&writer, STREAMS[i % 3], vec![event(i)]).unwrap();
-            }
+        let appender = scope.spawn(|| {
+            let appended = (0..APPENDS)
+                .try_for_each(|i| append(&writer, STREAMS[i % 3], vec![event(i)]).map(drop));
+            // Stop the other loops either way: a failed append is the failure to report.
             done.store(true, Ordering::SeqCst);
+            appended
         });
         // The appending node's reads see every position once, in order, whatever moves.
         let reader = scope.spawn(|| {
@@ -64,11 +65,12 @@ fn one_node_archives_while_another_appends_and_reads_and_no_read_sees_a_hole() {
             assert!(archived.archived_through >= through);
             if archived.events > 0 {
                 archives += 1;
-            } else {
-                std::thread::yield_now();
             }
+            // Like a (very) frequent schedule: let the appends and reads run between rounds.
+            std::thread::sleep(Duration::from_millis(5));
             through = archived.archived_through;
         }
+        appender.join().unwrap().unwrap();
         assert!(reader.join().unwrap() > 0);
         assert!(archives > 1, "{archives} archives ran beside the appends");
     });
@@ -255,7 +257,8 @@ fn a_kill_mid_archive_loses_and_duplicates_nothing() {
             break;
         }
         assert!(Instant::now() < deadline, "no segment appeared");
-        std::thread::sleep(Duration::from_millis(2));
+        // A segment takes about a second here; each look is a connection of its own.
+        std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
