@@ -211,10 +211,17 @@ fn child_archiver() {
 fn a_kill_mid_archive_loses_and_duplicates_nothing() {
     let place = PgPlace::new();
     let store = place.open();
-    // Enough events for four segments: the kill lands after the first commits.
-    const EVENTS: usize = 200_000;
+    // Four segments' worth (a segment holds 16 MiB of records, here about 16,000 of 1 KiB):
+    // the kill lands after the first commits. Fewer, larger rows keep the test light.
+    const EVENTS: usize = 64_000;
+    let padding = "x".repeat(1000);
     for batch in 0..EVENTS / 500 {
-        let events = (0..500).map(|i| event(batch * 500 + i)).collect();
+        let events = (0..500)
+            .map(|i| {
+                let data = format!(r#"{{"i":{},"pad":"{padding}"}}"#, batch * 500 + i);
+                ProposedEvent::new("Added", data)
+            })
+            .collect();
         append(&store, STREAMS[batch % 3], events).unwrap();
     }
     let hashes = |store: &dyn EventStore| {
