@@ -2,7 +2,8 @@
 //! store with bank events, rebuilds `balances` from the hot log, archives every event, then
 //! rebuilds it again from the segments; reports the hot file before and after (both
 //! compacted), the segments' size against the records' (the compression ratio), the time to
-//! archive, and both rebuilds and `$all` scans side by side.
+//! archive, and both rebuilds and `$all` scans side by side. With `--store postgres://...`,
+//! the same on the PostgreSQL store (`archive_pg`).
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ pub struct ArchiveBenchOptions {
 pub struct ArchiveBenchReport {
     /// Events in the store.
     pub events: u64,
-    /// `events.redb`, compacted, with every event hot.
+    /// `events.redb`, compacted, with every event hot (PostgreSQL: the `events` table).
     pub hot_bytes_before: u64,
     /// `events.redb`, compacted, once every event is archived (indexes stay hot).
     pub hot_bytes_after: u64,
@@ -116,7 +117,7 @@ fn open(dir: &Path) -> anyhow::Result<Store> {
 }
 
 /// Seconds to read every event of `$all` once.
-fn scan(store: &Store) -> anyhow::Result<f64> {
+pub(crate) fn scan(store: &dyn EventStore) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut seen = 0u64;
     store.visit_all(&AllRead::from(1), &mut |_| {
@@ -128,15 +129,15 @@ fn scan(store: &Store) -> anyhow::Result<f64> {
 }
 
 /// Seconds for the runner to take `balances` (in fresh views under `views_dir`) to the head.
-fn rebuild(
-    store: &Store,
+pub(crate) fn rebuild(
+    store: Arc<dyn EventStore>,
     runtime: &Runtime,
     plugin: &Path,
     batch: usize,
     views_dir: &Path,
 ) -> anyhow::Result<f64> {
     let views = Views::open(views_dir)?;
-    let projections = Projections::new(Arc::new(store.clone()), views, runtime.clone());
+    let projections = Projections::new(store.clone(), views, runtime.clone());
     let mut projection = ProjectionConfig::new("balances", plugin);
     projection.batch = batch;
     let started = Instant::now();
@@ -176,7 +177,7 @@ pub fn run(options: &ArchiveBenchOptions) -> anyhow::Result<ArchiveBenchReport> 
     let head = store.head();
     let scan_hot_seconds = scan(&store)?;
     let rebuild_hot_seconds = rebuild(
-        &store,
+        Arc::new(store.clone()),
         &runtime,
         &options.plugin,
         options.batch,
@@ -192,7 +193,7 @@ pub fn run(options: &ArchiveBenchOptions) -> anyhow::Result<ArchiveBenchReport> 
     let store = open(&dir)?;
     let scan_archive_seconds = scan(&store)?;
     let rebuild_archive_seconds = rebuild(
-        &store,
+        Arc::new(store.clone()),
         &runtime,
         &options.plugin,
         options.batch,

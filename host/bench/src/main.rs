@@ -5,6 +5,7 @@
 mod append;
 mod append_pg;
 mod archive;
+mod archive_pg;
 mod command;
 mod growth;
 mod growth_measure;
@@ -75,7 +76,7 @@ pub enum BenchCommand {
     /// Archives every event of a store of bank events: hot file size before and after,
     /// segment size (compression ratio), and `balances` rebuilt from the hot log vs from the
     /// archive.
-    Archive(BenchProjectionArgs),
+    Archive(BenchArchiveArgs),
     /// Starts the real HTTP server in-process on a loopback port (scratch durable store,
     /// bank-account plugin) and sends deposits from concurrent keep-alive HTTP clients.
     Http(BenchHttpArgs),
@@ -209,6 +210,17 @@ pub struct BenchProjectionArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// `eshost-bench archive`.
+#[derive(Debug, Args)]
+pub struct BenchArchiveArgs {
+    #[command(flatten)]
+    common: BenchProjectionArgs,
+    /// A `postgres://USER@HOST:PORT/DB` URL: run against the PostgreSQL store there, in a
+    /// scratch schema dropped afterwards.
+    #[arg(long)]
+    store: Option<String>,
 }
 
 /// `eshost-bench command`.
@@ -462,7 +474,11 @@ fn bench_projection(args: BenchProjectionArgs) -> anyhow::Result<()> {
     print_report(&report, args.json)
 }
 
-fn bench_archive(args: BenchProjectionArgs) -> anyhow::Result<()> {
+fn bench_archive(args: BenchArchiveArgs) -> anyhow::Result<()> {
+    let BenchArchiveArgs {
+        common: args,
+        store,
+    } = args;
     require_plugin(&args.plugin)?;
     let options = archive::ArchiveBenchOptions {
         plugin: args.plugin,
@@ -471,7 +487,10 @@ fn bench_archive(args: BenchProjectionArgs) -> anyhow::Result<()> {
         batch: args.batch.max(1),
         dir: args.dir,
     };
-    let report = archive::run(&options)?;
+    let report = match store {
+        Some(url) => archive_pg::run(&options, &url)?,
+        None => archive::run(&options)?,
+    };
     print_report(&report, args.json)
 }
 

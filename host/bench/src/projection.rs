@@ -95,7 +95,7 @@ pub fn load_average() -> Option<f64> {
 }
 
 /// Appends `events` bank events over `accounts` streams in large group commits.
-pub(crate) fn fill(store: &Store, events: u64, accounts: u64) -> anyhow::Result<()> {
+pub(crate) fn fill(store: &dyn EventStore, events: u64, accounts: u64) -> anyhow::Result<()> {
     let accounts = accounts.clamp(1, events.max(1));
     let per_account = events / accounts;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;

@@ -1,5 +1,6 @@
 //! `eshost archive`: move a stopped directory store's oldest events into sealed segments,
-//! then compact `events.redb` so the hot file shrinks by what left it.
+//! then compact `events.redb` so the hot file shrinks by what left it; or a PostgreSQL
+//! store's, beside its live nodes, into rows of its `segments` table.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -7,7 +8,8 @@ use std::str::FromStr;
 use anyhow::{Context, bail};
 use clap::Args;
 use eshost_api as api;
-use eshost_store::{ArchiveCut, EVENTS_FILE, Store, StoreConfig, compact_redb};
+use eshost_store::{ArchiveCut, EVENTS_FILE, EventStore, Store, StoreConfig, compact_redb};
+use eshost_store_postgres::{KekSource, PgConfig, PgStore};
 
 use crate::output::print_json;
 use crate::store::StoreArgs;
@@ -55,10 +57,7 @@ fn file_size(path: &Path) -> u64 {
 
 pub(crate) fn archive(args: ArchiveArgs) -> anyhow::Result<()> {
     if eshost_store_postgres::is_postgres_url(&args.store.store) {
-        bail!(
-            "`eshost archive` works on a directory store; the postgres store backend does not \
-             archive (yet)"
-        );
+        return archive_postgres(args);
     }
     let directory = std::path::PathBuf::from(&args.store.store);
     let events = directory.join(EVENTS_FILE);
@@ -89,5 +88,33 @@ pub(crate) fn archive(args: ArchiveArgs) -> anyhow::Result<()> {
         "hot_bytes_before": hot_bytes_before,
         "hot_bytes_after": compacted.bytes_after,
         "archive_bytes": archive_bytes,
+    }))
+}
+
+/// PostgreSQL: nothing to stop or compact first (the archive runs beside live nodes). The
+/// archived rows' payloads leave `events` at once, but their space goes back to the file
+/// system only when `eshost compact` rewrites the table.
+fn archive_postgres(args: ArchiveArgs) -> anyhow::Result<()> {
+    if args.store.keys.is_some() {
+        bail!(
+            "--keys names the key file of a directory store; a postgres store keeps subject \
+             keys in its database, wrapped under --key-encryption-key"
+        );
+    }
+    let config = PgConfig::new(
+        &args.store.store,
+        KekSource::parse(&args.store.key_encryption_key),
+    )?;
+    let url = config.display_url();
+    let store = PgStore::open(config).with_context(|| format!("opening store {url}"))?;
+    let hot_bytes_before = store.table_bytes("events")?;
+    let archived = store.archive(args.before.0)?;
+    print_json(&serde_json::json!({
+        "archived_events": archived.events,
+        "archived_through": archived.archived_through,
+        "segments": archived.segments,
+        "hot_bytes_before": hot_bytes_before,
+        "hot_bytes_after": store.table_bytes("events")?,
+        "archive_bytes": store.table_bytes("segments")?,
     }))
 }

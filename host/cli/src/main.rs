@@ -1,6 +1,6 @@
 //! The `eshost` binary: thin glue over the library crates. One module per verb group:
 //! `run` (the server), `store` (verbs on a stopped store, some with an online form),
-//! `archive` (moving a stopped store's oldest events into sealed segments),
+//! `archive` (moving a store's oldest events into sealed segments),
 //! `client` (verbs against a running host, and the HTTP client), `plugin` (plugin files and
 //! offline replay); `output` prints.
 
@@ -73,12 +73,13 @@ pub enum Command {
     /// space of freed pages, and the old bytes they held, back to the file system; a
     /// PostgreSQL store's tables are rewritten (VACUUM FULL). Prints the sizes.
     Compact(StoreArgs),
-    /// Move a stopped directory store's oldest events into sealed, compressed segment files.
+    /// Move a store's oldest events into sealed, compressed segments.
     ///
-    /// The events before a position or time leave events.redb for immutable segment files in
-    /// the store's `archive` directory, then events.redb is compacted. Every read,
-    /// subscription, rebuild, export and verify still covers them. Prints the sizes. A running
-    /// host archives on a schedule instead (`[archive]` in its config).
+    /// The events before a position or time leave a stopped directory store's events.redb for
+    /// immutable segment files in its `archive` directory, then events.redb is compacted; or,
+    /// beside live nodes, a PostgreSQL store's events table for rows of its segments table.
+    /// Every read, subscription, rebuild, export and verify still covers them. Prints the
+    /// sizes. A running host archives on a schedule instead (`[archive]` in its config).
     Archive(ArchiveArgs),
     /// Write a stopped store's events (or one stream's) as NDJSON, exactly as stored.
     Export(ExportArgs),

@@ -1,10 +1,12 @@
 //! The retention schedule: a running host moves events older than `[archive] after_days`
 //! into archive segments, once at start and then every `every_secs`.
 //!
-//! It runs beside the live writer: the store archives only what its checkpointer has already
-//! copied into `events.redb`, publishes the new segments to readers before the hot records
-//! go, and deletes them in one redb transaction (see `eshost_store::archive`), so no read
-//! ever meets a hole.
+//! It runs beside the live writer: the directory store archives only what its checkpointer
+//! has already copied into `events.redb`, publishes the new segments to readers before the
+//! hot records go, and deletes them in one redb transaction (see `eshost_store::archive`);
+//! PostgreSQL writes a segment and slims its rows in one transaction, one node at a time
+//! (every node of a cluster runs the schedule; the first finds the work, the rest find it
+//! done). No read ever meets a hole.
 
 use std::sync::Arc;
 

@@ -8,8 +8,9 @@ use crate::PgStore;
 use crate::error::read_error;
 
 /// The store's tables, in the order they are rewritten.
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "events",
+    "segments",
     "streams",
     "subject_keys",
     "head",
@@ -54,6 +55,28 @@ impl PgStore {
                 });
             }
             Ok(report)
+        })
+    }
+}
+
+impl PgStore {
+    /// The size of one of the store's tables (`events`, `segments`, ...), with its indexes
+    /// and TOAST, in bytes.
+    pub fn table_bytes(&self, table: &str) -> Result<u64, ReadError> {
+        let pool = self.inner.pool.clone();
+        let name = format!("{}.{}", quote(&self.inner.sql.schema), quote(table));
+        self.block(async move {
+            let conn = pool.get().await.map_err(read_error)?;
+            let bytes: i64 = conn
+                .client
+                .query_one(
+                    "SELECT pg_total_relation_size($1::text::regclass)::bigint",
+                    &[&name],
+                )
+                .await
+                .map_err(read_error)?
+                .get(0);
+            Ok(bytes.max(0) as u64)
         })
     }
 }

@@ -31,14 +31,14 @@ pub enum PgOpenError {
     },
     /// The tables were written by an unknown version of the store format.
     #[error(
-        "postgres store schema {schema:?} has format version {found}; this eshost reads version {supported}"
+        "postgres store schema {schema:?} has format version {found}; this eshost reads versions up to {supported}"
     )]
     Format {
         /// The schema.
         schema: String,
         /// The version found.
         found: i64,
-        /// The version this build reads.
+        /// The newest version this build reads.
         supported: i64,
     },
     /// The key-encryption key is missing, malformed or not the one the keys are wrapped under.

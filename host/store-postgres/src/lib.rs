@@ -9,6 +9,9 @@
 //!   (`reader`); the contract's synchronous calls run on the store's own runtime (`runtime`).
 //! - Subscribers wake on `NOTIFY` hints from any node, re-reading by position, with a
 //!   polling fallback (`listen`).
+//! - The archive moves the oldest events into sealed, compressed segments kept in a table;
+//!   archived events keep slim rows, and every read covers both tiers as one log
+//!   (`archive`, `archiver`).
 //! - Subject keys live in the database wrapped under a key-encryption key held outside it
 //!   (`keys`).
 //!
@@ -16,6 +19,8 @@
 
 #![deny(missing_docs)]
 
+mod archive;
+mod archiver;
 mod compact;
 mod config;
 mod error;
@@ -38,9 +43,9 @@ use std::time::Duration;
 
 use eshost_store::keys::SubjectKeys;
 use eshost_store::{
-    AllRead, AppendError, AppendRequest, Appended, BlobError, BoxFuture, Direction, EventRef,
-    EventStore, Limits, NodeReport, NodeRow, ReadError, RecordedEvent, StreamInfo, StreamRead,
-    ValidationError, VerifyReport, WriterStats, validate,
+    AllRead, AppendError, AppendRequest, Appended, ArchiveCut, ArchiveError, Archived, BlobError,
+    BoxFuture, Direction, EventRef, EventStore, Limits, NodeReport, NodeRow, ReadError,
+    RecordedEvent, StreamInfo, StreamRead, ValidationError, VerifyReport, WriterStats, validate,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -48,6 +53,7 @@ use uuid::Uuid;
 pub use config::{DEFAULT_SCHEMA, KekSource, PgConfig, is_postgres_url};
 pub use error::PgOpenError;
 
+use archive::Tier;
 use keys::{PgKeys, SharedKeys};
 use pool::{Connector, Pool};
 use reader::Cursor;
@@ -69,6 +75,7 @@ pub struct PgStore {
 struct Inner {
     sql: Arc<Sql>,
     pool: Arc<Pool>,
+    tier: Arc<Tier>,
     keys: SharedKeys,
     limits: Limits,
     url: String,
@@ -120,12 +127,14 @@ impl PgStore {
             prepared.kek,
             runtime.handle().clone(),
         ));
+        let tier = Arc::new(Tier::new(sql.clone()));
         let (head_tx, head) = watch::channel(prepared.head.position);
         let stats = Arc::new(WriterStats::default());
         let (requests, receiver) = mpsc::unbounded_channel();
         let writer = Writer {
             connector: connector.clone(),
             sql: sql.clone(),
+            tier: tier.clone(),
             conn: None,
             head_tx: head_tx.clone(),
             stats: stats.clone(),
@@ -151,6 +160,7 @@ impl PgStore {
             inner: Arc::new(Inner {
                 sql,
                 pool,
+                tier,
                 keys: SharedKeys(keys),
                 limits: config.limits,
                 url: connector_url,
@@ -270,6 +280,15 @@ impl PgStore {
         Ok(())
     }
 
+    /// What a read or an archive runs with, owned, for the store's runtime.
+    fn parts(&self) -> (Arc<Pool>, Arc<Sql>, Arc<Tier>) {
+        (
+            self.inner.pool.clone(),
+            self.inner.sql.clone(),
+            self.inner.tier.clone(),
+        )
+    }
+
     fn max_position(&self, until: Option<eshost_store::Until>) -> Result<u64, ReadError> {
         let (pool, sql) = (self.inner.pool.clone(), self.inner.sql.clone());
         self.block(async move { reader::position_bound(&pool, &sql, until).await })
@@ -293,16 +312,21 @@ impl EventStore for PgStore {
             Direction::Forward => read.from_version.max(1),
             Direction::Backward => read.from_version,
         };
-        let (pool, sql) = (self.inner.pool.clone(), self.inner.sql.clone());
+        let (pool, sql, tier) = self.parts();
         let (stream, owned) = (stream_id.to_owned(), read.clone());
         self.visit_pages(
             Cursor::Stream { next, max_position },
             read.limit,
             move |cursor, want| {
-                let (pool, sql, stream, read) =
-                    (pool.clone(), sql.clone(), stream.clone(), owned.clone());
+                let (pool, sql, tier, stream, read) = (
+                    pool.clone(),
+                    sql.clone(),
+                    tier.clone(),
+                    stream.clone(),
+                    owned.clone(),
+                );
                 Box::pin(async move {
-                    reader::stream_page(&pool, &sql, &stream, &read, cursor, want).await
+                    reader::stream_page(&pool, &sql, &tier, &stream, &read, cursor, want).await
                 })
             },
             visit,
@@ -318,11 +342,8 @@ impl EventStore for PgStore {
         if read.direction == Direction::Forward && read.from_position > max_position {
             return Ok(());
         }
-        let (pool, sql, owned) = (
-            self.inner.pool.clone(),
-            self.inner.sql.clone(),
-            read.clone(),
-        );
+        let (pool, sql, tier) = self.parts();
+        let owned = read.clone();
         self.visit_pages(
             Cursor::All {
                 next: read.from_position,
@@ -330,8 +351,11 @@ impl EventStore for PgStore {
             },
             read.limit,
             move |cursor, want| {
-                let (pool, sql, read) = (pool.clone(), sql.clone(), owned.clone());
-                Box::pin(async move { reader::all_page(&pool, &sql, &read, cursor, want).await })
+                let (pool, sql, tier, read) =
+                    (pool.clone(), sql.clone(), tier.clone(), owned.clone());
+                Box::pin(
+                    async move { reader::all_page(&pool, &sql, &tier, &read, cursor, want).await },
+                )
             },
             visit,
         )
@@ -431,8 +455,18 @@ impl EventStore for PgStore {
     }
 
     fn verify(&self) -> Result<VerifyReport, ReadError> {
-        let (pool, sql) = (self.inner.pool.clone(), self.inner.sql.clone());
-        self.block(async move { verify::verify(&pool, &sql).await })
+        let (pool, sql, tier) = self.parts();
+        self.block(async move { verify::verify(&pool, &sql, &tier).await })
+    }
+
+    fn archive(&self, cut: ArchiveCut) -> Result<Archived, ArchiveError> {
+        let (pool, sql, tier) = self.parts();
+        self.inner
+            .runtime
+            .block(async move { archiver::archive(&pool, &sql, &tier, cut).await })
+            .unwrap_or_else(
+                || Err(ReadError::Storage("the postgres store is closed".into()).into()),
+            )
     }
 
     fn put_blob(&self, bytes: &[u8]) -> Result<String, BlobError> {

@@ -8,7 +8,7 @@ use eshost_store::keys::KeyEncryptionKey;
 use crate::config::KekSource;
 use crate::error::{PgOpenError, describe};
 use crate::pool::Connector;
-use crate::schema::{FORMAT, Sql};
+use crate::schema::{ARCHIVED_FORMAT, FORMAT, Sql};
 use crate::stage::Head;
 use crate::writer::head_of;
 
@@ -79,11 +79,11 @@ pub(crate) async fn prepare(
                 .ok()
                 .and_then(|text| text.parse().ok())
                 .unwrap_or(-1);
-            if found != FORMAT {
+            if found != FORMAT && found != ARCHIVED_FORMAT {
                 return Err(PgOpenError::Format {
                     schema: sql.schema.clone(),
                     found,
-                    supported: FORMAT,
+                    supported: ARCHIVED_FORMAT,
                 });
             }
         }

@@ -1,12 +1,14 @@
 //! Reads: pages of events by position or stream version, each page one query on a pooled
 //! connection. Every page sees what was committed when it ran; as positions commit in order,
-//! a forward read never finds a gap that fills in later.
+//! a forward read never finds a gap that fills in later. Archived events come back as slim
+//! rows, read from their segments (`archive`).
 
 use std::sync::Arc;
 
 use eshost_store::{AllRead, Direction, ReadError, RecordedEvent, StreamInfo, StreamRead, Until};
 use tokio_postgres::Row;
 
+use crate::archive::Tier;
 use crate::error::read_error;
 use crate::pool::Pool;
 use crate::schema::Sql;
@@ -15,19 +17,47 @@ use crate::writer::stream_row_of;
 /// Events per page: enough to amortise a round trip, few enough to bound memory.
 pub(crate) const PAGE: usize = 500;
 
-/// An event from the columns `schema::EVENT_COLUMNS` lists.
-pub(crate) fn event_of(row: &Row) -> Result<RecordedEvent, ReadError> {
+/// A row of `events`: a hot event, whole, or the slim row an archived event keeps (its
+/// payload is in a segment; see `archive`).
+#[derive(Debug)]
+pub(crate) enum Stored {
+    Hot(RecordedEvent),
+    Archived(Slim),
+}
+
+/// What the slim row of an archived event holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Slim {
+    pub position: u64,
+    pub stream_id: String,
+    pub stream_version: u64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub recorded_at: u64,
+}
+
+impl Slim {
+    /// Whether `event` (read from its segment) is the one this row indexes.
+    pub fn indexes(&self, event: &RecordedEvent) -> bool {
+        self.position == event.position
+            && self.stream_id == event.stream_id
+            && self.stream_version == event.stream_version
+            && self.event_id == event.event_id
+            && self.event_type == event.event_type
+            && self.schema_version == event.schema_version
+            && self.recorded_at == event.recorded_at
+    }
+}
+
+/// A row of the columns `schema::EVENT_COLUMNS` lists; archived when its `data` is NULL.
+pub(crate) fn stored_of(row: &Row) -> Result<Stored, ReadError> {
     let position = row.get::<_, i64>(0) as u64;
-    let hash: &[u8] = row.get(11);
-    let hash = hash.try_into().map_err(|_| ReadError::Corrupt {
-        position,
-        reason: format!("its hash is {} bytes, not 32", hash.len()),
-    })?;
     let schema_version = u32::try_from(row.get::<_, i64>(5)).map_err(|_| ReadError::Corrupt {
         position,
         reason: "its schema version is out of range".into(),
     })?;
-    Ok(RecordedEvent {
+    let slim = Slim {
         position,
         stream_id: row.get(1),
         stream_version: row.get::<_, i64>(2) as u64,
@@ -35,14 +65,34 @@ pub(crate) fn event_of(row: &Row) -> Result<RecordedEvent, ReadError> {
         event_type: row.get(4),
         schema_version,
         recorded_at: row.get::<_, i64>(6) as u64,
-        data: row.get(7),
-        metadata: row.get(8),
+    };
+    let (Some(data), Some(metadata), Some(hash)) = (
+        row.get::<_, Option<String>>(7),
+        row.get::<_, Option<String>>(8),
+        row.get::<_, Option<&[u8]>>(11),
+    ) else {
+        return Ok(Stored::Archived(slim));
+    };
+    let hash = hash.try_into().map_err(|_| ReadError::Corrupt {
+        position,
+        reason: format!("its hash is {} bytes, not 32", hash.len()),
+    })?;
+    Ok(Stored::Hot(RecordedEvent {
+        position,
+        stream_id: slim.stream_id,
+        stream_version: slim.stream_version,
+        event_id: slim.event_id,
+        event_type: slim.event_type,
+        schema_version,
+        recorded_at: slim.recorded_at,
+        data,
+        metadata,
         subject_id: row.get(9),
         personal_data: None,
         shredded: false,
         sealed: row.get(10),
         hash,
-    })
+    }))
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -92,6 +142,7 @@ pub(crate) async fn position_at(pool: &Arc<Pool>, sql: &Sql, time: u64) -> Resul
 pub(crate) async fn all_page(
     pool: &Arc<Pool>,
     sql: &Sql,
+    tier: &Tier,
     read: &AllRead,
     cursor: Cursor,
     want: usize,
@@ -119,7 +170,7 @@ pub(crate) async fn all_page(
         )
         .await
         .map_err(read_error)?;
-    let events = rows.iter().map(event_of).collect::<Result<Vec<_>, _>>()?;
+    let events = tier.events(&mut conn, &rows).await?;
     let cursor = match (events.last(), read.direction) {
         (Some(last), _) if events.len() == page => match read.direction {
             Direction::Forward => Cursor::All {
@@ -141,6 +192,7 @@ pub(crate) async fn all_page(
 pub(crate) async fn stream_page(
     pool: &Arc<Pool>,
     sql: &Sql,
+    tier: &Tier,
     stream: &str,
     read: &StreamRead,
     cursor: Cursor,
@@ -169,7 +221,7 @@ pub(crate) async fn stream_page(
         )
         .await
         .map_err(read_error)?;
-    let events = rows.iter().map(event_of).collect::<Result<Vec<_>, _>>()?;
+    let events = tier.events(&mut conn, &rows).await?;
     let cursor = match events.last() {
         Some(last) if events.len() == page => match read.direction {
             Direction::Forward => Cursor::Stream {

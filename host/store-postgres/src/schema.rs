@@ -11,13 +11,19 @@
 //! - `meta`: the format version and the check value of the key-encryption key.
 //! - `blobs`: bytes by content hash (plugin components the log's `$plugins` names).
 //! - `nodes`: the nodes sharing the store, their heartbeats and the erasures each purged.
+//! - `segments`: the archive's sealed segments, one row each (see `archive`); an archived
+//!   event keeps a slim row in `events` (its position, stream, version, id, type and time,
+//!   its payload columns NULL), so every index and uniqueness constraint still covers it.
 //!
 //! Stream ids sort with `COLLATE "C"`: byte order, as the embedded store lists them.
 
 use eshost_store::codec::GENESIS_HASH;
 
-/// The format of the tables this build reads and writes.
+/// The format of the tables this build creates.
 pub const FORMAT: i64 = 1;
+/// The format of a store that has archived: its archived events' payloads are in `segments`,
+/// which builds that know format 1 only would not read.
+pub const ARCHIVED_FORMAT: i64 = 2;
 
 /// The statements, with the schema name filled in.
 #[derive(Debug)]
@@ -62,9 +68,19 @@ pub(crate) struct Sql {
     pub get_blob: String,
     pub heartbeat: String,
     pub nodes: String,
+    // The archive.
+    pub archive_lock: String,
+    pub read_manifest: String,
+    pub write_manifest: String,
+    pub write_archived_format: String,
+    pub payload_not_null: String,
+    pub relax_not_null: String,
+    pub insert_segment: String,
+    pub segment_row: String,
+    pub archive_events: String,
 }
 
-/// The columns of an event, in the order reads return them (see `reader::event_of`).
+/// The columns of an event, in the order reads return them (see `reader::stored_of`).
 const EVENT_COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, \
      schema_version, recorded_at, data, metadata, subject_id, sealed, hash";
 
@@ -122,7 +138,19 @@ impl Sql {
                      id text PRIMARY KEY,
                      address text NOT NULL,
                      erasures_purged bigint NOT NULL,
-                     heartbeat_at timestamptz NOT NULL);"
+                     heartbeat_at timestamptz NOT NULL);
+                 CREATE TABLE IF NOT EXISTS {s}.segments (
+                     first_position bigint PRIMARY KEY,
+                     last_position bigint NOT NULL,
+                     first_recorded_at bigint NOT NULL,
+                     last_recorded_at bigint NOT NULL,
+                     last_hash bytea NOT NULL,
+                     checksum bytea NOT NULL,
+                     events bigint NOT NULL,
+                     raw_bytes bigint NOT NULL,
+                     body_bytes bigint NOT NULL,
+                     body bytea NOT NULL,
+                     sealed_at bigint NOT NULL);"
             ),
             read_format: format!("SELECT value FROM {s}.meta WHERE key = 'format'"),
             write_format: format!(
@@ -258,6 +286,42 @@ impl Sql {
                 "SELECT id, address, erasures_purged,
                      (extract(epoch FROM clock_timestamp() - heartbeat_at) * 1000)::bigint
                  FROM {s}.nodes ORDER BY id"
+            ),
+            archive_lock: format!(
+                "SELECT pg_advisory_xact_lock(hashtext('eshost archive ' || '{schema}'))"
+            ),
+            read_manifest: format!("SELECT value FROM {s}.meta WHERE key = 'archive'"),
+            write_manifest: format!(
+                "INSERT INTO {s}.meta VALUES ('archive', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            ),
+            write_archived_format: format!(
+                "UPDATE {s}.meta SET value = '{ARCHIVED_FORMAT}'::bytea WHERE key = 'format'"
+            ),
+            payload_not_null: format!(
+                "SELECT count(*) FROM pg_attribute
+                 WHERE attrelid = '{s}.events'::regclass
+                     AND attname IN ('data', 'metadata', 'hash') AND attnotnull"
+            ),
+            relax_not_null: format!(
+                "ALTER TABLE {s}.events ALTER COLUMN data DROP NOT NULL,
+                     ALTER COLUMN metadata DROP NOT NULL, ALTER COLUMN hash DROP NOT NULL"
+            ),
+            insert_segment: format!(
+                "INSERT INTO {s}.segments (first_position, last_position, first_recorded_at,
+                     last_recorded_at, last_hash, checksum, events, raw_bytes, body_bytes, body,
+                     sealed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ),
+            segment_row: format!(
+                "SELECT first_position, last_position, first_recorded_at, last_recorded_at,
+                     last_hash, checksum, events, raw_bytes, body_bytes, body
+                 FROM {s}.segments WHERE first_position = $1"
+            ),
+            archive_events: format!(
+                "UPDATE {s}.events SET data = NULL, metadata = NULL, subject_id = NULL,
+                     sealed = NULL, hash = NULL
+                 WHERE position >= $1 AND position <= $2 AND data IS NOT NULL"
             ),
         }
     }

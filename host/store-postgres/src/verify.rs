@@ -1,6 +1,7 @@
 //! Re-check the log in pages: positions gap-free from 1, stream versions contiguous, every
 //! hash recomputed from the columns with the shared record encoding (so a PostgreSQL log and
-//! a redb log of the same events have the same hashes).
+//! a redb log of the same events have the same hashes). Archived events are checked as their
+//! segments hold them, so the chain runs through the segments into the hot rows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,9 +9,10 @@ use std::sync::Arc;
 use eshost_store::codec::GENESIS_HASH;
 use eshost_store::{BadRecord, ReadError, VerifyReport};
 
+use crate::archive::Tier;
 use crate::error::read_error;
 use crate::pool::Pool;
-use crate::reader::event_of;
+use crate::reader::{Stored, stored_of};
 use crate::schema::Sql;
 use crate::stage::body_of;
 use crate::writer::head_of;
@@ -18,7 +20,11 @@ use crate::writer::head_of;
 const VERIFY_PAGE: i64 = 2000;
 
 /// Walk the log up to the head read first (later commits are left for the next run).
-pub(crate) async fn verify(pool: &Arc<Pool>, sql: &Sql) -> Result<VerifyReport, ReadError> {
+pub(crate) async fn verify(
+    pool: &Arc<Pool>,
+    sql: &Sql,
+    tier: &Tier,
+) -> Result<VerifyReport, ReadError> {
     let mut conn = pool.get().await.map_err(read_error)?;
     let read_head = conn.statement(&sql.read_head).await.map_err(read_error)?;
     let page = conn.statement(&sql.verify_page).await.map_err(read_error)?;
@@ -51,8 +57,17 @@ pub(crate) async fn verify(pool: &Arc<Pool>, sql: &Sql) -> Result<VerifyReport, 
             break;
         }
         for row in &rows {
-            let event = match event_of(row) {
-                Ok(event) => event,
+            // An archived event is checked as its segment holds it; a segment that is
+            // missing or altered is an error naming it.
+            let event = match stored_of(row) {
+                Ok(Stored::Hot(event)) => event,
+                Ok(Stored::Archived(slim)) => match tier.archived(&mut conn, &slim).await {
+                    Ok(event) => event,
+                    Err(ReadError::Corrupt { position, reason }) => {
+                        return Ok(bad(report, position, reason));
+                    }
+                    Err(error) => return Err(error),
+                },
                 Err(error) => return Ok(bad(report, expected, error.to_string())),
             };
             if event.position != expected {

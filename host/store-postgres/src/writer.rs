@@ -17,15 +17,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use eshost_store::{AppendError, Appended, RecordedEvent, WriterStats, now_ms};
+use eshost_store::{AppendError, Appended, WriterStats, now_ms};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::archive::Tier;
 use crate::error::{append_error, describe};
 use crate::pool::{Conn, Connector};
-use crate::reader::event_of;
+use crate::reader::{Slim, Stored, stored_of};
 use crate::schema::Sql;
 use crate::stage::{self, Head, Known, Op, StreamRow};
 
@@ -48,6 +49,7 @@ pub(crate) struct Gather {
 pub(crate) struct Writer {
     pub connector: Arc<Connector>,
     pub sql: Arc<Sql>,
+    pub tier: Arc<Tier>,
     pub conn: Option<Conn>,
     pub head_tx: watch::Sender<u64>,
     pub stats: Arc<WriterStats>,
@@ -205,7 +207,25 @@ impl Writer {
         }
         let conn = self.conn.as_mut().expect("connected above");
         match read_known(conn, &self.sql, ops).await {
-            Ok(known) => Ok(known),
+            Ok((mut known, archived)) => {
+                // Ids of archived events are still taken: their events come from segments.
+                for slim in &archived {
+                    match self.tier.archived(conn, slim).await {
+                        Ok(event) => {
+                            known.stored.insert(event.event_id, event);
+                        }
+                        Err(error) => {
+                            self.rollback().await;
+                            return Err(AppendError::Storage(format!(
+                                "postgres: reading the stored event {} to check a retried \
+                                 append: {error}",
+                                slim.event_id
+                            )));
+                        }
+                    }
+                }
+                Ok(known)
+            }
             Err(error) => {
                 let error =
                     if error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
@@ -271,12 +291,13 @@ impl Writer {
     }
 }
 
-/// Round trip one: `BEGIN`, the head locked, and the rows the batch touches.
+/// Round trip one: `BEGIN`, the head locked, and the rows the batch touches; the slim rows
+/// of archived events among them apart, for the caller to read from their segments.
 async fn read_known(
     conn: &mut Conn,
     sql: &Sql,
     ops: &[Op],
-) -> Result<Known, tokio_postgres::Error> {
+) -> Result<(Known, Vec<Slim>), tokio_postgres::Error> {
     let mut streams = HashSet::new();
     let mut ids = Vec::new();
     let mut subjects = HashSet::new();
@@ -311,19 +332,27 @@ async fn read_known(
     );
     begun?;
     let (head, stream_rows, stored, forgotten) = (head?, stream_rows?, stored?, forgotten?);
-    Ok(Known {
+    let mut hot = HashMap::new();
+    let mut archived = Vec::new();
+    for row in &stored {
+        match stored_of(row) {
+            Ok(Stored::Hot(event)) => {
+                hot.insert(event.event_id, event);
+            }
+            Ok(Stored::Archived(slim)) => archived.push(slim),
+            Err(_) => {}
+        }
+    }
+    let known = Known {
         head: head_of(&head),
         streams: stream_rows
             .iter()
             .map(|row| (row.get::<_, String>(0), stream_row_of(row, 1)))
             .collect(),
-        stored: stored
-            .iter()
-            .filter_map(|row| event_of(row).ok())
-            .map(|event: RecordedEvent| (event.event_id, event))
-            .collect::<HashMap<_, _>>(),
+        stored: hot,
         forgotten: forgotten.iter().map(|row| row.get(0)).collect(),
-    })
+    };
+    Ok((known, archived))
 }
 
 /// Round trip two: the events, the streams, the head, the hint, `COMMIT`.

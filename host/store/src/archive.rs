@@ -1,6 +1,7 @@
 //! Archiving: the oldest events move out of the hot log into sealed, compressed, immutable
-//! segments, and reads cover both tiers as one log. What every backend answers; the embedded
-//! backend's segments are files (see `embedded::segment`).
+//! segments, and reads cover both tiers as one log. What every backend answers; both keep
+//! segments in one format ([`crate::segment`]): the embedded backend as files, PostgreSQL as
+//! rows of a table in the database its nodes share.
 
 use std::path::PathBuf;
 
@@ -18,13 +19,16 @@ pub enum ArchiveCut {
 /// One sealed segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SegmentInfo {
-    /// Where it is (a file of the embedded backend).
+    /// Where it is: a file of the embedded backend, or, on PostgreSQL, the stable name
+    /// `postgres:<schema>.segments/<first>-<last>` (the `segments` row whose
+    /// `first_position` is `<first>`). Errors about the segment name it the same way.
     pub file: String,
     /// Its first position.
     pub first_position: u64,
     /// Its last position.
     pub last_position: u64,
-    /// Its size, compressed, with its header.
+    /// Its size, compressed: with its header in a file; the body alone on PostgreSQL (which
+    /// keeps the header as columns).
     pub bytes: u64,
     /// The records' size, uncompressed.
     pub raw_bytes: u64,
@@ -46,12 +50,12 @@ pub struct Archived {
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// The backend keeps every event hot.
-    #[error("archiving is not supported by this store backend (only a directory store archives)")]
+    #[error("archiving is not supported by this store backend")]
     Unsupported,
     /// A segment could not be written.
     #[error("cannot write archive segment {file}: {reason}")]
     Write {
-        /// The segment's file.
+        /// The segment's file (or PostgreSQL name).
         file: PathBuf,
         /// What failed.
         reason: String,

@@ -36,6 +36,8 @@ use tokio::sync::watch;
 
 pub use archive::{ArchiveCut, ArchiveError, Archived, SegmentInfo};
 pub use blob::BlobError;
+/// Sealed archive segments: the format both backends keep (see [`archive`]).
+pub use embedded::segment;
 pub use embedded::{
     CompactError, Compacted, Durability, EVENTS_FILE, Gather, RecoveringStore, Store, StoreConfig,
     WriterStats, compact_redb, now_ms, unfinished_redb,

@@ -43,6 +43,7 @@ mod server_hardening;
 mod server_router;
 mod server_support;
 mod store_archive;
+mod store_archive_postgres;
 mod store_disk_full;
 mod store_powercut;
 mod store_ranges;

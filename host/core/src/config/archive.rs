@@ -1,10 +1,12 @@
-//! `[archive]`: the retention schedule of a running host on a directory store.
+//! `[archive]`: the retention schedule of a running host (a directory store's, or each node's
+//! of a PostgreSQL store: nodes archive one at a time, and what one moved the next finds
+//! done).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-/// How long events stay hot in `events.redb` before the running host moves them to sealed
+/// How long events stay hot before the running host moves them to sealed
 /// archive segments (see `eshost_store::archive`). Off unless `after_days` is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,16 +33,9 @@ impl ArchivePolicy {
     }
 
     /// Refuses a schedule that cannot run.
-    pub(super) fn check(&self, postgres: bool) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), String> {
         if self.every_secs == 0 {
             return Err("every_secs must be at least 1".into());
-        }
-        if postgres && self.after_days.is_some() {
-            return Err(
-                "archiving is not supported by the postgres store backend (only a directory \
-                 store archives)"
-                    .into(),
-            );
         }
         Ok(())
     }

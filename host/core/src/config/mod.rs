@@ -19,7 +19,7 @@
 //! header_timeout_ms = 30000      # headers (and idle keep-alive) within this, or closed
 //! body_timeout_ms = 120000       # a body within this, or refused
 //!
-//! [archive]                      # retention of a directory store (default: off)
+//! [archive]                      # retention, either backend (default: off)
 //! after_days = 90                # older events move to sealed segments; every_secs = 3600
 //!
 //! [limits]                       # sandbox limits for every plugin call
@@ -518,7 +518,7 @@ impl Config {
             (resolve(Path::new(&raw.store)), None)
         };
         raw.archive
-            .check(postgres.is_some())
+            .check()
             .map_err(|message| invalid("archive".into(), message))?;
         Ok(Config {
             file: file.to_owned(),

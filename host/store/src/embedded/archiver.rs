@@ -15,13 +15,8 @@ use redb::{Database, ReadableDatabase};
 
 use super::archive::{Archive, Manifest};
 use super::schema::{ARCHIVED_OPEN_FORMAT, EVENTS, META, META_ARCHIVE, META_FORMAT};
-use super::segment::{self, Header};
+use super::segment::{self, Header, SEGMENT_BYTES, SEGMENT_EVENTS};
 use crate::archive::{ArchiveError, Archived, SegmentInfo};
-
-/// The most records in one segment.
-pub(crate) const SEGMENT_EVENTS: usize = 64 * 1024;
-/// The most uncompressed bytes in one segment: a reader holds a whole segment in memory.
-pub(crate) const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The most records one round moves: its deletion holds redb's write lock, which the
 /// checkpointer (and, once the write-ahead log fills, the appends) wait for.

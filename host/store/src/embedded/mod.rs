@@ -13,7 +13,7 @@ mod open;
 mod reader;
 mod recover;
 pub(crate) mod schema;
-mod segment;
+pub mod segment;
 mod stage;
 mod syncer;
 mod tail;

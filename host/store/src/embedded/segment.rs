@@ -6,6 +6,9 @@
 //! with zstd. The header names the position range, the last record's hash and time, and a
 //! blake3 checksum of the compressed body; the store's manifest keeps a copy of every header,
 //! so a file that is missing, replaced or altered is found when it is read.
+//!
+//! The PostgreSQL backend keeps the same header and body in a table row ([`seal`] and
+//! [`open`] do not touch files), so a segment means the same on both backends.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -145,10 +148,15 @@ pub struct SegmentError {
     pub reason: String,
 }
 
-/// Write `records` (consecutive, from position `first`) as a sealed segment in `dir`:
-/// into a temporary file, synced, then renamed into place. The caller syncs `dir` once
-/// after its last segment.
-pub fn write(dir: &Path, first: u64, records: &[Vec<u8>]) -> std::io::Result<(Header, PathBuf)> {
+/// The most records in one segment.
+pub const SEGMENT_EVENTS: usize = 64 * 1024;
+/// The most uncompressed bytes in one segment: a reader holds a whole segment in memory.
+pub const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Seal `records` (consecutive, from position `first`): their header and the compressed
+/// body. Where the two are kept is the backend's business (a file here, a row in
+/// PostgreSQL); [`open`] reads them back.
+pub fn seal(first: u64, records: &[Vec<u8>]) -> std::io::Result<(Header, Vec<u8>)> {
     let (Some(first_record), Some(last_record)) = (records.first(), records.last()) else {
         return Err(std::io::Error::other("an archive segment needs records"));
     };
@@ -170,6 +178,14 @@ pub fn write(dir: &Path, first: u64, records: &[Vec<u8>]) -> std::io::Result<(He
         raw_bytes: raw.len() as u64,
         checksum: *blake3::hash(&body).as_bytes(),
     };
+    Ok((header, body))
+}
+
+/// Write `records` (consecutive, from position `first`) as a sealed segment in `dir`:
+/// into a temporary file, synced, then renamed into place. The caller syncs `dir` once
+/// after its last segment.
+pub fn write(dir: &Path, first: u64, records: &[Vec<u8>]) -> std::io::Result<(Header, PathBuf)> {
+    let (header, body) = seal(first, records)?;
     let path = dir.join(header.file_name());
     let temporary = dir.join(format!("{}.tmp", header.file_name()));
     let mut file = File::create(&temporary)?;
@@ -205,32 +221,38 @@ pub fn load(dir: &Path, expected: &Header) -> Result<Loaded, SegmentError> {
     if bytes.len() < HEADER_LEN || Header::decode(&bytes[..HEADER_LEN]) != Some(*expected) {
         return Err(fail("has a header that differs from the manifest's".into()));
     }
-    let body = &bytes[HEADER_LEN..];
+    open(expected, &bytes[HEADER_LEN..]).map_err(fail)
+}
+
+/// Check the compressed `body` of a segment against `expected` (its sealed header): the
+/// body's size and checksum, the record count and the last record's hash; its records.
+/// The error says what is wrong, for the caller to name the segment.
+pub fn open(expected: &Header, body: &[u8]) -> Result<Loaded, String> {
     if body.len() as u64 != expected.body_bytes || blake3::hash(body) != expected.checksum {
-        return Err(fail("fails its checksum (altered or truncated)".into()));
+        return Err("fails its checksum (altered or truncated)".into());
     }
     let records = zstd::bulk::decompress(body, expected.raw_bytes as usize)
-        .map_err(|error| fail(format!("cannot be decompressed: {error}")))?;
+        .map_err(|error| format!("cannot be decompressed: {error}"))?;
     let mut offsets = Vec::with_capacity(expected.count() as usize);
     let mut at = 0usize;
     while at < records.len() {
         let len = records
             .get(at..at + 4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
-            .ok_or_else(|| fail("has a truncated record".into()))?;
+            .ok_or_else(|| "has a truncated record".to_owned())?;
         let start = at + 4;
         if start + len as usize > records.len() {
-            return Err(fail("has a truncated record".into()));
+            return Err("has a truncated record".into());
         }
         offsets.push((start as u32, len));
         at = start + len as usize;
     }
     if offsets.len() as u64 != expected.count() {
-        return Err(fail(format!(
+        return Err(format!(
             "holds {} records, its header says {}",
             offsets.len(),
             expected.count()
-        )));
+        ));
     }
     let loaded = Loaded {
         header: *expected,
@@ -242,9 +264,7 @@ pub fn load(dir: &Path, expected: &Header) -> Result<Loaded, SegmentError> {
         .and_then(|record| codec::decode(expected.last, record).ok())
         .map(|decoded| decoded.event.hash);
     if last_hash != Some(expected.last_hash) {
-        return Err(fail(
-            "ends with a record whose hash differs from its header's".into(),
-        ));
+        return Err("ends with a record whose hash differs from its header's".into());
     }
     Ok(loaded)
 }

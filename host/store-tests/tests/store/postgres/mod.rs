@@ -1,7 +1,9 @@
 //! What only the PostgreSQL store needs: several nodes and processes on one database, the
 //! key-encryption key, forgetting seen by every node, a delayed and a broken transaction, a
-//! stalled node holding the log head, and a restarted server.
+//! stalled node holding the log head, a restarted server, and the archive on a shared
+//! database.
 
+mod archive;
 mod compact;
 mod faults;
 mod ordering;
