@@ -118,6 +118,10 @@ impl From<CommandError> for ApiError {
                 source: StateError::Read(ReadError::Invalid(_)),
                 ..
             } => ApiError::bad_request(error.to_string()),
+            CommandError::State {
+                source: StateError::ForeignStream { .. },
+                ..
+            } => ApiError::new(ErrorCode::Conflict, error.to_string()),
             CommandError::Closed => ApiError::new(ErrorCode::Unavailable, error.to_string()),
             _ => ApiError::internal(error.to_string()),
         }
@@ -131,7 +135,10 @@ impl From<StateQueryError> for ApiError {
             StateQueryError::State(StateError::Read(ReadError::Invalid(_))) => {
                 ApiError::bad_request(error.to_string())
             }
-            StateQueryError::Purged(_) => ApiError::new(ErrorCode::Conflict, error.to_string()),
+            StateQueryError::Purged(_)
+            | StateQueryError::State(StateError::ForeignStream { .. }) => {
+                ApiError::new(ErrorCode::Conflict, error.to_string())
+            }
             _ => ApiError::internal(error.to_string()),
         }
     }

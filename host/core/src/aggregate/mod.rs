@@ -450,6 +450,9 @@ impl Aggregates {
             next_version = last.stream_version + 1;
             let complete = chunk.len() < read.limit;
             for stored in chunk {
+                if let Some(foreign) = rebuild::foreign_stream(&stored.as_ref(), aggregate_type) {
+                    return Err(foreign.into());
+                }
                 let plugin_event = crate::upcast::plugin_event(&stored.as_ref(), &*shared.store);
                 rebuild::apply_batch(&mut instance, &mut upcasting, &mut vec![plugin_event])?;
                 let json = instance.state().map_err(StateError::from)?;

@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use super::snapshot::Snapshots;
 use crate::upcast::{Relevance, Upcasting, plugin_event};
 use eshost_runtime::{AggregateInstance, ApplyError, Event, PluginError, UpcastError};
-use eshost_store::{EventStore, ReadError, StreamRead, Until};
+use eshost_store::{EventRef, EventStore, ReadError, StreamRead, Until};
 
 /// Which state to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -40,6 +40,19 @@ pub enum StateError {
     /// The aggregate plugin failed.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// Commands of another aggregate type wrote to this stream: the two types use the same
+    /// id, and a stream belongs to one type.
+    #[error(
+        "the stream holds events of aggregate type {owner:?} (from version {version}): two \
+         aggregate types use this id, and a stream belongs to the type whose commands wrote it; \
+         use ids that differ per type (e.g. a prefix)"
+    )]
+    ForeignStream {
+        /// The type whose commands wrote the event.
+        owner: String,
+        /// The first such event's stream version.
+        version: u64,
+    },
 }
 
 /// Where a built state stands.
@@ -98,6 +111,7 @@ pub(crate) fn build(
     let stream = Stream {
         store,
         id,
+        aggregate_type,
         read: &read,
         relevance: &relevance,
         batch,
@@ -133,6 +147,8 @@ type Last = Option<(u64, u64, u64)>;
 struct Stream<'a> {
     store: &'a dyn EventStore,
     id: &'a str,
+    /// Whose stream it must be.
+    aggregate_type: &'a str,
     read: &'a StreamRead,
     /// Which events the aggregate sees; the others are read past.
     relevance: &'a Relevance,
@@ -147,6 +163,7 @@ fn read_inline(
     let Stream {
         store,
         id,
+        aggregate_type,
         read,
         relevance,
         batch,
@@ -156,6 +173,10 @@ fn read_inline(
     let mut last = None;
     store.visit_stream(id, read, &mut |event| {
         last = Some((event.stream_version, event.position, event.recorded_at));
+        if let Some(foreign) = foreign_stream(&event, aggregate_type) {
+            failure = Some(foreign);
+            return ControlFlow::Break(());
+        }
         if !relevance.is_relevant(event.event_type, event.schema_version) {
             return ControlFlow::Continue(());
         }
@@ -183,6 +204,7 @@ fn read_beside(
     let Stream {
         store,
         id,
+        aggregate_type,
         read,
         relevance,
         batch,
@@ -194,8 +216,13 @@ fn read_beside(
             .spawn_scoped(scope, move || {
                 let mut events = Vec::with_capacity(batch);
                 let mut last = None;
+                let mut foreign = None;
                 store.visit_stream(id, read, &mut |event| {
                     last = Some((event.stream_version, event.position, event.recorded_at));
+                    if let Some(error) = foreign_stream(&event, aggregate_type) {
+                        foreign = Some(error);
+                        return ControlFlow::Break(());
+                    }
                     if !relevance.is_relevant(event.event_type, event.schema_version) {
                         return ControlFlow::Continue(());
                     }
@@ -209,10 +236,10 @@ fn read_beside(
                     }
                     ControlFlow::Continue(())
                 })?;
-                if !events.is_empty() {
+                if !events.is_empty() && foreign.is_none() {
                     let _ = batches.send(events);
                 }
-                Ok::<_, ReadError>(last)
+                Ok::<_, ReadError>((last, foreign))
             });
         let reader = match reader {
             Ok(reader) => reader,
@@ -226,11 +253,33 @@ fn read_beside(
                 break;
             }
         }
-        let last = reader.join().expect("the replay reader does not panic")?;
-        match failure {
+        let (last, foreign) = reader.join().expect("the replay reader does not panic")?;
+        match failure.or(foreign) {
             Some(error) => Err(error),
             None => Ok(last),
         }
+    })
+}
+
+/// The host records the aggregate type of a command in each event it appends
+/// (`aggregate_type` in the metadata); events appended directly carry none and belong to any
+/// type. An event of another type ends the build.
+pub(crate) fn foreign_stream(event: &EventRef<'_>, aggregate_type: &str) -> Option<StateError> {
+    const KEY: &str = "\"aggregate_type\"";
+    let metadata = event.metadata;
+    let at = metadata.find(KEY)?;
+    // The host writes it compact; parse only when it is not (a hand-made event).
+    let compact = metadata[at + KEY.len()..]
+        .strip_prefix(":\"")
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(owner, _)| owner.to_owned());
+    let owner = compact.or_else(|| {
+        let value: serde_json::Value = serde_json::from_str(metadata).ok()?;
+        value.get("aggregate_type")?.as_str().map(str::to_owned)
+    })?;
+    (owner != aggregate_type).then(|| StateError::ForeignStream {
+        owner,
+        version: event.stream_version,
     })
 }
 
