@@ -73,6 +73,11 @@ pub const READ_ONLY_RETRY_AFTER_SECS: u64 = 5;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // A 500 is a fault of the host or a plugin: the operator sees it in the log, not only
+        // the client.
+        if self.0.error == ErrorCode::Internal {
+            tracing::error!(cause = %self.0.message, "answered 500");
+        }
         let retry_after = (self.0.error == ErrorCode::ReadOnly).then_some([(
             axum::http::header::RETRY_AFTER,
             READ_ONLY_RETRY_AFTER_SECS.to_string(),

@@ -154,5 +154,11 @@ async fn requests_during_the_drain_get_503_with_connection_close() {
     // The log went to a file: plain text, no terminal colours.
     let log = std::fs::read_to_string(dir.path().join(eshost_tests::HOST_LOG)).unwrap();
     assert!(log.contains("shutting down"), "{log}");
+    // The command stopped by its time limit was a 500, and every 500 is logged with its cause.
+    assert!(
+        log.lines()
+            .any(|line| line.contains("answered 500") && line.contains("time limit")),
+        "{log}"
+    );
     assert!(!log.contains('\x1b'), "ANSI escapes in a log file:\n{log}");
 }
