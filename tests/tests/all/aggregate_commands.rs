@@ -689,7 +689,10 @@ async fn a_stream_belongs_to_the_aggregate_type_whose_commands_wrote_it() {
         "{refused}"
     );
     assert!(refused.to_string().contains("\"customer\""), "{refused}");
-    assert_eq!(host.store.stream_info("shared-1").unwrap().unwrap().version, 1);
+    assert_eq!(
+        host.store.stream_info("shared-1").unwrap().unwrap().version,
+        1
+    );
     let state = host
         .aggregates
         .state("bank-account", "shared-1", At::Latest)
@@ -714,12 +717,21 @@ async fn a_stream_belongs_to_the_aggregate_type_whose_commands_wrote_it() {
 
     // An event appended by hand names no type, so it claims no stream.
     host.store
-        .append_blocking(AppendRequest::new(
+        .append(AppendRequest::new(
             "account-9",
             ExpectedVersion::NoStream,
             vec![ProposedEvent::new("AuditNote", r#"{"note":"by hand"}"#)],
         ))
+        .await
         .unwrap();
-    let opened = send(&host.aggregates, "account-9", r#"{"type":"Open","owner":"Bo"}"#).await;
-    assert!(matches!(opened.decision, Decision::Accepted { .. }), "{opened:?}");
+    let opened = send(
+        &host.aggregates,
+        "account-9",
+        r#"{"type":"Open","owner":"Bo"}"#,
+    )
+    .await;
+    assert!(
+        matches!(opened.decision, Decision::Accepted { .. }),
+        "{opened:?}"
+    );
 }

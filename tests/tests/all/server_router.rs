@@ -549,3 +549,34 @@ async fn subscribe_streams_live_events_filters_and_resumes_from_last_event_id() 
     let response = router.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_another_aggregate_type_wrote_answers_409_naming_that_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[[aggregates]]\nname = \"customer\"\nplugin = {:?}\n",
+        eshost_tests::CUSTOMER
+    );
+    let (_host, router) = bank_host(dir.path(), &extra);
+    let (status, body) = post(
+        &router,
+        "/aggregates/customer/shared-1",
+        json!({"type": "Register", "name": "Ann Lee", "email": "ann@example.com"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = post(
+        &router,
+        "/aggregates/bank-account/shared-1",
+        json!({"type": "Open", "owner": "Ann"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "conflict", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("\"customer\""),
+        "{body}"
+    );
+    let (status, body) = get(&router, "/aggregates/bank-account/shared-1").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
