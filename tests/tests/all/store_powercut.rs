@@ -107,6 +107,7 @@ fn read_models_equal_a_rebuild_after_simulated_power_cuts() {
             _ => Survivors::Random,
         };
         cut.crash(survivors, &mut rng).unwrap();
+        keep_image(scratch.path(), cycle);
     }
     let host = tokio
         .block_on(async { start(&config, None) })
@@ -124,6 +125,31 @@ fn read_models_equal_a_rebuild_after_simulated_power_cuts() {
         total_acked + acked.len()
     );
     Arc::into_inner(host).unwrap().shutdown();
+    let _ = std::fs::remove_dir_all(keep_dir());
+}
+
+/// Where the files as the last cut left them are copied (replacing the previous cut's), so
+/// that a failing check can be taken apart: `ESHOST_POWERCUT_KEEP`, or beside the scratch
+/// directory.
+fn keep_dir() -> std::path::PathBuf {
+    match std::env::var("ESHOST_POWERCUT_KEEP") {
+        Ok(dir) => dir.into(),
+        Err(_) => scratch_root().join(format!("eshost-powercut-last-{}", std::process::id())),
+    }
+}
+
+fn keep_image(scratch: &Path, cycle: u64) {
+    let keep = keep_dir();
+    let keep = keep.as_path();
+    let _ = std::fs::remove_dir_all(keep);
+    std::fs::create_dir_all(keep).unwrap();
+    for entry in std::fs::read_dir(scratch.join("data")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), keep.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::write(keep.join("cycle"), cycle.to_string()).unwrap();
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -134,11 +160,15 @@ fn env_number(name: &str) -> Option<u64> {
 
 /// On a memory file system where there is one: the recorder is the disk.
 fn scratch_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(scratch_root()).unwrap()
+}
+
+fn scratch_root() -> std::path::PathBuf {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
+        shm.to_owned()
     } else {
-        tempfile::tempdir().unwrap()
+        std::env::temp_dir()
     }
 }
 
@@ -289,7 +319,11 @@ async fn check(host: &Host, acked: &[Acked], cut: &PowerCut, context: &str) -> b
         };
         assert!(
             diff.added == 0 && diff.removed == 0 && diff.changed == 0,
-            "{context}: {name} differs from a rebuild: {diff:?}"
+            "{context}: {name} differs from a rebuild: {diff:?}; the store's head is {}, the \
+             projection's status {:?}; the files as the cut left them are in {}",
+            store.head(),
+            host.projections().status(name),
+            keep_dir().display()
         );
     }
     true
