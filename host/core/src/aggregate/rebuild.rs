@@ -277,7 +277,10 @@ pub(crate) fn foreign_stream(event: &EventRef<'_>, aggregate_type: &str) -> Opti
         let value: serde_json::Value = serde_json::from_str(metadata).ok()?;
         value.get("aggregate_type")?.as_str().map(str::to_owned)
     })?;
-    (owner != aggregate_type).then(|| StateError::ForeignStream {
+    if owner == aggregate_type {
+        return None;
+    }
+    Some(StateError::ForeignStream {
         owner,
         version: event.stream_version,
     })
