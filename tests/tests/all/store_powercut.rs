@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use eshost_core::aggregate::{CommandOptions, Decision};
 use eshost_core::config::Config;
 use eshost_core::host::Host;
-use eshost_core::projection::replay;
+use eshost_core::projection::{ProjectionState, replay};
 use eshost_store::tap::WriteTap;
 use eshost_store_tests::powercut::{PowerCut, Rng, Survivors};
 use eshost_tests::{BALANCES, STATEMENT};
@@ -293,9 +293,14 @@ async fn check(host: &Host, acked: &[Acked], cut: &PowerCut, context: &str) -> b
         let deadline = Instant::now() + WAIT;
         loop {
             let step = Duration::from_millis(100);
+            // `wait_caught_up` answers the last status seen when its time is up: check it.
             let status =
                 tokio::task::block_in_place(|| host.projections().wait_caught_up(name, step));
-            if status.is_some() {
+            if status.is_some_and(|status| {
+                status.rebuild.is_none()
+                    && status.position >= status.head
+                    && status.state == ProjectionState::Running
+            }) {
                 break;
             }
             if cut.is_cut() {
