@@ -5,6 +5,7 @@
 mod aggregate_commands;
 mod aggregate_idempotency;
 mod aggregate_state;
+mod aggregate_streams;
 mod aggregate_support;
 mod cluster;
 mod cluster_support;

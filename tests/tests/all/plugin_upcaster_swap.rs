@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::server_support::{bank_host, call, caught_up, get, post};
+use crate::server_support::{bank_host, call, caught_up, get, post, restart};
 use eshost_tests::DEPOSIT_EUR;
 
 /// Appends `FundsDeposited` v1 `{amount}` events (the shape before currencies) to `account`.
@@ -413,7 +413,7 @@ async fn an_upcaster_changed_while_the_host_was_down_is_handled_like_a_swap_at_s
     assert_ne!(changed, config);
     std::fs::write(&file, changed).unwrap();
     let config = eshost_core::config::Config::load(&file).unwrap();
-    let host = tokio::task::block_in_place(|| eshost_server::Server::start(&config)).unwrap();
+    let host = tokio::task::block_in_place(|| restart(&config));
     let router = host.router();
     let left = host
         .host()

@@ -40,6 +40,29 @@ pub fn bank_host(dir: &Path, extra: &str) -> (Host, Router) {
     (host, router)
 }
 
+/// Starts a host again on the files of one that was just shut down in this process: its
+/// threads may hold the store's lock a moment longer, which is waited out (bounded).
+pub fn restart(config: &Config) -> Host {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match Host::start(config) {
+            Ok(host) => return host,
+            Err(error)
+                if std::time::Instant::now() < deadline
+                    && error.chain().any(|cause| {
+                        matches!(
+                            cause.downcast_ref::<eshost_store::OpenError>(),
+                            Some(eshost_store::OpenError::Locked { .. })
+                        ) || cause.to_string().contains("locked by another process")
+                    }) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => panic!("restarting the host: {error:#}"),
+        }
+    }
+}
+
 /// Sends one request; returns the status and the body as JSON (a string if it is not JSON).
 pub async fn call(
     router: &Router,
