@@ -57,6 +57,35 @@ impl Rng {
     }
 }
 
+/// The seed in `ESHOST_POWERCUT_SEED`, or one from the clock (print it: it repeats a run).
+pub fn seed_from_env() -> u64 {
+    std::env::var("ESHOST_POWERCUT_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64
+        })
+}
+
+/// Where a power-cut test keeps its files: a memory file system where there is one (the
+/// recorder is the disk, so the real syncs need not wait for one).
+pub fn scratch_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// A fresh directory under [`scratch_root`].
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(scratch_root()).expect("a scratch directory")
+}
+
 #[derive(Debug)]
 enum Change {
     Write { offset: u64, data: Vec<u8> },

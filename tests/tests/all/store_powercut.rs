@@ -21,7 +21,9 @@ use eshost_core::config::Config;
 use eshost_core::host::Host;
 use eshost_core::projection::{ProjectionState, replay};
 use eshost_store::tap::WriteTap;
-use eshost_store_tests::powercut::{PowerCut, Rng, Survivors};
+use eshost_store_tests::powercut::{
+    PowerCut, Rng, Survivors, scratch_dir, scratch_root, seed_from_env,
+};
 use eshost_tests::{BALANCES, STATEMENT};
 
 use crate::projection_support::runtime;
@@ -45,12 +47,7 @@ struct Acked {
 #[test]
 fn read_models_equal_a_rebuild_after_simulated_power_cuts() {
     let cycles: u64 = env_number("ESHOST_POWERCUT_HOST_CYCLES").unwrap_or(200);
-    let seed = env_number("ESHOST_POWERCUT_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = seed_from_env();
     println!("host power cuts: {cycles} cycles, ESHOST_POWERCUT_SEED={seed}");
     let mut rng = Rng::new(seed);
     let mut scratch = scratch_dir();
@@ -156,20 +153,6 @@ fn env_number(name: &str) -> Option<u64> {
     std::env::var(name)
         .ok()
         .and_then(|value| value.parse().ok())
-}
-
-/// On a memory file system where there is one: the recorder is the disk.
-fn scratch_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(scratch_root()).unwrap()
-}
-
-fn scratch_root() -> std::path::PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_owned()
-    } else {
-        std::env::temp_dir()
-    }
 }
 
 /// Start the host; the previous one's threads may still hold the files' locks for a moment

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use eshost_store::{
     AllRead, AppendRequest, EventStore, ExpectedVersion, ProposedEvent, Store, StoreConfig,
 };
-use eshost_store_tests::powercut::{PowerCut, Rng, Survivors};
+use eshost_store_tests::powercut::{PowerCut, Rng, Survivors, scratch_dir, seed_from_env};
 use uuid::Uuid;
 
 const APPENDERS: usize = 6;
@@ -60,15 +60,7 @@ fn every_acknowledged_event_survives_simulated_power_cuts() {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(600);
-    let seed: u64 = std::env::var("ESHOST_POWERCUT_SEED")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = seed_from_env();
     println!("power cuts: {cycles} cycles, ESHOST_POWERCUT_SEED={seed}");
     let mut rng = Rng::new(seed);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -128,17 +120,6 @@ fn every_acknowledged_event_survives_simulated_power_cuts() {
         totals.checked > cycles / 2,
         "most cuts must come after the store opened, or appends were barely tested"
     );
-}
-
-/// A directory on a memory file system where there is one: the recorder is the disk, so the
-/// real syncs need not wait for one.
-fn scratch_dir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    }
 }
 
 #[derive(Debug, Default)]
