@@ -15,6 +15,8 @@ pub enum PluginKind {
     Upcaster,
     /// Builds a read model and answers queries.
     Projection,
+    /// Turns events into commands, events and timers.
+    Reactor,
 }
 
 /// An event type at one schema version.

@@ -3,13 +3,14 @@
 //! One [`Runtime`] holds one wasmtime `Engine`, an on-disk cache of compiled components, and a
 //! linker per WIT world. [`Runtime::load`] reads a component, detects which world and which
 //! version of the contract it targets, asks it to `describe()` itself, and returns a typed
-//! plugin: [`AggregatePlugin`], [`UpcasterPlugin`] or [`ProjectionPlugin`]. A plugin makes
+//! plugin: [`AggregatePlugin`], [`UpcasterPlugin`], [`ProjectionPlugin`] or [`ReactorPlugin`]. A plugin makes
 //! sandboxed instances ([`AggregateInstance`], ...) whose calls run under the [`Limits`]; a
 //! fault in a call becomes a [`PluginError`] naming the plugin, and the instance is replaced.
 //!
 //! Everything this crate exports is the host's own: [`Event`], [`Command`], [`NewEvent`],
 //! [`PluginInfo`]... Each supported version of the WIT contract has a module of its own under
-//! `wit/` (today `wit::v0_1`, for `wit/v0.1.0` and every 0.1.x) with its `bindgen!` and its
+//! `wit/` (`wit::v0_1` for `wit/v0.1.0` and every 0.1.x, `wit::v0_2` for the reactor world of
+//! `wit/v0.2.0`) with its `bindgen!` and its
 //! conversions; generated types never leave it. A component targeting a version this host
 //! does not support is refused, naming both ([`LoadError::UnsupportedVersion`]).
 //!
@@ -32,8 +33,8 @@
 //!   call machinery (`Sandboxed`, the `World` trait).
 //! - `wit` → types, error, plugin, sandbox: version detection and the enums over versions;
 //!   `wit::v0_1` → types, sandbox: the 0.1 bindings and conversions.
-//! - `aggregate`, `upcaster`, `projection` → types, error, plugin, sandbox, wit (projection also
-//!   read_model): one module per world.
+//! - `aggregate`, `upcaster`, `projection`, `reactor` → types, error, plugin, sandbox, wit
+//!   (projection and reactor also read_model): one module per world.
 //! - `runtime` → all of the above: [`Runtime`], loading, [`LoadedPlugin`].
 //! - `inspect` → runtime, error, types: `eshost plugin inspect`.
 
@@ -44,6 +45,7 @@ mod error;
 mod inspect;
 mod plugin;
 mod projection;
+mod reactor;
 mod read_model;
 mod runtime;
 mod sandbox;
@@ -59,12 +61,13 @@ pub use error::{LoadError, PluginError, RuntimeError};
 pub use inspect::{InspectError, Inspection, inspect};
 pub use plugin::{LoadStats, PluginInfo};
 pub use projection::{ProjectionError, ProjectionInstance, ProjectionPlugin, QueryError};
+pub use reactor::{ReactorInstance, ReactorPlugin};
 pub use read_model::{MemoryReadModel, ReadModel, ReadModelError};
 pub use runtime::{LoadedPlugin, Runtime, RuntimeConfig};
 pub use sandbox::Limits;
 pub use types::{
-    Command, CommandError, Event, EventError, NewEvent, PluginKind, UpcastResult, UpcastedEvent,
-    VersionedType,
+    Command, CommandError, Effect, Event, EventError, Intent, NewEvent, PluginKind, UpcastResult,
+    UpcastedEvent, VersionedType,
 };
 pub use upcaster::{UpcastError, UpcasterInstance, UpcasterPlugin};
 pub use wit::WIT_VERSION;

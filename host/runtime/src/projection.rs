@@ -215,29 +215,8 @@ impl<R: ReadModel> ProjectionInstance<R> {
         self.read_model = model;
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(EventError { position, message })) => Err(ProjectionError::Event {
-                plugin,
-                position,
-                message,
-            }),
-            Err(CallFault::Plugin(error)) => Err(error.into()),
-            Err(CallFault::Host(HostFault::ReadModel(error))) => {
-                Err(ProjectionError::ReadModel { plugin, error })
-            }
-            Err(CallFault::Host(HostFault::WritesTooLarge { bytes, limit })) => {
-                Err(PluginError::OutputTooLarge {
-                    plugin,
-                    call: "handle",
-                    size: bytes,
-                    limit,
-                }
-                .into())
-            }
-            Err(CallFault::Host(fault)) => Err(PluginError::Trap {
-                plugin,
-                message: fault.to_string(),
-            }
-            .into()),
+            Ok(Err(error)) => Err(event_failed(plugin, error)),
+            Err(fault) => Err(handle_fault(plugin, fault)),
         }
     }
 
@@ -255,40 +234,7 @@ impl<R: ReadModel> ProjectionInstance<R> {
             .sandbox
             .call(context, |store, guest| guest.query(store, name, args));
         self.read_model = model;
-        let query = name.to_owned();
-        match result {
-            Ok(Ok(json)) => {
-                self.sandbox.core.check_output("query", json.len())?;
-                Ok(json)
-            }
-            Ok(Err(QueryRefusal::UnknownQuery(message))) => Err(QueryError::UnknownQuery {
-                plugin,
-                query,
-                message,
-            }),
-            Ok(Err(QueryRefusal::InvalidArgs(message))) => Err(QueryError::InvalidArgs {
-                plugin,
-                query,
-                message,
-            }),
-            Ok(Err(QueryRefusal::Failed(message))) => Err(QueryError::Failed {
-                plugin,
-                query,
-                message,
-            }),
-            Err(CallFault::Plugin(error)) => Err(error.into()),
-            Err(CallFault::Host(HostFault::WriteDuringQuery { op })) => {
-                Err(QueryError::WriteRefused { plugin, query, op })
-            }
-            Err(CallFault::Host(HostFault::ReadModel(error))) => {
-                Err(QueryError::ReadModel { plugin, error })
-            }
-            Err(CallFault::Host(fault)) => Err(PluginError::Trap {
-                plugin,
-                message: fault.to_string(),
-            }
-            .into()),
-        }
+        query_outcome(&self.sandbox.core, plugin, name, result)
     }
 
     fn boxed(&self) -> &dyn ReadModel {
@@ -301,5 +247,77 @@ impl<R: ReadModel> ProjectionInstance<R> {
         self.read_model
             .as_mut()
             .expect("the read model is lent back")
+    }
+}
+
+/// A plugin's refusal of an event in a batch.
+pub(crate) fn event_failed(plugin: String, error: EventError) -> ProjectionError {
+    ProjectionError::Event {
+        plugin,
+        position: error.position,
+        message: error.message,
+    }
+}
+
+/// What a fault during a batch call (a projection's or a reactor's `handle`) means.
+pub(crate) fn handle_fault(plugin: String, fault: CallFault) -> ProjectionError {
+    match fault {
+        CallFault::Plugin(error) => error.into(),
+        CallFault::Host(HostFault::ReadModel(error)) => ProjectionError::ReadModel { plugin, error },
+        CallFault::Host(HostFault::WritesTooLarge { bytes, limit }) => PluginError::OutputTooLarge {
+            plugin,
+            call: "handle",
+            size: bytes,
+            limit,
+        }
+        .into(),
+        CallFault::Host(fault) => PluginError::Trap {
+            plugin,
+            message: fault.to_string(),
+        }
+        .into(),
+    }
+}
+
+/// The answer to a query over a read model (a projection's or a reactor's), from the call.
+pub(crate) fn query_outcome(
+    core: &PluginCore,
+    plugin: String,
+    name: &str,
+    result: Result<Result<String, QueryRefusal>, CallFault>,
+) -> Result<String, QueryError> {
+    let query = name.to_owned();
+    match result {
+        Ok(Ok(json)) => {
+            core.check_output("query", json.len())?;
+            Ok(json)
+        }
+        Ok(Err(QueryRefusal::UnknownQuery(message))) => Err(QueryError::UnknownQuery {
+            plugin,
+            query,
+            message,
+        }),
+        Ok(Err(QueryRefusal::InvalidArgs(message))) => Err(QueryError::InvalidArgs {
+            plugin,
+            query,
+            message,
+        }),
+        Ok(Err(QueryRefusal::Failed(message))) => Err(QueryError::Failed {
+            plugin,
+            query,
+            message,
+        }),
+        Err(CallFault::Plugin(error)) => Err(error.into()),
+        Err(CallFault::Host(HostFault::WriteDuringQuery { op })) => {
+            Err(QueryError::WriteRefused { plugin, query, op })
+        }
+        Err(CallFault::Host(HostFault::ReadModel(error))) => {
+            Err(QueryError::ReadModel { plugin, error })
+        }
+        Err(CallFault::Host(fault)) => Err(PluginError::Trap {
+            plugin,
+            message: fault.to_string(),
+        }
+        .into()),
     }
 }

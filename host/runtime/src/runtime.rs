@@ -18,7 +18,8 @@ use super::projection::ProjectionPlugin;
 use super::sandbox::{self, HostState, Limits};
 use super::types::{Description, PluginKind};
 use super::upcaster::UpcasterPlugin;
-use super::wit::{self, AggregatePre, ProjectionPre, UpcasterPre};
+use super::reactor::ReactorPlugin;
+use super::wit::{self, AggregatePre, ProjectionPre, ReactorPre, UpcasterPre};
 
 /// How to build a [`Runtime`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub enum LoadedPlugin {
     Upcaster(UpcasterPlugin),
     /// A projection.
     Projection(ProjectionPlugin),
+    /// A reactor.
+    Reactor(ReactorPlugin),
 }
 
 impl LoadedPlugin {
@@ -69,6 +72,7 @@ impl LoadedPlugin {
             LoadedPlugin::Aggregate(p) => p.info(),
             LoadedPlugin::Upcaster(p) => p.info(),
             LoadedPlugin::Projection(p) => p.info(),
+            LoadedPlugin::Reactor(p) => p.info(),
         }
     }
 
@@ -78,6 +82,7 @@ impl LoadedPlugin {
             LoadedPlugin::Aggregate(p) => p.load_stats(),
             LoadedPlugin::Upcaster(p) => p.load_stats(),
             LoadedPlugin::Projection(p) => p.load_stats(),
+            LoadedPlugin::Reactor(p) => p.load_stats(),
         }
     }
 }
@@ -235,6 +240,14 @@ impl Runtime {
         }
     }
 
+    /// Loads a reactor plugin.
+    pub fn load_reactor(&self, path: impl AsRef<Path>) -> Result<ReactorPlugin, LoadError> {
+        match self.load(path, PluginKind::Reactor)? {
+            LoadedPlugin::Reactor(plugin) => Ok(plugin),
+            _ => unreachable!("load checks the kind"),
+        }
+    }
+
     /// Reads, compiles (or takes from the cache), links and describes a component.
     pub(crate) fn load_inner(
         &self,
@@ -279,7 +292,7 @@ impl Runtime {
         let component = cached.component;
         let target = wit::detect(engine, &component, label)?;
         let linker = match target.kind {
-            PluginKind::Projection => &self.shared.projection_linker,
+            PluginKind::Projection | PluginKind::Reactor => &self.shared.projection_linker,
             PluginKind::Aggregate | PluginKind::Upcaster => &self.shared.wasi_linker,
         };
         let instance_pre =
@@ -329,6 +342,11 @@ impl Runtime {
                 let pre = ProjectionPre::new(version, instance_pre).map_err(invalid)?;
                 let (core, pre) = describe(core, pre, expected, start)?;
                 LoadedPlugin::Projection(ProjectionPlugin::new(core, pre))
+            }
+            PluginKind::Reactor => {
+                let pre = ReactorPre::new(version, instance_pre).map_err(invalid)?;
+                let (core, pre) = describe(core, pre, expected, start)?;
+                LoadedPlugin::Reactor(ReactorPlugin::new(core, pre))
             }
         };
         tracing::debug!(

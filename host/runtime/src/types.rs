@@ -122,13 +122,17 @@ pub enum PluginKind {
     Upcaster,
     /// The `projection-plugin` world: builds a read model and answers queries.
     Projection,
+    /// The `reactor-plugin` world (contract 0.2): turns events into commands, events and
+    /// timers.
+    Reactor,
 }
 
 impl PluginKind {
-    pub(crate) const ALL: [PluginKind; 3] = [
+    pub(crate) const ALL: [PluginKind; 4] = [
         PluginKind::Aggregate,
         PluginKind::Upcaster,
         PluginKind::Projection,
+        PluginKind::Reactor,
     ];
 
     /// The kind's name: `aggregate`, `upcaster`, `projection`; also the name of the WIT
@@ -138,6 +142,7 @@ impl PluginKind {
             PluginKind::Aggregate => "aggregate",
             PluginKind::Upcaster => "upcaster",
             PluginKind::Projection => "projection",
+            PluginKind::Reactor => "reactor",
         }
     }
 
@@ -147,6 +152,7 @@ impl PluginKind {
             PluginKind::Aggregate => "an aggregate",
             PluginKind::Upcaster => "an upcaster",
             PluginKind::Projection => "a projection",
+            PluginKind::Reactor => "a reactor",
         }
     }
 }
@@ -174,4 +180,43 @@ pub(crate) enum QueryRefusal {
     UnknownQuery(String),
     InvalidArgs(String),
     Failed(String),
+}
+
+/// What a reactor wants done about one event of the batch it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// The position of the event that caused it.
+    pub cause: u64,
+    /// What to do.
+    pub effect: Effect,
+}
+
+/// One effect a reactor asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send a command to an aggregate.
+    Send {
+        /// The aggregate type.
+        aggregate_type: String,
+        /// The aggregate id.
+        aggregate_id: String,
+        /// The command, JSON.
+        command: String,
+        /// JSON given back in the outcome event.
+        context: String,
+    },
+    /// Append events to a stream the reactor owns.
+    Append {
+        /// The stream.
+        stream_id: String,
+        /// The events.
+        events: Vec<NewEvent>,
+    },
+    /// Fire a timer at `due_at` (ms since the epoch).
+    Timer {
+        /// When.
+        due_at: u64,
+        /// JSON given back in the `TimerFired` event.
+        payload: String,
+    },
 }

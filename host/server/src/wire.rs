@@ -115,6 +115,7 @@ pub fn plugin_kind(kind: PluginKind) -> api::PluginKind {
         PluginKind::Aggregate => api::PluginKind::Aggregate,
         PluginKind::Upcaster => api::PluginKind::Upcaster,
         PluginKind::Projection => api::PluginKind::Projection,
+        PluginKind::Reactor => api::PluginKind::Reactor,
     }
 }
 

@@ -144,6 +144,11 @@ pub fn check(log: &PluginLog, name: &str, bytes: &[u8]) -> Result<CheckReport, A
     let store = log.store();
     let head = store.head();
     let findings = match loaded {
+        LoadedPlugin::Reactor(_) => {
+            return Err(ActivateError::BadPlugin(format!(
+                "{name:?} is a reactor; reactors are swapped with PUT /reactors/{name}"
+            )));
+        }
         LoadedPlugin::Upcaster(_) => {
             let chain = log.candidate_chain(name, bytes, &label)?;
             let live = log.upcasters().detached();

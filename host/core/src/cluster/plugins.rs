@@ -601,6 +601,9 @@ impl PluginLog {
                 SwapMode::Rebuild,
             )?)),
             PluginKind::Upcaster => Ok(Swapped::Upcaster(self.swap_upcaster(name, &bytes, label)?)),
+            PluginKind::Reactor => Err(ActivateError::BadPlugin(format!(
+                "{name:?} is a reactor; reactors are swapped with PUT /reactors/{name}"
+            ))),
         }
     }
 

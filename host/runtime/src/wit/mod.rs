@@ -23,6 +23,7 @@
 //! `v0_1.rs` and `wit/v0.1.0` stay as they are: 0.1 plugins keep loading, unchanged.
 
 mod v0_1;
+mod v0_2;
 
 use wasmtime::component::{Component, InstancePre, Linker, ResourceAny};
 use wasmtime::{Engine, Store};
@@ -31,27 +32,39 @@ use crate::error::LoadError;
 use crate::plugin::World;
 use crate::sandbox::HostState;
 use crate::types::{
-    Command, CommandError, Description, Event, EventError, NewEvent, PluginKind, QueryRefusal,
-    UpcastResult,
+    Command, CommandError, Description, Event, EventError, Intent, NewEvent, PluginKind,
+    QueryRefusal, UpcastResult,
 };
 
 /// The newest version of the `eshost:plugin` package this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// A line of compatible contract versions this host loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum WitVersion {
     /// `eshost:plugin@0.1.x`, served by [`v0_1`].
     V0_1,
+    /// `eshost:plugin@0.2.x`, served by [`v0_2`]: the reactor world.
+    V0_2,
 }
 
 impl WitVersion {
-    const ALL: [WitVersion; 1] = [WitVersion::V0_1];
+    const ALL: [WitVersion; 2] = [WitVersion::V0_1, WitVersion::V0_2];
 
     /// The semver-compatible line: `0.1` is every 0.1.x.
     fn line(self) -> &'static str {
         match self {
             WitVersion::V0_1 => "0.1",
+            WitVersion::V0_2 => "0.2",
+        }
+    }
+
+    /// Whether this host serves `kind` at this version: 0.1 has no reactor, and this host
+    /// serves 0.2 only for the reactor, the world it adds.
+    fn serves(self, kind: PluginKind) -> bool {
+        match self {
+            WitVersion::V0_1 => kind != PluginKind::Reactor,
+            WitVersion::V0_2 => kind == PluginKind::Reactor,
         }
     }
 
@@ -170,6 +183,16 @@ pub(crate) fn detect(
         });
     }
     match (found, unsupported) {
+        (Some(target), _) if !target.version.serves(target.kind) => Err(LoadError::Invalid {
+            file: label.to_owned(),
+            message: format!(
+                "it exports eshost:plugin/{}@{}; this host serves reactors at 0.2 and the other \
+                 worlds at 0.1 (build {} against wit/v0.1.0)",
+                target.kind,
+                target.exported,
+                target.kind.with_article()
+            ),
+        }),
         (Some(target), _) => Ok(target),
         (None, Some(found)) => Err(LoadError::UnsupportedVersion {
             file: label.to_owned(),
@@ -184,7 +207,8 @@ pub(crate) fn detect(
 
 /// Adds the host interfaces projections of every version import (`read-model`) to `linker`.
 pub(crate) fn link_read_model(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v0_1::link_read_model(linker)
+    v0_1::link_read_model(linker)?;
+    v0_2::link_read_model(linker)
 }
 
 /// An aggregate component of some contract version, ready to instantiate.
@@ -204,6 +228,7 @@ impl AggregatePre {
     ) -> wasmtime::Result<AggregatePre> {
         match version {
             WitVersion::V0_1 => Ok(AggregatePre::V0_1(v0_1::AggregatePre::new(pre)?)),
+            WitVersion::V0_2 => Err(unserved(version, PluginKind::Aggregate)),
         }
     }
 }
@@ -310,6 +335,7 @@ impl UpcasterPre {
     ) -> wasmtime::Result<UpcasterPre> {
         match version {
             WitVersion::V0_1 => Ok(UpcasterPre::V0_1(v0_1::UpcasterPre::new(pre)?)),
+            WitVersion::V0_2 => Err(unserved(version, PluginKind::Upcaster)),
         }
     }
 }
@@ -362,6 +388,7 @@ impl ProjectionPre {
     ) -> wasmtime::Result<ProjectionPre> {
         match version {
             WitVersion::V0_1 => Ok(ProjectionPre::V0_1(v0_1::ProjectionPre::new(pre)?)),
+            WitVersion::V0_2 => Err(unserved(version, PluginKind::Projection)),
         }
     }
 }
@@ -408,6 +435,75 @@ impl ProjectionGuest {
     }
 }
 
+/// The error for a world a version does not have here ([`detect`] refuses these first).
+fn unserved(version: WitVersion, kind: PluginKind) -> wasmtime::Error {
+    wasmtime::format_err!("this host does not serve {kind} plugins at {}", version.line())
+}
+
+/// A reactor component of some contract version, ready to instantiate.
+pub(crate) enum ReactorPre {
+    V0_2(v0_2::ReactorPre),
+}
+
+/// An instantiated reactor component.
+pub(crate) enum ReactorGuest {
+    V0_2(v0_2::Reactor),
+}
+
+impl ReactorPre {
+    pub(crate) fn new(
+        version: WitVersion,
+        pre: InstancePre<HostState>,
+    ) -> wasmtime::Result<ReactorPre> {
+        match version {
+            WitVersion::V0_2 => Ok(ReactorPre::V0_2(v0_2::ReactorPre::new(pre)?)),
+            WitVersion::V0_1 => Err(unserved(version, PluginKind::Reactor)),
+        }
+    }
+}
+
+impl World for ReactorPre {
+    type Bindings = ReactorGuest;
+
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<ReactorGuest> {
+        match self {
+            ReactorPre::V0_2(pre) => Ok(ReactorGuest::V0_2(pre.instantiate(store)?)),
+        }
+    }
+
+    fn describe(
+        store: &mut Store<HostState>,
+        guest: &ReactorGuest,
+    ) -> wasmtime::Result<Description> {
+        match guest {
+            ReactorGuest::V0_2(guest) => guest.describe(store),
+        }
+    }
+}
+
+impl ReactorGuest {
+    pub(crate) fn handle(
+        &self,
+        store: &mut Store<HostState>,
+        events: &[Event],
+    ) -> wasmtime::Result<Result<Vec<Intent>, EventError>> {
+        match self {
+            ReactorGuest::V0_2(guest) => guest.handle(store, events),
+        }
+    }
+
+    pub(crate) fn query(
+        &self,
+        store: &mut Store<HostState>,
+        name: &str,
+        args: &str,
+    ) -> wasmtime::Result<Result<String, QueryRefusal>> {
+        match self {
+            ReactorGuest::V0_2(guest) => guest.query(store, name, args),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,15 +523,16 @@ mod tests {
     }
 
     #[test]
-    fn every_0_1_patch_is_served_by_0_1_and_nothing_else_is() {
+    fn every_patch_is_served_by_its_line_and_nothing_else_is() {
         assert_eq!(WitVersion::of("0.1.0"), Some(WitVersion::V0_1));
         assert_eq!(WitVersion::of("0.1.7"), Some(WitVersion::V0_1));
+        assert_eq!(WitVersion::of("0.2.4"), Some(WitVersion::V0_2));
         assert_eq!(WitVersion::of("0.3.0"), None);
         assert_eq!(WitVersion::of("1.0.0"), None);
         assert_eq!(WitVersion::of("0.1"), None);
         assert_eq!(WitVersion::of("0.1.0-rc1"), None);
         assert_eq!(compatible_line("0.12.4"), Some("0.12"));
         assert_eq!(compatible_line("2.3.4"), Some("2"));
-        assert_eq!(supported(), "0.1");
+        assert_eq!(supported(), "0.1, 0.2");
     }
 }

@@ -15,7 +15,8 @@ use wasmtime::component::{ComponentExportIndex, Func, HasSelf, InstancePre, Link
 use wasmtime::{Store, format_err};
 
 use self::bindings::aggregate::eshost::plugin::types as wit;
-use self::bindings::{EventRecord, aggregate, projection, upcaster};
+pub(super) use self::bindings::EventRecord;
+use self::bindings::{aggregate, projection, upcaster};
 use crate::sandbox::HostState;
 use crate::types::{
     Command, CommandError, Description, Event, EventError, NewEvent, PluginKind, QueryRefusal,
@@ -63,7 +64,7 @@ mod bindings {
     /// the component's type when a call is typed, field by field, names included.
     #[derive(ComponentType, Lower)]
     #[component(record)]
-    pub(super) struct EventRecord<'a> {
+    pub(crate) struct EventRecord<'a> {
         pub(super) position: u64,
         #[component(name = "stream-id")]
         pub(super) stream_id: &'a str,
