@@ -4,6 +4,7 @@
 mod aggregate;
 mod event;
 mod projection;
+mod reactor;
 pub mod testing;
 mod upcaster;
 
@@ -14,6 +15,7 @@ pub use event::{
     DomainEvent, EncodedEvent, StoredEvent, encode, event_types, personal_fields, schema_version,
 };
 pub use projection::{Projection, QueryArgs, QueryError, ReadModel, ReadModelStore, ReadModelView};
+pub use reactor::{Cause, Effect, Intent, Intents, Outcome, Reactor, outcome_stream};
 pub use upcaster::{Upcast, Upcaster};
 
 /// Re-exported so plugins need not name it in their own `Cargo.toml`.
@@ -205,32 +207,10 @@ macro_rules! export_projection {
             assert_projection,
             projection_info,
             {
-                use eshost::plugin::read_model as host;
                 use eshost::plugin::types as wt;
                 use exports::eshost::plugin::projection as wit;
 
-                /// The host's read-model store, scoped by the host to this projection.
-                struct HostStore;
-
-                impl rt::ReadModelStore for HostStore {
-                    fn get(&self, key: &str) -> Option<String> {
-                        host::get(key)
-                    }
-                    fn put(&mut self, key: &str, value: &str) {
-                        host::put(key, value)
-                    }
-                    fn delete(&mut self, key: &str) {
-                        host::delete(key)
-                    }
-                    fn scan(
-                        &self,
-                        prefix: &str,
-                        start_after: Option<&str>,
-                        limit: u32,
-                    ) -> Vec<(String, String)> {
-                        host::scan(prefix, start_after, limit)
-                    }
-                }
+                $crate::__eshost_host_store!();
 
                 impl wit::Guest for Plugin {
                     fn handle(events: Vec<wit::Event>) -> Result<(), wit::EventError> {
@@ -256,14 +236,143 @@ macro_rules! export_projection {
     };
 }
 
+/// Exports a [`Reactor`] as the component's `reactor-plugin` world of `eshost:plugin@0.2.0`,
+/// with the host's `read-model` import as its [`ReadModelStore`]. `describe` reports the kind
+/// `reactor` and, as `handles`, the event types of [`Reactor::Event`].
+///
+/// ```ignore
+/// eshost_sdk::export_reactor!(TransferSaga);
+/// ```
+///
+/// Use it once, at the crate root. On non-wasm targets it only checks the type.
+#[macro_export]
+macro_rules! export_reactor {
+    ($ty:ty) => {
+        $crate::__eshost_export!(
+            @bindgen __eshost_wit_bindgen_v0_2,
+            $ty,
+            "reactor-plugin",
+            Reactor,
+            assert_reactor,
+            reactor_info,
+            {
+                use eshost::plugin::types as wt;
+                use exports::eshost::plugin::reactor as wit;
+
+                $crate::__eshost_host_store!();
+
+                fn intent(intent: rt::Intent) -> wit::Intent {
+                    let effect = match intent.effect {
+                        rt::Effect::Send {
+                            aggregate_type,
+                            aggregate_id,
+                            command,
+                            context,
+                        } => wit::Effect::Send(wit::SendCommand {
+                            aggregate_type,
+                            aggregate_id,
+                            command,
+                            context,
+                        }),
+                        rt::Effect::Append { stream_id, events } => {
+                            wit::Effect::Append(wit::AppendEvents {
+                                stream_id,
+                                events: events
+                                    .into_iter()
+                                    .map(|e| wit::NewEvent {
+                                        event_type: e.event_type.into(),
+                                        schema_version: e.schema_version,
+                                        data: e.data,
+                                        subject_id: e.subject_id,
+                                        personal_data: e.personal_data,
+                                    })
+                                    .collect(),
+                            })
+                        }
+                        rt::Effect::Timer { due_at, payload } => {
+                            wit::Effect::Timer(wit::SetTimer { due_at, payload })
+                        }
+                    };
+                    wit::Intent {
+                        cause: intent.cause,
+                        effect,
+                    }
+                }
+
+                impl wit::Guest for Plugin {
+                    fn handle(events: Vec<wit::Event>) -> Result<Vec<wit::Intent>, wit::EventError> {
+                        rt::react_batch::<super::__EshostPlugin>(
+                            events.iter().map(|e| $crate::__eshost_stored!(e)),
+                            &mut HostStore,
+                        )
+                        .map(|intents| intents.into_iter().map(intent).collect())
+                        .map_err(|(position, message)| wit::EventError { position, message })
+                    }
+
+                    fn query(name: String, args: String) -> Result<String, wt::QueryError> {
+                        rt::reactor_query::<super::__EshostPlugin>(&name, &args, &HostStore)
+                            .map_err(|e| match e {
+                                rt::QueryError::UnknownQuery(m) => wt::QueryError::UnknownQuery(m),
+                                rt::QueryError::InvalidArgs(m) => wt::QueryError::InvalidArgs(m),
+                                rt::QueryError::Failed(m) => wt::QueryError::Failed(m),
+                            })
+                    }
+                }
+            }
+        );
+    };
+}
+
+/// The host's read-model store (the `read-model` import, which the host scopes to this
+/// plugin) as a [`ReadModelStore`] named `HostStore`. Used by the export macros, inside the
+/// generated bindings module.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __eshost_host_store {
+    () => {
+        /// The host's read-model store, scoped by the host to this plugin.
+        struct HostStore;
+
+        impl rt::ReadModelStore for HostStore {
+            fn get(&self, key: &str) -> Option<String> {
+                eshost::plugin::read_model::get(key)
+            }
+            fn put(&mut self, key: &str, value: &str) {
+                eshost::plugin::read_model::put(key, value)
+            }
+            fn delete(&mut self, key: &str) {
+                eshost::plugin::read_model::delete(key)
+            }
+            fn scan(
+                &self,
+                prefix: &str,
+                start_after: Option<&str>,
+                limit: u32,
+            ) -> Vec<(String, String)> {
+                eshost::plugin::read_model::scan(prefix, start_after, limit)
+            }
+        }
+    };
+}
+
 /// The one implementation of the export macros: the compile-time check that `$ty` is a
 /// plugin of the world, the one-export-per-crate guard, the bindings of `$world` (from the
-/// frozen `wit/v0.1.0`), `describe()`, the world's own glue (`$glue`: items that implement
-/// the generated traits for `Plugin`, with `rt` naming [`__private`]) and `export!`.
+/// frozen `wit/v0.1.0`, or the contract `$bindgen` embeds), `describe()`, the world's own glue
+/// (`$glue`: items that implement the generated traits for `Plugin`, with `rt` naming
+/// [`__private`]) and `export!`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __eshost_export {
     ($ty:ty, $world:literal, $kind:ident, $assert:ident, $info:ident, { $($glue:tt)* }) => {
+        $crate::__eshost_export!(
+            @bindgen __eshost_wit_bindgen,
+            $ty, $world, $kind, $assert, $info, { $($glue)* }
+        );
+    };
+    (
+        @bindgen $bindgen:ident,
+        $ty:ty, $world:literal, $kind:ident, $assert:ident, $info:ident, { $($glue:tt)* }
+    ) => {
         const _: fn() = $crate::__private::$assert::<$ty>;
         // One export per crate: a second export macro fails here with "defined multiple times".
         #[doc(hidden)]
@@ -281,7 +390,7 @@ macro_rules! __eshost_export {
             clippy::all
         )]
         mod __eshost_plugin {
-            $crate::__eshost_wit_bindgen!($world);
+            $crate::$bindgen!($world);
 
             use $crate::__private as rt;
 
@@ -359,9 +468,10 @@ pub mod __private {
     pub use wit_bindgen;
 
     pub use crate::{
-        Aggregate, Projection, QueryError, ReadModelStore, Rejection, Upcast, Upcaster,
+        Aggregate, Effect, Intent, Projection, QueryError, Reactor, ReadModelStore, Rejection,
+        Upcast, Upcaster,
     };
-    use crate::{EncodedEvent, StoredEvent, aggregate, event, projection, upcaster};
+    use crate::{EncodedEvent, StoredEvent, aggregate, event, projection, reactor, upcaster};
 
     /// Compile-time check that `A` is an aggregate.
     pub fn assert_aggregate<A: Aggregate>() {}
@@ -369,6 +479,8 @@ pub mod __private {
     pub fn assert_upcaster<U: Upcaster>() {}
     /// Compile-time check that `P` is a projection.
     pub fn assert_projection<P: Projection>() {}
+    /// Compile-time check that `R` is a reactor.
+    pub fn assert_reactor<R: Reactor>() {}
 
     /// What `describe` reports, before conversion to the generated record.
     #[derive(Debug)]
@@ -414,6 +526,16 @@ pub mod __private {
             name: P::NAME,
             version,
             handles: event::event_types::<P::Event>().to_vec(),
+            upcasts: &[],
+        }
+    }
+
+    /// `describe` of a reactor.
+    pub fn reactor_info<R: Reactor>(version: &'static str) -> Info {
+        Info {
+            name: R::NAME,
+            version,
+            handles: event::event_types::<R::Event>().to_vec(),
             upcasts: &[],
         }
     }
@@ -495,5 +617,22 @@ pub mod __private {
         store: &dyn ReadModelStore,
     ) -> Result<String, QueryError> {
         projection::run_query::<P>(name, args, store)
+    }
+
+    /// Handles a batch of events in a reactor.
+    pub fn react_batch<'e, R: Reactor>(
+        events: impl IntoIterator<Item = StoredEvent<'e>>,
+        store: &mut dyn ReadModelStore,
+    ) -> Result<Vec<Intent>, (u64, String)> {
+        reactor::handle_batch::<R>(events, store)
+    }
+
+    /// Runs a reactor query.
+    pub fn reactor_query<R: Reactor>(
+        name: &str,
+        args: &str,
+        store: &dyn ReadModelStore,
+    ) -> Result<String, QueryError> {
+        reactor::run_query::<R>(name, args, store)
     }
 }

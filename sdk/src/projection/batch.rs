@@ -16,7 +16,7 @@ use crate::Error;
 /// key order is restored where it shows: in scans and at the flush. JSON values are decoded
 /// straight from the cached text and encoded into recycled buffers, so a hot key costs no
 /// allocation per event.
-pub(super) struct BatchCache<'a> {
+pub(crate) struct BatchCache<'a> {
     inner: &'a mut dyn ReadModelStore,
     /// Keys read or written in this batch. Reads are cached too (hence the cell: `get`
     /// takes `&self`); nobody else writes this namespace meanwhile.
@@ -24,9 +24,9 @@ pub(super) struct BatchCache<'a> {
     /// An empty buffer to encode the next value into (the last replaced value's).
     spare: Vec<u8>,
     /// The position of the event being handled.
-    pub(super) position: u64,
+    pub(crate) position: u64,
     /// Why a decoded value could not be encoded when a read needed its text: fails the event.
-    pub(super) failure: RefCell<Option<String>>,
+    pub(crate) failure: RefCell<Option<String>>,
 }
 
 /// What the batch knows about one key.
@@ -119,7 +119,7 @@ impl Hasher for FxHasher {
 }
 
 impl<'a> BatchCache<'a> {
-    pub(super) fn new(inner: &'a mut dyn ReadModelStore) -> Self {
+    pub(crate) fn new(inner: &'a mut dyn ReadModelStore) -> Self {
         Self {
             inner,
             slots: RefCell::new(HashMap::default()),
@@ -132,7 +132,7 @@ impl<'a> BatchCache<'a> {
     /// Writes the pending changes through, in key order (deterministic), encoding the values
     /// kept decoded. A value that does not encode fails the event that last changed it (the
     /// other writes still go through; the host commits none of them).
-    pub(super) fn flush(&mut self) -> Result<(), (u64, String)> {
+    pub(crate) fn flush(&mut self) -> Result<(), (u64, String)> {
         let slots = self.slots.get_mut();
         let mut dirty: Vec<(&String, &mut Slot)> =
             slots.iter_mut().filter(|(_, s)| s.dirty).collect();

@@ -1,6 +1,6 @@
 //! Projections: build a read model from events, and answer queries over it.
 
-mod batch;
+pub(crate) mod batch;
 
 use std::any::{Any, TypeId};
 use std::fmt;

@@ -20,6 +20,7 @@
 
 mod aggregate_test;
 mod projection_test;
+mod reactor_test;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -34,9 +35,14 @@ use crate::upcaster::{Upcast, Upcaster, upcast_stored};
 
 pub use aggregate_test::{AggregateTest, Then};
 pub use projection_test::{MemoryStore, ProjectionTest};
+pub use reactor_test::{IntentJson, ReactorTest};
 
 /// The aggregate id the harness uses unless told otherwise.
 pub const DEFAULT_ID: &str = "test-1";
+
+/// The harness's clock: the event at position `n` is recorded at this plus `n` seconds
+/// (unless a [`ReactorTest`] is told otherwise).
+pub const DEFAULT_EPOCH_MS: u64 = 1_700_000_000_000;
 
 /// Starts an aggregate test from the events already in the stream.
 pub fn given<A: Aggregate>(events: impl IntoIterator<Item = A::Event>) -> AggregateTest<A> {
@@ -108,6 +114,8 @@ struct Recorded {
     position: u64,
     stream_id: String,
     stream_version: u64,
+    event_id: String,
+    recorded_at: u64,
     event_type: String,
     schema_version: u32,
     data: String,
@@ -122,6 +130,8 @@ impl Recorded {
             position,
             stream_id: stream_id.to_owned(),
             stream_version,
+            event_id: format!("00000000-0000-4000-8000-{position:012x}"),
+            recorded_at: DEFAULT_EPOCH_MS + position * 1000,
             event_type: payload.event_type,
             schema_version: payload.schema_version,
             data: payload.data,
@@ -144,10 +154,10 @@ impl Recorded {
             position: self.position,
             stream_id: &self.stream_id,
             stream_version: self.stream_version,
-            event_id: "00000000-0000-4000-8000-000000000000",
+            event_id: &self.event_id,
             event_type: &self.event_type,
             schema_version: self.schema_version,
-            recorded_at: 1_700_000_000_000 + self.position * 1000,
+            recorded_at: self.recorded_at,
             data: &self.data,
             metadata: "{}",
             subject_id: self.subject_id.as_deref(),
