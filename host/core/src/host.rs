@@ -19,6 +19,7 @@ use crate::cluster::{Node, erasures, node_id};
 use crate::config::{Config, FailurePolicy};
 use crate::privacy::Forgetting;
 use crate::projection::{PluginWatcher, ProjectionConfig, Projections, WatchedPlugin};
+use crate::reactor::Reactors;
 use crate::upcast::UpcasterChain;
 use crate::views::Views;
 
@@ -37,6 +38,7 @@ struct Parts {
     aggregates: Aggregates,
     upcasters: UpcasterChain,
     projections: Projections,
+    reactors: Reactors,
     forgetting: Forgetting,
     plugin_log: PluginLog,
     projection_control: ProjectionControl,
@@ -372,6 +374,25 @@ impl Host {
         )
         .map_err(anyhow::Error::msg)
         .context("following $erasures")?;
+        let reactors = Reactors::new(
+            store.clone(),
+            views.clone(),
+            aggregates.clone(),
+            upcasters.clone(),
+        );
+        for (index, entry) in config.reactors.iter().enumerate() {
+            let at = || {
+                format!(
+                    "config file {}: `reactors[{index}].plugin`",
+                    config.file.display()
+                )
+            };
+            let plugin = runtime
+                .with_limits(config.plugin_limits(&entry.name))
+                .load_reactor(&entry.plugin)
+                .with_context(at)?;
+            reactors.add(entry.config(), plugin).with_context(at)?;
+        }
         Ok(Host {
             parts: Arc::new(Parts {
                 config: config.clone(),
@@ -381,6 +402,7 @@ impl Host {
                 aggregates,
                 upcasters,
                 projections,
+                reactors,
                 forgetting,
                 plugin_log,
                 projection_control,
@@ -435,6 +457,11 @@ impl Host {
         &self.parts.projections
     }
 
+    /// The reactors.
+    pub fn reactors(&self) -> &Reactors {
+        &self.parts.reactors
+    }
+
     /// Forgetting data subjects.
     pub fn forgetting(&self) -> &Forgetting {
         &self.parts.forgetting
@@ -460,8 +487,8 @@ impl Host {
         self.parts.started
     }
 
-    /// Stops the plugin watchers and the projections (each finishes its batch and makes it
-    /// durable). The command workers and the store close when the last clone is dropped (the
+    /// Stops the plugin watchers, the reactors and the projections (each finishes its batch
+    /// and makes it durable). The command workers and the store close when the last clone is dropped (the
     /// writer finishes what it holds). Blocking.
     pub fn shutdown(self) {
         let _ = self.parts.stop.send(true);
@@ -471,6 +498,7 @@ impl Host {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.parts.reactors.shutdown();
         self.parts.projections.shutdown();
     }
 }

@@ -437,7 +437,10 @@ impl ProjectionGuest {
 
 /// The error for a world a version does not have here ([`detect`] refuses these first).
 fn unserved(version: WitVersion, kind: PluginKind) -> wasmtime::Error {
-    wasmtime::format_err!("this host does not serve {kind} plugins at {}", version.line())
+    wasmtime::format_err!(
+        "this host does not serve {kind} plugins at {}",
+        version.line()
+    )
 }
 
 /// A reactor component of some contract version, ready to instantiate.
