@@ -33,6 +33,7 @@ mod projection_crash;
 mod projection_failures;
 mod projection_support;
 mod projection_swap;
+mod reactor_crash;
 mod reactor_flows;
 mod reactor_support;
 mod server_auth;

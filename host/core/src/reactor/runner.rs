@@ -282,14 +282,14 @@ impl Runner {
                     () = sleep => None,
                 }
             });
-            match control {
-                Some(Some(control)) => {
-                    if !self.apply(control) {
-                        return;
-                    }
-                }
-                Some(None) => return,
-                None => {}
+            let keep_going = match control {
+                Some(Some(control)) => self.apply(control),
+                // Every sender is gone: the host was dropped.
+                Some(None) => false,
+                None => true,
+            };
+            if !keep_going {
+                return;
             }
         }
     }
