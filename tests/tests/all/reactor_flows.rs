@@ -133,7 +133,39 @@ async fn a_new_reactor_starts_at_the_head_and_never_acts_on_history() {
         900,
         "only the new transfer moved money"
     );
-    host.shutdown();
+    drop(router);
+    tokio::task::block_in_place(|| host.shutdown());
+
+    // A dry run from the beginning lists what the saga would do about the old request too,
+    // and does none of it.
+    let dry_run = || {
+        eshost_tests::cli::eshost_offline(&[
+            "replay",
+            "--config",
+            config.file.to_str().unwrap(),
+            "--plugin",
+            eshost_tests::TRANSFER_SAGA,
+            "--json",
+        ])
+    };
+    let output = tokio::task::block_in_place(dry_run);
+    let report = eshost_tests::cli::json(&output);
+    let debits: Vec<&str> = report["intents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["effect"]["send"]["command"]["type"] == "Withdraw")
+        .map(|i| i["stream_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(debits, ["t-old", "t-new"], "{report}");
+    let host = tokio::task::block_in_place(|| restart(&config));
+    let router = host.router();
+    assert_eq!(
+        state(&router, "transfer", "t-old").await["status"],
+        "requested"
+    );
+    drop(router);
+    tokio::task::block_in_place(|| host.shutdown());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

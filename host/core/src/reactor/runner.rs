@@ -472,53 +472,15 @@ impl Runner {
         }
     }
 
-    /// The next events after the checkpoint, up to `head`: those of the reactor's own stream
-    /// it receives and those of other streams it may handle (once upcast), up to `limit` of
-    /// them; the timer changes its own stream records; and the position the read got to.
-    fn read(
-        &self,
-        head: u64,
-        limit: usize,
-    ) -> Result<(Vec<Event>, Vec<TimerChange>, u64), eshost_store::ReadError> {
-        let scan_limit = limit.saturating_mul(16).max(10_000);
-        let mut events = Vec::new();
-        let mut changes = Vec::new();
-        let mut last = self.checkpoint;
-        let mut scanned = 0usize;
-        let read = AllRead {
-            from_position: self.checkpoint + 1,
-            direction: Direction::Forward,
-            limit: usize::MAX,
-            event_types: Vec::new(),
-            until: Some(Until::Position(head)),
-        };
-        let store = &*self.store;
-        store.visit_all(&read, &mut |event| {
-            last = event.position;
-            scanned += 1;
-            if event.stream_id == self.own_stream {
-                let event = crate::upcast::plugin_event(&event, store);
-                changes.extend(change_of(&event));
-                if matches!(
-                    event.event_type.as_str(),
-                    COMMAND_ACCEPTED | COMMAND_REJECTED | TIMER_FIRED
-                ) {
-                    events.push(event);
-                }
-            } else if !event.stream_id.starts_with('$')
-                && self
-                    .relevance
-                    .is_relevant(event.event_type, event.schema_version)
-            {
-                events.push(crate::upcast::plugin_event(&event, store));
-            }
-            if events.len() >= limit || scanned >= scan_limit {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })?;
-        Ok((events, changes, last))
+    fn read(&self, head: u64, limit: usize) -> Result<Batch, eshost_store::ReadError> {
+        read_batch(
+            &*self.store,
+            &self.own_stream,
+            &self.relevance,
+            self.checkpoint,
+            head,
+            limit,
+        )
     }
 
     fn reload_state(&mut self) -> Result<(), redb::Error> {
@@ -712,6 +674,59 @@ impl Runner {
         };
         *self.shared.status.lock().expect("not poisoned") = status;
     }
+}
+
+/// A batch read for a reactor: the events to deliver, the timer changes its own stream
+/// records, and the position the read got to.
+pub(crate) type Batch = (Vec<Event>, Vec<TimerChange>, u64);
+
+/// The next events after `checkpoint`, up to `head`: those of the reactor's own stream
+/// (`own_stream`) it receives and those of other streams it may handle (once upcast), up to
+/// `limit` of them, through a bounded number of positions.
+pub(crate) fn read_batch(
+    store: &dyn EventStore,
+    own_stream: &str,
+    relevance: &Relevance,
+    checkpoint: u64,
+    head: u64,
+    limit: usize,
+) -> Result<Batch, eshost_store::ReadError> {
+    let scan_limit = limit.saturating_mul(16).max(10_000);
+    let mut events = Vec::new();
+    let mut changes = Vec::new();
+    let mut last = checkpoint;
+    let mut scanned = 0usize;
+    let read = AllRead {
+        from_position: checkpoint + 1,
+        direction: Direction::Forward,
+        limit: usize::MAX,
+        event_types: Vec::new(),
+        until: Some(Until::Position(head)),
+    };
+    store.visit_all(&read, &mut |event| {
+        last = event.position;
+        scanned += 1;
+        if event.stream_id == own_stream {
+            let event = crate::upcast::plugin_event(&event, store);
+            changes.extend(change_of(&event));
+            if matches!(
+                event.event_type.as_str(),
+                COMMAND_ACCEPTED | COMMAND_REJECTED | TIMER_FIRED
+            ) {
+                events.push(event);
+            }
+        } else if !event.stream_id.starts_with('$')
+            && relevance.is_relevant(event.event_type, event.schema_version)
+        {
+            events.push(crate::upcast::plugin_event(&event, store));
+        }
+        if events.len() >= limit || scanned >= scan_limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok((events, changes, last))
 }
 
 /// The committed read model of `namespace`, as of one read transaction.
