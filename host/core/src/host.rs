@@ -393,6 +393,9 @@ impl Host {
                 .with_context(at)?;
             reactors.add(entry.config(), plugin).with_context(at)?;
         }
+        if config.watch_plugins && !config.reactors.is_empty() {
+            watchers.push(watch_reactor_files(config, &runtime, &reactors)?);
+        }
         Ok(Host {
             parts: Arc::new(Parts {
                 config: config.clone(),
@@ -504,6 +507,47 @@ impl Host {
 }
 /// Watches the configured aggregate, upcaster and projection files: a changed file is
 /// activated (and recorded, so every node follows).
+/// Watches the configured reactor files: a changed file is swapped in, going on from the
+/// reactor's checkpoint (not recorded in `$plugins`: each node watches its own files).
+fn watch_reactor_files(
+    config: &Config,
+    runtime: &Runtime,
+    reactors: &Reactors,
+) -> anyhow::Result<PluginWatcher> {
+    let runtimes: HashMap<String, Runtime> = config
+        .reactors
+        .iter()
+        .map(|entry| {
+            let limits = config.plugin_limits(&entry.name);
+            (entry.name.clone(), runtime.with_limits(limits))
+        })
+        .collect();
+    let watched = config.reactors.iter().map(|entry| WatchedPlugin {
+        kind: PluginKind::Reactor,
+        name: entry.name.clone(),
+        path: entry.plugin.clone(),
+    });
+    let reactors = reactors.clone();
+    Ok(PluginWatcher::new(watched.collect(), move |plugin| {
+        let swapped = runtimes[&plugin.name]
+            .load_reactor(&plugin.path)
+            .map_err(|e| e.to_string())
+            .and_then(|loaded| {
+                reactors
+                    .swap(&plugin.name, loaded, crate::reactor::StartAt::Checkpoint)
+                    .map_err(|e| e.to_string())
+            });
+        match swapped {
+            Ok(status) => {
+                tracing::info!(reactor = %plugin.name, hash = %status.content_hash, "reactor file changed: swapped")
+            }
+            Err(error) => {
+                tracing::warn!(reactor = %plugin.name, "reactor file changed but was refused: {error}")
+            }
+        }
+    })?)
+}
+
 fn watch_files(config: &Config, plugin_log: &PluginLog) -> anyhow::Result<PluginWatcher> {
     let aggregates = config.aggregates.iter().map(|entry| WatchedPlugin {
         kind: PluginKind::Aggregate,

@@ -352,3 +352,48 @@ async fn a_fraud_watch_timer_recorded_before_a_restart_fires_once_after_it() {
     assert_eq!(fired, 1, "{recorded:#?}");
     host.shutdown();
 }
+
+/// `bytes` with a custom section appended: the same code under another content hash.
+fn another_build(mut bytes: Vec<u8>) -> Vec<u8> {
+    let name = b"eshost-test";
+    bytes.extend_from_slice(&[0, (1 + name.len() + 2) as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(b"v2");
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_reactor_file_is_swapped_in_when_plugins_are_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let saga = dir.path().join("saga.wasm");
+    std::fs::copy(eshost_tests::TRANSFER_SAGA, &saga).unwrap();
+    let text = format!(
+        "store = \"data\"\nwatch_plugins = true\n\
+         [[aggregates]]\nname = \"bank-account\"\nplugin = {:?}\n\
+         [[aggregates]]\nname = \"transfer\"\nplugin = {:?}\n\
+         [[reactors]]\nname = \"transfer-saga\"\nplugin = \"saga.wasm\"\n",
+        eshost_tests::BANK_ACCOUNT,
+        eshost_tests::TRANSFER,
+    );
+    std::fs::write(dir.path().join("eshost.toml"), text).unwrap();
+    let config = eshost_core::config::Config::load(&dir.path().join("eshost.toml")).unwrap();
+    let host = tokio::task::block_in_place(|| restart(&config));
+    let router = host.router();
+    let before = reactor(&router, "transfer-saga").await["content_hash"].clone();
+
+    std::fs::write(&saga, another_build(std::fs::read(&saga).unwrap())).unwrap();
+    eventually("the watcher to swap the saga", async || {
+        let now = reactor(&router, "transfer-saga").await["content_hash"].clone();
+        (now != before).then_some(())
+    })
+    .await;
+    open(&router, "acc-a", 100).await;
+    open(&router, "acc-b", 0).await;
+    assert_eq!(
+        command(&router, "transfer", "t-1", request("acc-a", "acc-b", 60)).await,
+        200
+    );
+    assert_eq!(settled(&router, "t-1").await, "completed");
+    drop(router);
+    tokio::task::block_in_place(|| host.shutdown());
+}
