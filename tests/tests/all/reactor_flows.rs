@@ -41,7 +41,12 @@ async fn a_transfer_is_debited_credited_and_completed_with_each_step_caused_by_t
         requested["metadata"]["correlation_id"]
     );
     // Each outcome is recorded in the saga's stream, in order.
-    let outcomes = events(&router, "$reactor-transfer-saga").await;
+    // The transfer is complete once its last command is; that command's outcome follows.
+    let outcomes = eventually("the third outcome", async || {
+        let outcomes = events(&router, "$reactor-transfer-saga").await;
+        (outcomes.len() >= 3).then_some(outcomes)
+    })
+    .await;
     assert_eq!(
         types(&outcomes),
         ["CommandAccepted", "CommandAccepted", "CommandAccepted"]
