@@ -211,7 +211,7 @@ impl<R: ReadModel> ProjectionInstance<R> {
         };
         let (model, result) = self
             .sandbox
-            .call(context, |store, guest| guest.handle(store, events));
+            .call("handle", context, |store, guest| guest.handle(store, events));
         self.read_model = model;
         match result {
             Ok(Ok(())) => Ok(()),
@@ -232,7 +232,7 @@ impl<R: ReadModel> ProjectionInstance<R> {
         };
         let (model, result) = self
             .sandbox
-            .call(context, |store, guest| guest.query(store, name, args));
+            .call("query", context, |store, guest| guest.query(store, name, args));
         self.read_model = model;
         query_outcome(&self.sandbox.core, plugin, name, result)
     }

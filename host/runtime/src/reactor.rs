@@ -119,7 +119,7 @@ impl<R: ReadModel> ReactorInstance<R> {
         };
         let (model, result) = self
             .sandbox
-            .call(context, |store, guest| guest.handle(store, events));
+            .call("handle", context, |store, guest| guest.handle(store, events));
         self.read_model = model;
         let intents = match result {
             Ok(Ok(intents)) => intents,
@@ -153,7 +153,7 @@ impl<R: ReadModel> ReactorInstance<R> {
         };
         let (model, result) = self
             .sandbox
-            .call(context, |store, guest| guest.query(store, name, args));
+            .call("query", context, |store, guest| guest.query(store, name, args));
         self.read_model = model;
         query_outcome(&self.sandbox.core, plugin, name, result)
     }
