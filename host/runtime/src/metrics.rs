@@ -113,7 +113,7 @@ mod tests {
         let call = "eshost_plugin_call_seconds";
         let labels = "plugin=\"bank-account\",call=\"handle\"";
         for line in [
-            format!("{call}_bucket{{{labels},le=\"0.00005\"}} 1\n"),
+            format!("{call}_bucket{{{labels},le=\"5e-05\"}} 1\n"),
             format!("{call}_bucket{{{labels},le=\"0.005\"}} 2\n"),
             format!("{call}_count{{{labels}}} 2\n"),
             "eshost_plugin_traps_total{plugin=\"bank-account\"} 1\n".to_owned(),
