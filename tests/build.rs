@@ -31,6 +31,7 @@ fn main() {
 
     let mut rerun = BTreeSet::new();
     rerun.insert(root.join("wit/v0.1.0"));
+    rerun.insert(root.join("wit/v0.2.0"));
     for dir in ["plugins", "sdk", "tests/guests"] {
         manifests(&root.join(dir), &mut rerun);
     }

@@ -120,6 +120,19 @@ pub fn start_bank_host(dir: &Path) -> (std::process::Child, String) {
 /// The file in the host's directory that [`start_bank_host`] sends its log (stderr) to.
 pub const HOST_LOG: &str = "eshost.log";
 
+/// The components `examples/bank/eshost.toml` names, and their file names under `plugins/`.
+pub const BANK_PLUGINS: [(&str, &str); 9] = [
+    (BANK_ACCOUNT, "bank_account.wasm"),
+    (DEPOSIT_CURRENCY, "deposit_currency.wasm"),
+    (BALANCES, "balances.wasm"),
+    (STATEMENT, "statement.wasm"),
+    (CUSTOMER, "customer.wasm"),
+    (CUSTOMERS, "customers.wasm"),
+    (TRANSFER, "transfer.wasm"),
+    (TRANSFER_SAGA, "transfer_saga.wasm"),
+    (FRAUD_WATCH, "fraud_watch.wasm"),
+];
+
 /// [`start_bank_host`] with extra environment variables for the host (test hooks).
 pub fn start_bank_host_with_env(dir: &Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
     start_bank_host_with(dir, env, "")
@@ -138,14 +151,7 @@ pub fn start_bank_host_with(
     std::fs::write(dir.join("eshost.toml"), config + "\n" + extra_config)
         .expect("write the config");
     std::fs::create_dir_all(dir.join("plugins")).expect("create plugins/");
-    for (path, file) in [
-        (BANK_ACCOUNT, "bank_account.wasm"),
-        (DEPOSIT_CURRENCY, "deposit_currency.wasm"),
-        (BALANCES, "balances.wasm"),
-        (STATEMENT, "statement.wasm"),
-        (CUSTOMER, "customer.wasm"),
-        (CUSTOMERS, "customers.wasm"),
-    ] {
+    for (path, file) in BANK_PLUGINS {
         std::fs::copy(path, dir.join("plugins").join(file)).expect("copy a plugin");
     }
     start_host(&dir.join("eshost.toml"), &dir.join(HOST_LOG), env)

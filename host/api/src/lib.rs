@@ -20,6 +20,7 @@ mod from_store;
 mod operations;
 mod plugins;
 mod projections;
+mod reactors;
 mod time;
 
 pub use aggregates::{
@@ -47,6 +48,7 @@ pub use projections::{
     GenerationStatus, ProjectionList, ProjectionPaused, ProjectionRebuilding, ProjectionResumed,
     ProjectionSkipped, ProjectionState, ProjectionStatus, QueryAnswer, QueryArgs, SkipRequest,
 };
+pub use reactors::{ReactorList, ReactorState, ReactorStatus, ReactorSwapQuery};
 pub use time::{Timestamp, TimestampError};
 
 /// The metadata keys the host writes itself; a raw append cannot set them.

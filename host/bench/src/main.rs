@@ -12,6 +12,7 @@ mod growth_measure;
 mod http;
 mod load;
 mod projection;
+mod reactor;
 mod replay;
 
 use std::path::PathBuf;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         BenchCommand::Command(args) => bench_command(args),
         BenchCommand::Load(args) => bench_load(args),
         BenchCommand::Projection(args) => bench_projection(args),
+        BenchCommand::Reactor(args) => bench_reactor(args),
         BenchCommand::Archive(args) => bench_archive(args),
         BenchCommand::Http(args) => bench_http(args),
         BenchCommand::Growth(args) => bench_growth(args),
@@ -73,6 +75,10 @@ pub enum BenchCommand {
     /// Rebuilds the balances projection over a large store through the projection runner,
     /// and times a hot swap from the file changing to the new version serving.
     Projection(BenchProjectionArgs),
+    /// The transfer saga under load: funded accounts, transfers requested by concurrent
+    /// clients, the saga carrying each out (debit, credit, complete); source events/s, saga
+    /// commands/s, transfers/s end to end, and request-to-debit latency from the log.
+    Reactor(BenchReactorArgs),
     /// Archives every event of a store of bank events: hot file size before and after,
     /// segment size (compression ratio), and `balances` rebuilt from the hot log vs from the
     /// archive.
@@ -203,6 +209,32 @@ pub struct BenchProjectionArgs {
     accounts: u64,
     /// Events per `handle` call.
     #[arg(long, default_value_t = 5_000)]
+    batch: usize,
+    /// Directory for the scratch store (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `eshost-bench reactor`.
+#[derive(Debug, Args)]
+pub struct BenchReactorArgs {
+    /// The directory with bank_account.wasm, transfer.wasm and transfer_saga.wasm.
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+    plugins: PathBuf,
+    /// Accounts, funded first.
+    #[arg(long, default_value_t = 100)]
+    accounts: usize,
+    /// Transfers requested (at most 1,000,000).
+    #[arg(long, default_value_t = 1_000)]
+    transfers: usize,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Events per saga `handle` call.
+    #[arg(long, default_value_t = 100)]
     batch: usize,
     /// Directory for the scratch store (default: the system temp dir).
     #[arg(long)]
@@ -471,6 +503,22 @@ fn bench_projection(args: BenchProjectionArgs) -> anyhow::Result<()> {
         dir: args.dir,
     };
     let report = projection::run(&options)?;
+    print_report(&report, args.json)
+}
+
+fn bench_reactor(args: BenchReactorArgs) -> anyhow::Result<()> {
+    if args.transfers > 1_000_000 {
+        bail!("--transfers must be at most 1,000,000");
+    }
+    let options = reactor::ReactorBenchOptions {
+        plugins: args.plugins,
+        accounts: args.accounts,
+        transfers: args.transfers,
+        clients: args.clients,
+        batch: args.batch,
+        dir: args.dir,
+    };
+    let report = reactor::run(&options)?;
     print_report(&report, args.json)
 }
 

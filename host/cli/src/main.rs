@@ -111,7 +111,8 @@ pub enum Command {
     #[command(subcommand)]
     Projection(ProjectionCommand),
     /// Run a projection plugin over the whole history of a stopped store into a temporary
-    /// read model; optionally diff it against a live projection.
+    /// read model (optionally diff it against a live projection), or dry-run a reactor from a
+    /// position: the intents it would produce, none carried out.
     Replay(ReplayArgs),
 }
 

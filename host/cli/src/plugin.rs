@@ -68,9 +68,17 @@ pub struct ReplayArgs {
     /// config's `[[upcasters]]`.
     #[arg(long = "upcaster", value_name = "FILE")]
     upcasters: Vec<PathBuf>,
-    /// The projection component to replay.
+    /// The projection component to replay, or a reactor to dry-run (it lists the intents it
+    /// would produce and carries out none).
     #[arg(long)]
     plugin: PathBuf,
+    /// Reactors: start after this position (a new version is swapped in from a position its
+    /// dry run shows to be safe).
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Reactors: intents to list.
+    #[arg(long, default_value_t = 50)]
+    show: usize,
     /// Compare the result key by key with this live projection.
     #[arg(long)]
     diff: Option<String>,
@@ -159,6 +167,22 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         progress: !args.json,
         samples: args.samples,
     };
+    let is_reactor = std::fs::read(&options.plugin)
+        .ok()
+        .and_then(|bytes| eshost_runtime::declared_kind(&bytes))
+        == Some(eshost_runtime::PluginKind::Reactor);
+    if is_reactor {
+        if options.diff.is_some() {
+            anyhow::bail!("--diff compares projections; a reactor's replay is a dry run");
+        }
+        let report = eshost_core::reactor::dry_run::run(&options, args.from, args.show)?;
+        return if args.json {
+            print_json(&report)
+        } else {
+            print!("{report}");
+            Ok(())
+        };
+    }
     let report = eshost_core::projection::replay::run(&options)?;
     if args.json {
         print_json(&report)

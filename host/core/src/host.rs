@@ -19,6 +19,7 @@ use crate::cluster::{Node, erasures, node_id};
 use crate::config::{Config, FailurePolicy};
 use crate::privacy::Forgetting;
 use crate::projection::{PluginWatcher, ProjectionConfig, Projections, WatchedPlugin};
+use crate::reactor::Reactors;
 use crate::upcast::UpcasterChain;
 use crate::views::Views;
 
@@ -37,6 +38,7 @@ struct Parts {
     aggregates: Aggregates,
     upcasters: UpcasterChain,
     projections: Projections,
+    reactors: Reactors,
     forgetting: Forgetting,
     plugin_log: PluginLog,
     projection_control: ProjectionControl,
@@ -372,6 +374,28 @@ impl Host {
         )
         .map_err(anyhow::Error::msg)
         .context("following $erasures")?;
+        let reactors = Reactors::new(
+            store.clone(),
+            views.clone(),
+            aggregates.clone(),
+            upcasters.clone(),
+        );
+        for (index, entry) in config.reactors.iter().enumerate() {
+            let at = || {
+                format!(
+                    "config file {}: `reactors[{index}].plugin`",
+                    config.file.display()
+                )
+            };
+            let plugin = runtime
+                .with_limits(config.plugin_limits(&entry.name))
+                .load_reactor(&entry.plugin)
+                .with_context(at)?;
+            reactors.add(entry.config(), plugin).with_context(at)?;
+        }
+        if config.watch_plugins && !config.reactors.is_empty() {
+            watchers.push(watch_reactor_files(config, &runtime, &reactors)?);
+        }
         Ok(Host {
             parts: Arc::new(Parts {
                 config: config.clone(),
@@ -381,6 +405,7 @@ impl Host {
                 aggregates,
                 upcasters,
                 projections,
+                reactors,
                 forgetting,
                 plugin_log,
                 projection_control,
@@ -435,6 +460,11 @@ impl Host {
         &self.parts.projections
     }
 
+    /// The reactors.
+    pub fn reactors(&self) -> &Reactors {
+        &self.parts.reactors
+    }
+
     /// Forgetting data subjects.
     pub fn forgetting(&self) -> &Forgetting {
         &self.parts.forgetting
@@ -460,8 +490,8 @@ impl Host {
         self.parts.started
     }
 
-    /// Stops the plugin watchers and the projections (each finishes its batch and makes it
-    /// durable). The command workers and the store close when the last clone is dropped (the
+    /// Stops the plugin watchers, the reactors and the projections (each finishes its batch
+    /// and makes it durable). The command workers and the store close when the last clone is dropped (the
     /// writer finishes what it holds). Blocking.
     pub fn shutdown(self) {
         let _ = self.parts.stop.send(true);
@@ -471,11 +501,53 @@ impl Host {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.parts.reactors.shutdown();
         self.parts.projections.shutdown();
     }
 }
 /// Watches the configured aggregate, upcaster and projection files: a changed file is
 /// activated (and recorded, so every node follows).
+/// Watches the configured reactor files: a changed file is swapped in, going on from the
+/// reactor's checkpoint (not recorded in `$plugins`: each node watches its own files).
+fn watch_reactor_files(
+    config: &Config,
+    runtime: &Runtime,
+    reactors: &Reactors,
+) -> anyhow::Result<PluginWatcher> {
+    let runtimes: HashMap<String, Runtime> = config
+        .reactors
+        .iter()
+        .map(|entry| {
+            let limits = config.plugin_limits(&entry.name);
+            (entry.name.clone(), runtime.with_limits(limits))
+        })
+        .collect();
+    let watched = config.reactors.iter().map(|entry| WatchedPlugin {
+        kind: PluginKind::Reactor,
+        name: entry.name.clone(),
+        path: entry.plugin.clone(),
+    });
+    let reactors = reactors.clone();
+    Ok(PluginWatcher::new(watched.collect(), move |plugin| {
+        let swapped = runtimes[&plugin.name]
+            .load_reactor(&plugin.path)
+            .map_err(|e| e.to_string())
+            .and_then(|loaded| {
+                reactors
+                    .swap(&plugin.name, loaded, crate::reactor::StartAt::Checkpoint)
+                    .map_err(|e| e.to_string())
+            });
+        match swapped {
+            Ok(status) => {
+                tracing::info!(reactor = %plugin.name, hash = %status.content_hash, "reactor file changed: swapped")
+            }
+            Err(error) => {
+                tracing::warn!(reactor = %plugin.name, "reactor file changed but was refused: {error}")
+            }
+        }
+    })?)
+}
+
 fn watch_files(config: &Config, plugin_log: &PluginLog) -> anyhow::Result<PluginWatcher> {
     let aggregates = config.aggregates.iter().map(|entry| WatchedPlugin {
         kind: PluginKind::Aggregate,

@@ -29,6 +29,7 @@ pub mod fixture;
 pub mod host;
 pub mod privacy;
 pub mod projection;
+pub mod reactor;
 pub mod retention;
 pub mod subscription;
 pub mod upcast;

@@ -71,4 +71,4 @@ pub use types::{
     UpcastedEvent, VersionedType,
 };
 pub use upcaster::{UpcastError, UpcasterInstance, UpcasterPlugin};
-pub use wit::WIT_VERSION;
+pub use wit::{WIT_VERSION, declared_kind};

@@ -263,14 +263,18 @@ pub(crate) fn event_failed(plugin: String, error: EventError) -> ProjectionError
 pub(crate) fn handle_fault(plugin: String, fault: CallFault) -> ProjectionError {
     match fault {
         CallFault::Plugin(error) => error.into(),
-        CallFault::Host(HostFault::ReadModel(error)) => ProjectionError::ReadModel { plugin, error },
-        CallFault::Host(HostFault::WritesTooLarge { bytes, limit }) => PluginError::OutputTooLarge {
-            plugin,
-            call: "handle",
-            size: bytes,
-            limit,
+        CallFault::Host(HostFault::ReadModel(error)) => {
+            ProjectionError::ReadModel { plugin, error }
         }
-        .into(),
+        CallFault::Host(HostFault::WritesTooLarge { bytes, limit }) => {
+            PluginError::OutputTooLarge {
+                plugin,
+                call: "handle",
+                size: bytes,
+                limit,
+            }
+            .into()
+        }
         CallFault::Host(fault) => PluginError::Trap {
             plugin,
             message: fault.to_string(),

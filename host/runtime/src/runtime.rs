@@ -16,10 +16,10 @@ use super::error::{LoadError, RuntimeError};
 use super::metrics::PluginMetrics;
 use super::plugin::{LoadStats, PluginCore, PluginInfo, Sandboxed, World};
 use super::projection::ProjectionPlugin;
+use super::reactor::ReactorPlugin;
 use super::sandbox::{self, HostState, Limits};
 use super::types::{Description, PluginKind};
 use super::upcaster::UpcasterPlugin;
-use super::reactor::ReactorPlugin;
 use super::wit::{self, AggregatePre, ProjectionPre, ReactorPre, UpcasterPre};
 
 /// How to build a [`Runtime`].

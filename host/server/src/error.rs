@@ -10,6 +10,7 @@ use eshost_core::aggregate::{CommandError, QueryError as StateQueryError, StateE
 use eshost_core::cluster::plugins::ActivateError;
 use eshost_core::privacy::ForgetError;
 use eshost_core::projection::{ProjectionHostError, QueryFailure};
+use eshost_core::reactor::ReactorError;
 use eshost_runtime::QueryError as PluginQueryError;
 use eshost_store::{AppendError, ReadError};
 
@@ -181,6 +182,25 @@ impl From<ProjectionHostError> for ApiError {
             ProjectionHostError::NotStoppedAt { .. } => {
                 ApiError::new(ErrorCode::Conflict, error.to_string())
             }
+            _ => ApiError::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<ReactorError> for ApiError {
+    fn from(error: ReactorError) -> Self {
+        match &error {
+            ReactorError::Unknown(_) => ApiError::not_found(error.to_string()),
+            ReactorError::BadPlugin(_) | ReactorError::Duplicate(_) => {
+                ApiError::new(ErrorCode::BadPlugin, error.to_string())
+            }
+            ReactorError::Query(PluginQueryError::UnknownQuery { .. }) => {
+                ApiError::not_found(error.to_string())
+            }
+            ReactorError::Query(PluginQueryError::InvalidArgs { .. }) => {
+                ApiError::bad_request(error.to_string())
+            }
+            ReactorError::Stopped(_) => ApiError::new(ErrorCode::Unavailable, error.to_string()),
             _ => ApiError::internal(error.to_string()),
         }
     }

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::handlers::{
-    commands, forgetting, operations, plugins, projections, streams, subscriptions,
+    commands, forgetting, operations, plugins, projections, reactors, streams, subscriptions,
 };
 
 /// Who may call a route.
@@ -294,6 +294,57 @@ pub const ROUTES: &[Route] = &[
         "Last-Event-ID",
         "resume after this position (the id of the last event received)",
     )]),
+    Route::new(
+        Method::GET,
+        "/reactors",
+        READ,
+        "Every reactor's status",
+        json::<api::ReactorList>(),
+        || get(reactors::reactors),
+    ),
+    Route::new(
+        Method::GET,
+        "/reactors/{name}",
+        READ,
+        "One reactor's status",
+        json::<api::ReactorStatus>(),
+        || get(reactors::reactor),
+    ),
+    Route::new(
+        Method::GET,
+        "/reactors/{name}/query/{query}",
+        READ,
+        "Ask a reactor about its read model (?args=JSON, or each parameter as a string argument)",
+        json::<api::QueryAnswer>(),
+        || get(reactors::reactor_query),
+    )
+    .query(query::<api::QueryArgs>()),
+    Route::new(
+        Method::POST,
+        "/reactors/{name}/pause",
+        ADMIN,
+        "Pause a reactor after its batch in hand",
+        json::<api::ReactorStatus>(),
+        || post(reactors::reactor_pause),
+    ),
+    Route::new(
+        Method::POST,
+        "/reactors/{name}/resume",
+        ADMIN,
+        "Resume a reactor (one stopped at a failing event tries it again)",
+        json::<api::ReactorStatus>(),
+        || post(reactors::reactor_resume),
+    ),
+    Route::new(
+        Method::PUT,
+        "/reactors/{name}",
+        ADMIN,
+        "Hot-swap a reactor: the body is the component (application/wasm); ?from=checkpoint (default), head, beginning or a position; not recorded (a restart runs the configured file)",
+        json::<api::ReactorStatus>(),
+        || put(reactors::swap_reactor),
+    )
+    .body(Body::Wasm)
+    .query(query::<api::ReactorSwapQuery>()),
     Route::new(
         Method::GET,
         "/projections",

@@ -110,6 +110,31 @@ pub fn projection_status(status: ProjectionStatus) -> api::ProjectionStatus {
     }
 }
 
+/// A reactor's status.
+pub fn reactor_status(status: eshost_core::reactor::ReactorStatus) -> api::ReactorStatus {
+    use eshost_core::reactor::ReactorState;
+    api::ReactorStatus {
+        stream: eshost_core::reactor::outcome_stream(&status.name),
+        name: status.name,
+        state: match status.state {
+            ReactorState::Running => api::ReactorState::Running,
+            ReactorState::Paused => api::ReactorState::Paused,
+            ReactorState::Failed => api::ReactorState::Failed,
+        },
+        checkpoint: status.checkpoint,
+        head: status.head,
+        lag: status.head.saturating_sub(status.checkpoint),
+        version: status.version,
+        content_hash: status.content_hash,
+        commands_sent: status.commands_sent,
+        events_appended: status.events_appended,
+        timers_pending: status.timers_pending as u64,
+        dead_letters: status.dead_letters,
+        failed_at: status.failed_at,
+        last_error: status.last_error,
+    }
+}
+
 pub fn plugin_kind(kind: PluginKind) -> api::PluginKind {
     match kind {
         PluginKind::Aggregate => api::PluginKind::Aggregate,

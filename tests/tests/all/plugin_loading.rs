@@ -116,7 +116,7 @@ fn an_unsupported_contract_version_is_refused() {
     let error = load_error(&runtime, FUTURE.as_ref(), PluginKind::Upcaster);
     assert_eq!(
         error.to_string(),
-        "plugin \"future.wasm\" exports eshost:plugin@0.3.0; this host supports 0.1"
+        "plugin \"future.wasm\" exports eshost:plugin@0.3.0; this host supports 0.1, 0.2"
     );
 }
 

@@ -179,7 +179,8 @@ fn route(method: &Method, path: &str) -> &'static Route {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_answers_of_every_route_follow_their_schemas() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, router) = bank_host(dir.path(), "");
+    let (host, router) = bank_host(dir.path(), &crate::reactor_support::transfer_config());
+    let saga = std::fs::read(eshost_tests::TRANSFER_SAGA).unwrap();
     let document = eshost_server::openapi();
     let validator = Validator::new(&document);
     let account = "/aggregates/bank-account/account-1";
@@ -400,6 +401,56 @@ async fn real_answers_of_every_route_follow_their_schemas() {
             "/projections/statement/rebuild".into(),
             None,
             202,
+        ),
+        ("/reactors", Method::GET, "/reactors".into(), None, 200),
+        (
+            "/reactors/{name}",
+            Method::GET,
+            "/reactors/transfer-saga".into(),
+            None,
+            200,
+        ),
+        (
+            "/reactors/{name}",
+            Method::GET,
+            "/reactors/nope".into(),
+            None,
+            404,
+        ),
+        (
+            "/reactors/{name}/query/{query}",
+            Method::GET,
+            "/reactors/transfer-saga/query/nope".into(),
+            None,
+            404,
+        ),
+        (
+            "/reactors/{name}/pause",
+            Method::POST,
+            "/reactors/transfer-saga/pause".into(),
+            None,
+            200,
+        ),
+        (
+            "/reactors/{name}/resume",
+            Method::POST,
+            "/reactors/transfer-saga/resume".into(),
+            None,
+            200,
+        ),
+        (
+            "/reactors/{name}",
+            Method::PUT,
+            "/reactors/transfer-saga?from=checkpoint".into(),
+            Some(Body::from(saga.clone())),
+            200,
+        ),
+        (
+            "/reactors/{name}",
+            Method::PUT,
+            "/reactors/transfer-saga?from=yesterday".into(),
+            Some(Body::from(saga.clone())),
+            400,
         ),
         ("/plugins", Method::GET, "/plugins".into(), None, 200),
         (

@@ -44,6 +44,13 @@
 //! on_failure = "stop"            # or "dead_letter"
 //! attempts = 5
 //!
+//! [[reactors]]                   # turn events into commands, events and timers
+//! name = "transfer-saga"
+//! plugin = "plugins/transfer_saga.wasm"
+//! batch = 100
+//! on_failure = "stop"            # or "dead_letter"
+//! start = "head"                 # or "beginning": act on the whole history once
+//!
 //! [[tokens]]                     # none: open, loopback only
 //! token = "s3cret"
 //! role = "admin"                 # read (GETs), write (+ commands, appends), admin (+ plugins,
@@ -64,9 +71,11 @@ use eshost_runtime::Limits;
 
 mod archive;
 mod http;
+mod reactor;
 
 pub use archive::ArchivePolicy;
 pub use http::HttpLimits;
+pub use reactor::{ReactorEntry, ReactorStart};
 
 use crate::aggregate::AggregateConfig;
 use crate::projection::ProjectionConfig;
@@ -120,6 +129,8 @@ pub struct Config {
     pub upcasters: Vec<UpcasterEntry>,
     /// Projection plugins.
     pub projections: Vec<ProjectionEntry>,
+    /// Reactor plugins.
+    pub reactors: Vec<ReactorEntry>,
     /// Bearer tokens; empty: no auth (loopback only).
     pub tokens: Vec<TokenEntry>,
 }
@@ -327,6 +338,8 @@ struct RawConfig {
     #[serde(default)]
     projections: Vec<ProjectionEntry>,
     #[serde(default)]
+    reactors: Vec<ReactorEntry>,
+    #[serde(default)]
     tokens: Vec<TokenEntry>,
 }
 
@@ -473,6 +486,18 @@ impl Config {
                 ));
             }
         }
+        let mut reactors = raw.reactors;
+        for (index, entry) in reactors.iter_mut().enumerate() {
+            entry.plugin = resolve(&entry.plugin);
+            check_plugin("reactors", index, &entry.name, &entry.plugin)?;
+            check_limits("reactors", index, &entry.limits)?;
+            if entry.batch == 0 || entry.attempts == 0 {
+                return Err(invalid(
+                    format!("reactors[{index}]"),
+                    "batch and attempts must be positive".into(),
+                ));
+            }
+        }
         for (index, token) in raw.tokens.iter().enumerate() {
             if token.token.len() < 8 {
                 return Err(invalid(
@@ -537,6 +562,7 @@ impl Config {
             aggregates,
             upcasters,
             projections,
+            reactors,
             tokens: raw.tokens,
         })
     }
@@ -550,9 +576,11 @@ impl Config {
         let aggregates = self.aggregates.iter().map(|e| (&e.name, &e.limits));
         let upcasters = self.upcasters.iter().map(|e| (&e.name, &e.limits));
         let projections = self.projections.iter().map(|e| (&e.name, &e.limits));
+        let reactors = self.reactors.iter().map(|e| (&e.name, &e.limits));
         let own = aggregates
             .chain(upcasters)
             .chain(projections)
+            .chain(reactors)
             .find(|(entry, _)| *entry == name)
             .and_then(|(_, own)| own.as_ref());
         match own {

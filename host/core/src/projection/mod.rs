@@ -14,10 +14,10 @@
 //! The code of every live generation is kept in `views.redb`, so a restart serves the data
 //! with the code that built it.
 
-mod read_model;
+pub(crate) mod read_model;
 pub mod replay;
 mod runner;
-mod schema;
+pub(crate) mod schema;
 mod types;
 pub mod watch;
 

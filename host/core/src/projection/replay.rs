@@ -216,8 +216,9 @@ pub fn replay_into_memory(
     Ok((instance.into_read_model(), handled))
 }
 
-/// Runs the replay (and the diff) on a stopped store.
-pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
+/// Opens what a replay reads: the stopped store, a runtime with the options' limits, and the
+/// upcaster chain the live host runs. (A reactor's dry run opens the same.)
+pub(crate) fn open(options: &ReplayOptions) -> anyhow::Result<(Store, Runtime, UpcasterChain)> {
     let mut store_config = StoreConfig::new(&options.store);
     store_config.keys = options.keys.clone();
     let store = Store::open(store_config)
@@ -226,9 +227,6 @@ pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         limits: options.limits.clone(),
         ..RuntimeConfig::default()
     })?;
-    let plugin = runtime
-        .load_projection(&options.plugin)
-        .with_context(|| format!("loading {}", options.plugin.display()))?;
     let mut upcasters = Vec::with_capacity(options.upcasters.len());
     for (index, file) in options.upcasters.iter().enumerate() {
         let mut bytes =
@@ -249,7 +247,15 @@ pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         };
         upcasters.push(upcaster);
     }
-    let upcasters = UpcasterChain::new(upcasters)?;
+    Ok((store, runtime, UpcasterChain::new(upcasters)?))
+}
+
+/// Runs the replay (and the diff) on a stopped store.
+pub fn run(options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
+    let (store, runtime, upcasters) = open(options)?;
+    let plugin = runtime
+        .load_projection(&options.plugin)
+        .with_context(|| format!("loading {}", options.plugin.display()))?;
     let head = store.head();
     let bar = if options.progress && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(head);

@@ -142,6 +142,15 @@ pub(crate) fn declared_kinds(bytes: &[u8]) -> Option<Vec<PluginKind>> {
     Some(kinds)
 }
 
+/// The one plugin world a component's bytes say it targets (read without compiling them), if
+/// they parse and name exactly one.
+pub fn declared_kind(bytes: &[u8]) -> Option<PluginKind> {
+    match declared_kinds(bytes)?.as_slice() {
+        [kind] => Some(*kind),
+        _ => None,
+    }
+}
+
 /// Which world and contract version a component targets, from the eshost interfaces it
 /// exports. A component exporting two worlds is refused; one exporting only versions this host
 /// does not support is refused naming them; of several supported versions the newest wins.
@@ -437,7 +446,10 @@ impl ProjectionGuest {
 
 /// The error for a world a version does not have here ([`detect`] refuses these first).
 fn unserved(version: WitVersion, kind: PluginKind) -> wasmtime::Error {
-    wasmtime::format_err!("this host does not serve {kind} plugins at {}", version.line())
+    wasmtime::format_err!(
+        "this host does not serve {kind} plugins at {}",
+        version.line()
+    )
 }
 
 /// A reactor component of some contract version, ready to instantiate.

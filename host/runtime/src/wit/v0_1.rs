@@ -14,8 +14,8 @@
 use wasmtime::component::{ComponentExportIndex, Func, HasSelf, InstancePre, Linker, ResourceAny};
 use wasmtime::{Store, format_err};
 
-use self::bindings::aggregate::eshost::plugin::types as wit;
 pub(super) use self::bindings::EventRecord;
+use self::bindings::aggregate::eshost::plugin::types as wit;
 use self::bindings::{aggregate, projection, upcaster};
 use crate::sandbox::HostState;
 use crate::types::{

@@ -196,9 +196,11 @@ impl Reactor {
         events: &[Event],
     ) -> wasmtime::Result<Result<Vec<Intent>, EventError>> {
         let records: Vec<EventRecord<'_>> = events.iter().map(EventRecord::from).collect();
-        let handle = self.handle.typed::<(&[EventRecord<'_>],), (
-            Result<Vec<wit_reactor::Intent>, wit::EventError>,
-        )>(&*store)?;
+        let handle = self
+            .handle
+            .typed::<(&[EventRecord<'_>],), (Result<Vec<wit_reactor::Intent>, wit::EventError>,)>(
+                &*store,
+            )?;
         let (result,) = handle.call(store, (&records,))?;
         Ok(result
             .map(|intents| intents.into_iter().map(Into::into).collect())

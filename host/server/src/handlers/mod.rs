@@ -5,6 +5,7 @@ pub(super) mod forgetting;
 pub(super) mod operations;
 pub(super) mod plugins;
 pub(super) mod projections;
+pub(super) mod reactors;
 pub(super) mod streams;
 pub(super) mod subscriptions;
 

@@ -42,7 +42,7 @@ pub(crate) async fn projection(
 /// A query's arguments as JSON text: `?args=JSON`, or each parameter as a string argument
 /// (`?book=123` is `{"book": "123"}`: an id that looks like a number stays an id; typed
 /// arguments go in `?args=`), or `null` with none.
-fn query_args(params: Map<String, Value>) -> Result<String, ApiError> {
+pub(super) fn query_args(params: Map<String, Value>) -> Result<String, ApiError> {
     match params.get("args") {
         Some(Value::String(args)) => {
             serde_json::from_str::<Value>(args)

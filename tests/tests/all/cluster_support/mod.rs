@@ -169,14 +169,7 @@ impl Cluster {
 fn copy_plugins(dir: &Path) {
     use eshost_tests::*;
     std::fs::create_dir_all(dir.join("plugins")).expect("create plugins/");
-    for (path, file) in [
-        (BANK_ACCOUNT, "bank_account.wasm"),
-        (DEPOSIT_CURRENCY, "deposit_currency.wasm"),
-        (BALANCES, "balances.wasm"),
-        (STATEMENT, "statement.wasm"),
-        (CUSTOMER, "customer.wasm"),
-        (CUSTOMERS, "customers.wasm"),
-    ] {
+    for (path, file) in BANK_PLUGINS {
         std::fs::copy(path, dir.join("plugins").join(file)).expect("copy a plugin");
     }
 }
