@@ -186,9 +186,12 @@ impl AggregateInstance {
         self.release();
         let resource = self
             .sandbox
-            .call_plain(0, call_seed(&[b"new", id.as_bytes()]), |store, guest| {
-                guest.construct(store, id)
-            })
+            .call_plain(
+                "new",
+                0,
+                call_seed(&[b"new", id.as_bytes()]),
+                |store, guest| guest.construct(store, id),
+            )
             .inspect_err(|_| self.generation += 1)?;
         self.current = Some((resource, id.to_owned()));
         Ok(())
@@ -201,6 +204,7 @@ impl AggregateInstance {
         let result = self
             .sandbox
             .call_plain(
+                "restore",
                 0,
                 call_seed(&[b"restore", id.as_bytes()]),
                 |store, guest| guest.restore(store, id, snapshot),
@@ -225,7 +229,9 @@ impl AggregateInstance {
         let first = events.first().map_or(0, |event| event.stream_version);
         let seed = self.seed(b"apply", &first.to_le_bytes());
         let result = self.guarded(|sandbox| {
-            sandbox.call_plain(0, seed, |store, guest| guest.apply(store, resource, events))
+            sandbox.call_plain("apply", 0, seed, |store, guest| {
+                guest.apply(store, resource, events)
+            })
         })?;
         result.map_err(|EventError { position, message }| ApplyError::Event {
             plugin: self.info().name.clone(),
@@ -241,7 +247,7 @@ impl AggregateInstance {
         let resource = self.current_resource()?;
         let seed = self.seed(command.payload.as_bytes(), &command.issued_at.to_le_bytes());
         let result = self.guarded(|sandbox| {
-            sandbox.call_plain(command.issued_at, seed, |store, guest| {
+            sandbox.call_plain("handle", command.issued_at, seed, |store, guest| {
                 guest.handle(store, resource, command)
             })
         })?;
@@ -273,7 +279,9 @@ impl AggregateInstance {
         let resource = self.current_resource()?;
         let seed = self.seed(b"snapshot", &[]);
         let bytes = self.guarded(|sandbox| {
-            sandbox.call_plain(0, seed, |store, guest| guest.snapshot(store, resource))
+            sandbox.call_plain("snapshot", 0, seed, |store, guest| {
+                guest.snapshot(store, resource)
+            })
         })?;
         self.sandbox.core.check_output("snapshot", bytes.len())?;
         Ok(bytes)
@@ -284,7 +292,9 @@ impl AggregateInstance {
         let resource = self.current_resource()?;
         let seed = self.seed(b"state", &[]);
         let json = self.guarded(|sandbox| {
-            sandbox.call_plain(0, seed, |store, guest| guest.state(store, resource))
+            sandbox.call_plain("state", 0, seed, |store, guest| {
+                guest.state(store, resource)
+            })
         })?;
         self.sandbox.core.check_output("state", json.len())?;
         Ok(json)
@@ -363,7 +373,7 @@ impl AggregateInstance {
         {
             let dropped = self
                 .sandbox
-                .call_plain(0, 0, |store, _| resource.resource_drop(store));
+                .call_plain("drop", 0, 0, |store, _| resource.resource_drop(store));
             if let Err(error) = dropped {
                 self.generation += 1;
                 tracing::warn!(target: "eshost::plugin", "dropping an aggregate failed: {error}");

@@ -43,6 +43,7 @@ mod cache;
 mod engine;
 mod error;
 mod inspect;
+pub mod metrics;
 mod plugin;
 mod projection;
 mod reactor;

@@ -6,13 +6,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wasmtime::{Store, Trap};
 
 use super::engine::deadline_ticks;
 use super::error::PluginError;
+use super::metrics::PluginMetrics;
 use super::read_model::ReadModel;
 use super::sandbox::{HostFault, HostState, Limits};
 use super::types::{Description, PluginKind, VersionedType};
@@ -79,6 +80,8 @@ pub(crate) struct PluginCore {
     pub(crate) limits: Limits,
     pub(crate) epoch_tick: Duration,
     pub(crate) load_stats: LoadStats,
+    /// Where calls are timed and faults counted; `None` until `describe()` named the plugin.
+    pub(crate) metrics: Option<PluginMetrics>,
 }
 
 impl PluginCore {
@@ -265,10 +268,12 @@ impl<W: World> Sandboxed<W> {
         Ok(self.live.as_mut().expect("instance was just created"))
     }
 
-    /// Runs `f` in the live instance (created if needed) under the call limits. On failure the
-    /// instance is discarded. The read model in `context` is handed back in every case.
+    /// Runs `f`, the WIT call named `call`, in the live instance (created if needed) under the
+    /// call limits, timed. On failure the instance is discarded. The read model in `context` is
+    /// handed back in every case.
     pub(crate) fn call<R>(
         &mut self,
+        call: &'static str,
         context: CallContext,
         f: impl FnOnce(&mut Store<HostState>, &W::Bindings) -> wasmtime::Result<R>,
     ) -> (Option<Box<dyn ReadModel>>, Result<R, CallFault>) {
@@ -281,7 +286,12 @@ impl<W: World> Sandboxed<W> {
         let core = self.core.clone();
         let live = match self.ensure_live() {
             Ok(live) => live,
-            Err(error) => return (read_model, Err(error.into())),
+            Err(error) => {
+                if let Some(metrics) = &core.metrics {
+                    metrics.trap(&core.name);
+                }
+                return (read_model, Err(error.into()));
+            }
         };
         let ticks = core.deadline_ticks();
         let store = &mut live.store;
@@ -292,7 +302,11 @@ impl<W: World> Sandboxed<W> {
             state.read_model = read_model;
             state.read_only = read_only;
         }
+        let started = Instant::now();
         let result = f(store, &live.bindings);
+        if let Some(metrics) = &core.metrics {
+            metrics.call(&core.name, call, started.elapsed());
+        }
         let state = store.data_mut();
         let read_model = state.read_model.take();
         let stderr = state.end_call();
@@ -302,7 +316,12 @@ impl<W: World> Sandboxed<W> {
             Err(error) => {
                 let fault = match fault {
                     Some(fault) => CallFault::Host(fault),
-                    None => CallFault::Plugin(core.classify(&error, store.data(), &stderr)),
+                    None => {
+                        if let Some(metrics) = &core.metrics {
+                            metrics.trap(&core.name);
+                        }
+                        CallFault::Plugin(core.classify(&error, store.data(), &stderr))
+                    }
                 };
                 tracing::warn!(
                     target: "eshost::plugin",
@@ -318,11 +337,12 @@ impl<W: World> Sandboxed<W> {
     /// [`call`](Self::call) for calls that use no read model.
     pub(crate) fn call_plain<R>(
         &mut self,
+        call: &'static str,
         now_ms: u64,
         seed: u64,
         f: impl FnOnce(&mut Store<HostState>, &W::Bindings) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let (_, result) = self.call(CallContext::plain(now_ms, seed), f);
+        let (_, result) = self.call(call, CallContext::plain(now_ms, seed), f);
         result.map_err(|fault| match fault {
             CallFault::Plugin(error) => error,
             CallFault::Host(fault) => PluginError::Trap {

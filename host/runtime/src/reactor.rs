@@ -117,9 +117,9 @@ impl<R: ReadModel> ReactorInstance<R> {
             read_model: self.read_model.take(),
             read_only: false,
         };
-        let (model, result) = self
-            .sandbox
-            .call(context, |store, guest| guest.handle(store, events));
+        let (model, result) = self.sandbox.call("handle", context, |store, guest| {
+            guest.handle(store, events)
+        });
         self.read_model = model;
         let intents = match result {
             Ok(Ok(intents)) => intents,
@@ -151,9 +151,9 @@ impl<R: ReadModel> ReactorInstance<R> {
             read_model: self.read_model.take(),
             read_only: true,
         };
-        let (model, result) = self
-            .sandbox
-            .call(context, |store, guest| guest.query(store, name, args));
+        let (model, result) = self.sandbox.call("query", context, |store, guest| {
+            guest.query(store, name, args)
+        });
         self.read_model = model;
         query_outcome(&self.sandbox.core, plugin, name, result)
     }

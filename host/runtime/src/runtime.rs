@@ -13,6 +13,7 @@ use super::aggregate::AggregatePlugin;
 use super::cache;
 use super::engine;
 use super::error::{LoadError, RuntimeError};
+use super::metrics::PluginMetrics;
 use super::plugin::{LoadStats, PluginCore, PluginInfo, Sandboxed, World};
 use super::projection::ProjectionPlugin;
 use super::reactor::ReactorPlugin;
@@ -103,6 +104,8 @@ struct Shared {
     wasi_linker: Linker<HostState>,
     /// Projections import WASI and the read model.
     projection_linker: Linker<HostState>,
+    /// Every plugin this runtime loads records its calls here.
+    metrics: PluginMetrics,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -137,6 +140,7 @@ impl Runtime {
                 config,
                 wasi_linker,
                 projection_linker,
+                metrics: PluginMetrics::default(),
             }),
         })
     }
@@ -161,6 +165,12 @@ impl Runtime {
     /// [`with_limits`](Self::with_limits) view).
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The durations and faults of the calls of every plugin this runtime (and every
+    /// [`with_limits`](Self::with_limits) view of it) loaded.
+    pub fn plugin_metrics(&self) -> &PluginMetrics {
+        &self.shared.metrics
     }
 
     /// The wasmtime engine (for embedding code that needs it, e.g. benchmarks).
@@ -325,6 +335,7 @@ impl Runtime {
                 component: cached.elapsed,
                 total: Duration::ZERO,
             },
+            metrics: Some(self.shared.metrics.clone()),
         };
         let version = target.version;
         let plugin = match target.kind {
@@ -371,8 +382,13 @@ fn describe<W: World>(
     start: Instant,
 ) -> Result<(Arc<PluginCore>, Arc<W>), LoadError> {
     let pre = Arc::new(pre);
-    let mut probe = Sandboxed::new(Arc::new(core.clone()), pre.clone());
-    let described = probe.call_plain(0, 0, W::describe)?;
+    // Not recorded: until `describe()` answers, the plugin has no name, only a file.
+    let probe_core = PluginCore {
+        metrics: None,
+        ..core.clone()
+    };
+    let mut probe = Sandboxed::new(Arc::new(probe_core), pre.clone());
+    let described = probe.call_plain("describe", 0, 0, W::describe)?;
     check_description(&core, &described, expected)?;
     core.name = Arc::from(described.name.as_str());
     core.info.name = described.name;

@@ -95,6 +95,7 @@ impl UpcasterInstance {
     /// plugins an event can reach), or data that is not JSON.
     pub fn upcast(&mut self, event: &Event) -> Result<UpcastResult, UpcastError> {
         let result = self.sandbox.call_plain(
+            "upcast",
             0,
             call_seed(&[&event.position.to_le_bytes()]),
             |store, guest| guest.upcast(store, event),

@@ -57,7 +57,7 @@ struct Inner {
     tokens: Tokens,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
-    drain: drain::Drain,
+    drain: Arc<drain::Drain>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -196,14 +196,15 @@ impl Server {
     pub fn new(host: Host) -> Server {
         let tokens = Tokens::from_config(host.config());
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let drain = Arc::new(drain::Drain::default());
         Server {
             state: AppState {
                 inner: Arc::new(Inner {
+                    metrics: Metrics::new(&host, drain.clone()),
                     host,
                     tokens,
-                    metrics: Metrics::default(),
                     shutdown: shutdown_rx,
-                    drain: drain::Drain::default(),
+                    drain,
                 }),
             },
             shutdown,

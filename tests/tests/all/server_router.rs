@@ -420,7 +420,11 @@ pub fn with_custom_section(mut bytes: Vec<u8>) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_openapi_and_unknown_routes() {
     let dir = tempfile::tempdir().unwrap();
-    let (_host, router) = bank_host(dir.path(), "");
+    let extra = format!(
+        "[[aggregates]]\nname = \"hostile\"\nplugin = {:?}\n",
+        eshost_tests::HOSTILE
+    );
+    let (host, router) = bank_host(dir.path(), &extra);
     let start = started_head(&router).await;
     open_and_fund(&router, "account-1", 5).await;
     post(
@@ -445,6 +449,7 @@ async fn health_metrics_openapi_and_unknown_routes() {
     ] {
         assert!(text.contains(line), "{line} not in\n{text}");
     }
+    more_metrics_after_traffic(&host, &router, start).await;
     let (status, body) = get(&router, "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["openapi"], "3.1.0");
@@ -453,6 +458,91 @@ async fn health_metrics_openapi_and_unknown_routes() {
     assert_eq!(body["error"], "not_found");
     let (status, body) = call(&router, Method::DELETE, "/health", None, None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+}
+
+/// The value of the sample `series` (name and labels, as exposed) in `/metrics` text.
+fn sample(text: &str, series: &str) -> f64 {
+    let prefix = format!("{series} ");
+    let line = text
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()));
+    let value = line.unwrap_or_else(|| panic!("{series} not in\n{text}"));
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{series} is not a number: {value}"))
+}
+
+/// After `health_metrics_openapi_and_unknown_routes`' two accepted commands and one rejected:
+/// an HTTP append, a snapshot on demand, a trapping plugin call, and the projection caught up
+/// show in the series of the library-backed exposition.
+async fn more_metrics_after_traffic(
+    host: &eshost_server::Server,
+    router: &axum::Router,
+    start: u64,
+) {
+    let body = json!({"events": [{"type": "Ticked"}]});
+    let (status, answer) = post(router, "/streams/clock-1", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let uri = "/aggregates/bank-account/account-1/snapshot";
+    let (status, answer) = call(router, Method::POST, uri, None, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let panic = json!({"type": "panic"});
+    let (status, answer) = post(router, "/aggregates/hostile/victim", panic).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+    caught_up(host, "balances");
+    let (status, body) = get(router, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    let bank_handle = "eshost_plugin_call_seconds_count{plugin=\"bank-account\",call=\"handle\"}";
+    assert!(sample(text, bank_handle) >= 3.0, "{text}");
+    let bank_handle_sum = "eshost_plugin_call_seconds_sum{plugin=\"bank-account\",call=\"handle\"}";
+    assert!(sample(text, bank_handle_sum) > 0.0, "{text}");
+    let balances = "eshost_plugin_call_seconds_count{plugin=\"balances\",call=\"handle\"}";
+    assert!(sample(text, balances) >= 1.0, "{text}");
+    assert_eq!(
+        sample(text, "eshost_plugin_traps_total{plugin=\"hostile\"}"),
+        1.0
+    );
+    assert!(
+        !text.contains("eshost_plugin_traps_total{plugin=\"bank-account\"}"),
+        "{text}"
+    );
+    assert_eq!(sample(text, "eshost_plugin_faults_total"), 1.0);
+    assert_eq!(sample(text, "eshost_commands_total{result=\"error\"}"), 1.0);
+    // account-1 was built from the store once (not cached) before its first command.
+    let replays = "eshost_aggregate_replay_seconds_count{aggregate=\"bank-account\"}";
+    assert!(sample(text, replays) >= 1.0, "{text}");
+    let snapshots = "eshost_snapshot_seconds_count{aggregate=\"bank-account\"}";
+    assert_eq!(sample(text, snapshots), 1.0);
+    assert_eq!(sample(text, "eshost_append_seconds_count"), 1.0);
+    assert_eq!(sample(text, "eshost_appended_events_total"), 1.0);
+    // Versions 1 and 2 of account-1 (the commands), version 1 of clock-1 (the append).
+    assert_eq!(sample(text, "eshost_append_stream_version_count"), 3.0);
+    assert_eq!(sample(text, "eshost_append_stream_version_sum"), 4.0);
+    assert_eq!(
+        sample(text, "eshost_append_stream_version_bucket{le=\"1\"}"),
+        2.0
+    );
+    let head = (start + 3) as f64;
+    assert_eq!(sample(text, "eshost_store_events_total"), head);
+    assert_eq!(sample(text, "eshost_store_head_position"), head);
+    let events_file = sample(text, "eshost_store_events_file_bytes");
+    assert!(events_file > 0.0, "{text}");
+    assert!(
+        sample(text, "eshost_store_size_bytes") >= events_file,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            text,
+            "eshost_projection_errors_total{projection=\"balances\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(text, "eshost_projection_lag{projection=\"balances\"}"),
+        0.0
+    );
 }
 
 async fn next_sse_event(

@@ -21,6 +21,7 @@ mod cache;
 mod idempotency;
 pub(crate) mod rebuild;
 mod snapshot;
+mod timings;
 mod types;
 mod worker;
 
@@ -40,6 +41,7 @@ use eshost_store::{EventStore, StreamRead, Until};
 pub use idempotency::{REPLIES_STREAM, REPLY_EVENT};
 pub use rebuild::{At, StateError};
 pub use snapshot::{Snapshot, SnapshotError, Snapshots};
+pub use timings::AggregateTimings;
 pub use types::{
     AggregateConfig, AggregateState, CommandError, CommandOptions, CommandReply, Decision,
     EmittedEvent, EngineConfig, EngineError, HistoryEntry, HistoryPage, ISOLATED_CACHE_ENTRIES,
@@ -88,6 +90,7 @@ pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     pub(crate) tokio: tokio::runtime::Handle,
     pub(crate) counters: Counters,
+    pub(crate) timings: AggregateTimings,
     /// Held while a snapshot is written and while a purge changes generations, so a snapshot
     /// of a state from before a purge never lands after it.
     pub(crate) snapshot_fence: Mutex<()>,
@@ -185,6 +188,7 @@ impl Aggregates {
             },
             tokio,
             counters: Counters::default(),
+            timings: AggregateTimings::default(),
             snapshot_fence: Mutex::new(()),
             abort_after_keyed_append: idempotency::abort_after_append_requested(),
         });
@@ -511,6 +515,7 @@ impl Aggregates {
         if built.version == 0 {
             return Ok(None);
         }
+        let started = std::time::Instant::now();
         let snapshot = Snapshot {
             plugin_hash: registered.plugin.info().content_hash.clone(),
             version: built.version,
@@ -521,6 +526,7 @@ impl Aggregates {
         if !shared.put_snapshot(aggregate_type, id, registered.generation, &snapshot)? {
             return Err(QueryError::Purged(aggregate_type.to_owned()));
         }
+        shared.timings.snapshot(aggregate_type, started.elapsed());
         Ok(Some(snapshot))
     }
 
@@ -558,6 +564,11 @@ impl Aggregates {
             retries: get(&counters.retries),
             snapshots: get(&counters.snapshots),
         }
+    }
+
+    /// Replay and snapshot durations, for `/metrics`.
+    pub fn timings(&self) -> &AggregateTimings {
+        &self.engine.shared.timings
     }
 
     /// The snapshot table (for inspection and tests).

@@ -109,6 +109,9 @@ pub struct ProjectionStatus {
     pub rebuild: Option<GenerationStatus>,
     /// Events parked in the active generation's dead-letter table.
     pub dead_letters: u64,
+    /// Batches (and single events retried alone) that failed since the host started: a
+    /// plugin, upcast or read-model error, or I/O. Retries count again.
+    pub failed_batches: u64,
 }
 
 /// How [`Projections::swap`] brings in a new version.

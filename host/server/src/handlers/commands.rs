@@ -1,6 +1,5 @@
 //! Commands to aggregates, and their state and history.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -12,7 +11,7 @@ use eshost_store::Until;
 
 use super::{discloses, header_string};
 use crate::extract::{JsonBody, Params, PathParams};
-use crate::metrics::CommandResult;
+use crate::metrics::{self, CommandResult};
 use crate::{ApiError, AppState, Caller, wire};
 
 /// The command pipeline's precondition for the contract's expected version.
@@ -51,7 +50,7 @@ pub(crate) async fn command(
         .aggregates()
         .execute(&aggregate_type, &id, &command.0.to_string(), options)
         .await;
-    inner.metrics.command.observe(started.elapsed());
+    metrics::observe(&inner.metrics.command, started.elapsed());
     let reply = match result {
         Ok(reply) => reply,
         Err(error) => {
@@ -60,7 +59,7 @@ pub(crate) async fn command(
                 _ => CommandResult::Error,
             });
             if matches!(error, CommandError::Plugin(_)) {
-                inner.metrics.plugin_faults.fetch_add(1, Ordering::Relaxed);
+                inner.metrics.plugin_faults.inc();
             }
             return Err(error.into());
         }
@@ -68,6 +67,8 @@ pub(crate) async fn command(
     match reply.decision {
         Decision::Accepted { events } => {
             inner.metrics.command_result(CommandResult::Accepted);
+            let version = reply.stream_version as f64;
+            inner.metrics.stream_version.observe(version);
             Ok(Json(api::CommandAccepted {
                 command_id: reply.command_id,
                 stream_id: reply.stream_id,

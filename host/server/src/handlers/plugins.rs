@@ -2,8 +2,6 @@
 //! `$plugins`, which every node follows), the history of activations, and checks of a
 //! candidate against the stored history.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -53,7 +51,7 @@ pub(crate) async fn swap_plugin(
     })
     .await
     .map_err(joined)??;
-    state.inner.metrics.swaps.fetch_add(1, Ordering::Relaxed);
+    state.inner.metrics.swaps.inc();
     tracing::info!(plugin = %name, hash = %activated.info.content_hash, position = activated.position, checked = check.is_some(), "activated by upload");
     let (status, Json(mut answer)) = swapped(name, activated);
     answer.check = check
@@ -90,7 +88,7 @@ pub(crate) async fn rollback_plugin(
     })
     .await
     .map_err(joined)??;
-    state.inner.metrics.swaps.fetch_add(1, Ordering::Relaxed);
+    state.inner.metrics.swaps.inc();
     tracing::info!(plugin = %name, hash = %activated.info.content_hash, position = activated.position, "rolled back");
     Ok(swapped(name, activated))
 }

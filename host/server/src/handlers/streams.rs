@@ -1,6 +1,5 @@
 //! Raw appends to streams, and reads of a stream and of `$all`.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -17,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::{disclose, discloses, joined};
 use crate::extract::{JsonBody, Params, PathParams};
+use crate::metrics;
 use crate::{ApiError, AppState, Caller, wire};
 
 const DEFAULT_LIMIT: usize = 1_000;
@@ -76,17 +76,16 @@ pub(crate) async fn append(
     let request = AppendRequest::new(stream_id, wire::expected_version(body.expected), events);
     let started = Instant::now();
     let result = inner.host.store().append(request).await;
-    inner.metrics.append.observe(started.elapsed());
+    metrics::observe(&inner.metrics.append, started.elapsed());
     match result {
         Ok(appended) => {
-            inner
-                .metrics
-                .appended_events
-                .fetch_add(count, Ordering::Relaxed);
+            inner.metrics.appended_events.inc_by(count);
+            let version = appended.stream_version as f64;
+            inner.metrics.stream_version.observe(version);
             Ok((StatusCode::CREATED, Json(wire::appended(appended))))
         }
         Err(error) => {
-            inner.metrics.append_errors.fetch_add(1, Ordering::Relaxed);
+            inner.metrics.append_errors.inc();
             Err(error.into())
         }
     }

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
 
 use uuid::Uuid;
 
@@ -335,8 +336,10 @@ impl Worker {
         let mut since_snapshot = state.since_snapshot + stored;
         let every = slot.registered.config.snapshot_every;
         if every > 0 && since_snapshot >= every {
+            let started = Instant::now();
             match slot.instance.snapshot() {
                 Ok(bytes) => {
+                    let taken = started.elapsed();
                     let (position, recorded_at) = last.expect("an append stores events");
                     let snapshot = Snapshot {
                         plugin_hash: slot.registered.plugin.info().content_hash.clone(),
@@ -348,10 +351,15 @@ impl Worker {
                     let (aggregate_type, id) = key.clone();
                     let writer = shared.clone();
                     shared.tokio.spawn_blocking(move || {
-                        if let Err(error) =
-                            writer.put_snapshot(&aggregate_type, &id, generation, &snapshot)
-                        {
-                            tracing::warn!(%aggregate_type, %id, %error, "storing a snapshot failed");
+                        let started = Instant::now();
+                        match writer.put_snapshot(&aggregate_type, &id, generation, &snapshot) {
+                            // The wait for a blocking thread is not the snapshot's cost.
+                            Ok(_) => writer
+                                .timings
+                                .snapshot(&aggregate_type, taken + started.elapsed()),
+                            Err(error) => {
+                                tracing::warn!(%aggregate_type, %id, %error, "storing a snapshot failed");
+                            }
                         }
                     });
                     since_snapshot = 0;

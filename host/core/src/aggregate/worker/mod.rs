@@ -29,6 +29,7 @@ use completion::PendingAppend;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
@@ -551,6 +552,7 @@ fn rebuild_state(
 ) -> Result<Loaded, StateError> {
     slot.drop_current();
     Counters::bump(&shared.counters.rebuilds);
+    let started = Instant::now();
     let mut build = |slot: &mut Slot| {
         rebuild::build(
             &mut slot.instance,
@@ -575,6 +577,8 @@ fn rebuild_state(
         }
         other => other?,
     };
+    let aggregate_type = &slot.registered.plugin.info().name;
+    shared.timings.replay(aggregate_type, started.elapsed());
     Ok(Loaded {
         version: built.version,
         since_snapshot: built.version - built.snapshot_version.unwrap_or(0),

@@ -197,6 +197,7 @@ impl Runner {
     /// A failure that is not the event's fault (I/O): retry the batch after the backoff.
     pub(super) fn transient(&mut self, lane: &mut Lane, message: String) {
         tracing::warn!(projection = %self.config.name, "{message}");
+        self.failed_batches += 1;
         lane.attempts = lane.attempts.saturating_add(1);
         lane.retry_at = Some(Instant::now() + self.backoff(lane.attempts));
         self.stalled = Some(message.clone());
@@ -222,6 +223,7 @@ impl Runner {
     ) {
         let name = self.config.name.clone();
         self.last_error = Some(message.clone());
+        self.failed_batches += 1;
         let first = events.first().map(|e| e.position);
         if events.len() > 1 {
             // Commit what comes before the failing event, then try events one by one.

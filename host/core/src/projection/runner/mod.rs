@@ -88,6 +88,8 @@ pub(crate) struct Runner {
     shadow: Option<Lane>,
     paused: bool,
     last_error: Option<String>,
+    /// Batches that failed, for the status (`failed_batches`).
+    failed_batches: u64,
     last_durable: Instant,
     /// A commit since `last_durable` is not on disk yet.
     unsynced: bool,
@@ -219,6 +221,7 @@ impl Runner {
             active: active.status(store.head()),
             rebuild: shadow.as_ref().map(|s| s.status(store.head())),
             dead_letters: 0,
+            failed_batches: 0,
         };
         let shared = Arc::new(Shared {
             name: name.clone(),
@@ -240,6 +243,7 @@ impl Runner {
             shadow,
             paused: false,
             last_error: None,
+            failed_batches: 0,
             last_durable: Instant::now(),
             unsynced: false,
             samples: VecDeque::new(),
@@ -591,6 +595,7 @@ impl Runner {
             active: self.active.status(head),
             rebuild: self.shadow.as_ref().map(|s| s.status(head)),
             dead_letters,
+            failed_batches: self.failed_batches,
         };
         self.last_error = status.last_error.clone();
     }
