@@ -4,6 +4,9 @@
 //! - [`aggregate`]: the command pipeline (per-id workers, cached state, snapshots,
 //!   idempotency keys, temporal state and history, hot swap);
 //! - [`projection`]: projection runners, queries, dead letters, shadow rebuilds, replay;
+//! - [`reactor`]: reactor runners, intents carried out exactly once, outcomes and timers in
+//!   `$reactor-{name}`, dry runs (`idle`: how a runner sleeps until it has work, shared by
+//!   both kinds of runner);
 //! - [`views`]: `views.redb`, everything derived from the log;
 //! - [`privacy`]: forgetting a data subject and purging what was derived from it;
 //! - [`subscription`]: `$all` from a position, caught up and then followed live;
@@ -27,6 +30,7 @@ pub mod cluster;
 pub mod config;
 pub mod fixture;
 pub mod host;
+mod idle;
 pub mod privacy;
 pub mod projection;
 pub mod reactor;

@@ -67,6 +67,29 @@ pub(crate) fn data_table(namespace: &str) -> TableDefinition<'_, &'static str, &
     TableDefinition::new(namespace)
 }
 
+/// Writes a batch's read-model writes (`None`: delete) into `namespace` and moves its
+/// checkpoint to `checkpoint`, in `txn`: the two commit together or not at all.
+pub(crate) fn write_batch(
+    txn: &redb::WriteTransaction,
+    namespace: &str,
+    writes: &std::collections::BTreeMap<String, Option<String>>,
+    checkpoint: u64,
+) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(data_table(namespace))?;
+    for (key, value) in writes {
+        match value {
+            Some(value) => {
+                table.insert(key.as_str(), value.as_str())?;
+            }
+            None => {
+                table.remove(key.as_str())?;
+            }
+        }
+    }
+    txn.open_table(CHECKPOINTS)?.insert(namespace, checkpoint)?;
+    Ok(())
+}
+
 /// Reads the record of `name`, if the projection was ever started.
 pub(crate) fn read_meta(db: &Database, name: &str) -> Result<Option<Meta>, redb::Error> {
     let txn = db.begin_read()?;

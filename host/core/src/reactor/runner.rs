@@ -263,30 +263,17 @@ impl Runner {
             if self.paused || self.failed.is_some() {
                 wake = None;
             }
-            let control = waiter.block_on(async {
-                let sleep = async {
-                    match wake {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let head_changed = async {
-                    if !head_open || self.head.changed().await.is_err() {
-                        head_open = false;
-                        std::future::pending::<()>().await;
-                    }
-                };
-                tokio::select! {
-                    control = self.control.recv() => Some(control),
-                    () = head_changed => None,
-                    () = sleep => None,
-                }
-            });
-            let keep_going = match control {
-                Some(Some(control)) => self.apply(control),
-                // Every sender is gone: the host was dropped.
-                Some(None) => false,
-                None => true,
+            let woken = crate::idle::sleep(
+                &waiter,
+                &mut self.control,
+                &mut self.head,
+                &mut head_open,
+                wake,
+            );
+            let keep_going = match woken {
+                crate::idle::Woken::Control(control) => self.apply(control),
+                crate::idle::Woken::Orphaned => false,
+                crate::idle::Woken::Work => true,
             };
             if !keep_going {
                 return;
@@ -505,21 +492,7 @@ impl Runner {
                 txn.set_durability(redb::Durability::None)
                     .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
             }
-            {
-                let mut table = txn.open_table(schema::data_table(&self.namespace))?;
-                for (key, value) in &writes {
-                    match value {
-                        Some(value) => {
-                            table.insert(key.as_str(), value.as_str())?;
-                        }
-                        None => {
-                            table.remove(key.as_str())?;
-                        }
-                    }
-                }
-                txn.open_table(schema::CHECKPOINTS)?
-                    .insert(self.namespace.as_str(), last)?;
-            }
+            schema::write_batch(&txn, &self.namespace, &writes, last)?;
             Timers::write(&txn, &self.config.name, changes)?;
             txn.commit()?;
             Ok(())

@@ -159,21 +159,7 @@ impl Runner {
                 txn.set_durability(redb::Durability::None)
                     .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
             }
-            {
-                let mut table = txn.open_table(schema::data_table(&lane.namespace))?;
-                for (key, value) in &writes {
-                    match value {
-                        Some(value) => {
-                            table.insert(key.as_str(), value.as_str())?;
-                        }
-                        None => {
-                            table.remove(key.as_str())?;
-                        }
-                    }
-                }
-                txn.open_table(schema::CHECKPOINTS)?
-                    .insert(lane.namespace.as_str(), last)?;
-            }
+            schema::write_batch(&txn, &lane.namespace, &writes, last)?;
             txn.commit().map_err(redb_error)?;
             Ok(())
         })();

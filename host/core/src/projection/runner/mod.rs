@@ -315,30 +315,17 @@ impl Runner {
                 (Some(retry), Some(sync)) => Some(retry.min(sync)),
                 (retry, sync) => retry.or(sync),
             };
-            let control = waiter.block_on(async {
-                let sleep = async {
-                    match retry_at {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let head_changed = async {
-                    if !head_open || self.head.changed().await.is_err() {
-                        head_open = false;
-                        std::future::pending::<()>().await;
-                    }
-                };
-                tokio::select! {
-                    control = self.control.recv() => Some(control),
-                    () = head_changed => None,
-                    () = sleep => None,
-                }
-            });
-            let keep_going = match control {
-                Some(Some(control)) => self.apply(control),
-                // Every sender is gone: the host was dropped.
-                Some(None) => false,
-                None => true,
+            let woken = crate::idle::sleep(
+                &waiter,
+                &mut self.control,
+                &mut self.head,
+                &mut head_open,
+                retry_at,
+            );
+            let keep_going = match woken {
+                crate::idle::Woken::Control(control) => self.apply(control),
+                crate::idle::Woken::Orphaned => false,
+                crate::idle::Woken::Work => true,
             };
             if !keep_going {
                 return;
