@@ -521,6 +521,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_reactor_is_served_at_0_2_only_and_the_other_worlds_at_0_1_only() {
+        for kind in PluginKind::ALL {
+            let reactor = kind == PluginKind::Reactor;
+            assert_eq!(WitVersion::V0_1.serves(kind), !reactor, "{kind}");
+            assert_eq!(WitVersion::V0_2.serves(kind), reactor, "{kind}");
+        }
+        assert_eq!(
+            parse_export("eshost:plugin/reactor@0.2.0"),
+            Some((PluginKind::Reactor, "0.2.0"))
+        );
+    }
+
+    #[test]
     fn exports_are_parsed_with_their_version() {
         assert_eq!(
             parse_export("eshost:plugin/aggregate@0.1.0"),
