@@ -245,3 +245,98 @@ async fn transfers_survive_sigkill_mid_flow_with_money_conserved_and_nothing_app
     let saga = get(&http, &running.base, "/reactors/transfer-saga").await;
     assert_eq!(saga["state"], "running", "{saga}");
 }
+
+/// Waits (bounded) for the host to die by itself (the test hook's abort).
+fn aborted(running: &mut Running) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            assert!(!status.success(), "the hook aborts: {status:?}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "the host did not abort");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The event types of stream `id`.
+async fn types(http: &reqwest::Client, base: &str, id: &str) -> Vec<String> {
+    let stream = get(http, base, &format!("/streams/{id}?limit=1000")).await;
+    stream["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_each_step_of_a_transfer_leaves_it_carried_out_once_after_a_restart() {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // The saga's three steps (debit, credit, complete), each cut after its command is durable
+    // and again after its outcome is recorded, always before the checkpoint moves.
+    for stage in ["after-commands", "after-records"] {
+        for step in 1..=3 {
+            let dir = tempfile::tempdir().unwrap();
+            let fault = format!("reactor-abort:{stage}:{step}");
+            let log = dir.path().join("eshost-0.log");
+            let (child, base) = tokio::task::block_in_place(|| {
+                eshost_tests::start_host(
+                    &config(dir.path()),
+                    &log,
+                    &[("ESHOST_TEST_FAULT", &fault)],
+                )
+            });
+            let mut running = Running { child, base };
+            for (id, deposit) in [("acc-a", 1000), ("acc-b", 0)] {
+                let mut open = json!({"type": "Open", "owner": id});
+                if deposit > 0 {
+                    open["initial_deposit"] = json!(deposit);
+                }
+                let sent = send(&http, &running.base, "bank-account", id, id, &open).await;
+                assert_eq!(sent, Some(200), "{fault}");
+            }
+            let request = json!({"type": "Request", "from": "acc-a", "to": "acc-b", "amount": 300});
+            let sent = send(&http, &running.base, "transfer", "t-1", "t-1", &request).await;
+            assert_eq!(sent, Some(200), "{fault}");
+            tokio::task::block_in_place(|| aborted(&mut running));
+            drop(running);
+
+            let running = tokio::task::block_in_place(|| start(dir.path(), 1));
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let state = get(&http, &running.base, "/aggregates/transfer/t-1").await;
+                if state["state"]["status"] == "completed" {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{fault}: {state}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            for (id, balance, moved) in [
+                ("acc-a", 700, "FundsWithdrawn"),
+                ("acc-b", 300, "FundsDeposited"),
+            ] {
+                let state = get(
+                    &http,
+                    &running.base,
+                    &format!("/aggregates/bank-account/{id}"),
+                )
+                .await;
+                assert_eq!(state["state"]["balance"], balance, "{fault}: {id}");
+                let moves = types(&http, &running.base, id).await;
+                let count = moves.iter().filter(|t| *t == moved).count();
+                assert_eq!(count, 1, "{fault}: {id} {moves:?}");
+            }
+            assert_eq!(
+                types(&http, &running.base, "t-1").await,
+                ["TransferRequested", "TransferCompleted"],
+                "{fault}"
+            );
+            let saga = get(&http, &running.base, "/reactors/transfer-saga").await;
+            assert!(saga["last_error"].is_null(), "{fault}: {saga}");
+        }
+    }
+}

@@ -38,6 +38,7 @@ use crate::views::Views;
 use eshost_runtime::{AggregatePlugin, PluginInfo};
 use eshost_store::{EventStore, StreamRead, Until};
 
+pub(crate) use idempotency::TEST_FAULT_VAR;
 pub use idempotency::{REPLIES_STREAM, REPLY_EVENT};
 pub use rebuild::{At, StateError};
 pub use snapshot::{Snapshot, SnapshotError, Snapshots};

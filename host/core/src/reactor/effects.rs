@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::crash_hook::{CrashHook, Stage};
 use crate::aggregate::{Aggregates, CommandOptions, CommandReply, Decision};
 use eshost_runtime::{Effect, Event, Intent, NewEvent};
 use eshost_store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent};
@@ -82,6 +83,7 @@ pub(crate) fn carry_out(
     waiter: &tokio::runtime::Runtime,
     events: &[Event],
     intents: Vec<Intent>,
+    hook: &mut CrashHook,
 ) -> Result<Done, String> {
     let by_position: HashMap<u64, &Event> = events.iter().map(|e| (e.position, e)).collect();
     let mut index_of_cause: HashMap<u64, usize> = HashMap::new();
@@ -157,7 +159,9 @@ pub(crate) fn carry_out(
         }
     }
     let mut done = Done::default();
-    if !sends.is_empty() {
+    let sending = !sends.is_empty();
+    if sending {
+        hook.batch();
         let futures = sends.iter().map(|(cause, index, ty, id, command, _, _)| {
             let options = CommandOptions {
                 command_id: Some(derived_id(reactor, &cause.event_id, *index, "command id")),
@@ -196,8 +200,14 @@ pub(crate) fn carry_out(
             });
         }
     }
+    if sending {
+        hook.reached(Stage::AfterCommands);
+    }
     done.appended += append_new(store, appends, false)?;
     append_new(store, records, true)?;
+    if sending {
+        hook.reached(Stage::AfterRecords);
+    }
     Ok(done)
 }
 

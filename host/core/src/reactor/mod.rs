@@ -14,6 +14,7 @@
 //! start at the beginning); a new version (a swap) goes on from the checkpoint, or from the
 //! head or a chosen position.
 
+mod crash_hook;
 pub mod dry_run;
 mod effects;
 mod runner;

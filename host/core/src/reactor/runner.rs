@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::crash_hook::CrashHook;
 use super::effects::{self, COMMAND_ACCEPTED, COMMAND_REJECTED, TIMER_FIRED, outcome_stream};
 use super::timers::{TimerChange, Timers, change_of};
 use super::{ReactorConfig, ReactorError, ReactorState, ReactorStatus, StartAt};
@@ -75,6 +76,8 @@ pub(crate) struct Runner {
     /// A commit failed: reread the checkpoint and timers before the next batch.
     reload: bool,
     timers: Timers,
+    /// The test hook that aborts mid-batch (see `crash_hook`); unarmed in production.
+    crash_hook: CrashHook,
     commands_sent: u64,
     events_appended: u64,
     dead_letters: u64,
@@ -168,6 +171,7 @@ impl Runner {
             last_error: None,
             reload: false,
             timers: Timers::load(&db, &name).map_err(&err)?,
+            crash_hook: CrashHook::from_env(&name),
             commands_sent: 0,
             events_appended: 0,
             dead_letters: count_dead_letters(&db, &namespace).map_err(&err)?,
@@ -448,6 +452,7 @@ impl Runner {
             waiter,
             &events,
             intents,
+            &mut self.crash_hook,
         );
         match done {
             Ok(done) => {
