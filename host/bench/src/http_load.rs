@@ -192,6 +192,10 @@ async fn drive(args: &HttpLoadArgs, address: SocketAddr) -> anyhow::Result<HttpL
     let generator_cores = (process_cpu_seconds() - cpu_before) / seconds;
     latencies.sort_unstable();
     let requests = latencies.len() as u64;
+    ensure!(
+        requests > 0,
+        "no request to {address} succeeded ({errors} failed): is the server running?"
+    );
     Ok(HttpLoadReport {
         kind: args.kind,
         connections: args.connections,
