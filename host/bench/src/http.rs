@@ -149,65 +149,111 @@ pub fn run(options: &HttpBenchOptions) -> anyhow::Result<HttpBenchReport> {
             .build()?
             .block_on(drive(options, &options.servers));
     }
-    let plugin = std::path::absolute(&options.plugin)?;
-    anyhow::ensure!(
-        plugin.is_file(),
-        "{} not found; build the plugins first: cargo build --release --target wasm32-wasip2 \
-         --manifest-path plugins/Cargo.toml (or pass --plugin)",
-        plugin.display()
-    );
-    let scratch = match &options.dir {
-        Some(dir) => tempfile::tempdir_in(dir)?,
-        None => tempfile::tempdir()?,
-    };
-    // The same path as `eshost run`: a config file, Config::parse, Host::start, the router.
-    let text = format!(
-        "store = {store}\nlisten = \"127.0.0.1:0\"\nwatch_plugins = false\n\n\
-         [[aggregates]]\nname = \"bank-account\"\nplugin = {plugin}\nsnapshot_every = {every}\n",
-        store = toml_string(&scratch.path().join("data")),
-        plugin = toml_string(&plugin),
-        every = options.snapshot_every,
-    );
-    let config_file = scratch.path().join("eshost.toml");
-    std::fs::write(&config_file, &text)?;
-    let config = Config::parse(&text, &config_file)?;
-
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("bench-server")
-        .build()?;
-    let host = {
-        let _entered = server.enter();
-        Server::start(&config)?
-    };
-    let listener = server.block_on(tokio::net::TcpListener::bind(config.listen))?;
-    let address: SocketAddr = listener.local_addr()?;
-    anyhow::ensure!(address.ip().is_loopback(), "not a loopback address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = host.router();
-    let serving = server.spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-
+    let server = RunningServer::start(
+        &options.plugin,
+        options.snapshot_every,
+        options.dir.as_deref(),
+    )?;
     let clients = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.client_threads.max(1))
         .enable_all()
         .thread_name("bench-client")
         .build()?;
-    let result = clients.block_on(drive(options, &[address]));
+    let result = clients.block_on(drive(options, &[server.address]));
 
-    let _ = stop.send(());
-    server.block_on(async {
-        let _ = tokio::time::timeout(Duration::from_secs(10), serving).await;
-    });
-    host.shutdown();
-    drop(server);
+    server.stop();
     drop(clients);
     result
+}
+
+/// The real server (built the way `eshost run` builds it) on a loopback port, over a scratch
+/// durable store with the bank-account component, on its own runtime.
+pub(crate) struct RunningServer {
+    /// Where it listens.
+    pub address: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    host: Server,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    _scratch: tempfile::TempDir,
+}
+
+impl RunningServer {
+    /// Starts it; the scratch store goes under `dir` (the system temp dir by default).
+    pub(crate) fn start(
+        plugin: &std::path::Path,
+        snapshot_every: u64,
+        dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<RunningServer> {
+        let plugin = std::path::absolute(plugin)?;
+        anyhow::ensure!(
+            plugin.is_file(),
+            "{} not found; build the plugins first: cargo build --release --target wasm32-wasip2 \
+         --manifest-path plugins/Cargo.toml (or pass --plugin)",
+            plugin.display()
+        );
+        let scratch = match &dir {
+            Some(dir) => tempfile::tempdir_in(dir)?,
+            None => tempfile::tempdir()?,
+        };
+        // The same path as `eshost run`: a config file, Config::parse, Host::start, the router.
+        let text = format!(
+            "store = {store}\nlisten = \"127.0.0.1:0\"\nwatch_plugins = false\n\n\
+         [[aggregates]]\nname = \"bank-account\"\nplugin = {plugin}\nsnapshot_every = {every}\n",
+            store = toml_string(&scratch.path().join("data")),
+            plugin = toml_string(&plugin),
+            every = snapshot_every,
+        );
+        let config_file = scratch.path().join("eshost.toml");
+        std::fs::write(&config_file, &text)?;
+        let config = Config::parse(&text, &config_file)?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("bench-server")
+            .build()?;
+        let host = {
+            let _entered = runtime.enter();
+            Server::start(&config)?
+        };
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(config.listen))?;
+        let address: SocketAddr = listener.local_addr()?;
+        anyhow::ensure!(address.ip().is_loopback(), "not a loopback address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // The router starts the admin UI's sampler, a task on the server's runtime.
+        let app = {
+            let _entered = runtime.enter();
+            host.router()
+        };
+        let serving = runtime.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+
+        Ok(RunningServer {
+            address,
+            runtime,
+            host,
+            stop,
+            serving,
+            _scratch: scratch,
+        })
+    }
+
+    /// Stops serving (waiting up to 10 s for open requests), shuts the host down and removes
+    /// the scratch store.
+    pub(crate) fn stop(self) {
+        let _ = self.stop.send(());
+        let serving = self.serving;
+        self.runtime.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_secs(10), serving).await;
+        });
+        self.host.shutdown();
+        drop(self.runtime);
+    }
 }
 
 fn toml_string(path: &std::path::Path) -> String {

@@ -10,6 +10,8 @@ mod command;
 mod growth;
 mod growth_measure;
 mod http;
+mod http_external;
+mod http_load;
 mod load;
 mod projection;
 mod reactor;
@@ -48,6 +50,9 @@ fn main() -> ExitCode {
         BenchCommand::Reactor(args) => bench_reactor(args),
         BenchCommand::Archive(args) => bench_archive(args),
         BenchCommand::Http(args) => bench_http(args),
+        BenchCommand::HttpLoad(args) => {
+            http_load::run(&args).and_then(|report| print_report(&report, args.json))
+        }
         BenchCommand::Growth(args) => bench_growth(args),
         BenchCommand::GrowthCrashChild(args) => growth::crash_child(&args.store, args.events),
     };
@@ -86,6 +91,9 @@ pub enum BenchCommand {
     /// Starts the real HTTP server in-process on a loopback port (scratch durable store,
     /// bank-account plugin) and sends deposits from concurrent keep-alive HTTP clients.
     Http(BenchHttpArgs),
+    /// An HTTP load generator for a server in another process (keep-alive connections,
+    /// raw appends, commands or `GET /health`); `http --external` runs it.
+    HttpLoad(http_load::HttpLoadArgs),
     /// Fills a store stage by stage (10M events over 1M accounts by default) and measures,
     /// at each stage, appends, stream reads, cold loads, `$all` scans, start-up, file sizes
     /// and memory.
@@ -187,6 +195,13 @@ pub struct BenchHttpArgs {
     /// must serve the bank-account aggregate.
     #[arg(long, value_delimiter = ',')]
     servers: Vec<std::net::SocketAddr>,
+    /// Drive the in-process server from `eshost-bench http-load` in a child process instead:
+    /// `GET /health` (the ceiling), raw appends and commands, at each of `--levels`.
+    #[arg(long)]
+    external: bool,
+    /// With `--external`: numbers of connections, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    levels: Vec<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -455,6 +470,18 @@ fn bench_command(args: BenchCommandArgs) -> anyhow::Result<()> {
 fn bench_http(args: BenchHttpArgs) -> anyhow::Result<()> {
     if args.seconds.is_nan() || args.seconds <= 0.0 || args.seconds > 600.0 {
         bail!("--seconds must be positive and at most 600");
+    }
+    if args.external {
+        let options = http_external::ExternalOptions {
+            plugin: args.plugin,
+            levels: args.levels,
+            seconds: args.seconds,
+            accounts: args.accounts,
+            generator_threads: args.client_threads,
+            snapshot_every: args.snapshot_every,
+            dir: args.dir,
+        };
+        return print_report(&http_external::run(&options)?, args.json);
     }
     let options = http::HttpBenchOptions {
         plugin: args.plugin,
