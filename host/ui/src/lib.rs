@@ -19,6 +19,7 @@ mod live;
 mod markup;
 mod plugins;
 mod projections;
+mod reactors;
 mod samples;
 mod scan;
 mod session;
@@ -121,6 +122,9 @@ pub fn router(ui: Ui) -> Router {
             "/ui/projections/{name}/rebuild",
             get(projections::confirm_rebuild).post(projections::rebuild),
         )
+        .route("/ui/reactors", get(reactors::list))
+        .route("/ui/reactors/{name}/pause", post(reactors::pause))
+        .route("/ui/reactors/{name}/resume", post(reactors::resume))
         .route("/ui/plugins", get(plugins::list))
         .route(
             "/ui/plugins/{name}",

@@ -24,18 +24,20 @@ pub enum Nav {
     Aggregates,
     Tail,
     Projections,
+    Reactors,
     Plugins,
     Compare,
     Integrity,
 }
 
-const SECTIONS: [(Nav, &str, &str); 9] = [
+const SECTIONS: [(Nav, &str, &str); 10] = [
     (Nav::Overview, "", "Overview"),
     (Nav::Streams, "/streams", "Streams"),
     (Nav::All, "/all", "$all"),
     (Nav::Aggregates, "/aggregates", "Aggregates"),
     (Nav::Tail, "/tail", "Live tail"),
     (Nav::Projections, "/projections", "Projections"),
+    (Nav::Reactors, "/reactors", "Reactors"),
     (Nav::Plugins, "/plugins", "Plugins"),
     (Nav::Compare, "/compare", "Compare"),
     (Nav::Integrity, "/integrity", "Erasure & integrity"),
