@@ -439,28 +439,60 @@ async fn the_reactors_page_shows_each_reactor_and_only_an_admin_pauses_and_resum
     let page = send(&router, get("/ui/reactors", Some(&reader))).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains("transfer-saga"), "{}", page.body);
-    assert!(page.body.contains("/ui/streams/%24reactor-transfer-saga") || page.body.contains("/ui/streams/$reactor-transfer-saga"), "{}", page.body);
-    assert!(!page.body.contains("/reactors/transfer-saga/pause"), "a reader sees no control");
+    assert!(
+        page.body.contains("/ui/streams/%24reactor-transfer-saga")
+            || page.body.contains("/ui/streams/$reactor-transfer-saga"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("/reactors/transfer-saga/pause"),
+        "a reader sees no control"
+    );
     let forged = post_form(
         "/ui/reactors/transfer-saga/pause",
         &reader,
         &format!("csrf={reader_csrf}"),
     );
     assert_eq!(send(&router, forged).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(state(&send(&router, get("/ui/reactors", Some(&reader))).await.body).as_deref(), Some("running"));
+    assert_eq!(
+        state(&send(&router, get("/ui/reactors", Some(&reader))).await.body).as_deref(),
+        Some("running")
+    );
 
     let (admin, csrf) = sign_in(&router, "admin-token").await;
-    let pause = post_form("/ui/reactors/transfer-saga/pause", &admin, &format!("csrf={csrf}"));
+    let pause = post_form(
+        "/ui/reactors/transfer-saga/pause",
+        &admin,
+        &format!("csrf={csrf}"),
+    );
     let answer = send(&router, pause).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
     assert_eq!(answer.location.as_deref(), Some("/ui/reactors"));
     let page = send(&router, get("/ui/reactors", Some(&admin))).await;
-    assert_eq!(state(&page.body).as_deref(), Some("paused"), "{}", page.body);
-    assert!(page.body.contains("/reactors/transfer-saga/resume"), "{}", page.body);
-    let resume = post_form("/ui/reactors/transfer-saga/resume", &admin, &format!("csrf={csrf}"));
+    assert_eq!(
+        state(&page.body).as_deref(),
+        Some("paused"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("/reactors/transfer-saga/resume"),
+        "{}",
+        page.body
+    );
+    let resume = post_form(
+        "/ui/reactors/transfer-saga/resume",
+        &admin,
+        &format!("csrf={csrf}"),
+    );
     assert_eq!(send(&router, resume).await.status, StatusCode::SEE_OTHER);
     assert_eq!(
-        host.host().reactors().status("transfer-saga").unwrap().state,
+        host.host()
+            .reactors()
+            .status("transfer-saga")
+            .unwrap()
+            .state,
         eshost_core::reactor::ReactorState::Running
     );
 }
