@@ -66,6 +66,22 @@ fn parse_json(text: &str, what: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("the {what} of an intent is not JSON: {e}"))
 }
 
+/// A command intent on its way: what it is, what caused it, and the metadata of what it
+/// causes (computed once).
+struct Send<'a> {
+    cause: &'a Event,
+    /// Its index among its cause's intents.
+    index: usize,
+    aggregate_type: String,
+    aggregate_id: String,
+    /// The command as the reactor wrote it (sent as is), and parsed (for the outcome).
+    command: String,
+    parsed: Value,
+    context: Value,
+    correlation: String,
+    metadata: String,
+}
+
 /// One event the runner appends, under a derived id.
 struct Record {
     stream: String,
@@ -99,8 +115,10 @@ pub(crate) fn carry_out(
             *next += 1;
             *next - 1
         };
+        // Once per intent: the cause's metadata is parsed here only.
+        let correlation = correlation(cause);
         let metadata = json!({
-            "correlation_id": correlation(cause),
+            "correlation_id": correlation,
             "causation_id": cause.event_id,
             "reactor": reactor,
         })
@@ -112,17 +130,17 @@ pub(crate) fn carry_out(
                 command,
                 context,
             } => {
-                let command_json = parse_json(&command, "command")?;
-                let context = parse_json(&context, "context")?;
-                sends.push((
+                sends.push(Send {
+                    parsed: parse_json(&command, "command")?,
+                    context: parse_json(&context, "context")?,
                     cause,
                     index,
                     aggregate_type,
                     aggregate_id,
                     command,
-                    command_json,
-                    context,
-                ));
+                    correlation,
+                    metadata,
+                });
             }
             Effect::Append { stream_id, events } => {
                 if !stream_id.starts_with(&owned_prefix) || stream_id.len() == owned_prefix.len() {
@@ -162,40 +180,41 @@ pub(crate) fn carry_out(
     let sending = !sends.is_empty();
     if sending {
         hook.batch();
-        let futures = sends.iter().map(|(cause, index, ty, id, command, _, _)| {
+        let futures = sends.iter().map(|send| {
+            let (cause, index) = (send.cause, send.index);
             let options = CommandOptions {
-                command_id: Some(derived_id(reactor, &cause.event_id, *index, "command id")),
-                correlation_id: Some(correlation(cause)),
+                command_id: Some(derived_id(reactor, &cause.event_id, index, "command id")),
+                correlation_id: Some(send.correlation.clone()),
                 causation_id: Some(cause.event_id.clone()),
                 user: Some(format!("reactor:{reactor}")),
                 idempotency_key: Some(format!("reactor:{reactor}:{}:{index}", cause.event_id)),
                 ..CommandOptions::default()
             };
-            aggregates.execute(ty, id, command, options)
+            aggregates.execute(
+                &send.aggregate_type,
+                &send.aggregate_id,
+                &send.command,
+                options,
+            )
         });
         let replies = waiter.block_on(futures_util::future::join_all(futures));
-        for ((cause, index, ty, id, _, command, context), reply) in sends.into_iter().zip(replies) {
+        for (send, reply) in sends.into_iter().zip(replies) {
+            let (cause, index) = (send.cause, send.index);
             let reply = reply.map_err(|error| {
                 format!(
-                    "sending the command of intent {index} of position {} to {ty} {id:?}: {error}",
-                    cause.position
+                    "sending the command of intent {index} of position {} to {} {:?}: {error}",
+                    cause.position, send.aggregate_type, send.aggregate_id
                 )
             })?;
             done.commands += 1;
-            let (event_type, data) = outcome(&ty, &id, command, context, cause, index, &reply);
-            let metadata = json!({
-                "correlation_id": correlation(cause),
-                "causation_id": cause.event_id,
-                "reactor": reactor,
-            })
-            .to_string();
+            let (event_type, data) = outcome(&send, &reply);
             records.push(Record {
                 stream: own.clone(),
                 event: host_event(
                     derived_id(reactor, &cause.event_id, index, "outcome"),
                     event_type,
                     &data,
-                    &metadata,
+                    &send.metadata,
                 ),
             });
         }
@@ -212,23 +231,15 @@ pub(crate) fn carry_out(
 }
 
 /// The outcome event of a command.
-fn outcome(
-    aggregate_type: &str,
-    aggregate_id: &str,
-    command: Value,
-    context: Value,
-    cause: &Event,
-    index: usize,
-    reply: &CommandReply,
-) -> (&'static str, Value) {
+fn outcome(send: &Send<'_>, reply: &CommandReply) -> (&'static str, Value) {
     let mut data = json!({
-        "aggregate_type": aggregate_type,
-        "aggregate_id": aggregate_id,
-        "command": command,
-        "context": context,
+        "aggregate_type": send.aggregate_type,
+        "aggregate_id": send.aggregate_id,
+        "command": send.parsed,
+        "context": send.context,
         "stream_version": reply.stream_version,
-        "cause": cause_json(cause),
-        "intent": index,
+        "cause": cause_json(send.cause),
+        "intent": send.index,
     });
     let (event_type, reason, invalid) = match &reply.decision {
         Decision::Accepted { .. } => return (COMMAND_ACCEPTED, data),
