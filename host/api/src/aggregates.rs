@@ -35,7 +35,7 @@ pub struct CommandQuery {
 pub struct CommandAccepted {
     /// The command's id.
     pub command_id: Uuid,
-    /// The aggregate (stream) id.
+    /// The aggregate's stream: its id, behind its type's `stream_prefix` if one is configured.
     pub stream_id: String,
     /// The stream's version after the command.
     pub stream_version: u64,
@@ -83,7 +83,7 @@ pub struct StateQuery {
 pub struct AggregateState {
     /// The aggregate type.
     pub aggregate_type: String,
-    /// The aggregate (stream) id.
+    /// The aggregate's stream: its id, behind its type's `stream_prefix` if one is configured.
     pub stream_id: String,
     /// The stream version the state covers.
     pub version: u64,
@@ -102,7 +102,7 @@ pub struct AggregateState {
 pub struct SnapshotTaken {
     /// The aggregate type.
     pub aggregate_type: String,
-    /// The aggregate (stream) id.
+    /// The aggregate's stream: its id, behind its type's `stream_prefix` if one is configured.
     pub stream_id: String,
     /// The stream version the snapshot covers.
     pub version: u64,
@@ -142,7 +142,7 @@ pub struct HistoryQuery {
 pub struct History {
     /// The aggregate type.
     pub aggregate_type: String,
-    /// The aggregate (stream) id.
+    /// The aggregate's stream: its id, behind its type's `stream_prefix` if one is configured.
     pub stream_id: String,
     /// Each event with the state right after it, oldest first.
     pub history: Vec<HistoryEntry>,

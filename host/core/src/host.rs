@@ -270,6 +270,7 @@ impl Host {
                 AggregateConfig {
                     snapshot_every: entry.snapshot_every,
                     instance_per_aggregate: entry.instance_per_aggregate,
+                    stream_prefix: entry.stream_prefix.clone(),
                 },
             )?;
         }

@@ -175,7 +175,9 @@ pub async fn stream(
         Ok((info, events))
     })
     .await?;
-    let aggregate_type = events
+    // The aggregate whose commands wrote the stream, by its id (the stream without the type's
+    // prefix), when that type is loaded.
+    let aggregate = events
         .first()
         .and_then(|e| serde_json::from_str::<serde_json::Value>(&e.metadata).ok())
         .and_then(|m| {
@@ -183,7 +185,10 @@ pub async fn stream(
                 .and_then(|t| t.as_str())
                 .map(str::to_owned)
         })
-        .filter(|t| ui.host().aggregates().types().iter().any(|p| &p.name == t));
+        .and_then(|t| {
+            let id = ui.host().aggregates().aggregate_id_of(&t, &stream_id)?;
+            Some((t, id))
+        });
     let here = stream_href(&stream_id);
     let (first, last) = (
         events.iter().map(|e| e.stream_version).min().unwrap_or(0),
@@ -195,9 +200,9 @@ pub async fn stream(
             dt { "Positions" } dd { (info.first_position) " – " (info.last_position) }
             dt { "Created" } dd { (when(info.created_at)) }
             dt { "Updated" } dd { (when(info.updated_at)) }
-            @if let Some(aggregate_type) = &aggregate_type {
+            @if let Some((aggregate_type, aggregate_id)) = &aggregate {
                 dt { "Aggregate" }
-                dd { a href={ (BASE) "/aggregates/" (markup::segment(aggregate_type)) "/" (markup::segment(&stream_id)) } { "Timeline of this " (aggregate_type) } }
+                dd { a href={ (BASE) "/aggregates/" (markup::segment(aggregate_type)) "/" (markup::segment(aggregate_id)) } { "Timeline of this " (aggregate_type) } }
             }
         }
         nav.pager aria-label="Pages of this stream" {

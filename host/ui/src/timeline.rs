@@ -63,7 +63,7 @@ pub async fn index(
                     @for info in &types { option value=(info.name) { (info.name) } }
                 }
             }
-            label { "Aggregate id (its stream)" input type="text" name="id" required; }
+            label { "Aggregate id" input type="text" name="id" required; }
             button type="submit" { "Show timeline" }
         }
         @if types.is_empty() { p.note { "No aggregate plugin is loaded." } }
@@ -143,10 +143,11 @@ pub async fn timeline(
     Query(params): Query<TimelineParams>,
 ) -> Result<Markup, UiError> {
     let aggregates = ui.host().aggregates();
+    let stream = aggregates.stream_of(&aggregate_type, &id);
     let stream_version = ui
         .host()
         .store()
-        .stream_info(&id)?
+        .stream_info(&stream)?
         .map_or(0, |info| info.version);
     // The newest entries and the one before them (what the first shown one changed), within
     // the host's byte budget for a page.
@@ -197,7 +198,7 @@ pub async fn timeline(
         markup::segment(&id)
     );
     let body = html! {
-        p { "Stream " a href=(markup::stream_href(&id)) { (id) } ", version " (latest) "." }
+        p { "Stream " a href=(markup::stream_href(&stream)) { (stream) } ", version " (latest) "." }
         h2 { "State as of" }
         form.filters method="get" action=(here) {
             label { "Version (0 = before any event)"

@@ -470,7 +470,7 @@ fn two_upcasters_for_one_event_version_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_event_in_the_stream_leaves_commands_and_state_working() {
     let config = AggregateConfig::every(2);
-    let host = host(config);
+    let host = host(config.clone());
     send(
         &host.aggregates,
         "account-1",

@@ -74,8 +74,8 @@ async fn decided_and_replayed(instance_per_aggregate: bool) -> Vec<(Value, Value
     let host = host(AggregateConfig::every(0));
     let hostile = host.runtime.load_aggregate(HOSTILE).unwrap();
     let config = AggregateConfig {
-        snapshot_every: 0,
         instance_per_aggregate,
+        ..AggregateConfig::every(0)
     };
     let engine = EngineConfig {
         workers: 1,

@@ -670,3 +670,46 @@ async fn an_id_another_aggregate_type_wrote_answers_409_naming_that_type() {
     let (status, body) = get(&router, "/aggregates/bank-account/shared-1").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_prefix_lets_two_aggregate_types_use_one_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[[aggregates]]\nname = \"customer\"\nplugin = {:?}\nstream_prefix = \"customer-\"\n",
+        eshost_tests::CUSTOMER
+    );
+    let (_host, router) = bank_host(dir.path(), &extra);
+    let (status, body) = post(
+        &router,
+        "/aggregates/customer/shared-1",
+        json!({"type": "Register", "name": "Ann Lee", "email": "ann@example.com"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stream_id"], "customer-shared-1", "{body}");
+    let (status, body) = post(
+        &router,
+        "/aggregates/bank-account/shared-1",
+        json!({"type": "Open", "owner": "Ann"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stream_id"], "shared-1", "{body}");
+
+    let (status, body) = get(&router, "/aggregates/customer/shared-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stream_id"], "customer-shared-1", "{body}");
+    assert_eq!(body["version"], 1, "{body}");
+    let (status, body) = get(&router, "/aggregates/customer/shared-1/history").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stream_id"], "customer-shared-1", "{body}");
+    assert_eq!(body["history"].as_array().map(Vec::len), Some(1), "{body}");
+    let (status, body) = get(&router, "/streams/customer-shared-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["events"][0]["event_type"], "CustomerRegistered",
+        "{body}"
+    );
+    let (status, body) = get(&router, "/aggregates/customer/unknown-9/history").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}

@@ -496,3 +496,42 @@ async fn the_reactors_page_shows_each_reactor_and_only_an_admin_pauses_and_resum
         eshost_core::reactor::ReactorState::Running
     );
 }
+
+/// With a `stream_prefix`, the stream page links to its aggregate by the aggregate's id, and
+/// the timeline reads the prefixed stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_maps_between_an_aggregate_and_its_prefixed_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[[aggregates]]\nname = \"customer\"\nplugin = {:?}\nstream_prefix = \"customer-\"\n",
+        eshost_tests::CUSTOMER
+    );
+    let (host, router) = bank_host(dir.path(), &extra);
+    host.host()
+        .aggregates()
+        .execute(
+            "customer",
+            "c-1",
+            r#"{"type":"Register","name":"Ann Lee","email":"ann@example.com"}"#,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let first = send(&router, get("/ui", None)).await;
+    let session = first.cookie.expect("a session");
+    let session = session.split(';').next().unwrap();
+    let stream = send(&router, get("/ui/streams/customer-c-1", Some(session))).await;
+    assert_eq!(stream.status, StatusCode::OK, "{}", stream.body);
+    assert!(
+        stream.body.contains("href=\"/ui/aggregates/customer/c-1\""),
+        "{}",
+        stream.body
+    );
+    let timeline = send(&router, get("/ui/aggregates/customer/c-1", Some(session))).await;
+    assert_eq!(timeline.status, StatusCode::OK, "{}", timeline.body);
+    assert!(
+        timeline.body.contains("href=\"/ui/streams/customer-c-1\""),
+        "{}",
+        timeline.body
+    );
+}

@@ -15,7 +15,9 @@
 //! Queries ([`Aggregates::state`], [`Aggregates::history`]) build state on a blocking
 //! thread with a fresh instance, without the cache.
 //!
-//! The aggregate id is the stream id (`account-42`), as the plugins and projections expect.
+//! An aggregate's stream is its id (`account-42`), or its id behind its type's `stream_prefix`
+//! (`account-` + `42`). The public calls map ids to streams ([`Aggregates::stream_of`]); past
+//! them, everything (workers, caches, snapshots, the plugin's `load`) is keyed by the stream.
 
 mod cache;
 mod idempotency;
@@ -77,6 +79,16 @@ pub(crate) struct Registered {
     pub(crate) config: AggregateConfig,
     /// Changes on every swap, so workers notice they hold old code.
     pub(crate) generation: u64,
+}
+
+impl Registered {
+    /// The stream of aggregate `id` of this type.
+    pub(crate) fn stream_of(&self, id: &str) -> String {
+        let mut stream = String::with_capacity(self.config.stream_prefix.len() + id.len());
+        stream.push_str(&self.config.stream_prefix);
+        stream.push_str(id);
+        stream
+    }
 }
 
 /// What the workers share.
@@ -259,7 +271,7 @@ impl Aggregates {
                 name,
                 Arc::new(Registered {
                     plugin,
-                    config: config.unwrap_or(old.config),
+                    config: config.unwrap_or_else(|| old.config.clone()),
                     generation,
                 }),
             );
@@ -303,7 +315,7 @@ impl Aggregates {
         for registered in registry.values_mut() {
             *registered = Arc::new(Registered {
                 plugin: registered.plugin.clone(),
-                config: registered.config,
+                config: registered.config.clone(),
                 generation,
             });
         }
@@ -326,6 +338,25 @@ impl Aggregates {
         types
     }
 
+    /// The stream that holds aggregate `id` of `aggregate_type`: the id behind the type's
+    /// `stream_prefix` (the id itself without a prefix, or for a type not registered).
+    pub fn stream_of(&self, aggregate_type: &str, id: &str) -> String {
+        match self.engine.shared.registered(aggregate_type) {
+            Some(registered) => registered.stream_of(id),
+            None => id.to_owned(),
+        }
+    }
+
+    /// The id of the aggregate of `aggregate_type` that `stream_id` holds, if the stream's name
+    /// fits the type (starts with its `stream_prefix`).
+    pub fn aggregate_id_of(&self, aggregate_type: &str, stream_id: &str) -> Option<String> {
+        let registered = self.engine.shared.registered(aggregate_type)?;
+        stream_id
+            .strip_prefix(registered.config.stream_prefix.as_str())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+    }
+
     /// Decides `command` (JSON) for aggregate `id` of `aggregate_type` and stores its events.
     pub async fn execute(
         &self,
@@ -335,9 +366,11 @@ impl Aggregates {
         options: CommandOptions,
     ) -> Result<CommandReply, CommandError> {
         let (reply, answer) = oneshot::channel();
+        let stream = self.stream_of(aggregate_type, id);
+        let worker = self.worker_for(&stream);
         let job = Job {
             aggregate_type: aggregate_type.to_owned(),
-            id: id.to_owned(),
+            id: stream,
             command_id: options.command_id.unwrap_or_else(Uuid::now_v7),
             payload: command.to_owned(),
             options,
@@ -345,7 +378,7 @@ impl Aggregates {
             attempt: 1,
             reply,
         };
-        self.engine.workers[self.worker_for(id)]
+        self.engine.workers[worker]
             .send(Message::Command(job))
             .map_err(|_| CommandError::Closed)?;
         answer.await.map_err(|_| CommandError::Closed)?
@@ -375,6 +408,7 @@ impl Aggregates {
     ) -> Result<AggregateState, QueryError> {
         let shared = &self.engine.shared;
         let registered = self.registered(aggregate_type)?;
+        let stream = registered.stream_of(id);
         let mut instance = registered.plugin.instantiate().map_err(StateError::from)?;
         let mut upcasting = shared.upcasters.instantiate();
         let built = rebuild::build(
@@ -383,14 +417,14 @@ impl Aggregates {
             shared.store.as_ref(),
             use_snapshots.then_some(&shared.snapshots),
             aggregate_type,
-            id,
+            &stream,
             at,
             shared.config.apply_batch,
         )?;
         let json = instance.state().map_err(StateError::from)?;
         Ok(AggregateState {
             aggregate_type: aggregate_type.to_owned(),
-            stream_id: id.to_owned(),
+            stream_id: stream,
             version: built.version,
             position: built.position,
             recorded_at: built.recorded_at,
@@ -425,6 +459,8 @@ impl Aggregates {
     ) -> Result<Vec<HistoryEntry>, QueryError> {
         let shared = &self.engine.shared;
         let registered = self.registered(aggregate_type)?;
+        let stream = registered.stream_of(id);
+        let id = stream.as_str();
         let mut instance = registered.plugin.instantiate().map_err(StateError::from)?;
         let mut upcasting = shared.upcasters.instantiate();
         let from_version = page.from_version.max(1);
@@ -501,6 +537,8 @@ impl Aggregates {
     ) -> Result<Option<Snapshot>, QueryError> {
         let shared = &self.engine.shared;
         let registered = self.registered(aggregate_type)?;
+        let stream = registered.stream_of(id);
+        let id = stream.as_str();
         let mut instance = registered.plugin.instantiate().map_err(StateError::from)?;
         let mut upcasting = shared.upcasters.instantiate();
         let built = rebuild::build(

@@ -45,7 +45,7 @@ pub enum StateError {
     #[error(
         "the stream holds events of aggregate type {owner:?} (from version {version}): two \
          aggregate types use this id, and a stream belongs to the type whose commands wrote it; \
-         use ids that differ per type (e.g. a prefix)"
+         give one of the types a `stream_prefix` in its config, or use ids that differ per type"
     )]
     ForeignStream {
         /// The type whose commands wrote the event.

@@ -34,7 +34,7 @@ impl Default for EngineConfig {
 }
 
 /// Per aggregate type settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregateConfig {
     /// Snapshot an aggregate once this many events have been applied since its last snapshot
     /// (0: never, except on demand).
@@ -44,6 +44,10 @@ pub struct AggregateConfig {
     /// then decides on the state a replay builds. Costs ~57 KiB of resident memory per cached
     /// aggregate, and each worker caches at most [`ISOLATED_CACHE_ENTRIES`] of this type.
     pub instance_per_aggregate: bool,
+    /// Put before an aggregate's id to name its stream (`account-` keeps aggregate `42` in
+    /// stream `account-42`), so that two types can use the same ids. Empty: the id is the
+    /// stream id.
+    pub stream_prefix: String,
 }
 
 /// The most aggregates of an `instance_per_aggregate` type a worker caches: each holds a wasm
@@ -68,6 +72,7 @@ impl Default for AggregateConfig {
         AggregateConfig {
             snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
             instance_per_aggregate: false,
+            stream_prefix: String::new(),
         }
     }
 }

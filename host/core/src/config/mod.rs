@@ -31,6 +31,7 @@
 //! plugin = "plugins/bank_account.wasm"
 //! snapshot_every = 100
 //! instance_per_aggregate = false # true: a wasm instance per cached aggregate (determinism)
+//! stream_prefix = "account-"     # aggregate 42's stream is account-42 (default: none, the id)
 //! limits = { memory_mb = 256 }   # this plugin's own limits, over [limits] key by key
 //!
 //! [[upcasters]]
@@ -158,6 +159,9 @@ pub struct AggregateEntry {
     /// A wasm instance per cached aggregate (see `AggregateConfig::instance_per_aggregate`).
     #[serde(default)]
     pub instance_per_aggregate: bool,
+    /// Put before an aggregate's id to name its stream (see `AggregateConfig::stream_prefix`).
+    #[serde(default)]
+    pub stream_prefix: String,
     /// This plugin's own sandbox limits, over `[limits]` ([`Config::plugin_limits`]).
     #[serde(default)]
     pub limits: Option<LimitOverrides>,
@@ -343,6 +347,26 @@ struct RawConfig {
     tokens: Vec<TokenEntry>,
 }
 
+/// A prefix may not make a stream id the store refuses, whatever id follows it.
+fn check_stream_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.starts_with('$') {
+        Err(format!(
+            "{prefix:?} starts with '$', which marks the host's own streams"
+        ))
+    } else if prefix.chars().any(char::is_control) {
+        Err(format!("{prefix:?} contains control characters"))
+    } else if prefix.len() > MAX_STREAM_PREFIX_BYTES {
+        Err(format!(
+            "{prefix:?} is longer than {MAX_STREAM_PREFIX_BYTES} bytes"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Leaves most of a stream id's 256 bytes to the aggregate id.
+const MAX_STREAM_PREFIX_BYTES: usize = 64;
+
 fn default_snapshot_every() -> u64 {
     AggregateConfig::DEFAULT_SNAPSHOT_EVERY
 }
@@ -467,6 +491,9 @@ impl Config {
             entry.plugin = resolve(&entry.plugin);
             check_plugin("aggregates", index, &entry.name, &entry.plugin)?;
             check_limits("aggregates", index, &entry.limits)?;
+            check_stream_prefix(&entry.stream_prefix).map_err(|message| {
+                invalid(format!("aggregates[{index}].stream_prefix"), message)
+            })?;
         }
         let mut upcasters = raw.upcasters;
         for (index, entry) in upcasters.iter_mut().enumerate() {

@@ -142,3 +142,27 @@ fn bad_plugin_limits_are_refused_naming_the_key() {
         "{error}"
     );
 }
+
+#[test]
+fn a_stream_prefix_is_read_and_a_bad_one_refused_naming_the_key() {
+    let (_dir, file) = dir_with_plugin();
+    let aggregate = "store = \"d\"\n[[aggregates]]\nname = \"a\"\nplugin = \"plugins/a.wasm\"\n";
+    let config = Config::parse(aggregate, &file).unwrap();
+    assert_eq!(
+        config.aggregates[0].stream_prefix, "",
+        "default: the id is the stream"
+    );
+    let config = Config::parse(&format!("{aggregate}stream_prefix = \"a-\"\n"), &file).unwrap();
+    assert_eq!(config.aggregates[0].stream_prefix, "a-");
+    for (prefix, why) in [
+        ("$a-", "starts with '$'"),
+        ("a\\u0007", "control characters"),
+        (&"p".repeat(65), "longer than 64 bytes"),
+    ] {
+        let error = Config::parse(&format!("{aggregate}stream_prefix = \"{prefix}\"\n"), &file)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("aggregates[0].stream_prefix"), "{error}");
+        assert!(error.contains(why), "{error}");
+    }
+}

@@ -130,12 +130,9 @@ pub(crate) async fn snapshot(
     State(state): State<AppState>,
     PathParams((aggregate_type, id)): PathParams<(String, String)>,
 ) -> Result<(StatusCode, Json<api::SnapshotTaken>), ApiError> {
-    let taken = state
-        .inner
-        .host
-        .aggregates()
-        .snapshot(&aggregate_type, &id)
-        .await?;
+    let aggregates = state.inner.host.aggregates();
+    let stream_id = aggregates.stream_of(&aggregate_type, &id);
+    let taken = aggregates.snapshot(&aggregate_type, &id).await?;
     let Some(snapshot) = taken else {
         return Err(ApiError::not_found(format!(
             "aggregate {aggregate_type}/{id} has no events"
@@ -145,7 +142,7 @@ pub(crate) async fn snapshot(
         StatusCode::CREATED,
         Json(api::SnapshotTaken {
             aggregate_type,
-            stream_id: id,
+            stream_id,
             version: snapshot.version,
             position: snapshot.position,
             recorded_at: snapshot.recorded_at,
@@ -163,6 +160,7 @@ pub(crate) async fn history(
 ) -> Result<Json<api::History>, ApiError> {
     let allowed = discloses(&caller);
     let inner = &state.inner;
+    let stream_id = inner.host.aggregates().stream_of(&aggregate_type, &id);
     let history = inner
         .host
         .aggregates()
@@ -177,7 +175,7 @@ pub(crate) async fn history(
             },
         )
         .await?;
-    if history.is_empty() && inner.host.store().stream_info(&id)?.is_none() {
+    if history.is_empty() && inner.host.store().stream_info(&stream_id)?.is_none() {
         return Err(ApiError::not_found(format!(
             "aggregate {aggregate_type}/{id} has no events"
         )));
@@ -188,6 +186,6 @@ pub(crate) async fn history(
             .map(|entry| wire::history_entry(entry, allowed))
             .collect(),
         aggregate_type,
-        stream_id: id,
+        stream_id,
     }))
 }
