@@ -171,8 +171,31 @@ if [[ "${1:-}" == component ]]; then
         javascript) install_js_tools ;;
         *) die "unknown language $language (python or javascript)" ;;
     esac
-    tmp="$target.tmp" log="$target.log"
-    rm -f "$tmp"
+    tmp="$target.tmp" log="$target.log" stamp="$target.inputs"
+    # The same sources with the same tools give the same plugin: skip the build, so that an
+    # unchanged rebuild keeps the plugin's identity (componentize-py and componentize-js do
+    # not build byte-reproducibly). The sources are the project's Python modules, or its
+    # JavaScript modules and JSON, outside its dependencies, store and version control; delete
+    # OUT.wasm.inputs to force a build.
+    case "$language" in
+        python) patterns=(-name '*.py') ;;
+        *) patterns=(-name '*.js' -o -name '*.mjs' -o -name '*.cjs' -o -name '*.json') ;;
+    esac
+    hash="$(
+        {
+            echo "py=$COMPONENTIZE_PY_VERSION js=$COMPONENTIZE_JS_VERSION jco=$JCO_VERSION shim=$PREVIEW2_SHIM_VERSION $language $world $entry"
+            find "$WIT" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+            (cd "$src" && find . \( -name '.*' -o -name node_modules -o -name target -o -name __pycache__ -o -name data \) \
+                ! -name . -prune -o -type f \( "${patterns[@]}" \) -print0 |
+                LC_ALL=C sort -z | xargs -0 -r sha256sum)
+        } | sha256sum | cut -d' ' -f1
+    )"
+    if [[ -f "$target" && -f "$stamp" && "$(cat "$stamp")" == "$hash" ]]; then
+        say "$(basename "$target") is up to date (its sources and tools did not change)"
+        exit 0
+    fi
+    rm -f "$tmp" "$stamp"
+    started=$SECONDS
     case "$language" in
         python)
             (cd "$OUT" && PYTHONDONTWRITEBYTECODE=1 componentize_py -d "$WIT" -w "$world" \
@@ -187,6 +210,8 @@ if [[ "${1:-}" == component ]]; then
     esac
     [[ -s "$tmp" ]] || die "the build produced no component"
     mv -f "$tmp" "$target"
+    echo "$hash" >"$stamp"
+    say "built $target in $((SECONDS - started)) s"
     exit 0
 fi
 

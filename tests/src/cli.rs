@@ -38,6 +38,8 @@ pub fn eshost_offline(args: &[&str]) -> Output {
 pub fn eshost_with(args: &[&str], env: &[(&str, &std::ffi::OsStr)], limit: Duration) -> Output {
     let mut child = Command::new(crate::eshost_binary())
         .args(args)
+        // `plugin new` points projects at this checkout, not the binary's build-time one.
+        .env("ESHOST_HOME", crate::checkout())
         .envs(env.iter().copied())
         .env_remove("ESHOST_TOKEN")
         .env_remove("ESHOST_STORE")

@@ -133,6 +133,17 @@ pub const BANK_PLUGINS: [(&str, &str); 9] = [
     (FRAUD_WATCH, "fraud_watch.wasm"),
 ];
 
+/// The eshost checkout these tests run from. Cargo's run-time `CARGO_MANIFEST_DIR` first: a
+/// test binary reused from a build of another clone (same sources, same target directory)
+/// carries that clone's path at compile time, and that clone may be gone.
+pub fn checkout() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .parent()
+        .expect("tests/ is inside the checkout")
+        .to_owned()
+}
+
 /// [`start_bank_host`] with extra environment variables for the host (test hooks).
 pub fn start_bank_host_with_env(dir: &Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
     start_bank_host_with(dir, env, "")
@@ -145,8 +156,7 @@ pub fn start_bank_host_with(
     env: &[(&str, &str)],
     extra_config: &str,
 ) -> (std::process::Child, String) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let config = std::fs::read_to_string(root.join("examples/bank/eshost.toml"))
+    let config = std::fs::read_to_string(checkout().join("examples/bank/eshost.toml"))
         .expect("read the bank config");
     std::fs::write(dir.join("eshost.toml"), config + "\n" + extra_config)
         .expect("write the config");

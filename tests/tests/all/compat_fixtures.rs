@@ -19,9 +19,7 @@ use serde_json::{Value, json};
 
 /// A committed compatibility fixture, e.g. `v0.1.0/aggregate.wasm`.
 pub fn fixture(path: &str) -> PathBuf {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("compat")
-        .join(path);
+    let file = eshost_tests::checkout().join("tests/compat").join(path);
     assert!(file.is_file(), "{} is missing", file.display());
     file
 }

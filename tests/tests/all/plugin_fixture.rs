@@ -11,8 +11,8 @@ use eshost_tests::{BALANCES, BANK_ACCOUNT, DEPOSIT_CURRENCY};
 use crate::polyglot_support::component;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/bank/fixtures")
+    eshost_tests::checkout()
+        .join("examples/bank/fixtures")
         .join(name)
 }
 

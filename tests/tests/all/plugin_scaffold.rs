@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use eshost_tests::cli::{Running, eshost_offline, eshost_online, eshost_with, json};
 use eshost_tests::start_host;
 
-/// Runs `command` to its end, at most `limit`; panics with its output when it fails.
-fn run_bounded(command: &mut Command, limit: Duration) {
+/// Runs `command` to its end, at most `limit`; panics with its output when it fails, returns
+/// it when it succeeds.
+fn run_bounded(command: &mut Command, limit: Duration) -> String {
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = command
         .stdin(Stdio::null())
@@ -31,9 +32,20 @@ fn run_bounded(command: &mut Command, limit: Duration) {
     };
     let output = std::fs::read_to_string(log.path()).unwrap_or_default();
     assert!(status.success(), "{command:?} failed ({status}):\n{output}");
+    output
 }
 
-/// Scaffolds, builds and tests one project in `dir`; returns the component's path.
+/// Runs the project's `build.sh`; returns what it printed.
+fn build(dir: &Path) -> String {
+    // Rust projects share a target directory across runs, so only the first compiles the SDK.
+    let rust_target = std::env::temp_dir().join("eshost-scaffold-target");
+    run_bounded(
+        Command::new(dir.join("build.sh")).env("CARGO_TARGET_DIR", &rust_target),
+        Duration::from_secs(900),
+    )
+}
+
+/// Scaffolds, builds and tests one project in `dir`.
 fn scaffold(dir: &Path, name: &str, kind: &str, lang: &str) {
     let new = eshost_offline(&[
         "plugin",
@@ -49,11 +61,7 @@ fn scaffold(dir: &Path, name: &str, kind: &str, lang: &str) {
     assert_eq!(new.code, Some(0), "{}", new.stderr);
     assert!(new.stdout.contains("./build.sh"), "{}", new.stdout);
     // Rust projects share a target directory across runs, so only the first compiles the SDK.
-    let rust_target = std::env::temp_dir().join("eshost-scaffold-target");
-    run_bounded(
-        Command::new(dir.join("build.sh")).env("CARGO_TARGET_DIR", &rust_target),
-        Duration::from_secs(900),
-    );
+    build(dir);
     let wasm = dir.join(format!("{name}.wasm"));
     let cache = std::env::temp_dir().join("eshost-polyglot-tests-cache");
     let tested = eshost_with(
@@ -111,6 +119,39 @@ fn a_scaffolded_aggregate_is_served_by_its_own_config() {
     assert_eq!(json(&sent)["stream_version"], 1, "{}", sent.stdout);
     let state = json(&eshost_online(&base, &["state", "counter", "counter-1"]));
     assert_eq!(state["state"]["count"], 3, "{state}");
+}
+
+/// componentize-py does not build byte-reproducibly, so an unchanged project is not built
+/// again: the plugin keeps its identity. A changed source is built.
+#[test]
+fn a_python_plugin_is_rebuilt_only_when_its_sources_change() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tally");
+    scaffold(&dir, "tally", "projection", "python");
+    let wasm = dir.join("tally.wasm");
+    let built = std::fs::read(&wasm).unwrap();
+    // What is not a source (a store beside it, a log) does not count.
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/events.redb"), b"changing").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"not a module").unwrap();
+    let again = build(&dir);
+    assert!(again.contains("tally.wasm is up to date"), "{again}");
+    assert!(
+        std::fs::read(&wasm).unwrap() == built,
+        "the component was rebuilt"
+    );
+
+    let app = dir.join("app.py");
+    let mut source = std::fs::read_to_string(&app).unwrap();
+    source.push_str("\nEDITED = True\n");
+    std::fs::write(&app, source).unwrap();
+    let changed = build(&dir);
+    assert!(!changed.contains("up to date"), "{changed}");
+    assert!(changed.contains("built "), "{changed}");
+    assert!(
+        std::fs::read(&wasm).unwrap() != built,
+        "the edit is not in the component"
+    );
 }
 
 #[test]

@@ -5,4 +5,3 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ESHOST_HOME="${ESHOST_HOME:-{{ESHOST_HOME}}}"
 "$ESHOST_HOME/scripts/build-polyglot.sh" component python {{WORLD}} . app {{NAME}}.wasm
-echo "built $(pwd)/{{NAME}}.wasm"

@@ -127,10 +127,9 @@ impl Cluster {
 
     fn write_config(&self, index: usize) -> PathBuf {
         let path = self.dir.path().join(format!("node{index}.toml"));
-        let bank = std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/bank/eshost.toml"),
-        )
-        .expect("the bank config");
+        let bank =
+            std::fs::read_to_string(eshost_tests::checkout().join("examples/bank/eshost.toml"))
+                .expect("the bank config");
         let config = bank.replace(
             "store = \"data\"",
             &format!("store = \"{}\"\ndata = \"node{index}\"", self.store),

@@ -38,10 +38,7 @@ pub fn runtime() -> Runtime {
 fn components_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ is inside the repository")
-            .to_owned();
+        let root = eshost_tests::checkout();
         let script = root.join("scripts/build-polyglot.sh");
         let output = Command::new("bash")
             .arg(&script)
