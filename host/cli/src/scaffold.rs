@@ -33,6 +33,9 @@ enum Kind {
     Aggregate,
     Projection,
     Upcaster,
+    /// Rust only: the reactor world is contract 0.2, and the Python and JavaScript tools are
+    /// pinned to build against 0.1.
+    Reactor,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,6 +51,7 @@ impl Kind {
             Kind::Aggregate => "aggregate",
             Kind::Projection => "projection",
             Kind::Upcaster => "upcaster",
+            Kind::Reactor => "reactor",
         }
     }
 
@@ -56,6 +60,7 @@ impl Kind {
             Kind::Aggregate => include_str!("../templates/fixtures/aggregate.json"),
             Kind::Projection => include_str!("../templates/fixtures/projection.json"),
             Kind::Upcaster => include_str!("../templates/fixtures/upcaster.json"),
+            Kind::Reactor => include_str!("../templates/fixtures/reactor.json"),
         }
     }
 
@@ -73,6 +78,9 @@ impl Kind {
                  version 2 (`by`); stored events never change."
                     .to_owned()
             }
+            Kind::Reactor => format!(
+                "With the host running:\n\n```sh\ncurl -s -X POST localhost:7070/streams/counter-1 -H 'content-type: application/json' \\\n  -d '{{\"expected\":\"any\",\"events\":[{{\"type\":\"Added\",\"schema_version\":2,\"data\":{{\"by\":150}}}}]}}'\ncurl -s localhost:7070/streams/{name}-log   # the LargeAdd it appended\ncurl -s localhost:7070/reactors/{name}       # its checkpoint and what it did\n```"
+            ),
         }
     }
 }
@@ -88,6 +96,7 @@ fn sources(kind: Kind, lang: Lang) -> Vec<(&'static str, &'static str)> {
                     Kind::Aggregate => include_str!("../templates/rust/aggregate.rs"),
                     Kind::Projection => include_str!("../templates/rust/projection.rs"),
                     Kind::Upcaster => include_str!("../templates/rust/upcaster.rs"),
+                    Kind::Reactor => include_str!("../templates/rust/reactor.rs"),
                 },
             ),
             (
@@ -114,6 +123,9 @@ fn sources(kind: Kind, lang: Lang) -> Vec<(&'static str, &'static str)> {
             ),
             ("build.sh", include_str!("../templates/python/build.sh")),
         ],
+        (Lang::Python | Lang::Javascript, Kind::Reactor) => {
+            unreachable!("`new` refuses a reactor in an interpreted language")
+        }
         (Lang::Python, Kind::Upcaster) => vec![
             (
                 "app.py",
@@ -128,6 +140,7 @@ fn sources(kind: Kind, lang: Lang) -> Vec<(&'static str, &'static str)> {
                     Kind::Aggregate => include_str!("../templates/javascript/aggregate.js"),
                     Kind::Projection => include_str!("../templates/javascript/projection.js"),
                     Kind::Upcaster => include_str!("../templates/javascript/upcaster.js"),
+                    Kind::Reactor => unreachable!("refused in `new`"),
                 },
             ),
             ("build.sh", include_str!("../templates/javascript/build.sh")),
@@ -186,6 +199,13 @@ pub(crate) fn new(args: PluginNewArgs) -> anyhow::Result<()> {
     }
     let (name, kind, lang) = (args.name.as_str(), args.kind, args.lang);
     let interpreted = lang != Lang::Rust;
+    if interpreted && kind == Kind::Reactor {
+        bail!(
+            "a reactor can be scaffolded in Rust only: reactors are the 0.2 contract's world, and \
+             the Python and JavaScript tools here are pinned to build against 0.1 \
+             (use --lang rust)"
+        );
+    }
     let lang_name = match lang {
         Lang::Rust => "Rust",
         Lang::Python => "Python",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eshost_tests::cli::{Output, eshost_with};
-use eshost_tests::{BALANCES, BANK_ACCOUNT, DEPOSIT_CURRENCY};
+use eshost_tests::{BALANCES, BANK_ACCOUNT, DEPOSIT_CURRENCY, TRANSFER_SAGA};
 
 use crate::polyglot_support::component;
 
@@ -95,6 +95,46 @@ fn every_balances_and_deposit_currency_plugin_passes_the_shipped_fixtures() {
         );
         assert_passes(&chained, 6);
     }
+}
+
+/// A reactor runs in the sandbox on the given events (its outcomes given in its own stream),
+/// and its intents are checked; a wrong one fails with where it differs.
+#[test]
+fn the_transfer_saga_passes_its_fixture_and_a_wrong_intent_fails() {
+    assert_passes(
+        &plugin_test(
+            Path::new(TRANSFER_SAGA),
+            &fixture("transfer-saga.json"),
+            &[],
+        ),
+        4,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrong.json");
+    std::fs::write(
+        &path,
+        r#"{"cases": [
+            {"name": "debits the wrong account", "id": "t-9",
+             "given": [{"type": "TransferRequested", "data": {"from": "a", "to": "b", "amount": 5}}],
+             "intents": [{"cause": 1, "send": {"aggregate_type": "bank-account", "aggregate_id": "b",
+                          "command": {"type": "Withdraw", "amount": 5},
+                          "context": {"transfer": "t-9", "step": "debit", "from": "a", "to": "b", "amount": 5}}}]},
+            {"name": "an aggregate's key", "when": {"type": "Open"}}
+        ]}"#,
+    )
+    .unwrap();
+    let output = plugin_test(Path::new(TRANSFER_SAGA), &path, &[]);
+    assert_eq!(output.code, Some(1), "{}", output.stdout);
+    let text = &output.stdout;
+    assert!(
+        text.contains("intents at [0].send.aggregate_id: expected \"b\", got \"a\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("`when` does not apply to reactor plugins"),
+        "{text}"
+    );
+    assert!(text.contains("0 passed, 2 failed"), "{text}");
 }
 
 #[test]

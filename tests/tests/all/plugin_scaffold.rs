@@ -100,6 +100,67 @@ fn every_kind_in_every_language_builds_and_passes_its_own_fixture() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaffolded_rust_reactor_passes_its_fixture_and_acts_when_served() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("big-adds");
+    scaffold(&dir, "big-adds", "reactor", "rust");
+    let (child, base) = start_host(&dir.join("eshost.toml"), &dir.join("eshost.log"), &[]);
+    let _host = Running(child);
+    let client = reqwest::Client::new();
+    let appended = client
+        .post(format!("{base}/streams/counter-1"))
+        .json(&serde_json::json!({"expected": "any", "events": [
+            {"type": "Added", "schema_version": 2, "data": {"by": 150}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        appended.status().is_success(),
+        "{:?}",
+        appended.text().await
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let logged = loop {
+        let read = client
+            .get(format!("{base}/streams/big-adds-log"))
+            .send()
+            .await
+            .unwrap();
+        if read.status().is_success() {
+            let body: serde_json::Value = read.json().await.unwrap();
+            if let Some(event) = body["events"].get(0) {
+                break event.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "no LargeAdd was appended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(logged["event_type"], "LargeAdd", "{logged}");
+    assert_eq!(logged["data"]["by"], 150, "{logged}");
+    assert_eq!(logged["data"]["stream"], "counter-1", "{logged}");
+
+    // A reactor in an interpreted language is refused, saying why.
+    let refused = eshost_offline(&[
+        "plugin",
+        "new",
+        "py-reactor",
+        "--kind",
+        "reactor",
+        "--lang",
+        "python",
+        "--dir",
+        root.path().join("py").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.code, Some(1));
+    assert!(
+        refused.stderr.contains("in Rust only"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!root.path().join("py").exists());
+}
+
 #[test]
 fn a_scaffolded_aggregate_is_served_by_its_own_config() {
     let root = tempfile::tempdir().unwrap();

@@ -82,7 +82,8 @@ impl std::fmt::Display for DryRunReport {
     }
 }
 
-fn effect_json(effect: &Effect) -> Value {
+/// An effect as `eshost replay` lists it and a `plugin test` fixture spells it.
+pub(crate) fn effect_json(effect: &Effect) -> Value {
     let parse = |text: &str| serde_json::from_str(text).unwrap_or(Value::String(text.to_owned()));
     match effect {
         Effect::Send {
