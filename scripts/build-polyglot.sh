@@ -27,7 +27,11 @@ OUT="${ESHOST_POLYGLOT_OUT:-$ROOT/target/polyglot}"
 PY_DIR="$ROOT/examples/python"
 JS_DIR="$ROOT/examples/javascript"
 VENV="$PY_DIR/.venv"
-WIT="$ROOT/wit/v0.1.0"
+# The contract a world is built against: the reactor world is 0.2's; the host serves the
+# other worlds at 0.1.
+wit_for() {
+    if [[ "$1" == reactor-plugin ]]; then echo "$ROOT/wit/v0.2.0"; else echo "$ROOT/wit/v0.1.0"; fi
+}
 
 say() { printf 'build-polyglot: %s\n' "$*" >&2; }
 die() {
@@ -116,7 +120,7 @@ inputs_hash() {
     local language="$1" world="$2" src="$3"
     {
         echo "py=$COMPONENTIZE_PY_VERSION js=$COMPONENTIZE_JS_VERSION jco=$JCO_VERSION shim=$PREVIEW2_SHIM_VERSION $language $world"
-        find "$WIT" "$src" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 |
+        find "$(wit_for "$world")" "$src" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
     } | sha256sum | cut -d' ' -f1
 }
@@ -129,7 +133,8 @@ MANIFEST=""
 build() {
     local name="$1" language="$2" world="$3" src="$ROOT/$4" entry="${5:-}"
     local wasm="$OUT/$name.wasm" stamp="$OUT/$name.wasm.inputs"
-    local hash
+    local hash WIT
+    WIT="$(wit_for "$world")"
     hash="$(inputs_hash "$language" "$world" "$src")"
     MANIFEST+="$name $wasm"$'\n'
     if [[ -f "$wasm" && -f "$stamp" && "$(cat "$stamp")" == "$hash" ]]; then
@@ -163,7 +168,7 @@ build() {
 # ENTRY is the Python module (app) or the JavaScript file inside SOURCE-DIR.
 if [[ "${1:-}" == component ]]; then
     [[ $# -eq 6 ]] || die "usage: build-polyglot.sh component python|javascript WORLD SOURCE-DIR ENTRY OUT.wasm"
-    language="$2" world="$3" entry="$5"
+    language="$2" world="$3" entry="$5" WIT="$(wit_for "$3")"
     src="$(cd "$4" && pwd)" || die "no directory $4"
     target="$(cd "$(dirname "$6")" && pwd)/$(basename "$6")" || die "no directory for $6"
     case "$language" in
@@ -224,6 +229,7 @@ build balances-js javascript projection-plugin examples/javascript/balances bala
 build bank-account-js javascript aggregate-plugin examples/javascript/bank_account bank_account.js
 build deposit-currency-py python upcaster-plugin examples/python/deposit_currency
 build deposit-currency-js javascript upcaster-plugin examples/javascript/deposit_currency deposit_currency.js
+build transfer-saga-py python reactor-plugin examples/python/transfer_saga
 build hostile-py python projection-plugin tests/polyglot-guests/hostile-py
 
 printf '%s' "$MANIFEST" >"$OUT/components.txt.tmp"

@@ -33,8 +33,7 @@ enum Kind {
     Aggregate,
     Projection,
     Upcaster,
-    /// Rust only: the reactor world is contract 0.2, and the Python and JavaScript tools are
-    /// pinned to build against 0.1.
+    /// Built against contract 0.2, whose world added reactors.
     Reactor,
 }
 
@@ -123,9 +122,10 @@ fn sources(kind: Kind, lang: Lang) -> Vec<(&'static str, &'static str)> {
             ),
             ("build.sh", include_str!("../templates/python/build.sh")),
         ],
-        (Lang::Python | Lang::Javascript, Kind::Reactor) => {
-            unreachable!("`new` refuses a reactor in an interpreted language")
-        }
+        (Lang::Python, Kind::Reactor) => vec![
+            ("app.py", include_str!("../templates/python/app_reactor.py")),
+            ("build.sh", include_str!("../templates/python/build.sh")),
+        ],
         (Lang::Python, Kind::Upcaster) => vec![
             (
                 "app.py",
@@ -140,7 +140,7 @@ fn sources(kind: Kind, lang: Lang) -> Vec<(&'static str, &'static str)> {
                     Kind::Aggregate => include_str!("../templates/javascript/aggregate.js"),
                     Kind::Projection => include_str!("../templates/javascript/projection.js"),
                     Kind::Upcaster => include_str!("../templates/javascript/upcaster.js"),
-                    Kind::Reactor => unreachable!("refused in `new`"),
+                    Kind::Reactor => include_str!("../templates/javascript/reactor.js"),
                 },
             ),
             ("build.sh", include_str!("../templates/javascript/build.sh")),
@@ -175,6 +175,7 @@ fn eshost_home(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         "sdk/Cargo.toml",
         "scripts/build-polyglot.sh",
         "wit/v0.1.0/plugin.wit",
+        "wit/v0.2.0/plugin.wit",
     ] {
         if !home.join(needed).is_file() {
             bail!(
@@ -199,13 +200,6 @@ pub(crate) fn new(args: PluginNewArgs) -> anyhow::Result<()> {
     }
     let (name, kind, lang) = (args.name.as_str(), args.kind, args.lang);
     let interpreted = lang != Lang::Rust;
-    if interpreted && kind == Kind::Reactor {
-        bail!(
-            "a reactor can be scaffolded in Rust only: reactors are the 0.2 contract's world, and \
-             the Python and JavaScript tools here are pinned to build against 0.1 \
-             (use --lang rust)"
-        );
-    }
     let lang_name = match lang {
         Lang::Rust => "Rust",
         Lang::Python => "Python",

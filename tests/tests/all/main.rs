@@ -26,6 +26,7 @@ mod plugin_upcaster_swap;
 mod polyglot_aggregate;
 mod polyglot_config;
 mod polyglot_projection;
+mod polyglot_reactor;
 mod polyglot_sandbox;
 mod polyglot_support;
 mod privacy_e2e;

@@ -97,18 +97,13 @@ fn every_balances_and_deposit_currency_plugin_passes_the_shipped_fixtures() {
     }
 }
 
-/// A reactor runs in the sandbox on the given events (its outcomes given in its own stream),
-/// and its intents are checked; a wrong one fails with where it differs.
+/// A reactor, Rust or Python, runs in the sandbox on the given events (its outcomes given in
+/// its own stream), and its intents are checked; a wrong one fails with where it differs.
 #[test]
 fn the_transfer_saga_passes_its_fixture_and_a_wrong_intent_fails() {
-    assert_passes(
-        &plugin_test(
-            Path::new(TRANSFER_SAGA),
-            &fixture("transfer-saga.json"),
-            &[],
-        ),
-        4,
-    );
+    for saga in [PathBuf::from(TRANSFER_SAGA), component("transfer-saga-py")] {
+        assert_passes(&plugin_test(&saga, &fixture("transfer-saga.json"), &[]), 9);
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wrong.json");
     std::fs::write(
