@@ -158,6 +158,10 @@ pub struct PluginActivation {
     pub reason: Option<String>,
     /// The node that recorded it.
     pub node: String,
+    /// For a reactor: where the new version went on from (`checkpoint`, `head`, `beginning`
+    /// or a position); none: its checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
 }
 
 /// `GET /plugins/{name}/history`.

@@ -318,6 +318,38 @@ impl Host {
             &projections,
         )
         .context("the upcaster chain recorded in views.redb")?;
+        let reactors = Reactors::new(
+            store.clone(),
+            views.clone(),
+            aggregates.clone(),
+            upcasters.clone(),
+        );
+        for (index, entry) in config.reactors.iter().enumerate() {
+            let key = format!("reactors[{index}].plugin");
+            let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
+            let version = starting.version(
+                &runtime,
+                &key,
+                &entry.name,
+                &entry.plugin,
+                PluginKind::Reactor,
+            )?;
+            let LoadedPlugin::Reactor(plugin) = load_kind(
+                &runtime,
+                config,
+                &key,
+                &entry.name,
+                &version,
+                PluginKind::Reactor,
+            )?
+            else {
+                unreachable!("load_kind checks the kind")
+            };
+            current.insert(entry.name.clone(), plugin.info().content_hash.clone());
+            reactors
+                .add(entry.config(), plugin)
+                .with_context(|| format!("config file {}: `{key}`", config.file.display()))?;
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         // A plugin's new versions load under its own limits, like the one they replace.
         let runtimes = config
@@ -326,6 +358,7 @@ impl Host {
             .map(|entry| &entry.name)
             .chain(config.projections.iter().map(|entry| &entry.name))
             .chain(config.upcasters.iter().map(|entry| &entry.name))
+            .chain(config.reactors.iter().map(|entry| &entry.name))
             .map(|name| {
                 let limits = config.plugin_limits(name);
                 (name.clone(), runtime.with_limits(limits))
@@ -336,6 +369,7 @@ impl Host {
             runtimes,
             aggregates.clone(),
             projections.clone(),
+            reactors.clone(),
             upcasters.clone(),
             node.clone(),
             StartedVersions { current, head },
@@ -375,28 +409,6 @@ impl Host {
         )
         .map_err(anyhow::Error::msg)
         .context("following $erasures")?;
-        let reactors = Reactors::new(
-            store.clone(),
-            views.clone(),
-            aggregates.clone(),
-            upcasters.clone(),
-        );
-        for (index, entry) in config.reactors.iter().enumerate() {
-            let at = || {
-                format!(
-                    "config file {}: `reactors[{index}].plugin`",
-                    config.file.display()
-                )
-            };
-            let plugin = runtime
-                .with_limits(config.plugin_limits(&entry.name))
-                .load_reactor(&entry.plugin)
-                .with_context(at)?;
-            reactors.add(entry.config(), plugin).with_context(at)?;
-        }
-        if config.watch_plugins && !config.reactors.is_empty() {
-            watchers.push(watch_reactor_files(config, &runtime, &reactors)?);
-        }
         Ok(Host {
             parts: Arc::new(Parts {
                 config: config.clone(),
@@ -508,47 +520,6 @@ impl Host {
 }
 /// Watches the configured aggregate, upcaster and projection files: a changed file is
 /// activated (and recorded, so every node follows).
-/// Watches the configured reactor files: a changed file is swapped in, going on from the
-/// reactor's checkpoint (not recorded in `$plugins`: each node watches its own files).
-fn watch_reactor_files(
-    config: &Config,
-    runtime: &Runtime,
-    reactors: &Reactors,
-) -> anyhow::Result<PluginWatcher> {
-    let runtimes: HashMap<String, Runtime> = config
-        .reactors
-        .iter()
-        .map(|entry| {
-            let limits = config.plugin_limits(&entry.name);
-            (entry.name.clone(), runtime.with_limits(limits))
-        })
-        .collect();
-    let watched = config.reactors.iter().map(|entry| WatchedPlugin {
-        kind: PluginKind::Reactor,
-        name: entry.name.clone(),
-        path: entry.plugin.clone(),
-    });
-    let reactors = reactors.clone();
-    Ok(PluginWatcher::new(watched.collect(), move |plugin| {
-        let swapped = runtimes[&plugin.name]
-            .load_reactor(&plugin.path)
-            .map_err(|e| e.to_string())
-            .and_then(|loaded| {
-                reactors
-                    .swap(&plugin.name, loaded, crate::reactor::StartAt::Checkpoint)
-                    .map_err(|e| e.to_string())
-            });
-        match swapped {
-            Ok(status) => {
-                tracing::info!(reactor = %plugin.name, hash = %status.content_hash, "reactor file changed: swapped")
-            }
-            Err(error) => {
-                tracing::warn!(reactor = %plugin.name, "reactor file changed but was refused: {error}")
-            }
-        }
-    })?)
-}
-
 fn watch_files(config: &Config, plugin_log: &PluginLog) -> anyhow::Result<PluginWatcher> {
     let aggregates = config.aggregates.iter().map(|entry| WatchedPlugin {
         kind: PluginKind::Aggregate,
@@ -565,9 +536,18 @@ fn watch_files(config: &Config, plugin_log: &PluginLog) -> anyhow::Result<Plugin
         name: entry.name.clone(),
         path: entry.plugin.clone(),
     });
+    let reactors = config.reactors.iter().map(|entry| WatchedPlugin {
+        kind: PluginKind::Reactor,
+        name: entry.name.clone(),
+        path: entry.plugin.clone(),
+    });
     let plugin_log = plugin_log.clone();
     Ok(PluginWatcher::new(
-        aggregates.chain(upcasters).chain(projections).collect(),
+        aggregates
+            .chain(upcasters)
+            .chain(projections)
+            .chain(reactors)
+            .collect(),
         move |plugin| {
             let bytes = match std::fs::read(&plugin.path) {
                 Ok(bytes) => bytes,

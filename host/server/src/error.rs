@@ -164,6 +164,7 @@ impl From<ActivateError> for ApiError {
             }
             ActivateError::UnknownVersion { .. } => ApiError::not_found(error.to_string()),
             ActivateError::Projection(error) => error.into(),
+            ActivateError::Reactor(error) => error.into(),
             ActivateError::Store { .. } => ApiError::internal(error.to_string()),
         }
     }

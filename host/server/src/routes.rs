@@ -339,7 +339,7 @@ pub const ROUTES: &[Route] = &[
         Method::PUT,
         "/reactors/{name}",
         ADMIN,
-        "Hot-swap a reactor: the body is the component (application/wasm); ?from=checkpoint (default), head, beginning or a position; not recorded (a restart runs the configured file)",
+        "Hot-swap a reactor: the body is the component (application/wasm); ?from=checkpoint (default), head, beginning or a position; recorded in $plugins, so every node runs it and a restart keeps it",
         json::<api::ReactorStatus>(),
         || put(reactors::swap_reactor),
     )

@@ -239,6 +239,7 @@ pub fn activation(recorded: RecordedActivation) -> api::PluginActivation {
         user: activation.user,
         reason: activation.reason,
         node: activation.node,
+        start: activation.start.map(|start| start.to_string()),
     }
 }
 

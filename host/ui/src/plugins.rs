@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use eshost_core::cluster::plugins::{ActivateError, ActivationSource};
 use eshost_core::config::Role;
 use eshost_core::projection::SwapOutcome;
+use eshost_core::reactor::ReactorError;
 use maud::{Markup, html};
 
 use crate::markup::{Nav, UiError, bytes, csrf_field, page, segment};
@@ -191,7 +192,10 @@ pub async fn upload(
             UiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
         }
         ActivateError::Projection(error) => error.into(),
-        ActivateError::Store { .. } => {
+        ActivateError::Reactor(ReactorError::BadPlugin(_)) => {
+            UiError::bad_request(error.to_string())
+        }
+        ActivateError::Reactor(_) | ActivateError::Store { .. } => {
             UiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
         }
     })?;

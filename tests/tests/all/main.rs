@@ -8,6 +8,7 @@ mod aggregate_state;
 mod aggregate_streams;
 mod aggregate_support;
 mod cluster;
+mod cluster_reactor;
 mod cluster_support;
 mod cluster_upcaster;
 mod compat_fixtures;

@@ -1,7 +1,7 @@
 //! Reactors over the bank, in-process: the transfer saga's three endings, causation and
 //! correlation of what it sends, outcomes recorded in its stream, no action on history, a
 //! failing event (stop, dead letter, resume), a swap mid-flow, and a fraud-watch timer that
-//! fires across a restart.
+//! fires across a restart; a swap by upload kept across a restart, and rolled back.
 
 use axum::body::Body;
 use axum::http::Request;
@@ -399,6 +399,90 @@ async fn a_changed_reactor_file_is_swapped_in_when_plugins_are_watched() {
         200
     );
     assert_eq!(settled(&router, "t-1").await, "completed");
+    drop(router);
+    tokio::task::block_in_place(|| host.shutdown());
+}
+
+/// A swap by upload is an activation in `$plugins` (with where it went on from): a restart
+/// runs the uploaded version, not the config's file, and a rollback goes back to the file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactor_swapped_by_upload_survives_a_restart_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = bank_config(dir.path(), &transfer_config());
+    let host = tokio::task::block_in_place(|| restart(&config));
+    let router = host.router();
+    let configured = reactor(&router, "transfer-saga").await["content_hash"].clone();
+    let upload = Request::builder()
+        .method("PUT")
+        .uri("/reactors/transfer-saga?from=head")
+        .header("content-type", "application/wasm")
+        .body(Body::from(another_build(
+            std::fs::read(eshost_tests::TRANSFER_SAGA).unwrap(),
+        )))
+        .unwrap();
+    let (status, body) = send(&router, upload).await;
+    assert_eq!(status, 200, "{body}");
+    let uploaded = body["content_hash"].clone();
+    assert_ne!(uploaded, configured);
+    let (status, history) =
+        crate::server_support::get(&router, "/plugins/transfer-saga/history").await;
+    assert_eq!(status, 200, "{history}");
+    let last = history["activations"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["source"], "upload", "{history}");
+    assert_eq!(last["start"], "head", "{history}");
+    let (_, plugins) = crate::server_support::get(&router, "/plugins").await;
+    let listed = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "transfer-saga");
+    assert_eq!(
+        listed.map(|p| p["kind"].clone()),
+        Some(json!("reactor")),
+        "{plugins}"
+    );
+    drop(router);
+    tokio::task::block_in_place(|| host.shutdown());
+
+    let host = tokio::task::block_in_place(|| restart(&config));
+    let router = host.router();
+    assert_eq!(
+        reactor(&router, "transfer-saga").await["content_hash"],
+        uploaded
+    );
+    open(&router, "acc-a", 100).await;
+    open(&router, "acc-b", 0).await;
+    assert_eq!(
+        command(&router, "transfer", "t-1", request("acc-a", "acc-b", 60)).await,
+        200
+    );
+    assert_eq!(settled(&router, "t-1").await, "completed");
+
+    let rollback = Request::builder()
+        .method("POST")
+        .uri("/plugins/transfer-saga/rollback")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"content_hash": configured, "reason": "back"}).to_string(),
+        ))
+        .unwrap();
+    let (status, body) = send(&router, rollback).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        reactor(&router, "transfer-saga").await["content_hash"],
+        configured
+    );
+    assert_eq!(
+        command(&router, "transfer", "t-2", request("acc-a", "acc-b", 30)).await,
+        200
+    );
+    assert_eq!(settled(&router, "t-2").await, "completed");
+    assert_eq!(balance(&router, "acc-b").await, 90);
     drop(router);
     tokio::task::block_in_place(|| host.shutdown());
 }

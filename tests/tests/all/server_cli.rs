@@ -315,9 +315,9 @@ fn a_clean_stop_leaves_every_read_model_at_the_head() {
         }
         caught_up(&http, &base).await
     });
-    // The activations in $plugins of the config's seven plugins but its reactor (a reactor's
-    // version is not recorded there), then the commands' events.
-    assert_eq!(head, 7 + 4 * 17 + 4);
+    // The activations in $plugins of the config's eight plugins (its reactor's too), then the
+    // commands' events.
+    assert_eq!(head, 8 + 4 * 17 + 4);
     stop(&mut server);
 
     for (name, file) in [

@@ -146,7 +146,8 @@ pub fn check(log: &PluginLog, name: &str, bytes: &[u8]) -> Result<CheckReport, A
     let findings = match loaded {
         LoadedPlugin::Reactor(_) => {
             return Err(ActivateError::BadPlugin(format!(
-                "{name:?} is a reactor; reactors are swapped with PUT /reactors/{name}"
+                "{name:?} is a reactor: a check replays no reactor (it would act); list what a \
+                 version would do with `eshost replay --plugin FILE --from N`"
             )));
         }
         LoadedPlugin::Upcaster(_) => {

@@ -15,6 +15,8 @@
 //!   carry that version's hash (`plugin_hash`). A swap replaces the plugin atomically between
 //!   two decisions and fails no command; the store's expected-version check still decides
 //!   between nodes running different versions for a moment.
+//! - A reactor swap runs the new version from where the activation says (`start`: its
+//!   checkpoint unless chosen otherwise), on every node; its read model and timers carry over.
 //! - An upcaster swap replaces the whole chain at once (checked first: two claims of one
 //!   type and version are refused), drops every aggregate state and snapshot built through
 //!   the old chain, and rebuilds the projections whose events it raises differently.
@@ -29,6 +31,7 @@ use super::Node;
 use crate::aggregate::Aggregates;
 use crate::check::CheckReport;
 use crate::projection::{ProjectionHostError, Projections, SwapMode, SwapOutcome};
+use crate::reactor::{ReactorError, Reactors, StartAt};
 use crate::upcast::{ChainError, UpcasterChain};
 
 pub use super::start::{StartVersion, at_start, recorded_version};
@@ -61,7 +64,7 @@ pub enum ActivationSource {
 pub struct Activation {
     /// The plugin's name.
     pub name: String,
-    /// `aggregate`, `projection` or `upcaster`.
+    /// `aggregate`, `projection`, `upcaster` or `reactor`.
     pub kind: String,
     /// The blake3 hash of the component: its identity, and its key in the blob store.
     pub content_hash: String,
@@ -77,6 +80,9 @@ pub struct Activation {
     pub reason: Option<String>,
     /// The node that recorded it.
     pub node: String,
+    /// For a reactor: where the new version goes on from (none: its checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartAt>,
 }
 
 /// An activation with where it is in the log.
@@ -122,6 +128,9 @@ pub enum ActivateError {
     /// The projection refused or could not take the swap.
     #[error(transparent)]
     Projection(#[from] ProjectionHostError),
+    /// The reactor refused or could not take the swap.
+    #[error(transparent)]
+    Reactor(#[from] ReactorError),
     /// The store failed (storing the bytes, recording the activation, reading the history).
     #[error("plugin {name:?}: {reason}")]
     Store {
@@ -160,7 +169,8 @@ pub struct UpcasterSwapped {
 
 /// What a swap did, by kind.
 enum Swapped {
-    Aggregate,
+    /// An aggregate or a reactor: the next decision or batch runs the new code.
+    Replaced,
     Projection(SwapOutcome),
     Upcaster(UpcasterSwapped),
 }
@@ -233,6 +243,7 @@ struct Inner {
     runtimes: HashMap<String, Runtime>,
     aggregates: Aggregates,
     projections: Projections,
+    reactors: Reactors,
     /// The host's chain (every read path's).
     upcasters: UpcasterChain,
     node: Node,
@@ -244,11 +255,13 @@ struct Inner {
 impl PluginLog {
     /// The plugin log of a host whose plugins were chosen at start from the log up to
     /// `started.head` (`started.current`: name → hash of what runs).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn EventStore>,
         runtimes: HashMap<String, Runtime>,
         aggregates: Aggregates,
         projections: Projections,
+        reactors: Reactors,
         upcasters: UpcasterChain,
         node: Node,
         started: StartedVersions,
@@ -265,6 +278,7 @@ impl PluginLog {
                 runtimes,
                 aggregates,
                 projections,
+                reactors,
                 upcasters,
                 node,
                 applied: Mutex::new(applied),
@@ -325,13 +339,16 @@ impl PluginLog {
             .any(|p| p.info().name == name)
         {
             Some(PluginKind::Upcaster)
+        } else if self.inner.reactors.names().iter().any(|n| n == name) {
+            Some(PluginKind::Reactor)
         } else {
             None
         }
     }
 
     /// Activates `bytes` as the new version of plugin `name`: checks it, stores the bytes,
-    /// records the activation, and swaps it in here (other nodes follow). Blocking.
+    /// records the activation, and swaps it in here (other nodes follow). A reactor goes on
+    /// from its checkpoint. Blocking.
     pub fn activate(
         &self,
         name: &str,
@@ -339,6 +356,34 @@ impl PluginLog {
         source: ActivationSource,
         user: Option<String>,
         reason: Option<String>,
+    ) -> Result<Activated, ActivateError> {
+        self.activate_from(name, bytes, source, user, reason, None)
+    }
+
+    /// [`activate`](Self::activate) for the reactor `name`, its new version going on from
+    /// `start` on every node. Blocking.
+    pub fn activate_reactor(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        start: StartAt,
+        source: ActivationSource,
+        user: Option<String>,
+    ) -> Result<Activated, ActivateError> {
+        if self.kind_of(name) != Some(PluginKind::Reactor) {
+            return Err(ReactorError::Unknown(name.to_owned()).into());
+        }
+        self.activate_from(name, bytes, source, user, None, Some(start))
+    }
+
+    fn activate_from(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        source: ActivationSource,
+        user: Option<String>,
+        reason: Option<String>,
+        start: Option<StartAt>,
     ) -> Result<Activated, ActivateError> {
         let Some(kind) = self.kind_of(name) else {
             return Err(ActivateError::Unknown(name.to_owned()));
@@ -369,12 +414,13 @@ impl PluginLog {
             user,
             reason,
             node: self.inner.node.id().to_owned(),
+            start,
         };
         let position = record(self.inner.store.as_ref(), &activation).map_err(store_error)?;
-        let swapped = self.swap(name, kind, bytes, &label)?;
+        let swapped = self.swap(name, kind, bytes, &label, start)?;
         applied.insert(name.to_owned(), (position, info.content_hash.clone()));
         let (projection, upcaster) = match swapped {
-            Swapped::Aggregate => (None, None),
+            Swapped::Replaced => (None, None),
             Swapped::Projection(outcome) => (Some(outcome), None),
             Swapped::Upcaster(swapped) => (None, Some(swapped)),
         };
@@ -568,13 +614,15 @@ impl PluginLog {
         })
     }
 
-    /// Swaps the checked component in here.
+    /// Swaps the checked component in here (a reactor's going on from `start`, or its
+    /// checkpoint).
     fn swap(
         &self,
         name: &str,
         kind: PluginKind,
         bytes: Vec<u8>,
         label: &str,
+        start: Option<StartAt>,
     ) -> Result<Swapped, ActivateError> {
         match kind {
             PluginKind::Aggregate => {
@@ -592,7 +640,7 @@ impl PluginLog {
                         name: name.to_owned(),
                         reason: e.to_string(),
                     })?;
-                Ok(Swapped::Aggregate)
+                Ok(Swapped::Replaced)
             }
             PluginKind::Projection => Ok(Swapped::Projection(self.inner.projections.swap_bytes(
                 name,
@@ -601,9 +649,18 @@ impl PluginLog {
                 SwapMode::Rebuild,
             )?)),
             PluginKind::Upcaster => Ok(Swapped::Upcaster(self.swap_upcaster(name, &bytes, label)?)),
-            PluginKind::Reactor => Err(ActivateError::BadPlugin(format!(
-                "{name:?} is a reactor; reactors are swapped with PUT /reactors/{name}"
-            ))),
+            PluginKind::Reactor => {
+                let loaded = self
+                    .runtime(name)?
+                    .load_bytes(&bytes, label, kind)
+                    .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
+                let LoadedPlugin::Reactor(plugin) = loaded else {
+                    return Err(ActivateError::BadPlugin("not a reactor".into()));
+                };
+                let start = start.unwrap_or(StartAt::Checkpoint);
+                self.inner.reactors.swap(name, plugin, start)?;
+                Ok(Swapped::Replaced)
+            }
         }
     }
 
@@ -644,7 +701,7 @@ impl PluginLog {
             }
         };
         let label = format!("{name} {} from {PLUGINS_STREAM}", activation.content_hash);
-        match self.swap(name, kind, bytes, &label) {
+        match self.swap(name, kind, bytes, &label, activation.start) {
             Ok(_) => {
                 tracing::info!(plugin = %name, hash = %activation.content_hash, node = %activation.node, "activated from the log");
                 applied.insert(

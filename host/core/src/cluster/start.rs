@@ -63,6 +63,7 @@ pub fn at_start(
                 user: Some("config".into()),
                 reason: Some(format!("the config names {}", path.display())),
                 node: node.to_owned(),
+                start: None,
             },
         )?;
         return Ok(from_file(file));

@@ -22,6 +22,34 @@ pub enum StartAt {
     After(u64),
 }
 
+impl std::fmt::Display for StartAt {
+    /// As `?from=` spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartAt::Head => f.write_str("head"),
+            StartAt::Beginning => f.write_str("beginning"),
+            StartAt::Checkpoint => f.write_str("checkpoint"),
+            StartAt::After(position) => write!(f, "{position}"),
+        }
+    }
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+
+    /// `checkpoint`, `head`, `beginning` or a position (after it), as `?from=` spells it.
+    fn from_str(text: &str) -> Result<StartAt, String> {
+        match text {
+            "checkpoint" => Ok(StartAt::Checkpoint),
+            "head" => Ok(StartAt::Head),
+            "beginning" => Ok(StartAt::Beginning),
+            other => other.parse().map(StartAt::After).map_err(|_| {
+                format!("{other:?}: expected checkpoint, head, beginning or a position")
+            }),
+        }
+    }
+}
+
 /// How one reactor runs.
 #[derive(Debug, Clone)]
 pub struct ReactorConfig {

@@ -24,6 +24,12 @@ pub(crate) async fn plugins(State(state): State<AppState>) -> Json<api::PluginLi
     for status in inner.host.projections().statuses() {
         plugins.push(wire::projection_plugin(status));
     }
+    let reactors = inner.host.reactors();
+    for name in reactors.names() {
+        if let Some(plugin) = reactors.plugin(&name) {
+            plugins.push(wire::plugin(plugin.info()));
+        }
+    }
     Json(api::PluginList { plugins })
 }
 
@@ -108,7 +114,7 @@ pub(crate) async fn plugin_history(
     }))
 }
 
-/// 200 for an aggregate or an upcaster (the next command, batch or read runs the new code),
+/// 200 for an aggregate, an upcaster or a reactor (the next command, batch or read runs the new code),
 /// 202 for a projection (it rebuilds).
 fn swapped(name: String, activated: Activated) -> (StatusCode, Json<api::PluginSwapped>) {
     let unchanged = activated.previous_hash.as_deref() == Some(&activated.info.content_hash);

@@ -2,16 +2,17 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use eshost_api as api;
+use eshost_core::cluster::plugins::ActivationSource;
 use eshost_core::reactor::{ReactorState, StartAt};
 use serde_json::{Map, Value};
 
 use super::joined;
 use super::projections::query_args;
 use crate::extract::{Params, PathParams, RawBody};
-use crate::{ApiError, AppState, wire};
+use crate::{ApiError, AppState, Caller, wire};
 
 pub(crate) async fn reactors(State(state): State<AppState>) -> Json<api::ReactorList> {
     Json(api::ReactorList {
@@ -82,44 +83,36 @@ pub(crate) async fn reactor_resume(
 
 /// `?from=`: `checkpoint` (default), `head`, `beginning` or a position.
 fn start_at(from: Option<&str>) -> Result<StartAt, ApiError> {
-    match from {
-        None | Some("checkpoint") => Ok(StartAt::Checkpoint),
-        Some("head") => Ok(StartAt::Head),
-        Some("beginning") => Ok(StartAt::Beginning),
-        Some(other) => other.parse().map(StartAt::After).map_err(|_| {
-            ApiError::bad_request(format!(
-                "?from={other:?}: expected checkpoint, head, beginning or a position"
-            ))
-        }),
-    }
+    from.map_or(Ok(StartAt::Checkpoint), str::parse)
+        .map_err(|message: String| ApiError::bad_request(format!("?from={message}")))
 }
 
-/// A new version of a reactor, uploaded as a component. It is not recorded: a restart runs
-/// the file the config names.
+/// A new version of a reactor, uploaded as a component: recorded in `$plugins` like any
+/// activation, so every node runs it and a restart keeps it.
 pub(crate) async fn swap_reactor(
     State(state): State<AppState>,
     PathParams(name): PathParams<String>,
     Params(query): Params<api::ReactorSwapQuery>,
+    caller: Option<Extension<Caller>>,
     RawBody(bytes): RawBody,
 ) -> Result<Json<api::ReactorStatus>, ApiError> {
     let from = start_at(query.from.as_deref())?;
     let host = state.inner.host.clone();
-    let status = tokio::task::spawn_blocking(move || {
-        let label = format!("{name} (upload)");
-        let plugin = match host.runtime_for(&name).load_bytes(
-            &bytes,
-            &label,
-            eshost_runtime::PluginKind::Reactor,
-        ) {
-            Ok(eshost_runtime::LoadedPlugin::Reactor(plugin)) => plugin,
-            Ok(_) => unreachable!("load_bytes checks the kind"),
-            Err(error) => {
-                return Err(ApiError::new(api::ErrorCode::BadPlugin, error.to_string()));
-            }
-        };
-        Ok(host.reactors().swap(&name, plugin, from)?)
+    let user = caller.map(|c| c.0.name);
+    let status = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let plugin_log = host.plugin_log();
+        let activated = plugin_log.activate_reactor(
+            &name,
+            bytes.to_vec(),
+            from,
+            ActivationSource::Upload,
+            user,
+        )?;
+        tracing::info!(reactor = %name, hash = %activated.info.content_hash, position = activated.position, "activated by upload");
+        Ok(host.reactors().status(&name)?)
     })
     .await
     .map_err(joined)??;
+    state.inner.metrics.swaps.inc();
     Ok(Json(wire::reactor_status(status)))
 }
