@@ -518,8 +518,9 @@ impl Host {
         self.parts.projections.shutdown();
     }
 }
-/// Watches the configured aggregate, upcaster and projection files: a changed file is
-/// activated (and recorded, so every node follows).
+
+/// Watches the configured plugin files: a changed file is activated (and recorded, so every
+/// node follows); a reactor goes on from its checkpoint.
 fn watch_files(config: &Config, plugin_log: &PluginLog) -> anyhow::Result<PluginWatcher> {
     let aggregates = config.aggregates.iter().map(|entry| WatchedPlugin {
         kind: PluginKind::Aggregate,

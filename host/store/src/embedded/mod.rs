@@ -237,7 +237,7 @@ impl Store {
                 (carried.keys, carried.head)
             }
             None => (
-                Arc::new(KeyStore::open_tapped(&keys_path, &config.tap)?),
+                Arc::new(open::lock_keys(&keys_path, &config.tap)?),
                 Arc::new(watch::channel(head.position).0),
             ),
         };

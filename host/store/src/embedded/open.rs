@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable};
 
@@ -17,6 +18,8 @@ use super::schema::{
 use super::tail::{Batch, Generation};
 use super::wal;
 use crate::codec;
+use crate::keys::{KeyStore, KeyStoreError};
+use crate::tap::Tap;
 
 /// Why [`initialise`] failed.
 pub(crate) enum Initialise {
@@ -201,6 +204,26 @@ fn recovered_generation(
     generation.bytes = batch.frames.len() as u64;
     generation.batches.push(Arc::new(batch));
     Ok(generation)
+}
+
+/// How long a store whose events file it holds waits for its key file's lock.
+const KEYS_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// The store's key file, locked. Once the events file is locked (one store, one key file),
+/// whoever still holds the key file's lock is on its way out: a store of this process whose
+/// files are closing one after the other, or a child this process forked that has not yet
+/// replaced itself (a `flock` is shared by the child's copy of the descriptor until its
+/// `exec` closes it). So a held lock is waited on briefly before it is reported.
+pub(crate) fn lock_keys(path: &Path, tap: &Tap) -> Result<KeyStore, KeyStoreError> {
+    let deadline = Instant::now() + KEYS_LOCK_WAIT;
+    loop {
+        match KeyStore::open_tapped(path, tap) {
+            Err(KeyStoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            opened => return opened,
+        }
+    }
 }
 
 #[cfg(test)]
