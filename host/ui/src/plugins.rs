@@ -13,7 +13,7 @@ use eshost_core::projection::SwapOutcome;
 use eshost_core::reactor::ReactorError;
 use maud::{Markup, html};
 
-use crate::markup::{Nav, UiError, bytes, csrf_field, page, segment};
+use crate::markup::{Nav, UiError, bytes, csrf_field, page, segment, stream_href};
 use crate::session::Viewer;
 use crate::upload::Upload;
 use crate::{BASE, Ui};
@@ -103,6 +103,30 @@ fn rows(ui: &Ui) -> Vec<Row> {
             file,
         });
     }
+    let reactors = host.reactors();
+    for name in reactors.names() {
+        let Some(plugin) = reactors.plugin(&name) else {
+            continue;
+        };
+        let info = plugin.info();
+        let file = file_of(
+            config
+                .reactors
+                .iter()
+                .map(|e| (&e.name, &e.plugin))
+                .collect(),
+            &name,
+        );
+        rows.push(Row {
+            name,
+            kind: "reactor",
+            version: info.version.clone(),
+            hash: info.content_hash.clone(),
+            wit: Some(info.wit_version.clone()),
+            handles: info.handles.clone(),
+            file,
+        });
+    }
     rows
 }
 
@@ -130,7 +154,7 @@ pub async fn list(
             (limits.time.as_millis()) " ms and " (bytes(limits.memory_bytes as u64)) " of memory per call, "
             (bytes(limits.output_bytes as u64)) " of output, " (bytes(limits.log_bytes as u64)) " of log, "
             (limits.scan_entries) " entries per read-model scan." }
-        p.note { "Plugin history: this host does not record earlier versions of a plugin (the events a version wrote carry its hash; " a href={ (BASE) "/all" } { "$all" } " filters by it)." }
+        p.note { "Every version a plugin ran is recorded in the system stream " a href=(stream_href("$plugins")) { "$plugins" } " (" code { "eshost plugin history NAME" } "); the events a version wrote carry its hash, which " a href={ (BASE) "/all" } { "$all" } " filters by." }
         @for (row, size) in &rows {
             section.plugin id={ "plugin-" (segment(&row.name)) } aria-labelledby={ "plugin-h-" (segment(&row.name)) } {
                 h2 id={ "plugin-h-" (segment(&row.name)) } { (row.name) " (" (row.kind) ")" }

@@ -52,7 +52,7 @@ pub async fn list(
 ) -> Result<Markup, UiError> {
     let statuses = ui.host().reactors().statuses();
     let body = html! {
-        p.note { "A reactor turns events into commands, appends and timers, each carried out once; what came of each is recorded in its own stream. A swap is an upload to " code { "PUT /reactors/{name}" } "." }
+        p.note { "A reactor turns events into commands, appends and timers, each carried out once; what came of each is recorded in its own stream. A new version is uploaded on the " a href={ (BASE) "/plugins" } { "Plugins" } " page (it goes on from the checkpoint) or to " code { "PUT /reactors/{name}?from=..." } "; either is recorded in " code { "$plugins" } ", so every node runs it and a restart keeps it." }
         table {
             thead { tr {
                 th scope="col" { "Reactor" } th scope="col" { "State" } th.num scope="col" { "Checkpoint" }

@@ -449,6 +449,12 @@ async fn the_reactors_page_shows_each_reactor_and_only_an_admin_pauses_and_resum
         !page.body.contains("/reactors/transfer-saga/pause"),
         "a reader sees no control"
     );
+    let plugins = send(&router, get("/ui/plugins", Some(&reader))).await;
+    assert!(
+        plugins.body.contains("transfer-saga (reactor)"),
+        "{}",
+        plugins.body
+    );
     let forged = post_form(
         "/ui/reactors/transfer-saga/pause",
         &reader,
