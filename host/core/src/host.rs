@@ -91,33 +91,44 @@ fn load_kind(
     Ok(plugin)
 }
 
-/// What choosing the versions to run at start needs.
+/// What choosing the versions to run at start needs, and what it chose.
 struct Starting<'a> {
     store: &'a dyn EventStore,
     config: &'a Config,
     node: &'a str,
+    runtime: &'a Runtime,
+    /// Plugin name → the content hash of the version chosen.
+    current: HashMap<String, String>,
 }
 
 impl Starting<'_> {
-    /// The version of a configured plugin to run (see `cluster::plugins::at_start`), checked
-    /// under `runtime` (the plugin's limits).
-    fn version(
-        &self,
-        runtime: &Runtime,
-        key: &str,
+    /// The version of the plugin at `config.{section}[index]` to run (see
+    /// `cluster::plugins::at_start`), loaded under the plugin's own limits and checked to be
+    /// the `kind` and `name` the config says.
+    fn load(
+        &mut self,
+        section: &str,
+        index: usize,
         name: &str,
         path: &std::path::Path,
         kind: PluginKind,
-    ) -> anyhow::Result<StartVersion> {
+    ) -> anyhow::Result<(StartVersion, LoadedPlugin)> {
+        let key = format!("{section}[{index}].plugin");
+        let runtime = self.runtime.with_limits(self.config.plugin_limits(name));
         let label = path.display().to_string();
-        crate::cluster::plugins::at_start(self.store, self.node, name, kind, path, |bytes| {
-            runtime
-                .load_bytes(bytes, &label, kind)
-                .map(|plugin| plugin.info().version.clone())
-                .map_err(|e| e.to_string())
-        })
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("config file {}: `{key}`", self.config.file.display()))
+        let version =
+            crate::cluster::plugins::at_start(self.store, self.node, name, kind, path, |bytes| {
+                runtime
+                    .load_bytes(bytes, &label, kind)
+                    .map(|plugin| plugin.info().version.clone())
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("config file {}: `{key}`", self.config.file.display()))?;
+        let loaded = load_kind(&runtime, self.config, &key, name, &version, kind)?;
+        self.current
+            .insert(name.to_owned(), loaded.info().content_hash.clone());
+        Ok((version, loaded))
     }
 }
 
@@ -203,35 +214,18 @@ impl Host {
         // Activations up to here are reflected in the versions chosen below; the plugin log
         // follows what comes after.
         let head = store.head();
-        let starting = Starting {
+        let mut starting = Starting {
             store: store.as_ref(),
             config,
             node: &node_id,
+            runtime: &runtime,
+            current: HashMap::new(),
         };
-        let mut current = HashMap::new();
         let mut upcasters = Vec::new();
         for (index, entry) in config.upcasters.iter().enumerate() {
-            let key = format!("upcasters[{index}].plugin");
-            let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
-            let version = starting.version(
-                &runtime,
-                &key,
-                &entry.name,
-                &entry.plugin,
-                PluginKind::Upcaster,
-            )?;
-            match load_kind(
-                &runtime,
-                config,
-                &key,
-                &entry.name,
-                &version,
-                PluginKind::Upcaster,
-            )? {
-                LoadedPlugin::Upcaster(plugin) => {
-                    current.insert(entry.name.clone(), plugin.info().content_hash.clone());
-                    upcasters.push(plugin);
-                }
+            let kind = PluginKind::Upcaster;
+            match starting.load("upcasters", index, &entry.name, &entry.plugin, kind)? {
+                (_, LoadedPlugin::Upcaster(plugin)) => upcasters.push(plugin),
                 _ => unreachable!("load_kind checks the kind"),
             }
         }
@@ -244,27 +238,12 @@ impl Host {
             EngineConfig::default(),
         )?;
         for (index, entry) in config.aggregates.iter().enumerate() {
-            let key = format!("aggregates[{index}].plugin");
-            let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
-            let version = starting.version(
-                &runtime,
-                &key,
-                &entry.name,
-                &entry.plugin,
-                PluginKind::Aggregate,
-            )?;
-            let LoadedPlugin::Aggregate(plugin) = load_kind(
-                &runtime,
-                config,
-                &key,
-                &entry.name,
-                &version,
-                PluginKind::Aggregate,
-            )?
+            let kind = PluginKind::Aggregate;
+            let (_, LoadedPlugin::Aggregate(plugin)) =
+                starting.load("aggregates", index, &entry.name, &entry.plugin, kind)?
             else {
                 unreachable!("load_kind checks the kind")
             };
-            current.insert(entry.name.clone(), plugin.info().content_hash.clone());
             aggregates.register(
                 plugin,
                 AggregateConfig {
@@ -281,33 +260,22 @@ impl Host {
             upcasters.clone(),
         );
         for (index, entry) in config.projections.iter().enumerate() {
-            let key = format!("projections[{index}].plugin");
-            let limits = config.plugin_limits(&entry.name);
-            let runtime = runtime.with_limits(limits.clone());
-            let version = starting.version(
-                &runtime,
-                &key,
-                &entry.name,
-                &entry.plugin,
-                PluginKind::Projection,
-            )?;
-            let loaded = load_kind(
-                &runtime,
-                config,
-                &key,
-                &entry.name,
-                &version,
-                PluginKind::Projection,
-            )?;
-            current.insert(entry.name.clone(), loaded.info().content_hash.clone());
+            let kind = PluginKind::Projection;
+            let (version, _) =
+                starting.load("projections", index, &entry.name, &entry.plugin, kind)?;
             let mut projection = ProjectionConfig::new(&entry.name, &entry.plugin);
             projection.batch = entry.batch;
             projection.attempts = entry.attempts;
             projection.dead_letter = entry.on_failure == FailurePolicy::DeadLetter;
-            projection.limits = Some(limits);
+            projection.limits = Some(config.plugin_limits(&entry.name));
             projections
                 .add_version(projection, version.bytes, &version.label)
-                .with_context(|| format!("config file {}: `{key}`", config.file.display()))?;
+                .with_context(|| {
+                    format!(
+                        "config file {}: `projections[{index}].plugin`",
+                        config.file.display()
+                    )
+                })?;
         }
         crate::chain_record::reconcile(
             &views,
@@ -325,30 +293,18 @@ impl Host {
             upcasters.clone(),
         );
         for (index, entry) in config.reactors.iter().enumerate() {
-            let key = format!("reactors[{index}].plugin");
-            let runtime = runtime.with_limits(config.plugin_limits(&entry.name));
-            let version = starting.version(
-                &runtime,
-                &key,
-                &entry.name,
-                &entry.plugin,
-                PluginKind::Reactor,
-            )?;
-            let LoadedPlugin::Reactor(plugin) = load_kind(
-                &runtime,
-                config,
-                &key,
-                &entry.name,
-                &version,
-                PluginKind::Reactor,
-            )?
+            let kind = PluginKind::Reactor;
+            let (_, LoadedPlugin::Reactor(plugin)) =
+                starting.load("reactors", index, &entry.name, &entry.plugin, kind)?
             else {
                 unreachable!("load_kind checks the kind")
             };
-            current.insert(entry.name.clone(), plugin.info().content_hash.clone());
-            reactors
-                .add(entry.config(), plugin)
-                .with_context(|| format!("config file {}: `{key}`", config.file.display()))?;
+            reactors.add(entry.config(), plugin).with_context(|| {
+                format!(
+                    "config file {}: `reactors[{index}].plugin`",
+                    config.file.display()
+                )
+            })?;
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         // A plugin's new versions load under its own limits, like the one they replace.
@@ -372,7 +328,10 @@ impl Host {
             reactors.clone(),
             upcasters.clone(),
             node.clone(),
-            StartedVersions { current, head },
+            StartedVersions {
+                current: starting.current,
+                head,
+            },
         );
         plugin_log.follow(head + 1, stopped.clone());
         let projection_control = ProjectionControl::start(

@@ -512,6 +512,19 @@ impl PluginLog {
             .ok_or_else(|| ActivateError::Unknown(name.to_owned()))
     }
 
+    /// Compiles `bytes` as a plugin of `kind` under plugin `name`'s runtime (its limits).
+    fn load(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        bytes: &[u8],
+        label: &str,
+    ) -> Result<LoadedPlugin, ActivateError> {
+        self.runtime(name)?
+            .load_bytes(bytes, label, kind)
+            .map_err(|e| ActivateError::BadPlugin(e.to_string()))
+    }
+
     /// Compiles and checks a component for plugin `name` of `kind`.
     fn check(
         &self,
@@ -520,10 +533,7 @@ impl PluginLog {
         bytes: &[u8],
         label: &str,
     ) -> Result<PluginInfo, ActivateError> {
-        let loaded = self
-            .runtime(name)?
-            .load_bytes(bytes, label, kind)
-            .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
+        let loaded = self.load(name, kind, bytes, label)?;
         let info = loaded.info().clone();
         if info.name != name {
             return Err(ActivateError::BadPlugin(format!(
@@ -542,10 +552,7 @@ impl PluginLog {
         bytes: &[u8],
         label: &str,
     ) -> Result<UpcasterChain, ActivateError> {
-        let loaded = self
-            .runtime(name)?
-            .load_bytes(bytes, label, PluginKind::Upcaster)
-            .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
+        let loaded = self.load(name, PluginKind::Upcaster, bytes, label)?;
         let LoadedPlugin::Upcaster(plugin) = loaded else {
             return Err(ActivateError::BadPlugin("not an upcaster".into()));
         };
@@ -626,11 +633,7 @@ impl PluginLog {
     ) -> Result<Swapped, ActivateError> {
         match kind {
             PluginKind::Aggregate => {
-                let loaded = self
-                    .runtime(name)?
-                    .load_bytes(&bytes, label, kind)
-                    .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
-                let LoadedPlugin::Aggregate(plugin) = loaded else {
+                let LoadedPlugin::Aggregate(plugin) = self.load(name, kind, &bytes, label)? else {
                     return Err(ActivateError::BadPlugin("not an aggregate".into()));
                 };
                 self.inner
@@ -650,11 +653,7 @@ impl PluginLog {
             )?)),
             PluginKind::Upcaster => Ok(Swapped::Upcaster(self.swap_upcaster(name, &bytes, label)?)),
             PluginKind::Reactor => {
-                let loaded = self
-                    .runtime(name)?
-                    .load_bytes(&bytes, label, kind)
-                    .map_err(|e| ActivateError::BadPlugin(e.to_string()))?;
-                let LoadedPlugin::Reactor(plugin) = loaded else {
+                let LoadedPlugin::Reactor(plugin) = self.load(name, kind, &bytes, label)? else {
                     return Err(ActivateError::BadPlugin("not a reactor".into()));
                 };
                 let start = start.unwrap_or(StartAt::Checkpoint);

@@ -296,7 +296,10 @@ impl Runner {
                 self.retry_at = None;
             }
             Control::Swap { plugin, from, ack } => {
-                let _ = ack.send(self.swap(plugin, from));
+                let swapped = self.swap(plugin, from);
+                // Before the answer: whoever asked reads the new version's status.
+                self.publish(*self.head.borrow());
+                let _ = ack.send(swapped);
             }
             Control::Stop => return false,
         }
