@@ -78,7 +78,7 @@ fn every_balances_and_deposit_currency_plugin_passes_the_shipped_fixtures() {
         component("balances-py"),
         component("balances-js"),
     ] {
-        assert_passes(&plugin_test(&plugin, &fixture("balances.json"), &[]), 2);
+        assert_passes(&plugin_test(&plugin, &fixture("balances.json"), &[]), 3);
     }
     for upcaster in [
         PathBuf::from(DEPOSIT_CURRENCY),
@@ -102,7 +102,7 @@ fn every_balances_and_deposit_currency_plugin_passes_the_shipped_fixtures() {
 #[test]
 fn the_transfer_saga_passes_its_fixture_and_a_wrong_intent_fails() {
     for saga in [PathBuf::from(TRANSFER_SAGA), component("transfer-saga-py")] {
-        assert_passes(&plugin_test(&saga, &fixture("transfer-saga.json"), &[]), 9);
+        assert_passes(&plugin_test(&saga, &fixture("transfer-saga.json"), &[]), 10);
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wrong.json");
@@ -114,7 +114,10 @@ fn the_transfer_saga_passes_its_fixture_and_a_wrong_intent_fails() {
              "intents": [{"cause": 1, "send": {"aggregate_type": "bank-account", "aggregate_id": "b",
                           "command": {"type": "Withdraw", "amount": 5},
                           "context": {"transfer": "t-9", "step": "debit", "from": "a", "to": "b", "amount": 5}}}]},
-            {"name": "an aggregate's key", "when": {"type": "Open"}}
+            {"name": "an aggregate's key", "when": {"type": "Open"}},
+            {"name": "expects a failure that does not come", "id": "t-8",
+             "given": [{"type": "TransferRequested", "data": {"from": "a", "to": "b", "amount": 5}}],
+             "error": "no such thing"}
         ]}"#,
     )
     .unwrap();
@@ -129,7 +132,11 @@ fn the_transfer_saga_passes_its_fixture_and_a_wrong_intent_fails() {
         text.contains("`when` does not apply to reactor plugins"),
         "{text}"
     );
-    assert!(text.contains("0 passed, 2 failed"), "{text}");
+    assert!(
+        text.contains("expected handling the given events to fail with \"no such thing\""),
+        "{text}"
+    );
+    assert!(text.contains("0 passed, 3 failed"), "{text}");
 }
 
 #[test]
