@@ -234,6 +234,7 @@ pub(crate) fn new(args: PluginNewArgs) -> anyhow::Result<()> {
         ("eshost.toml", include_str!("../templates/eshost.toml")),
         ("README.md", include_str!("../templates/README.md")),
         (".gitignore", include_str!("../templates/gitignore")),
+        ("watch.sh", include_str!("../templates/watch.sh")),
     ]);
     for (path, template) in files {
         let path = dir.join(path);
@@ -243,6 +244,7 @@ pub(crate) fn new(args: PluginNewArgs) -> anyhow::Result<()> {
         fs::write(&path, fill(template)).with_context(|| format!("writing {}", path.display()))?;
     }
     make_executable(&dir.join("build.sh"))?;
+    make_executable(&dir.join("watch.sh"))?;
     println!(
         "created {} ({lang_name} {}). Next:\n  cd {}\n  ./build.sh\n  eshost plugin test {name}.wasm --fixture cases.json{}\n  eshost run --config eshost.toml",
         dir.display(),

@@ -163,7 +163,8 @@ fn a_scaffolded_aggregate_is_served_by_its_own_config() {
 }
 
 /// componentize-py does not build byte-reproducibly, so an unchanged project is not built
-/// again: the plugin keeps its identity. A changed source is built.
+/// again: the plugin keeps its identity. A changed source is built, here by one round of the
+/// project's `watch.sh`, which also runs the fixture and says whether it passes.
 #[test]
 fn a_python_plugin_is_rebuilt_only_when_its_sources_change() {
     let root = tempfile::tempdir().unwrap();
@@ -186,13 +187,39 @@ fn a_python_plugin_is_rebuilt_only_when_its_sources_change() {
     let mut source = std::fs::read_to_string(&app).unwrap();
     source.push_str("\nEDITED = True\n");
     std::fs::write(&app, source).unwrap();
-    let changed = build(&dir);
+    let changed = watch_once(&dir);
     assert!(!changed.contains("up to date"), "{changed}");
-    assert!(changed.contains("built "), "{changed}");
+    assert!(
+        changed.contains("built, and the fixture passes"),
+        "{changed}"
+    );
     assert!(
         std::fs::read(&wasm).unwrap() != built,
         "the edit is not in the component"
     );
+
+    // A fixture that no longer holds is reported as such.
+    let cases = dir.join("cases.json");
+    let fixture = std::fs::read_to_string(&cases).unwrap();
+    assert!(fixture.contains("\"count\": 5"), "{fixture}");
+    std::fs::write(&cases, fixture.replacen("\"count\": 5", "\"count\": 6", 1)).unwrap();
+    let failed = watch_once(&dir);
+    assert!(failed.contains("1 failed"), "{failed}");
+    assert!(
+        failed.contains("the build or the fixture failed"),
+        "{failed}"
+    );
+}
+
+/// One round of the project's `watch.sh`: build if a source changed, then its fixture.
+fn watch_once(dir: &Path) -> String {
+    run_bounded(
+        Command::new(dir.join("watch.sh"))
+            .env("ESHOST", eshost_tests::eshost_binary())
+            .env("ESHOST_HOME", eshost_tests::checkout())
+            .env("ESHOST_WATCH_ROUNDS", "1"),
+        Duration::from_secs(600),
+    )
 }
 
 #[test]
