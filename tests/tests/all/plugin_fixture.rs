@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eshost_tests::cli::{Output, eshost_with};
-use eshost_tests::{BALANCES, BANK_ACCOUNT, DEPOSIT_CURRENCY, TRANSFER_SAGA};
+use eshost_tests::{BALANCES, BANK_ACCOUNT, DEPOSIT_CURRENCY, FRAUD_WATCH, TRANSFER_SAGA};
 
 use crate::polyglot_support::component;
 
@@ -137,6 +137,13 @@ fn the_transfer_saga_passes_its_fixture_and_a_wrong_intent_fails() {
         "{text}"
     );
     assert!(text.contains("0 passed, 3 failed"), "{text}");
+}
+
+/// A reactor's timers, its read model and its queries, checked in the sandbox.
+#[test]
+fn the_fraud_watch_passes_its_fixture_with_its_timer_and_read_model() {
+    let output = plugin_test(Path::new(FRAUD_WATCH), &fixture("fraud-watch.json"), &[]);
+    assert_passes(&output, 3);
 }
 
 #[test]
