@@ -3,8 +3,6 @@
 //! resume (which retries a reactor stopped at a failing event). The same core calls as
 //! `/reactors/...` of the API.
 
-use std::time::Duration;
-
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -90,19 +88,6 @@ pub async fn list(
     Ok(page(&viewer, Nav::Reactors, "Reactors", body))
 }
 
-/// Waits (bounded) until the runner acted on a control message.
-async fn settle(ui: &Ui, name: &str, done: impl Fn(ReactorState) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while tokio::time::Instant::now() < deadline {
-        match ui.host().reactors().status(name) {
-            Ok(status) if !done(status.state) => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            _ => return,
-        }
-    }
-}
-
 /// `POST /ui/reactors/{name}/pause` (admin).
 pub async fn pause(
     State(ui): State<Ui>,
@@ -110,8 +95,8 @@ pub async fn pause(
     Path(name): Path<String>,
 ) -> Result<Redirect, UiError> {
     viewer.require(Role::Admin)?;
-    ui.host().reactors().pause(&name)?;
-    settle(&ui, &name, |now| now == ReactorState::Paused).await;
+    let host = ui.host().clone();
+    tokio::task::spawn_blocking(move || host.reactors().pause(&name)).await??;
     Ok(Redirect::to(LIST))
 }
 
@@ -123,7 +108,7 @@ pub async fn resume(
     Path(name): Path<String>,
 ) -> Result<Redirect, UiError> {
     viewer.require(Role::Admin)?;
-    ui.host().reactors().resume(&name)?;
-    settle(&ui, &name, |now| now == ReactorState::Running).await;
+    let host = ui.host().clone();
+    tokio::task::spawn_blocking(move || host.reactors().resume(&name)).await??;
     Ok(Redirect::to(LIST))
 }

@@ -172,14 +172,30 @@ impl Reactors {
             .map_err(|_| ReactorError::Stopped(name.to_owned()))
     }
 
-    /// Pauses `name` after the batch in hand.
-    pub fn pause(&self, name: &str) -> Result<(), ReactorError> {
-        self.send(name, Control::Pause)
+    /// Sends `name` the control `make` builds and waits until the runner acted on it (after
+    /// the batch in hand); returns the status it published then. Blocking.
+    fn ask(
+        &self,
+        name: &str,
+        make: impl FnOnce(runner::Ack) -> Control,
+    ) -> Result<ReactorStatus, ReactorError> {
+        let (ack, answer) = std::sync::mpsc::channel();
+        self.send(name, make(ack))?;
+        answer
+            .recv()
+            .map_err(|_| ReactorError::Stopped(name.to_owned()))??;
+        self.status(name)
     }
 
-    /// Resumes `name`; a reactor stopped at a failing event tries it again.
-    pub fn resume(&self, name: &str) -> Result<(), ReactorError> {
-        self.send(name, Control::Resume)
+    /// Pauses `name` after the batch in hand; returns its status then. Blocking.
+    pub fn pause(&self, name: &str) -> Result<ReactorStatus, ReactorError> {
+        self.ask(name, Control::Pause)
+    }
+
+    /// Resumes `name`; a reactor stopped at a failing event tries it again. Returns its status
+    /// once resumed. Blocking.
+    pub fn resume(&self, name: &str) -> Result<ReactorStatus, ReactorError> {
+        self.ask(name, Control::Resume)
     }
 
     /// Runs `plugin` as the new version of `name`, from `from` (the checkpoint, the head, or a
@@ -191,12 +207,7 @@ impl Reactors {
         from: StartAt,
     ) -> Result<ReactorStatus, ReactorError> {
         check_plugin(name, &plugin)?;
-        let (ack, answer) = std::sync::mpsc::channel();
-        self.send(name, Control::Swap { plugin, from, ack })?;
-        answer
-            .recv()
-            .map_err(|_| ReactorError::Stopped(name.to_owned()))??;
-        self.status(name)
+        self.ask(name, |ack| Control::Swap { plugin, from, ack })
     }
 
     /// Answers `query` with `args` (JSON) over the committed read model of `name`. Blocking.

@@ -28,15 +28,19 @@ use eshost_store::{AllRead, Direction, EventStore, StreamRead, Until, now_ms};
 /// changes nothing).
 const DURABLE_EVERY: Duration = Duration::from_millis(500);
 
+/// The answer to a control message, sent once the runner acted on it and published its new
+/// status.
+pub(crate) type Ack = Sender<Result<(), ReactorError>>;
+
 /// What callers ask of a runner.
 pub(crate) enum Control {
-    Pause,
+    Pause(Ack),
     /// Also retries a reactor stopped at a failing event.
-    Resume,
+    Resume(Ack),
     Swap {
         plugin: ReactorPlugin,
         from: StartAt,
-        ack: Sender<Result<(), ReactorError>>,
+        ack: Ack,
     },
     Stop,
 }
@@ -287,22 +291,24 @@ impl Runner {
 
     /// Applies a control message; false to stop.
     fn apply(&mut self, control: Control) -> bool {
-        match control {
-            Control::Pause => self.paused = true,
-            Control::Resume => {
+        let (done, ack) = match control {
+            Control::Pause(ack) => {
+                self.paused = true;
+                (Ok(()), ack)
+            }
+            Control::Resume(ack) => {
                 self.paused = false;
                 self.failed = None;
                 self.attempts = 0;
                 self.retry_at = None;
+                (Ok(()), ack)
             }
-            Control::Swap { plugin, from, ack } => {
-                let swapped = self.swap(plugin, from);
-                // Before the answer: whoever asked reads the new version's status.
-                self.publish(*self.head.borrow());
-                let _ = ack.send(swapped);
-            }
+            Control::Swap { plugin, from, ack } => (self.swap(plugin, from), ack),
             Control::Stop => return false,
-        }
+        };
+        // Before the answer: whoever asked reads the status this made.
+        self.publish(*self.head.borrow());
+        let _ = ack.send(done);
         true
     }
 

@@ -1,12 +1,10 @@
 //! Reactors: status, queries, pause, resume and swaps.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::{Extension, Json};
 use eshost_api as api;
 use eshost_core::cluster::plugins::ActivationSource;
-use eshost_core::reactor::{ReactorState, StartAt};
+use eshost_core::reactor::{ReactorError, ReactorStatus, Reactors, StartAt};
 use serde_json::{Map, Value};
 
 use super::joined;
@@ -48,37 +46,31 @@ pub(crate) async fn reactor_query(
     Ok(Json(api::QueryAnswer(wire::json(&answer))))
 }
 
-/// Waits (bounded) until the runner has acted on a control message, so the answer shows the
-/// new state.
-async fn settled(
+/// Pauses or resumes (`control`) the reactor `name`: answers once its runner acted on it.
+async fn control(
     state: &AppState,
-    name: &str,
-    done: impl Fn(ReactorState) -> bool,
+    name: String,
+    control: fn(&Reactors, &str) -> Result<ReactorStatus, ReactorError>,
 ) -> Result<Json<api::ReactorStatus>, ApiError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    loop {
-        let status = state.inner.host.reactors().status(name)?;
-        if done(status.state) || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(wire::reactor_status(status)));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let host = state.inner.host.clone();
+    let status = tokio::task::spawn_blocking(move || control(host.reactors(), &name))
+        .await
+        .map_err(joined)??;
+    Ok(Json(wire::reactor_status(status)))
 }
 
 pub(crate) async fn reactor_pause(
     State(state): State<AppState>,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<api::ReactorStatus>, ApiError> {
-    state.inner.host.reactors().pause(&name)?;
-    settled(&state, &name, |now| now == ReactorState::Paused).await
+    control(&state, name, Reactors::pause).await
 }
 
 pub(crate) async fn reactor_resume(
     State(state): State<AppState>,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<api::ReactorStatus>, ApiError> {
-    state.inner.host.reactors().resume(&name)?;
-    settled(&state, &name, |now| now == ReactorState::Running).await
+    control(&state, name, Reactors::resume).await
 }
 
 /// `?from=`: `checkpoint` (default), `head`, `beginning` or a position.
